@@ -1,0 +1,52 @@
+//! Link libtorch so that CUDA stays visible and the binary finds PyTorch's
+//! libraries without any environment set.
+//!
+//! torch-sys links `torch_cuda` like any other library, and the linker's default
+//! `--as-needed` drops it because no symbol of ours refers to it: the binary then
+//! runs, but `tch::Cuda::is_available()` is false even on a GPU machine. We add
+//! `--no-as-needed -ltorch_cuda -ltorch` so the DT_NEEDED entries stay.
+//!
+//! We also record a RUNPATH (not an RPATH: `--enable-new-dtags`) to the venv's
+//! `torch/lib`. RUNPATH is searched after `LD_LIBRARY_PATH`, so the same binary
+//! can be pointed at another copy of PyTorch 2.11.0 (e.g. on a GPU machine).
+use std::env;
+use std::path::PathBuf;
+use std::process::Command;
+
+const FIND_TORCH_LIB: &str =
+    "import os, torch; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))";
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=VIRTUAL_ENV");
+    println!("cargo:rerun-if-env-changed=LIBTORCH_USE_PYTORCH");
+    if env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux") {
+        return;
+    }
+    // Same interpreter choice as torch-sys, so both see the same PyTorch.
+    let python = if env::var_os("VIRTUAL_ENV").is_some() {
+        "python"
+    } else {
+        "python3"
+    };
+    let out = Command::new(python).arg("-c").arg(FIND_TORCH_LIB).output();
+    let lib = match out {
+        Ok(o) if o.status.success() => {
+            PathBuf::from(String::from_utf8_lossy(&o.stdout).trim().to_string())
+        }
+        _ => panic!(
+            "ddpm-lab: could not import torch with `{python}`. Run `just setup` (it installs \
+             PyTorch 2.11.0 into ./.venv) and build through `just build`, which puts the venv first \
+             on PATH and sets LIBTORCH_USE_PYTORCH=1."
+        ),
+    };
+    println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
+    println!("cargo:rustc-link-arg=-L{}", lib.display());
+    if lib.join("libtorch_cuda.so").exists() {
+        println!("cargo:rustc-link-arg=-ltorch_cuda");
+    }
+    println!("cargo:rustc-link-arg=-ltorch");
+    println!("cargo:rustc-link-arg=-Wl,--as-needed");
+    println!("cargo:rustc-link-arg=-Wl,--enable-new-dtags");
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+}

@@ -1,0 +1,54 @@
+# ddpm-lab task runner. `just --list` shows every recipe.
+#
+# Every recipe runs with the project venv first on PATH and LIBTORCH_USE_PYTORCH=1,
+# so torch-sys links the PyTorch 2.11.0 that `just setup` installed into ./.venv.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+torch_version := "2.11.0"
+venv := justfile_directory() / ".venv"
+
+export VIRTUAL_ENV := venv
+export PATH := venv / "bin" + ":" + env_var("PATH")
+export LIBTORCH_USE_PYTORCH := "1"
+
+# List the recipes.
+default:
+    @just --list
+
+# Install PyTorch {{torch_version}} into ./.venv (idempotent: skips what is there).
+setup:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ ! -x "{{venv}}/bin/python" ]; then
+        echo "setup: creating {{venv}}"
+        python3 -m venv "{{venv}}"
+    fi
+    have=$("{{venv}}/bin/python" -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null || true)
+    if [ "$have" = "{{torch_version}}" ]; then
+        echo "setup: torch {{torch_version}} already in {{venv}}"
+    else
+        echo "setup: installing torch=={{torch_version}} into {{venv}} (found: ${have:-none})"
+        "{{venv}}/bin/python" -m pip install --disable-pip-version-check -q "torch=={{torch_version}}"
+    fi
+
+# Build the release binary (target/release/ddpm-lab).
+build: setup
+    cargo build --release
+
+# Run the whole test suite.
+test: setup
+    cargo test --release -- --test-threads 2
+
+# Format the code.
+fmt:
+    cargo fmt --all
+
+# Lint: clippy with warnings denied, and formatting checked.
+lint: setup
+    cargo fmt --all -- --check
+    cargo clippy --release --all-targets -- -D warnings
+
+# Run ddpm-lab with arguments, e.g. `just run inspect schedule --schedule cosine`.
+run *ARGS: build
+    ./target/release/ddpm-lab {{ARGS}}

@@ -1,0 +1,166 @@
+//! `ddpm-lab inspect`: print the numbers a run would use, so users (and tests)
+//! can see them: a schedule's tables, a loss weighting per timestep, the devices.
+
+use super::output::{print_table, Column, Format};
+use crate::diffusion::objective::WeightingError;
+use crate::diffusion::{
+    LossWeighting, NoiseSchedule, Prediction, ScheduleConfig, ScheduleKind, WeightingKind,
+};
+use crate::exit::bad_input;
+use clap::{Args, Subcommand};
+
+#[derive(Debug, Subcommand)]
+pub enum Inspect {
+    /// A noise schedule: t, beta, alpha_bar, snr, log_snr, posterior_variance.
+    Schedule(ScheduleCmd),
+    /// A loss weighting: t, snr, and the weight on the prediction target's MSE.
+    Weights(WeightsCmd),
+    /// The devices libtorch sees (CUDA, cuDNN, CPU threads).
+    Devices,
+}
+
+/// The schedule flags, shared by `inspect schedule` and `inspect weights`.
+#[derive(Debug, Args)]
+pub struct ScheduleArgs {
+    /// The noise schedule.
+    #[arg(long, value_enum, default_value = "linear")]
+    pub schedule: ScheduleKind,
+    /// The number of diffusion steps T (at least 1).
+    #[arg(long, default_value_t = 1000, value_parser = parse_timesteps)]
+    pub timesteps: u64,
+    /// First beta of the linear and scaled-linear schedules (ignored by cosine).
+    #[arg(long, default_value_t = 1e-4, allow_negative_numbers = true)]
+    pub beta_start: f64,
+    /// Last beta of the linear and scaled-linear schedules (ignored by cosine).
+    #[arg(long, default_value_t = 0.02, allow_negative_numbers = true)]
+    pub beta_end: f64,
+    /// Rescale so the last step has zero SNR (Lin et al. 2024).
+    #[arg(long)]
+    pub zero_terminal_snr: bool,
+    /// Output format: aligned table, or CSV with full f64 precision.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+}
+
+impl ScheduleArgs {
+    fn build(&self) -> anyhow::Result<NoiseSchedule> {
+        NoiseSchedule::new(ScheduleConfig {
+            schedule: self.schedule,
+            timesteps: self.timesteps as usize,
+            beta_start: self.beta_start,
+            beta_end: self.beta_end,
+            zero_terminal_snr: self.zero_terminal_snr,
+        })
+        .map_err(|e| {
+            let flags: Vec<String> = e
+                .keys()
+                .iter()
+                .map(|k| format!("--{}", k.replace('_', "-")))
+                .collect();
+            bad_input(format!("invalid {}: {e}", flags.join(" / ")))
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleCmd {
+    #[command(flatten)]
+    pub schedule: ScheduleArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct WeightsCmd {
+    /// The loss weighting (chapter §1.4).
+    #[arg(long, value_enum, default_value = "simple")]
+    pub weighting: WeightingKind,
+    /// γ of min-snr (default 5) or of p2 (default 1); must be > 0.
+    #[arg(long, allow_negative_numbers = true)]
+    pub gamma: Option<f64>,
+    /// k of p2 (default 1); must be > 0.
+    #[arg(long, allow_negative_numbers = true)]
+    pub p2_k: Option<f64>,
+    /// What the model predicts; the weight is on this target's MSE.
+    #[arg(long, value_enum, default_value = "epsilon")]
+    pub prediction: Prediction,
+    #[command(flatten)]
+    pub schedule: ScheduleArgs,
+}
+
+fn parse_timesteps(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err("T must be at least 1 (1000 is standard)".into()),
+        Ok(t) => Ok(t),
+        Err(_) => Err("expected a whole number of diffusion steps, e.g. 1000".into()),
+    }
+}
+
+pub fn run(cmd: Inspect) -> anyhow::Result<()> {
+    match cmd {
+        Inspect::Schedule(c) => schedule(c),
+        Inspect::Weights(c) => weights(c),
+        Inspect::Devices => devices(),
+    }
+}
+
+fn schedule(c: ScheduleCmd) -> anyhow::Result<()> {
+    let s = c.schedule.build()?;
+    let t: Vec<i64> = (0..s.timesteps() as i64).collect();
+    print_table(
+        &[
+            Column::Int("t", t),
+            Column::Float("beta", &s.betas),
+            Column::Float("alpha_bar", &s.alpha_bar),
+            Column::Float("snr", &s.snr),
+            Column::Float("log_snr", &s.log_snr),
+            Column::Float("posterior_variance", &s.posterior_variance),
+        ],
+        c.schedule.format,
+    )
+}
+
+fn weights(c: WeightsCmd) -> anyhow::Result<()> {
+    let applies = |flag: &str, ok: bool| -> anyhow::Result<()> {
+        if ok {
+            Ok(())
+        } else {
+            Err(bad_input(format!(
+                "{flag} does not apply to --weighting {}: --gamma is for min-snr and p2, --p2-k for p2",
+                c.weighting.name()
+            )))
+        }
+    };
+    applies(
+        "--gamma",
+        c.gamma.is_none() || matches!(c.weighting, WeightingKind::MinSnr | WeightingKind::P2),
+    )?;
+    applies(
+        "--p2-k",
+        c.p2_k.is_none() || c.weighting == WeightingKind::P2,
+    )?;
+    let w = LossWeighting::new(c.weighting, c.gamma, c.p2_k).map_err(|e| {
+        let WeightingError::NotPositive { name, value, hint } = e;
+        let flag = if name == "p2_k" { "--p2-k" } else { "--gamma" };
+        bad_input(format!(
+            "invalid value {value} for {flag}: it must be a finite number > 0 ({hint})"
+        ))
+    })?;
+    let s = c.schedule.build()?;
+    let weight = w.target_weights(c.prediction, &s);
+    print_table(
+        &[
+            Column::Int("t", (0..s.timesteps() as i64).collect()),
+            Column::Float("snr", &s.snr),
+            Column::Float("weight", &weight),
+        ],
+        c.schedule.format,
+    )
+}
+
+fn devices() -> anyhow::Result<()> {
+    let n = tch::Cuda::device_count();
+    println!("cuda available: {}", tch::Cuda::is_available());
+    println!("cuda devices: {n}");
+    println!("cudnn available: {}", tch::Cuda::cudnn_is_available());
+    println!("cpu threads: {}", tch::get_num_threads());
+    Ok(())
+}

@@ -1,0 +1,32 @@
+//! The command line: one file per subcommand. Parsing is clap's; each subcommand
+//! returns `anyhow::Result`, with input problems wrapped in
+//! [`crate::exit::BadInput`] so they exit with code 2.
+
+pub mod inspect;
+mod output;
+
+use clap::{Parser, Subcommand};
+
+/// Declarative DDPM training experiments.
+///
+/// Write a TOML sweep spec, run it, and read the report. See README.md.
+#[derive(Debug, Parser)]
+#[command(name = "ddpm-lab", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the numbers behind a run: schedules, loss weights, devices.
+    #[command(subcommand)]
+    Inspect(inspect::Inspect),
+}
+
+/// Run a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Inspect(cmd) => inspect::run(cmd),
+    }
+}

@@ -1,0 +1,9 @@
+//! ddpm-lab: declarative DDPM training experiments.
+//!
+//! The library holds everything; `src/main.rs` only parses the command line and
+//! maps errors to exit codes. Data flows one way:
+//! spec → validated config → plan → scheduler → trainer → evaluation → report.
+
+pub mod cli;
+pub mod diffusion;
+pub mod exit;

@@ -1,0 +1,13 @@
+//! The `ddpm-lab` binary: parse the command line, call the library, map errors
+//! to exit codes (0 ok, 1 something failed, 2 the input was wrong).
+
+use clap::Parser;
+use ddpm_lab::{cli, exit};
+
+fn main() {
+    let args = cli::Cli::parse(); // clap prints usage errors itself and exits with 2
+    if let Err(err) = cli::run(args) {
+        eprintln!("error: {err:#}");
+        std::process::exit(exit::code_for(&err));
+    }
+}

@@ -1,0 +1,276 @@
+//! End-to-end tests of `ddpm-lab inspect`: output format, numbers against closed
+//! forms, and every bad-argument error with its exit code.
+
+use std::process::{Command, Output};
+
+fn ddpm_lab(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ddpm-lab"))
+        .args(args)
+        .output()
+        .expect("run ddpm-lab")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+fn csv(args: &[&str]) -> (String, Vec<Vec<f64>>) {
+    let o = ddpm_lab(args);
+    assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    let text = stdout(&o);
+    let mut lines = text.lines();
+    let header = lines.next().unwrap().to_string();
+    let rows = lines
+        .map(|l| l.split(',').map(|c| c.parse::<f64>().unwrap()).collect())
+        .collect();
+    (header, rows)
+}
+
+#[test]
+fn schedule_csv_has_the_exact_header_and_closed_form_values() {
+    let (header, rows) = csv(&[
+        "inspect",
+        "schedule",
+        "--schedule",
+        "linear",
+        "--timesteps",
+        "1000",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(header, "t,beta,alpha_bar,snr,log_snr,posterior_variance");
+    assert_eq!(rows.len(), 1000);
+    assert_eq!(rows[0][0], 0.0);
+    assert_eq!(rows[999][0], 999.0);
+    // Independent closed form: β_t = 1e-4 + t·(0.02 − 1e-4)/999, ᾱ = Π(1 − β).
+    let mut ab = 1.0f64;
+    let mut ab_prev = 1.0f64;
+    for (t, r) in rows.iter().enumerate() {
+        let beta = 1e-4 + t as f64 * (0.02 - 1e-4) / 999.0;
+        ab_prev = if t == 0 { 1.0 } else { ab_prev };
+        let prev = ab;
+        ab *= 1.0 - beta;
+        assert!((r[1] - beta).abs() <= 1e-15, "t={t}");
+        assert!((r[2] - ab).abs() <= 1e-13 * ab, "t={t}");
+        assert!((r[3] - ab / (1.0 - ab)).abs() <= 1e-12 * r[3], "t={t}");
+        assert!((r[4] - (ab / (1.0 - ab)).ln()).abs() <= 1e-10, "t={t}");
+        let pv = beta * (1.0 - prev) / (1.0 - ab);
+        assert!((r[5] - pv).abs() <= 1e-12 * pv.max(1e-300), "t={t}");
+    }
+}
+
+#[test]
+fn zero_terminal_snr_schedule_ends_at_zero_snr() {
+    let o = ddpm_lab(&[
+        "inspect",
+        "schedule",
+        "--schedule",
+        "cosine",
+        "--timesteps",
+        "50",
+        "--zero-terminal-snr",
+        "--format",
+        "csv",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let last = stdout(&o).lines().last().unwrap().to_string();
+    let cells: Vec<&str> = last.split(',').collect();
+    assert_eq!(cells[0], "49");
+    assert_eq!(cells[2], "0.0", "alpha_bar");
+    assert_eq!(cells[3], "0.0", "snr");
+    assert_eq!(cells[4], "-inf", "log_snr");
+}
+
+#[test]
+fn weights_csv_is_min_snr_in_the_v_form() {
+    let (header, rows) = csv(&[
+        "inspect",
+        "weights",
+        "--weighting",
+        "min-snr",
+        "--gamma",
+        "5",
+        "--prediction",
+        "v",
+        "--schedule",
+        "linear",
+        "--timesteps",
+        "1000",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(header, "t,snr,weight");
+    assert_eq!(rows.len(), 1000);
+    for r in &rows {
+        let snr = r[1];
+        let expect = snr.min(5.0) / (snr + 1.0);
+        assert!(
+            (r[2] - expect).abs() <= 1e-12 * expect,
+            "t={}: {} vs {expect}",
+            r[0],
+            r[2]
+        );
+    }
+}
+
+#[test]
+fn weights_for_every_prediction_and_weighting_are_finite() {
+    for w in ["simple", "snr", "min-snr", "vlb", "p2"] {
+        for p in ["epsilon", "x0", "v"] {
+            let (_, rows) = csv(&[
+                "inspect",
+                "weights",
+                "--weighting",
+                w,
+                "--prediction",
+                p,
+                "--schedule",
+                "cosine",
+                "--zero-terminal-snr",
+                "--timesteps",
+                "100",
+                "--format",
+                "csv",
+            ]);
+            assert!(
+                rows.iter().all(|r| r[2].is_finite() && r[2] >= 0.0),
+                "{w} {p}"
+            );
+        }
+    }
+}
+
+#[test]
+fn table_format_is_aligned_with_a_header() {
+    let o = ddpm_lab(&["inspect", "schedule", "--timesteps", "3"]);
+    assert!(o.status.success());
+    let text = stdout(&o);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4);
+    assert!(lines[0].split_whitespace().eq([
+        "t",
+        "beta",
+        "alpha_bar",
+        "snr",
+        "log_snr",
+        "posterior_variance"
+    ]));
+    assert!(lines.iter().all(|l| l.len() == lines[0].len()));
+}
+
+/// Each bad argument: exit code 2, no panic, and a message naming the flag and what is accepted.
+#[test]
+fn bad_arguments_exit_2_with_the_flag_and_accepted_values() {
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["inspect", "schedule", "--schedule", "quadratic"],
+            &["--schedule", "linear, cosine, scaled-linear"],
+        ),
+        (
+            &[
+                "inspect",
+                "schedule",
+                "--beta-start",
+                "0.02",
+                "--beta-end",
+                "0.001",
+            ],
+            &[
+                "--beta-start",
+                "--beta-end",
+                "must be smaller than beta_end",
+            ],
+        ),
+        (
+            &[
+                "inspect",
+                "schedule",
+                "--beta-start",
+                "0.01",
+                "--beta-end",
+                "0.01",
+            ],
+            &["--beta-start", "must be smaller"],
+        ),
+        (
+            &["inspect", "schedule", "--beta-start", "-0.1"],
+            &["--beta-start", "(0, 1)"],
+        ),
+        (
+            &["inspect", "schedule", "--timesteps", "0"],
+            &["--timesteps", "at least 1"],
+        ),
+        (
+            &["inspect", "schedule", "--timesteps", "ten"],
+            &["--timesteps", "whole number"],
+        ),
+        (
+            &[
+                "inspect",
+                "schedule",
+                "--timesteps",
+                "1",
+                "--zero-terminal-snr",
+            ],
+            &["--zero-terminal-snr", "at least 2 timesteps"],
+        ),
+        (
+            &[
+                "inspect",
+                "weights",
+                "--weighting",
+                "min-snr",
+                "--gamma",
+                "0",
+            ],
+            &["--gamma", "> 0"],
+        ),
+        (
+            &["inspect", "weights", "--weighting", "p2", "--gamma", "-1"],
+            &["--gamma", "> 0"],
+        ),
+        (
+            &["inspect", "weights", "--weighting", "p2", "--p2-k", "0"],
+            &["--p2-k", "> 0"],
+        ),
+        (
+            &["inspect", "weights", "--weighting", "snr", "--gamma", "2"],
+            &["--gamma does not apply", "min-snr and p2"],
+        ),
+        (
+            &["inspect", "weights", "--prediction", "score"],
+            &["--prediction", "epsilon, x0, v"],
+        ),
+        (
+            &["inspect", "weights", "--weighting", "lvlb"],
+            &["--weighting", "simple, snr, min-snr, vlb, p2"],
+        ),
+        (
+            &["inspect", "schedule", "--format", "json"],
+            &["--format", "csv, table"],
+        ),
+    ];
+    for (args, needles) in cases {
+        let o = ddpm_lab(args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(o.stdout.is_empty(), "{args:?} printed to stdout");
+        for n in *needles {
+            assert!(err.contains(n), "{args:?}: expected {n:?} in:\n{err}");
+        }
+    }
+}
+
+#[test]
+fn devices_reports_what_libtorch_sees() {
+    let o = ddpm_lab(&["inspect", "devices"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("cuda available: "));
+    assert!(text.contains("cpu threads: "));
+}
