@@ -274,3 +274,14 @@ fn devices_reports_what_libtorch_sees() {
     assert!(text.contains("cuda available: "));
     assert!(text.contains("cpu threads: "));
 }
+
+#[test]
+fn devices_probe_computes_on_the_cpu() {
+    let o = ddpm_lab(&["inspect", "devices"]);
+    let text = stdout(&o);
+    let cpu = text
+        .lines()
+        .find(|l| l.starts_with("cpu: "))
+        .expect("a cpu line");
+    assert!(cpu.starts_with("cpu: ok"), "{cpu}");
+}

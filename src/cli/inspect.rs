@@ -162,5 +162,30 @@ fn devices() -> anyhow::Result<()> {
     println!("cuda devices: {n}");
     println!("cudnn available: {}", tch::Cuda::cudnn_is_available());
     println!("cpu threads: {}", tch::get_num_threads());
+    for i in 0..n.max(0) as usize {
+        println!("cuda:{i}: {}", probe(tch::Device::Cuda(i)));
+    }
+    println!("cpu: {}", probe(tch::Device::Cpu));
     Ok(())
+}
+
+/// Run a small matmul on `device` and compare it with the CPU, so "available"
+/// means "computes correctly", not only "a driver answered".
+fn probe(device: tch::Device) -> String {
+    let run = || -> Result<String, tch::TchError> {
+        tch::manual_seed(0);
+        let a = tch::Tensor::f_randn([256, 256], (tch::Kind::Float, tch::Device::Cpu))?;
+        let expect = a.f_matmul(&a)?;
+        let start = std::time::Instant::now();
+        let got = a
+            .f_to_device(device)?
+            .f_matmul(&a.f_to_device(device)?)?
+            .f_to_device(tch::Device::Cpu)?;
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        let err = (got - &expect).f_abs()?.f_max()?.f_double_value(&[])?;
+        Ok(format!(
+            "ok (256x256 matmul, max |diff| vs cpu {err:.1e}, {ms:.1} ms incl. copies)"
+        ))
+    };
+    run().unwrap_or_else(|e| format!("FAILED: {e}"))
 }
