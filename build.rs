@@ -13,11 +13,13 @@ use std::env;
 use std::path::PathBuf;
 use std::process::Command;
 
-const FIND_TORCH_LIB: &str =
-    "import os, torch; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))";
+const FIND_TORCH: &str = "import os, torch; d = os.path.dirname(torch.__file__); \
+print(os.path.join(d, 'lib')); print(os.path.join(d, 'include')); \
+print(int(torch._C._GLIBCXX_USE_CXX11_ABI))";
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=src/train/autocast.cpp");
     println!("cargo:rerun-if-env-changed=VIRTUAL_ENV");
     println!("cargo:rerun-if-env-changed=LIBTORCH_USE_PYTORCH");
     if env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux") {
@@ -29,10 +31,17 @@ fn main() {
     } else {
         "python3"
     };
-    let out = Command::new(python).arg("-c").arg(FIND_TORCH_LIB).output();
-    let lib = match out {
+    let out = Command::new(python).arg("-c").arg(FIND_TORCH).output();
+    let (lib, include, abi) = match out {
         Ok(o) if o.status.success() => {
-            PathBuf::from(String::from_utf8_lossy(&o.stdout).trim().to_string())
+            let text = String::from_utf8_lossy(&o.stdout).to_string();
+            let lines: Vec<&str> = text.lines().collect();
+            assert!(lines.len() >= 3, "ddpm-lab: unexpected answer from {python}: {text}");
+            (
+                PathBuf::from(lines[0]),
+                PathBuf::from(lines[1]),
+                lines[2].to_string(),
+            )
         }
         _ => panic!(
             "ddpm-lab: could not import torch with `{python}`. Run `just setup` (it installs \
@@ -40,6 +49,18 @@ fn main() {
              on PATH and sets LIBTORCH_USE_PYTORCH=1."
         ),
     };
+    // The autocast shim (see src/train/autocast.cpp): bf16 autocast needs the
+    // autocast dtype set, which tch does not expose.
+    cc::Build::new()
+        .cpp(true)
+        .std("c++17")
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .define("_GLIBCXX_USE_CXX11_ABI", abi.as_str())
+        .flag_if_supported("-w")
+        .file("src/train/autocast.cpp")
+        .compile("ddpm_autocast");
+
     println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
     println!("cargo:rustc-link-arg=-L{}", lib.display());
     if lib.join("libtorch_cuda.so").exists() {

@@ -10,6 +10,14 @@ pub const FAILURE: i32 = 1;
 /// The input was wrong: a flag, a config value, a file that is not what it should be.
 pub const BAD_INPUT: i32 = 2;
 
+/// A run stopped by Ctrl-C or SIGTERM after writing a checkpoint (128 + SIGINT).
+pub const INTERRUPTED: i32 = 130;
+
+/// A run that stopped on a signal: neither bad input nor a failure.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted at step {0}; continue with --resume")]
+pub struct Interrupted(pub u64);
+
 /// Marks an error as the user's input being wrong (exit code 2).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -20,10 +28,13 @@ pub fn bad_input(err: impl std::fmt::Display) -> anyhow::Error {
     anyhow::Error::new(BadInput(err.to_string()))
 }
 
-/// The exit code for an error: 2 if any cause in its chain is [`BadInput`], else 1.
+/// The exit code for an error: 2 if any cause in its chain is [`BadInput`], 130 if
+/// it is [`Interrupted`], else 1.
 pub fn code_for(err: &anyhow::Error) -> i32 {
     if err.chain().any(|e| e.is::<BadInput>()) {
         BAD_INPUT
+    } else if err.chain().any(|e| e.is::<Interrupted>()) {
+        INTERRUPTED
     } else {
         FAILURE
     }

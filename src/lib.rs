@@ -5,5 +5,10 @@
 //! spec → validated config → plan → scheduler → trainer → evaluation → report.
 
 pub mod cli;
+pub mod config;
+pub mod data;
 pub mod diffusion;
 pub mod exit;
+pub mod model;
+pub mod rng;
+pub mod train;

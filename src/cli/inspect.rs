@@ -2,12 +2,17 @@
 //! can see them: a schedule's tables, a loss weighting per timestep, the devices.
 
 use super::output::{print_table, Column, Format};
+use crate::config::run::{DataSource, RunConfig};
+use crate::config::{self, SetArg, Sources};
 use crate::diffusion::objective::WeightingError;
 use crate::diffusion::{
     LossWeighting, NoiseSchedule, Prediction, ScheduleConfig, ScheduleKind, WeightingKind,
 };
 use crate::exit::bad_input;
+use crate::model::{parameter_count, parameter_table, Denoiser, Family, ModelPreset, ModelSpec};
 use clap::{Args, Subcommand};
+use std::io::Write;
+use std::path::PathBuf;
 
 #[derive(Debug, Subcommand)]
 pub enum Inspect {
@@ -15,6 +20,8 @@ pub enum Inspect {
     Schedule(ScheduleCmd),
     /// A loss weighting: t, snr, and the weight on the prediction target's MSE.
     Weights(WeightsCmd),
+    /// A model: parameters per block and in total.
+    Model(ModelCmd),
     /// The devices libtorch sees (CUDA, cuDNN, CPU threads).
     Devices,
 }
@@ -69,6 +76,24 @@ pub struct ScheduleCmd {
 }
 
 #[derive(Debug, Args)]
+pub struct ModelCmd {
+    /// A model preset, built for its usual data (ddpm-cifar10: 3×32×32; unet-*: 1×28×28; mlp-*: 2-D).
+    #[arg(
+        long,
+        value_enum,
+        conflicts_with = "config",
+        required_unless_present = "config"
+    )]
+    pub preset: Option<ModelPreset>,
+    /// A run config: the model it would train.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Override a config key (with --config), e.g. --set model.ch=64.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = SetArg::parse, requires = "config")]
+    pub sets: Vec<SetArg>,
+}
+
+#[derive(Debug, Args)]
 pub struct WeightsCmd {
     /// The loss weighting (chapter §1.4).
     #[arg(long, value_enum, default_value = "simple")]
@@ -98,6 +123,7 @@ pub fn run(cmd: Inspect) -> anyhow::Result<()> {
     match cmd {
         Inspect::Schedule(c) => schedule(c),
         Inspect::Weights(c) => weights(c),
+        Inspect::Model(c) => model(c),
         Inspect::Devices => devices(),
     }
 }
@@ -154,6 +180,58 @@ fn weights(c: WeightsCmd) -> anyhow::Result<()> {
         ],
         c.schedule.format,
     )
+}
+
+/// The config `inspect model --preset` builds: the preset on its usual data.
+pub fn preset_config(preset: ModelPreset) -> RunConfig {
+    let mut cfg = RunConfig::default();
+    cfg.model.preset = preset;
+    match preset.values().family {
+        Family::Mlp => cfg.data.source = DataSource::Toy,
+        Family::UNet => {
+            cfg.data.source = DataSource::Synthetic;
+            cfg.data.shape = if preset == ModelPreset::DdpmCifar10 {
+                vec![3, 32, 32]
+            } else {
+                vec![1, 28, 28]
+            };
+        }
+    }
+    cfg
+}
+
+fn model(c: ModelCmd) -> anyhow::Result<()> {
+    let cfg = match (&c.preset, &c.config) {
+        (Some(p), _) => preset_config(*p),
+        (None, Some(path)) => config::load(&Sources {
+            file: Some(path.clone()),
+            sets: c.sets.clone(),
+            env: true,
+        })
+        .map_err(bad_input)?,
+        (None, None) => unreachable!("clap requires --preset or --config"),
+    };
+    let spec = config::model_spec(&cfg);
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let _model = Denoiser::new(vs.root(), &spec);
+    let table = parameter_table(&vs);
+    let width = table.iter().map(|(b, _)| b.len()).max().unwrap_or(5).max(5);
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let desc = match &spec {
+        ModelSpec::Unet(u) => format!(
+            "UNet: {}×{}×{}, ch {}, ch_mult {:?}, {} res blocks, attention at {:?}, dropout {}, {} classes",
+            u.in_channels, u.resolution, u.resolution, u.ch, u.ch_mult, u.num_res_blocks, u.attn_resolutions, u.dropout, u.num_classes
+        ),
+        ModelSpec::Mlp(m) => format!("MLP: dim {}, hidden {}, depth {}, {} classes", m.dim, m.hidden, m.depth, m.num_classes),
+    };
+    let _ = writeln!(out, "{desc}");
+    let _ = writeln!(out, "{:<width$}  {:>12}", "block", "parameters");
+    for (b, n) in &table {
+        let _ = writeln!(out, "{b:<width$}  {n:>12}");
+    }
+    let _ = writeln!(out, "parameters: {}", parameter_count(&vs));
+    Ok(())
 }
 
 fn devices() -> anyhow::Result<()> {

@@ -4,6 +4,7 @@
 
 pub mod inspect;
 mod output;
+pub mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -19,7 +20,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Print the numbers behind a run: schedules, loss weights, devices.
+    /// Train one DDPM run from a run config (TOML).
+    Train(train::TrainCmd),
+    /// Print the numbers behind a run: schedules, loss weights, models, devices.
     #[command(subcommand)]
     Inspect(inspect::Inspect),
 }
@@ -27,6 +30,7 @@ pub enum Command {
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Train(cmd) => train::run(cmd),
         Command::Inspect(cmd) => inspect::run(cmd),
     }
 }

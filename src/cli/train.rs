@@ -1,0 +1,85 @@
+//! `ddpm-lab train RUN.toml`: train one run into a run directory.
+
+use crate::config::{self, SetArg, Sources};
+use crate::exit::{bad_input, BadInput, Interrupted};
+use crate::train::{self, Outcome, TrainOptions};
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct TrainCmd {
+    /// The run config (TOML). Every key has a default; see README.md.
+    pub config: PathBuf,
+    /// Override a config key, e.g. --set train.lr=1e-4 (repeatable; TOML values).
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = SetArg::parse)]
+    pub sets: Vec<SetArg>,
+    /// The device: cpu, cuda or cuda:N (overrides train.device).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// The run directory (default: output.dir, else results/runs/<config stem>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the run in --out from its last checkpoint (train.steps may grow).
+    #[arg(long)]
+    pub resume: bool,
+    /// Plain progress lines instead of a progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+pub fn run(cmd: TrainCmd) -> anyhow::Result<()> {
+    let mut sets = cmd.sets.clone();
+    if let Some(d) = &cmd.device {
+        sets.push(SetArg::parse(&format!("train.device={d:?}")).map_err(bad_input)?);
+    }
+    let cfg = config::load(&Sources {
+        file: Some(cmd.config.clone()),
+        sets,
+        env: true,
+    })
+    .map_err(bad_input)?;
+    let run_dir = match (&cmd.out, cfg.output.dir.as_str()) {
+        (Some(out), _) => out.clone(),
+        (None, "") => config::load::default_run_dir(Some(&cmd.config)),
+        (None, dir) => PathBuf::from(dir),
+    };
+    install_signal_handler();
+    let outcome = train::train(
+        &cfg,
+        &TrainOptions {
+            run_dir: run_dir.clone(),
+            resume: cmd.resume,
+            quiet: cmd.quiet,
+        },
+    )
+    .map_err(|e| {
+        if e.is_bad_input() {
+            anyhow::Error::new(BadInput(e.to_string()))
+        } else {
+            anyhow::Error::new(e)
+        }
+    })?;
+    match outcome {
+        Outcome::Completed {
+            step,
+            already: true,
+        } => {
+            eprintln!(
+                "{}: already completed at step {step}; nothing to do",
+                run_dir.display()
+            );
+        }
+        Outcome::Completed { step, .. } => {
+            eprintln!("{}: completed {step} steps", run_dir.display());
+        }
+        Outcome::Interrupted { step } => return Err(Interrupted(step).into()),
+    }
+    Ok(())
+}
+
+/// Ctrl-C and SIGTERM ask the trainer to checkpoint and stop.
+fn install_signal_handler() {
+    let _ = ctrlc::set_handler(|| {
+        train::trainer::STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+}

@@ -1,0 +1,278 @@
+//! Layered loading of a run config with figment:
+//! built-in defaults ← the TOML file ← `DDPM_LAB_`-prefixed environment
+//! (`DDPM_LAB_TRAIN__LR=1e-4` sets `train.lr`) ← `--set key=value`.
+//!
+//! Every problem is collected, not just the first: unknown keys (with a "did you
+//! mean"), wrong types, then the value checks of [`super::validate`]. Each
+//! names where the value came from: `file:line`, the environment variable, or
+//! the `--set` flag.
+
+use super::locate::line_of;
+use super::run::RunConfig;
+use super::validate::{validate, Problem};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider, Source};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// Prefix of environment variables that set config keys; `__` separates levels.
+pub const ENV_PREFIX: &str = "DDPM_LAB_";
+
+/// Everything wrong with a config, each problem on its own line.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}", render(.origin, .problems))]
+pub struct ConfigError {
+    pub origin: String,
+    pub problems: Vec<Problem>,
+}
+
+fn render(origin: &str, problems: &[Problem]) -> String {
+    let n = problems.len();
+    let mut s = format!("{origin} has {n} problem{}:", if n == 1 { "" } else { "s" });
+    for p in problems {
+        s.push_str("\n  ");
+        s.push_str(&p.to_string());
+    }
+    s
+}
+
+/// One `--set key=value`. The value is read as TOML (`0.1`, `true`, `[1, 2]`,
+/// `"text"`), and as a plain string when it is not valid TOML (`--set diffusion.prediction=v`).
+#[derive(Debug, Clone)]
+pub struct SetArg {
+    pub key: String,
+    pub value: toml::Value,
+    pub raw: String,
+}
+
+impl SetArg {
+    pub fn parse(raw: &str) -> Result<SetArg, String> {
+        let (key, value) = raw
+            .split_once('=')
+            .ok_or_else(|| format!("--set {raw}: expected key=value, e.g. --set train.lr=1e-4"))?;
+        let key = key.trim();
+        if key.is_empty() || key.split('.').any(|p| p.is_empty()) {
+            return Err(format!(
+                "--set {raw}: the key must be a dotted path like train.lr"
+            ));
+        }
+        let value = value.trim();
+        let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.to_string()));
+        Ok(SetArg {
+            key: key.to_string(),
+            value: parsed,
+            raw: raw.to_string(),
+        })
+    }
+}
+
+impl Provider for SetArg {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("command line").source(Source::Custom(format!("--set {}", self.raw)))
+    }
+    fn data(&self) -> figment::Result<Map<Profile, Dict>> {
+        let value = Value::serialize(&self.value)?;
+        let dict = figment::util::nest(&self.key, value)
+            .into_dict()
+            .expect("nest always returns a dict"); // ok: nest wraps in a dict
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
+/// Where a run config comes from.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    pub file: Option<PathBuf>,
+    pub sets: Vec<SetArg>,
+    /// Read `DDPM_LAB_*` variables (off in tests that must not see the environment).
+    pub env: bool,
+}
+
+/// Load, layer and validate a run config.
+pub fn load(sources: &Sources) -> Result<RunConfig, ConfigError> {
+    let origin = sources
+        .file
+        .as_ref()
+        .map_or("the run config".to_string(), |p| p.display().to_string());
+    let fail = |problems| ConfigError {
+        origin: origin.clone(),
+        problems,
+    };
+    let mut text = None;
+    let mut fig = Figment::from(Serialized::defaults(RunConfig::default()));
+    if let Some(path) = &sources.file {
+        let t = std::fs::read_to_string(path).map_err(|e| {
+            fail(vec![Problem::new(
+                "",
+                format!("cannot read {}: {e}; check the path", path.display()),
+            )])
+        })?;
+        if let Err(e) = t.parse::<toml::Table>() {
+            return Err(fail(vec![Problem::new("", format!("not valid TOML: {e}"))]));
+        }
+        fig = fig.merge(Toml::file(path));
+        text = Some(t);
+    }
+    if sources.env {
+        fig = fig.merge(Env::prefixed(ENV_PREFIX).split("__"));
+    }
+    for s in &sources.sets {
+        fig = fig.merge(s.clone());
+    }
+    let locate = |key: &str| where_from(&fig, key, text.as_deref());
+
+    let mut problems = unknown_keys(&fig)
+        .into_iter()
+        .map(|(key, hint)| Problem::new(&key, format!("unknown key{hint}")).at(locate(&key)))
+        .collect::<Vec<_>>();
+    if !problems.is_empty() {
+        return Err(fail(problems));
+    }
+    let config: RunConfig = match fig.extract() {
+        Ok(c) => c,
+        Err(e) => {
+            for err in e {
+                let key = err.path.join(".");
+                problems.push(Problem::new(&key, kind_message(&err.kind)).at(locate(&key)));
+            }
+            return Err(fail(problems));
+        }
+    };
+    let problems: Vec<Problem> = validate(&config)
+        .into_iter()
+        .map(|p| {
+            let at = locate(&p.key);
+            p.at(at)
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(fail(problems))
+    }
+}
+
+/// `file:line`, `$DDPM_LAB_…` or `--set …` for a key, where it was set explicitly.
+fn where_from(fig: &Figment, key: &str, text: Option<&str>) -> Option<String> {
+    let meta = fig.find_metadata(key)?;
+    match &meta.source {
+        Some(Source::File(path)) => {
+            let line = text.and_then(|t| line_of(t, key));
+            Some(match line {
+                Some(l) => format!("{}:{l}", path.display()),
+                None => path.display().to_string(),
+            })
+        }
+        Some(Source::Custom(s)) => Some(s.clone()),
+        _ if meta.name.contains("environment") => Some(format!(
+            "${ENV_PREFIX}{}",
+            key.to_uppercase().replace('.', "__")
+        )),
+        _ => None,
+    }
+}
+
+fn kind_message(kind: &figment::error::Kind) -> String {
+    use figment::error::Kind;
+    match kind {
+        Kind::InvalidType(actual, expected) => format!("expected {expected}, found {actual}"),
+        Kind::InvalidValue(actual, expected) => format!("expected {expected}, found {actual}"),
+        Kind::UnknownVariant(v, allowed) => {
+            format!("unknown value {v:?}; allowed: {}", allowed.join(", "))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Every key path the config accepts.
+fn known_keys() -> BTreeSet<String> {
+    let mut keys = BTreeSet::new();
+    let value = Value::serialize(RunConfig::schema_sample()).expect("config serializes"); // ok: plain data
+    fn walk(prefix: &str, v: &Value, keys: &mut BTreeSet<String>) {
+        if let Some(d) = v.as_dict() {
+            for (k, v) in d {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                keys.insert(path.clone());
+                walk(&path, v, keys);
+            }
+        }
+    }
+    walk("", &value, &mut keys);
+    keys
+}
+
+/// Keys in the merged config that the schema does not have, each with a
+/// "did you mean" hint when a known key is close.
+fn unknown_keys(fig: &Figment) -> Vec<(String, String)> {
+    let known = known_keys();
+    let Ok(data) = fig.data() else {
+        return vec![];
+    };
+    let mut out = vec![];
+    fn walk(prefix: &str, d: &Dict, known: &BTreeSet<String>, out: &mut Vec<(String, String)>) {
+        for (k, v) in d {
+            let path = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            if !known.contains(&path) {
+                out.push((path.clone(), did_you_mean(&path, known)));
+                continue;
+            }
+            if let Some(inner) = v.as_dict() {
+                // Tables whose schema entry is a leaf (none today) would be skipped here.
+                walk(&path, inner, known, out);
+            }
+        }
+    }
+    for dict in data.values() {
+        walk("", dict, &known, &mut out);
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn did_you_mean(path: &str, known: &BTreeSet<String>) -> String {
+    let depth = path.matches('.').count();
+    let best = known
+        .iter()
+        .filter(|k| k.matches('.').count() == depth)
+        .map(|k| (strsim::jaro_winkler(path, k), k))
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    match best {
+        Some((score, k)) if score > 0.85 => format!("; did you mean `{k}`?"),
+        _ => {
+            let parent = path.rsplit_once('.').map(|(p, _)| p).unwrap_or("");
+            let siblings: Vec<&str> = known
+                .iter()
+                .filter_map(|k| {
+                    let (p, leaf) = k.rsplit_once('.').unwrap_or(("", k));
+                    (p == parent).then_some(leaf)
+                })
+                .collect();
+            if siblings.is_empty() {
+                String::new()
+            } else {
+                format!("; known keys here: {}", siblings.join(", "))
+            }
+        }
+    }
+}
+
+/// The default run directory for a config file: `results/runs/<file stem>`.
+pub fn default_run_dir(file: Option<&Path>) -> PathBuf {
+    let stem = file
+        .and_then(|f| f.file_stem())
+        .map_or("run".to_string(), |s| s.to_string_lossy().into_owned());
+    PathBuf::from("results").join("runs").join(stem)
+}

@@ -1,0 +1,42 @@
+//! Find where a dotted key is written in a TOML file, so errors can say
+//! `run.toml:12: train.lr …`. Works for `[table]` headers, dotted keys
+//! (`train.lr = 1`) and inline tables alike.
+
+use toml_edit::{Document, TableLike};
+
+/// The 1-based line of `dotted_key` in `text`, if it is written there. For a key
+/// that is not there, the line of its nearest written parent.
+pub fn line_of(text: &str, dotted_key: &str) -> Option<usize> {
+    let doc = Document::parse(text.to_string()).ok()?;
+    let mut table: &dyn TableLike = doc.as_table();
+    let mut found = None;
+    for part in dotted_key.split('.') {
+        let Some((key, item)) = table.get_key_value(part) else {
+            break;
+        };
+        found = key.span().or_else(|| item.span()).or(found);
+        match item.as_table_like() {
+            Some(t) => table = t,
+            None => break,
+        }
+    }
+    found.map(|span| text[..span.start].matches('\n').count() + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_keys_in_every_toml_form() {
+        let text = "# a run\n[train]\nlr = 0.1\nsteps = 5\n\n[model]\npreset = \"x\"\ndata.source = \"toy\"\newa = { decays = [0.9] }\n";
+        assert_eq!(line_of(text, "train.lr"), Some(3));
+        assert_eq!(line_of(text, "train.steps"), Some(4));
+        assert_eq!(line_of(text, "model.preset"), Some(7));
+        assert_eq!(line_of(text, "model.data.source"), Some(8));
+        assert_eq!(line_of(text, "model.ewa.decays"), Some(9));
+        assert_eq!(line_of(text, "train"), Some(2));
+        assert_eq!(line_of(text, "nope.x"), None);
+        assert_eq!(line_of(text, "train.nope"), Some(2));
+    }
+}

@@ -1,0 +1,317 @@
+//! One run's configuration: a serde tree (`data`, `model`, `diffusion`, `train`,
+//! `ema`, `eval`, `output`) where every field has a default and unknown keys are
+//! rejected. Every key is addressable by a dotted path (`train.lr`,
+//! `diffusion.prediction`), which is how `--set`, the environment and sweep
+//! axes name them.
+//!
+//! This is the "raw" stage: values are parsed but not yet checked against each
+//! other; [`super::validate`] does that before anything is built.
+
+use crate::diffusion::timesteps::DEFAULT_LOSS_AWARE_BINS;
+use crate::diffusion::{Prediction, ScheduleConfig, ScheduleKind, TimestepSampling, WeightingKind};
+use crate::model::ModelPreset;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    pub diffusion: DiffusionConfig,
+    pub train: TrainConfig,
+    pub ema: EmaConfig,
+    pub eval: EvalConfig,
+    pub output: OutputConfig,
+}
+
+/// Where training data comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataSource {
+    /// Generated 2-D distributions (`data.toy`).
+    Toy,
+    /// Generated images of Gaussian blobs, labelled by quadrant: for smoke tests and benchmarks.
+    Synthetic,
+}
+
+/// The generated 2-D distributions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ToyKind {
+    /// 8 Gaussians (σ = 0.2) on a circle of radius 2; labelled by Gaussian (8 classes).
+    EightGaussians,
+    /// Two interleaved half circles with noise σ = 0.1; labelled by moon (2 classes).
+    TwoMoons,
+    /// A 2-D Swiss roll; unlabelled.
+    SwissRoll,
+    /// The 8 filled squares of a 4×4 checkerboard on [−2, 2]²; labelled by half (x < 0 or ≥ 0).
+    Checkerboard,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    pub source: DataSource,
+    /// Which 2-D distribution, for `source = "toy"`.
+    pub toy: ToyKind,
+    /// How many samples a generated source makes.
+    pub n_samples: usize,
+    /// [C, H, W] of `source = "synthetic"`.
+    pub shape: Vec<i64>,
+    /// Condition the model on the source's class labels.
+    pub labels: bool,
+    /// Seed of the generated data (the training seed is `train.seed`).
+    pub seed: u64,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            source: DataSource::Toy,
+            toy: ToyKind::EightGaussians,
+            n_samples: 10_000,
+            shape: vec![1, 28, 28],
+            labels: false,
+            seed: 0,
+        }
+    }
+}
+
+/// `model.preset`, and overrides of any of its values (unset = the preset's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    pub preset: ModelPreset,
+    pub ch: Option<i64>,
+    pub ch_mult: Option<Vec<i64>>,
+    pub num_res_blocks: Option<i64>,
+    pub attn_resolutions: Option<Vec<i64>>,
+    pub dropout: Option<f64>,
+    pub norm_groups: Option<i64>,
+    pub attn_heads: Option<i64>,
+    pub hidden: Option<i64>,
+    pub depth: Option<i64>,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            preset: ModelPreset::MlpSmall,
+            ch: None,
+            ch_mult: None,
+            num_res_blocks: None,
+            attn_resolutions: None,
+            dropout: None,
+            norm_groups: None,
+            attn_heads: None,
+            hidden: None,
+            depth: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiffusionConfig {
+    pub schedule: ScheduleKind,
+    pub timesteps: usize,
+    pub beta_start: f64,
+    pub beta_end: f64,
+    pub zero_terminal_snr: bool,
+    pub prediction: Prediction,
+    pub weighting: WeightingKind,
+    pub min_snr_gamma: f64,
+    pub p2_k: f64,
+    pub p2_gamma: f64,
+    pub timestep_sampling: TimestepSampling,
+    pub loss_aware_bins: usize,
+}
+
+impl Default for DiffusionConfig {
+    fn default() -> Self {
+        let s = ScheduleConfig::default();
+        DiffusionConfig {
+            schedule: s.schedule,
+            timesteps: s.timesteps,
+            beta_start: s.beta_start,
+            beta_end: s.beta_end,
+            zero_terminal_snr: s.zero_terminal_snr,
+            prediction: Prediction::Epsilon,
+            weighting: WeightingKind::Simple,
+            min_snr_gamma: crate::diffusion::objective::DEFAULT_MIN_SNR_GAMMA,
+            p2_k: crate::diffusion::objective::DEFAULT_P2_K,
+            p2_gamma: crate::diffusion::objective::DEFAULT_P2_GAMMA,
+            timestep_sampling: TimestepSampling::Uniform,
+            loss_aware_bins: DEFAULT_LOSS_AWARE_BINS,
+        }
+    }
+}
+
+impl DiffusionConfig {
+    /// The configured loss weighting with its parameters (γ is `min_snr_gamma` or `p2_gamma`).
+    pub fn loss_weighting(
+        &self,
+    ) -> Result<crate::diffusion::LossWeighting, crate::diffusion::objective::WeightingError> {
+        let gamma = match self.weighting {
+            WeightingKind::P2 => self.p2_gamma,
+            _ => self.min_snr_gamma,
+        };
+        crate::diffusion::LossWeighting::new(self.weighting, Some(gamma), Some(self.p2_k))
+    }
+
+    pub fn schedule_config(&self) -> ScheduleConfig {
+        ScheduleConfig {
+            schedule: self.schedule,
+            timesteps: self.timesteps,
+            beta_start: self.beta_start,
+            beta_end: self.beta_end,
+            zero_terminal_snr: self.zero_terminal_snr,
+        }
+    }
+}
+
+/// Learning-rate schedules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LrSchedule {
+    Constant,
+    /// Linear from 0 to `lr` over `warmup_steps`, then constant.
+    Warmup,
+    /// Linear warm-up, then cosine decay to 0 at `steps`.
+    Cosine,
+}
+
+/// Numeric precision of the forward and backward passes (chapter §4.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Precision {
+    Fp32,
+    /// bf16 autocast; no loss scaling needed.
+    Bf16,
+    /// fp16 autocast with dynamic loss scaling (CUDA only).
+    Fp16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub steps: u64,
+    pub batch_size: i64,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub adam_beta1: f64,
+    pub adam_beta2: f64,
+    pub adam_eps: f64,
+    pub lr_schedule: LrSchedule,
+    pub warmup_steps: u64,
+    /// Clip the global gradient norm at this value; 0 turns clipping off.
+    pub grad_clip: f64,
+    pub precision: Precision,
+    /// Classifier-free guidance: the probability a sample's condition is dropped.
+    pub p_uncond: f64,
+    pub seed: u64,
+    /// `auto` (the first CUDA device, else the CPU), `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// CPU threads for libtorch; 0 keeps libtorch's default.
+    pub threads: i64,
+    pub log_every: u64,
+    pub checkpoint_every: u64,
+    pub keep_checkpoints: usize,
+    /// Test hook: fail with an error at this step (0 = never). For exercising failure handling.
+    pub fail_at_step: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            steps: 1000,
+            batch_size: 128,
+            lr: 2e-4,
+            weight_decay: 0.0,
+            adam_beta1: 0.9,
+            adam_beta2: 0.999,
+            adam_eps: 1e-8,
+            lr_schedule: LrSchedule::Constant,
+            warmup_steps: 0,
+            grad_clip: 1.0,
+            precision: Precision::Fp32,
+            p_uncond: 0.0,
+            seed: 0,
+            device: "auto".into(),
+            threads: 0,
+            log_every: 50,
+            checkpoint_every: 500,
+            keep_checkpoints: 2,
+            fail_at_step: 0,
+        }
+    }
+}
+
+/// How the EMA's decay evolves (chapter §4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EmaMode {
+    /// θ_ema ← μ θ_ema + (1 − μ) θ, starting from θ.
+    Constant,
+    /// μ_k = min(μ, 1 − (1 + k/inv_gamma)^(−power)) after `update_after_step` (diffusers, ema-pytorch).
+    Warmup,
+    /// Shadow starts at 0; evaluated as θ_ema / (1 − μ^k) (the chapter's bias correction).
+    BiasCorrected,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmaConfig {
+    /// Every decay tracked in this run; raw weights are always kept too.
+    pub decays: Vec<f64>,
+    pub mode: EmaMode,
+    pub inv_gamma: f64,
+    pub power: f64,
+    pub update_after_step: u64,
+}
+
+impl Default for EmaConfig {
+    fn default() -> Self {
+        EmaConfig {
+            decays: vec![0.9999],
+            mode: EmaMode::Constant,
+            inv_gamma: 1.0,
+            power: 2.0 / 3.0,
+            update_after_step: 0,
+        }
+    }
+}
+
+/// Evaluation settings (samplers, metrics): filled in by the evaluation work.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// The run directory. Empty: `results/runs/<config file stem>`; `--out` overrides.
+    pub dir: String,
+}
+
+impl RunConfig {
+    /// A config with every optional field set, so its serialized form lists every key.
+    pub fn schema_sample() -> RunConfig {
+        let mut c = RunConfig::default();
+        c.model.ch = Some(0);
+        c.model.ch_mult = Some(vec![]);
+        c.model.num_res_blocks = Some(0);
+        c.model.attn_resolutions = Some(vec![]);
+        c.model.dropout = Some(0.0);
+        c.model.norm_groups = Some(0);
+        c.model.attn_heads = Some(0);
+        c.model.hidden = Some(0);
+        c.model.depth = Some(0);
+        c
+    }
+
+    /// The resolved config as TOML (what `config.toml` in a run directory holds).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a RunConfig always serializes") // ok: plain data, no maps with non-string keys
+    }
+}

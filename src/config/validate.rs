@@ -1,0 +1,439 @@
+//! Checks of a parsed run config, before anything is built: each problem names
+//! the key, the value, and what is allowed. All problems are reported at once.
+
+use super::run::{DataSource, Precision, RunConfig, ToyKind};
+use crate::diffusion::{Prediction, ScheduleConfig};
+use crate::model::Family;
+use std::fmt;
+
+/// One thing wrong with a config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    /// The dotted key, e.g. `train.lr` (empty for file-level problems).
+    pub key: String,
+    pub message: String,
+    /// Where the value came from: `file:line`, an environment variable, a `--set` flag.
+    pub origin: Option<String>,
+}
+
+impl Problem {
+    pub fn new(key: &str, message: impl Into<String>) -> Self {
+        Problem {
+            key: key.to_string(),
+            message: message.into(),
+            origin: None,
+        }
+    }
+    pub fn at(mut self, origin: Option<String>) -> Self {
+        self.origin = origin;
+        self
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(o) = &self.origin {
+            write!(f, "{o}: ")?;
+        }
+        if self.key.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// A device name: `auto`, `cpu`, `cuda` or `cuda:N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceChoice {
+    Auto,
+    Cpu,
+    Cuda(usize),
+}
+
+impl DeviceChoice {
+    pub fn parse(s: &str) -> Option<DeviceChoice> {
+        match s {
+            "auto" => Some(DeviceChoice::Auto),
+            "cpu" => Some(DeviceChoice::Cpu),
+            "cuda" => Some(DeviceChoice::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")?
+                .parse()
+                .ok()
+                .map(DeviceChoice::Cuda),
+        }
+    }
+
+    /// The device this choice means on this machine.
+    pub fn resolve(self) -> tch::Device {
+        match self {
+            DeviceChoice::Auto => tch::Device::cuda_if_available(),
+            DeviceChoice::Cpu => tch::Device::Cpu,
+            DeviceChoice::Cuda(i) => tch::Device::Cuda(i),
+        }
+    }
+}
+
+/// The shape of one data sample and its labels, as the model sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataShape {
+    /// [D] for vectors, [C, H, W] for images.
+    pub sample: Vec<i64>,
+    /// Number of classes, if the source has labels.
+    pub num_classes: Option<i64>,
+    /// Width of the condition vector, if the source has one.
+    pub cond_dim: Option<i64>,
+}
+
+impl DataShape {
+    pub fn is_image(&self) -> bool {
+        self.sample.len() == 3
+    }
+}
+
+/// What a source yields, without loading it.
+pub fn data_shape(cfg: &RunConfig) -> DataShape {
+    match cfg.data.source {
+        DataSource::Toy => DataShape {
+            sample: vec![2],
+            num_classes: match cfg.data.toy {
+                ToyKind::EightGaussians => Some(8),
+                ToyKind::TwoMoons | ToyKind::Checkerboard => Some(2),
+                ToyKind::SwissRoll => None,
+            },
+            cond_dim: None,
+        },
+        DataSource::Synthetic => DataShape {
+            sample: cfg.data.shape.clone(),
+            num_classes: Some(crate::data::synthetic::NUM_CLASSES),
+            cond_dim: None,
+        },
+    }
+}
+
+fn finite_pos(p: &mut Vec<Problem>, key: &str, v: f64, hint: &str) {
+    if !(v.is_finite() && v > 0.0) {
+        p.push(Problem::new(
+            key,
+            format!("= {v}: must be a number > 0 ({hint})"),
+        ));
+    }
+}
+
+fn in_unit(p: &mut Vec<Problem>, key: &str, v: f64, hint: &str) {
+    if !(0.0..1.0).contains(&v) {
+        p.push(Problem::new(
+            key,
+            format!("= {v}: must be in [0, 1) ({hint})"),
+        ));
+    }
+}
+
+fn at_least(p: &mut Vec<Problem>, key: &str, v: i64, min: i64, hint: &str) {
+    if v < min {
+        p.push(Problem::new(
+            key,
+            format!("= {v}: must be at least {min} ({hint})"),
+        ));
+    }
+}
+
+/// Every problem with `cfg`; empty when it can run.
+pub fn validate(cfg: &RunConfig) -> Vec<Problem> {
+    let mut p = vec![];
+    let t = &cfg.train;
+    finite_pos(&mut p, "train.lr", t.lr, "2e-4 is typical");
+    if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0) {
+        p.push(Problem::new(
+            "train.weight_decay",
+            format!("= {}: must be ≥ 0 (0 or 0.01 are typical)", t.weight_decay),
+        ));
+    }
+    in_unit(&mut p, "train.adam_beta1", t.adam_beta1, "0.9 is standard");
+    in_unit(
+        &mut p,
+        "train.adam_beta2",
+        t.adam_beta2,
+        "0.999 is standard",
+    );
+    finite_pos(&mut p, "train.adam_eps", t.adam_eps, "1e-8 is standard");
+    at_least(
+        &mut p,
+        "train.steps",
+        t.steps as i64,
+        1,
+        "the number of optimizer steps",
+    );
+    at_least(
+        &mut p,
+        "train.batch_size",
+        t.batch_size,
+        1,
+        "64–256 is typical",
+    );
+    if !(t.grad_clip.is_finite() && t.grad_clip >= 0.0) {
+        p.push(Problem::new(
+            "train.grad_clip",
+            format!(
+                "= {}: must be ≥ 0 (1.0 is standard; 0 turns clipping off)",
+                t.grad_clip
+            ),
+        ));
+    }
+    in_unit(
+        &mut p,
+        "train.p_uncond",
+        t.p_uncond,
+        "the CFG dropout probability; 0.1–0.2 is typical",
+    );
+    at_least(
+        &mut p,
+        "train.log_every",
+        t.log_every as i64,
+        1,
+        "steps between log records",
+    );
+    at_least(
+        &mut p,
+        "train.checkpoint_every",
+        t.checkpoint_every as i64,
+        1,
+        "steps between checkpoints",
+    );
+    at_least(
+        &mut p,
+        "train.keep_checkpoints",
+        t.keep_checkpoints as i64,
+        1,
+        "how many recent checkpoints to keep",
+    );
+    at_least(
+        &mut p,
+        "train.threads",
+        t.threads,
+        0,
+        "0 keeps libtorch's default",
+    );
+    match DeviceChoice::parse(&t.device) {
+        None => p.push(Problem::new(
+            "train.device",
+            format!("= {:?}: expected auto, cpu, cuda or cuda:N", t.device),
+        )),
+        Some(d) => {
+            let dev = d.resolve();
+            if t.precision == Precision::Fp16 && !dev.is_cuda() {
+                p.push(Problem::new(
+                    "train.precision",
+                    format!("= \"fp16\" on the CPU (train.device = {:?}): fp16 autocast needs a CUDA device; use \"bf16\" or \"fp32\" on a CPU", t.device),
+                ));
+            }
+            if let tch::Device::Cuda(i) = dev {
+                let n = tch::Cuda::device_count();
+                if i as i64 >= n {
+                    p.push(Problem::new("train.device", format!("= {:?}: this machine has {n} CUDA device(s); use cpu, auto, or cuda:0…", t.device)));
+                }
+            }
+        }
+    }
+
+    // Diffusion.
+    let d = &cfg.diffusion;
+    let sc: ScheduleConfig = d.schedule_config();
+    if let Err(e) = sc.validate() {
+        let key = format!("diffusion.{}", e.keys()[0]);
+        p.push(Problem::new(&key, e.to_string()));
+    }
+    if let Err(e) = d.loss_weighting() {
+        let crate::diffusion::objective::WeightingError::NotPositive { name, .. } = &e;
+        p.push(Problem::new(&format!("diffusion.{name}"), e.to_string()));
+    }
+    finite_pos(
+        &mut p,
+        "diffusion.p2_gamma",
+        d.p2_gamma,
+        "P2's exponent; 1 is the paper's value",
+    );
+    at_least(
+        &mut p,
+        "diffusion.loss_aware_bins",
+        d.loss_aware_bins as i64,
+        1,
+        "20 is the default",
+    );
+    if d.zero_terminal_snr && d.prediction == Prediction::Epsilon {
+        p.push(Problem::new(
+            "diffusion.zero_terminal_snr",
+            "= true with diffusion.prediction = \"epsilon\": at zero SNR x_t is pure noise, so an ε-prediction cannot give x̂_0; use prediction \"v\" or \"x0\" (Lin et al. 2024)",
+        ));
+    }
+
+    // EMA.
+    let e = &cfg.ema;
+    for (i, &decay) in e.decays.iter().enumerate() {
+        if !(decay > 0.0 && decay < 1.0) {
+            p.push(Problem::new(
+                &format!("ema.decays[{i}]"),
+                format!("= {decay}: must be in (0, 1) (0.999 or 0.9999 are typical)"),
+            ));
+        }
+        if e.decays[..i].contains(&decay) {
+            p.push(Problem::new(
+                &format!("ema.decays[{i}]"),
+                format!("= {decay} is listed twice"),
+            ));
+        }
+    }
+    finite_pos(&mut p, "ema.inv_gamma", e.inv_gamma, "1.0 as in diffusers");
+    finite_pos(
+        &mut p,
+        "ema.power",
+        e.power,
+        "2/3, or 3/4 for short runs, as in diffusers",
+    );
+
+    // Data and conditioning.
+    let shape = data_shape(cfg);
+    if cfg.data.n_samples == 0 {
+        p.push(Problem::new(
+            "data.n_samples",
+            "= 0: a generated source needs at least 1 sample",
+        ));
+    }
+    if cfg.data.source == DataSource::Synthetic
+        && (cfg.data.shape.len() != 3 || cfg.data.shape.iter().any(|&x| x < 1))
+    {
+        p.push(Problem::new(
+            "data.shape",
+            format!(
+                "= {:?}: expected [channels, height, width], e.g. [3, 32, 32]",
+                cfg.data.shape
+            ),
+        ));
+    }
+    if cfg.data.labels && shape.num_classes.is_none() {
+        p.push(Problem::new(
+            "data.labels",
+            format!(
+                "= true, but {} has no class labels; set data.labels = false",
+                source_name(cfg)
+            ),
+        ));
+    }
+    let conditioned = cfg.data.labels || shape.cond_dim.is_some();
+    if t.p_uncond > 0.0 && !conditioned {
+        p.push(Problem::new("train.p_uncond", format!("= {}: classifier-free guidance dropout needs a condition; set data.labels = true, or p_uncond = 0", t.p_uncond)));
+    }
+
+    // Model against data.
+    validate_model(cfg, &shape, &mut p);
+    p
+}
+
+fn source_name(cfg: &RunConfig) -> String {
+    match cfg.data.source {
+        DataSource::Toy => format!("the toy source {:?}", cfg.data.toy),
+        DataSource::Synthetic => "the synthetic source".into(),
+    }
+}
+
+fn validate_model(cfg: &RunConfig, shape: &DataShape, p: &mut Vec<Problem>) {
+    let m = &cfg.model;
+    let v = m.preset.values();
+    let preset = m.preset.name();
+    match (v.family, shape.is_image()) {
+        (Family::UNet, false) => {
+            p.push(Problem::new("model.preset", format!("= {preset:?} is a UNet for images, but the data are vectors of {:?}; use \"mlp-small\" or \"mlp-medium\"", shape.sample)));
+            return;
+        }
+        (Family::Mlp, true) => {
+            p.push(Problem::new("model.preset", format!("= {preset:?} is an MLP for vectors, but the data are images {:?}; use a UNet preset such as \"unet-mnist-small\" or \"ddpm-cifar10\"", shape.sample)));
+            return;
+        }
+        _ => {}
+    }
+    let dropout = m.dropout.unwrap_or(v.dropout);
+    in_unit(p, "model.dropout", dropout, "0.1 as in DDPM");
+    if v.family == Family::Mlp {
+        at_least(
+            p,
+            "model.hidden",
+            m.hidden.unwrap_or(v.hidden),
+            1,
+            "width of the MLP",
+        );
+        at_least(
+            p,
+            "model.depth",
+            m.depth.unwrap_or(v.depth),
+            1,
+            "number of residual blocks",
+        );
+        return;
+    }
+    let ch = m.ch.unwrap_or(v.ch);
+    let ch_mult = m.ch_mult.clone().unwrap_or(v.ch_mult);
+    let groups = m.norm_groups.unwrap_or(v.norm_groups);
+    let heads = m.attn_heads.unwrap_or(v.attn_heads);
+    let attn = m.attn_resolutions.clone().unwrap_or(v.attn_resolutions);
+    at_least(p, "model.ch", ch, 1, "base channels; 128 in DDPM");
+    at_least(
+        p,
+        "model.num_res_blocks",
+        m.num_res_blocks.unwrap_or(v.num_res_blocks),
+        1,
+        "2 in DDPM",
+    );
+    at_least(
+        p,
+        "model.norm_groups",
+        groups,
+        1,
+        "GroupNorm groups; 32 in DDPM",
+    );
+    at_least(p, "model.attn_heads", heads, 1, "1 in DDPM");
+    if ch_mult.is_empty() || ch_mult.iter().any(|&x| x < 1) {
+        p.push(Problem::new(
+            "model.ch_mult",
+            format!(
+                "= {ch_mult:?}: needs one multiplier ≥ 1 per resolution level, e.g. [1, 2, 2, 2]"
+            ),
+        ));
+        return;
+    }
+    if ch < 1 || groups < 1 || heads < 1 {
+        return;
+    }
+    let (h, w) = (shape.sample[1], shape.sample[2]);
+    let levels = ch_mult.len() as u32;
+    let factor = 1i64 << (levels - 1);
+    if h != w || h % factor != 0 {
+        p.push(Problem::new("model.ch_mult", format!("has {levels} levels, so images must be square with a side divisible by {factor}; the data are {h}×{w}. Use fewer levels or another data.resolution")));
+        return;
+    }
+    let resolutions: Vec<i64> = (0..levels).map(|l| h >> l).collect();
+    for r in &attn {
+        if !resolutions.contains(r) {
+            p.push(Problem::new(
+                "model.attn_resolutions",
+                format!(
+                    "contains {r}, but the UNet's resolutions are {resolutions:?}; pick from those"
+                ),
+            ));
+        }
+    }
+    for mult in std::iter::once(&1).chain(&ch_mult) {
+        let c = ch * mult;
+        if c % groups != 0 {
+            p.push(Problem::new("model.norm_groups", format!("= {groups} does not divide {c} channels (ch {ch} × ch_mult {mult}); pick a divisor of every level's channels")));
+            break;
+        }
+        if c % heads != 0 {
+            p.push(Problem::new(
+                "model.attn_heads",
+                format!("= {heads} does not divide {c} channels; pick a divisor"),
+            ));
+            break;
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! Generated 2-D distributions (`data.source = "toy"`). They train in seconds
+//! and their densities are known, so metrics on them can be exact. Seeded:
+//! the same `data.seed` always gives the same points.
+
+use crate::config::run::ToyKind;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, StandardNormal};
+use rand_pcg::Pcg64;
+
+/// `n` points of the distribution, and their labels where it has classes.
+pub fn generate(kind: ToyKind, n: usize, seed: u64) -> (Vec<[f32; 2]>, Option<(Vec<i64>, i64)>) {
+    let mut rng = Pcg64::seed_from_u64(seed);
+    let normal = |rng: &mut Pcg64| -> f64 { StandardNormal.sample(rng) };
+    let mut pts = Vec::with_capacity(n);
+    let mut labels = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (x, y, label) = match kind {
+            ToyKind::EightGaussians => {
+                let k = rng.random_range(0..8);
+                let a = k as f64 * std::f64::consts::PI / 4.0;
+                (
+                    2.0 * a.cos() + 0.2 * normal(&mut rng),
+                    2.0 * a.sin() + 0.2 * normal(&mut rng),
+                    k,
+                )
+            }
+            ToyKind::TwoMoons => {
+                let k = rng.random_range(0..2i64);
+                let a = rng.random::<f64>() * std::f64::consts::PI;
+                let (x, y) = if k == 0 {
+                    (a.cos(), a.sin())
+                } else {
+                    (1.0 - a.cos(), 0.5 - a.sin())
+                };
+                // Centre the pair on the origin.
+                (
+                    x - 0.5 + 0.1 * normal(&mut rng),
+                    y - 0.25 + 0.1 * normal(&mut rng),
+                    k,
+                )
+            }
+            ToyKind::SwissRoll => {
+                let u = 1.5 * std::f64::consts::PI * (1.0 + 2.0 * rng.random::<f64>());
+                let (x, y) = (u * u.cos() / 5.0, u * u.sin() / 5.0);
+                (x + 0.05 * normal(&mut rng), y + 0.05 * normal(&mut rng), 0)
+            }
+            ToyKind::Checkerboard => {
+                // Pick one of the 8 filled unit squares of the 4×4 board on [−2, 2]².
+                let col = rng.random_range(0..4i64);
+                let row = 2 * rng.random_range(0..2i64) + (col % 2);
+                let x = col as f64 - 2.0 + rng.random::<f64>();
+                let y = row as f64 - 2.0 + rng.random::<f64>();
+                (x, y, i64::from(x >= 0.0))
+            }
+        };
+        pts.push([x as f32, y as f32]);
+        labels.push(label);
+    }
+    let classes = match kind {
+        ToyKind::EightGaussians => Some(8),
+        ToyKind::TwoMoons | ToyKind::Checkerboard => Some(2),
+        ToyKind::SwissRoll => None,
+    };
+    (pts, classes.map(|c| (labels, c)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eight_gaussians_sit_on_the_circle_with_their_labels() {
+        let (pts, labels) = generate(ToyKind::EightGaussians, 4000, 1);
+        let (labels, classes) = labels.unwrap();
+        assert_eq!(classes, 8);
+        for (p, &k) in pts.iter().zip(&labels) {
+            let a = k as f64 * std::f64::consts::PI / 4.0;
+            let d = ((p[0] as f64 - 2.0 * a.cos()).powi(2) + (p[1] as f64 - 2.0 * a.sin()).powi(2))
+                .sqrt();
+            assert!(d < 0.2 * 6.0, "{p:?} far from centre {k}");
+        }
+        // Every class appears about n/8 times.
+        for k in 0..8 {
+            let c = labels.iter().filter(|&&l| l == k).count();
+            assert!((400..600).contains(&c), "class {k}: {c}");
+        }
+    }
+
+    #[test]
+    fn checkerboard_points_are_in_filled_squares() {
+        let (pts, _) = generate(ToyKind::Checkerboard, 2000, 2);
+        for p in pts {
+            let (c, r) = ((p[0] + 2.0).floor() as i64, (p[1] + 2.0).floor() as i64);
+            assert!((0..4).contains(&c) && (0..4).contains(&r));
+            assert_eq!((c + r) % 2, 0, "{p:?} in an empty square");
+        }
+    }
+
+    #[test]
+    fn same_seed_same_points_other_seed_other_points() {
+        for kind in [
+            ToyKind::EightGaussians,
+            ToyKind::TwoMoons,
+            ToyKind::SwissRoll,
+            ToyKind::Checkerboard,
+        ] {
+            assert_eq!(generate(kind, 100, 5).0, generate(kind, 100, 5).0);
+            assert_ne!(generate(kind, 100, 5).0, generate(kind, 100, 6).0);
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! Exponential moving averages of the weights (chapter §4.1), several decays in
+//! one run, each one flat buffer updated with a single `lerp_`.
+//!
+//! With c the number of optimizer steps taken so far (1 after the first) and
+//! `update_after_step` = u:
+//! * `constant`: for c ≤ u the shadow copies θ; then θ_ema ← μ θ_ema + (1 − μ) θ.
+//!   Starting from θ (the chapter's algorithm 2.1, line 1).
+//! * `warmup` (diffusers' `EMAModel(use_ema_warmup=True)`, ema-pytorch): with
+//!   e = c − u − 1, the decay is 0 (a copy) while e ≤ 0, then
+//!   μ_c = min(μ, 1 − (1 + e/inv_gamma)^(−power)).
+//! * `bias-corrected` (the chapter's bias correction): the shadow starts at 0 and
+//!   is updated with μ from step u + 1 on; with n = c − u updates it is read as
+//!   θ̂ = θ_ema / (1 − μ^n). Before any update it reads as θ.
+
+use crate::config::run::{EmaConfig, EmaMode};
+use tch::Tensor;
+
+pub struct Ema {
+    pub decays: Vec<f64>,
+    pub mode: EmaMode,
+    pub inv_gamma: f64,
+    pub power: f64,
+    pub update_after_step: u64,
+    /// One flat buffer per decay.
+    pub shadows: Vec<Tensor>,
+    /// Optimizer steps seen (c).
+    pub steps: u64,
+}
+
+/// The name evaluation uses for a decay's weights: `ema-0.9999`.
+pub fn weights_name(decay: f64) -> String {
+    format!("ema-{decay}")
+}
+
+impl Ema {
+    pub fn new(cfg: &EmaConfig, flat: &Tensor) -> Self {
+        let shadows = cfg
+            .decays
+            .iter()
+            .map(|_| match cfg.mode {
+                EmaMode::BiasCorrected => flat.zeros_like(),
+                _ => flat.detach().copy(),
+            })
+            .collect();
+        Ema {
+            decays: cfg.decays.clone(),
+            mode: cfg.mode,
+            inv_gamma: cfg.inv_gamma,
+            power: cfg.power,
+            update_after_step: cfg.update_after_step,
+            shadows,
+            steps: 0,
+        }
+    }
+
+    /// The decay applied at optimizer step c (1-based) for nominal decay μ.
+    pub fn decay_at(&self, decay: f64, c: u64) -> f64 {
+        let u = self.update_after_step;
+        match self.mode {
+            EmaMode::Constant | EmaMode::BiasCorrected => {
+                if c <= u {
+                    0.0
+                } else {
+                    decay
+                }
+            }
+            EmaMode::Warmup => {
+                let e = c as i64 - u as i64 - 1;
+                if e <= 0 {
+                    0.0
+                } else {
+                    decay.min(1.0 - (1.0 + e as f64 / self.inv_gamma).powf(-self.power))
+                }
+            }
+        }
+    }
+
+    /// Call once after every optimizer step.
+    pub fn update(&mut self, flat: &Tensor) {
+        self.steps += 1;
+        let c = self.steps;
+        tch::no_grad(|| {
+            for (i, &decay) in self.decays.iter().enumerate() {
+                if self.mode == EmaMode::BiasCorrected && c <= self.update_after_step {
+                    continue; // no update counted yet; reads as θ
+                }
+                let d = self.decay_at(decay, c);
+                let _ = self.shadows[i].lerp_(flat, 1.0 - d);
+            }
+        });
+    }
+
+    /// The usable weights of decay `i` (bias-corrected where that is the mode).
+    pub fn weights(&self, i: usize, flat: &Tensor) -> Tensor {
+        match self.mode {
+            EmaMode::BiasCorrected => {
+                let n = self.steps.saturating_sub(self.update_after_step);
+                if n == 0 {
+                    flat.detach().copy()
+                } else {
+                    &self.shadows[i] / (1.0 - self.decays[i].powi(n as i32))
+                }
+            }
+            _ => self.shadows[i].shallow_clone(),
+        }
+    }
+
+    /// The decays in force at the last step (what the logs record).
+    pub fn current_decays(&self) -> Vec<f64> {
+        self.decays
+            .iter()
+            .map(|&d| self.decay_at(d, self.steps.max(1)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    fn cfg(mode: EmaMode, decays: &[f64], u: u64) -> EmaConfig {
+        EmaConfig {
+            decays: decays.to_vec(),
+            mode,
+            inv_gamma: 1.0,
+            power: 2.0 / 3.0,
+            update_after_step: u,
+        }
+    }
+
+    /// A scalar "model" whose parameter takes the values `thetas` after each step.
+    fn run(c: &EmaConfig, theta0: f64, thetas: &[f64]) -> Vec<f64> {
+        let mut p = Tensor::from_slice(&[theta0 as f32]);
+        let mut ema = Ema::new(c, &p);
+        for &th in thetas {
+            let _ = p.fill_(th);
+            ema.update(&p);
+        }
+        (0..c.decays.len())
+            .map(|i| ema.weights(i, &p).double_value(&[0]))
+            .collect()
+    }
+
+    #[test]
+    fn constant_ema_matches_a_hand_computation() {
+        let thetas = [1.0, 2.0, 4.0];
+        let got = run(&cfg(EmaMode::Constant, &[0.9, 0.5], 0), 0.0, &thetas);
+        // μ = 0.9 from θ_0 = 0: 0.1, 0.29, 0.661.  μ = 0.5: 0.5, 1.25, 2.625.
+        assert!((got[0] - 0.661).abs() < 1e-6, "{got:?}");
+        assert!((got[1] - 2.625).abs() < 1e-6, "{got:?}");
+        // update_after_step = 2: copies θ for two steps, then averages.
+        let got = run(&cfg(EmaMode::Constant, &[0.9], 2), 0.0, &thetas);
+        assert!((got[0] - (0.9 * 2.0 + 0.1 * 4.0)).abs() < 1e-6, "{got:?}");
+    }
+
+    #[test]
+    fn warmup_ema_follows_the_diffusers_schedule() {
+        let c = cfg(EmaMode::Warmup, &[0.999], 0);
+        let p = Tensor::zeros([1], (Kind::Float, Device::Cpu));
+        let ema = Ema::new(&c, &p);
+        assert_eq!(ema.decay_at(0.999, 1), 0.0);
+        assert!((ema.decay_at(0.999, 2) - (1.0 - 2f64.powf(-2.0 / 3.0))).abs() < 1e-12);
+        assert!((ema.decay_at(0.999, 11) - (1.0 - 11f64.powf(-2.0 / 3.0))).abs() < 1e-12);
+        assert_eq!(ema.decay_at(0.999, 10_000_000), 0.999);
+        // By hand: step 1 copies (1.0); step 2 μ₂ = 1 − 2^(−2/3) ≈ 0.370: 0.370·1 + 0.630·3.
+        let got = run(&c, 0.0, &[1.0, 3.0]);
+        let mu2 = 1.0 - 2f64.powf(-2.0 / 3.0);
+        assert!(
+            (got[0] - (mu2 * 1.0 + (1.0 - mu2) * 3.0)).abs() < 1e-6,
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn bias_corrected_ema_is_unbiased_for_a_constant_parameter() {
+        // θ constant at 5: the shadow is 5·(1 − μ^n) and the correction recovers 5 exactly.
+        let got = run(
+            &cfg(EmaMode::BiasCorrected, &[0.9999, 0.9], 0),
+            0.0,
+            &[5.0; 7],
+        );
+        assert!((got[0] - 5.0).abs() < 1e-3, "{got:?}");
+        assert!((got[1] - 5.0).abs() < 1e-5, "{got:?}");
+        // By hand with μ = 0.5 over θ = 2, 4: shadow 1, then 2.5; /(1 − 0.25) = 3.333….
+        let got = run(&cfg(EmaMode::BiasCorrected, &[0.5], 0), 0.0, &[2.0, 4.0]);
+        assert!((got[0] - 2.5 / 0.75).abs() < 1e-6, "{got:?}");
+        // Before any update it reads as θ.
+        let got = run(&cfg(EmaMode::BiasCorrected, &[0.5], 3), 7.0, &[7.0]);
+        assert_eq!(got[0], 7.0);
+    }
+
+    #[test]
+    fn names_follow_the_decay() {
+        assert_eq!(weights_name(0.9999), "ema-0.9999");
+        assert_eq!(weights_name(0.999), "ema-0.999");
+    }
+}

@@ -1,0 +1,817 @@
+//! One DDPM training run (chapter §2–5): algorithm 2.1 with the configured
+//! target, loss weighting, timestep sampler, CFG dropout, AdamW, clipping,
+//! EMAs and precision; checkpoints, logs and status in the run directory.
+//!
+//! # Speed
+//! Parameters and gradients live in two flat buffers ([`super::flat`]), so the
+//! optimizer, EMAs, clipping and unscaling are a few ops per step, whatever the
+//! model's size. Nothing in a step makes the host wait for the device: uniform
+//! and stratified timesteps are drawn on the device, metrics accumulate in
+//! device tensors, the fp16 skip decision stays on the device, and a non-finite
+//! loss is recorded on the device. The host reads them every `train.log_every`
+//! steps. (The `importance` and `loss-aware` samplers read per-sample losses
+//! back every step: they need them.)
+//!
+//! # Determinism
+//! At every step the random generators are re-seeded from (seed, step), and the
+//! data order is a function of (seed, step) too ([`crate::rng`]), so a run
+//! stopped and resumed from a checkpoint ends with the same weights as one that
+//! never stopped (on the same device and thread count).
+
+use super::checkpoint::{self, CheckpointData, CheckpointState};
+use super::ema::{weights_name, Ema};
+use super::flat::FlatParams;
+use super::log::{LogRecord, MetricsLog};
+use super::optim::{clip_grad_norm, lr_at, AdamW};
+use super::precision::{autocast, LossScaler};
+use super::status::{RunState, RunStatus};
+use crate::config::run::{EmaMode, LrSchedule, RunConfig};
+use crate::config::{self, DeviceChoice};
+use crate::data::{self, Batcher};
+use crate::diffusion::timesteps::TimestepBatch;
+use crate::diffusion::{create_sampler, NoiseSchedule, TimestepSampler, TimestepSampling};
+use crate::model::{Conditioning, Denoiser};
+use crate::rng::mix_seed;
+use rand::SeedableRng;
+use rand_pcg::Pcg64;
+use sha2::{Digest, Sha256};
+use std::fs::{self, OpenOptions};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+use tch::{nn, Device, Kind, Tensor};
+
+/// Set by the signal handler: finish the step, checkpoint, stop.
+pub static STOP: AtomicBool = AtomicBool::new(false);
+
+const NOISE_TAG: u64 = 0x5EED_0001;
+const TIMESTEP_TAG: u64 = 0x5EED_0002;
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    pub run_dir: PathBuf,
+    pub resume: bool,
+    /// Plain log lines instead of a progress bar.
+    pub quiet: bool,
+}
+
+/// How a run ended, when it did not fail.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Completed { step: u64, already: bool },
+    Interrupted { step: u64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("{0}")]
+    RunDir(String),
+    #[error("the loss became {what} at step {step}; {last}. Lower train.lr, keep train.grad_clip on, or check the data")]
+    NonFinite {
+        step: u64,
+        what: &'static str,
+        last: String,
+    },
+    #[error("failed on purpose at step {0} (train.fail_at_step)")]
+    Injected(u64),
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::CheckpointError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl TrainError {
+    /// Whether the user's input (flags, files) is what is wrong.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, TrainError::RunDir(_))
+    }
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> TrainError {
+    let context = context.into();
+    move |source| TrainError::Io { context, source }
+}
+
+/// Hash of everything that changes what training computes (not the run
+/// directory, device, threads, or logging and checkpoint cadence). With
+/// `for_resume`, `train.steps` is left out too, since a resume may extend a run.
+pub fn config_hash(cfg: &RunConfig, for_resume: bool) -> String {
+    let mut c = cfg.clone();
+    c.output = Default::default();
+    c.eval = Default::default();
+    c.train.device = String::new();
+    c.train.threads = 0;
+    c.train.log_every = 0;
+    c.train.checkpoint_every = 0;
+    c.train.keep_checkpoints = 0;
+    c.train.fail_at_step = 0;
+    if for_resume {
+        c.train.steps = 0;
+    }
+    let digest = Sha256::digest(c.to_toml().as_bytes());
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Everything a step needs.
+struct Run {
+    cfg: RunConfig,
+    device: Device,
+    st: crate::diffusion::ScheduleTensors,
+    /// Weight on the prediction target's MSE, per t [T].
+    weight_table: Tensor,
+    sampler: Box<dyn TimestepSampler>,
+    batcher: Batcher,
+    model: Denoiser,
+    _vs: nn::VarStore,
+    fp: FlatParams,
+    opt: AdamW,
+    ema: Ema,
+    scaler: LossScaler,
+    num_classes: i64,
+    timesteps: i64,
+}
+
+/// Device-side sums over a log interval.
+struct Accum {
+    loss: Tensor,
+    unweighted: Tensor,
+    q_sum: Tensor,
+    q_count: Tensor,
+    grad_norm: Tensor,
+    skipped: Tensor,
+    first_bad: Tensor,
+    steps: u64,
+    data_wait: f64,
+    started: Instant,
+}
+
+impl Accum {
+    fn new(device: Device) -> Self {
+        let z = || Tensor::zeros([], (Kind::Float, device));
+        Accum {
+            loss: z(),
+            unweighted: z(),
+            q_sum: Tensor::zeros([4], (Kind::Float, device)),
+            q_count: Tensor::zeros([4], (Kind::Float, device)),
+            grad_norm: z(),
+            skipped: z(),
+            first_bad: Tensor::full([], -1, (Kind::Int64, device)),
+            steps: 0,
+            data_wait: 0.0,
+            started: Instant::now(),
+        }
+    }
+    fn reset(&mut self) {
+        let first_bad = self.first_bad.shallow_clone();
+        *self = Accum::new(self.loss.device());
+        self.first_bad = first_bad;
+    }
+}
+
+fn parse_device(cfg: &RunConfig) -> Device {
+    DeviceChoice::parse(&cfg.train.device)
+        .unwrap_or(DeviceChoice::Auto)
+        .resolve()
+}
+
+fn device_name(d: Device) -> String {
+    match d {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(i) => format!("cuda:{i}"),
+        other => format!("{other:?}"),
+    }
+}
+
+impl Run {
+    fn build(cfg: &RunConfig) -> Result<Self, TrainError> {
+        let device = parse_device(cfg);
+        if cfg.train.threads > 0 {
+            tch::set_num_threads(cfg.train.threads as i32);
+        }
+        if device.is_cuda() {
+            tch::Cuda::cudnn_set_benchmark(true);
+        }
+        let d = &cfg.diffusion;
+        let schedule = NoiseSchedule::new(d.schedule_config())
+            .map_err(|e| TrainError::Other(e.to_string()))?;
+        let weighting = d
+            .loss_weighting()
+            .map_err(|e| TrainError::Other(e.to_string()))?;
+        let weights = weighting.target_weights(d.prediction, &schedule);
+        let weight_table = Tensor::from_slice(&weights)
+            .to_kind(Kind::Float)
+            .to_device(device);
+        let st = schedule.tensors(device);
+        let sampler = create_sampler(d.timestep_sampling, d.timesteps, d.loss_aware_bins);
+        let dataset = data::load(cfg);
+        let batcher = Batcher::new(
+            &dataset,
+            device,
+            cfg.train.batch_size,
+            cfg.train.seed,
+            cfg.data.labels,
+        );
+        let spec = config::model_spec(cfg);
+        tch::manual_seed(mix_seed(cfg.train.seed, u64::MAX, 0x1A17) as i64);
+        let vs = nn::VarStore::new(device);
+        let model = Denoiser::new(vs.root(), &spec);
+        let fp = FlatParams::new(&vs, device);
+        let opt = AdamW::new(&cfg.train, &fp.flat);
+        let ema = Ema::new(&cfg.ema, &fp.flat);
+        let scaler = LossScaler::new(cfg.train.precision, device);
+        let num_classes = if cfg.data.labels {
+            dataset.num_classes.unwrap_or(0)
+        } else {
+            0
+        };
+        Ok(Run {
+            cfg: cfg.clone(),
+            device,
+            st,
+            weight_table,
+            sampler,
+            batcher,
+            model,
+            _vs: vs,
+            fp,
+            opt,
+            ema,
+            scaler,
+            num_classes,
+            timesteps: d.timesteps as i64,
+        })
+    }
+
+    /// Timesteps and importance weights for this step (None: all weights are 1).
+    fn timesteps(&mut self, step: u64, batch: i64) -> (Tensor, Option<Tensor>) {
+        let big_t = self.timesteps;
+        let opts = (Kind::Int64, self.device);
+        match self.cfg.diffusion.timestep_sampling {
+            TimestepSampling::Uniform => (Tensor::randint(big_t, [batch], opts), None),
+            TimestepSampling::Stratified => {
+                let u = Tensor::rand([1], (Kind::Double, self.device));
+                let t = ((Tensor::arange(batch, (Kind::Double, self.device)) + u)
+                    * (big_t as f64 / batch as f64))
+                    .floor()
+                    .clamp_max((big_t - 1) as f64)
+                    .to_kind(Kind::Int64);
+                let order = Tensor::randperm(batch, opts);
+                (t.index_select(0, &order), None)
+            }
+            TimestepSampling::Importance | TimestepSampling::LossAware => {
+                let mut rng =
+                    Pcg64::seed_from_u64(mix_seed(self.cfg.train.seed, step, TIMESTEP_TAG));
+                let TimestepBatch { t, weights } = self.sampler.sample(batch as usize, &mut rng);
+                let w: Vec<f32> = weights.iter().map(|&w| w as f32).collect();
+                (
+                    Tensor::from_slice(&t).to_device(self.device),
+                    Some(Tensor::from_slice(&w).to_device(self.device)),
+                )
+            }
+        }
+    }
+
+    /// One optimizer step. Accumulates metrics into `acc`.
+    fn step(&mut self, step: u64, acc: &mut Accum) {
+        let b = self.cfg.train.batch_size;
+        let fetch = Instant::now();
+        let batch = self.batcher.batch(step);
+        acc.data_wait += fetch.elapsed().as_secs_f64();
+        tch::manual_seed(mix_seed(self.cfg.train.seed, step, NOISE_TAG) as i64);
+        let (t, is_weights) = self.timesteps(step, b);
+        let x0 = batch.x0;
+        let noise = x0.randn_like();
+        let xt = self.st.q_sample(&x0, &t, &noise);
+        let mut cond = Conditioning::none();
+        if let Some(labels) = batch.labels {
+            let p = self.cfg.train.p_uncond;
+            cond.labels = Some(if p > 0.0 {
+                let drop = Tensor::rand([b], (Kind::Float, self.device)).lt(p);
+                labels.masked_fill(&drop, self.num_classes)
+            } else {
+                labels
+            });
+        }
+        let precision = self.cfg.train.precision;
+        let out = autocast(precision, self.device, || {
+            self.model.forward(&xt, &t, &cond, true)
+        })
+        .to_kind(Kind::Float);
+        let target = self
+            .st
+            .target(self.cfg.diffusion.prediction, &x0, &t, &noise);
+        let mse = (out - target)
+            .square()
+            .flatten(1, -1)
+            .mean_dim(1, false, Kind::Float);
+        let mut w = self.weight_table.index_select(0, &t);
+        if let Some(iw) = &is_weights {
+            w = w * iw;
+        }
+        let loss = (&mse * w).mean(Kind::Float);
+        let _ = self.fp.grad.zero_();
+        self.scaler.scale_loss(&loss).backward();
+        let keep = self.scaler.unscale_and_update(&self.fp.grad);
+        let norm = clip_grad_norm(&self.fp.grad, self.cfg.train.grad_clip);
+        let lr = lr_at(&self.cfg.train, step);
+        self.opt.update(&self.fp.flat, &self.fp.grad, lr, &keep);
+        self.ema.update(&self.fp.flat);
+
+        tch::no_grad(|| {
+            let loss = loss.detach();
+            let mse = mse.detach();
+            let bad = loss
+                .isfinite()
+                .logical_not()
+                .logical_and(&acc.first_bad.lt(0));
+            acc.first_bad = acc.first_bad.where_self(
+                &bad.logical_not(),
+                &Tensor::from(step as i64).to_device(self.device),
+            );
+            let _ = acc.loss.g_add_(&loss);
+            let _ = acc.unweighted.g_add_(&mse.mean(Kind::Float));
+            let q = (&t * 4).floor_divide_scalar(self.timesteps);
+            let _ = acc.q_sum.index_add_(0, &q, &mse);
+            let _ = acc.q_count.index_add_(0, &q, &mse.ones_like());
+            let _ = acc.grad_norm.g_add_(&norm);
+            let _ = acc.skipped.g_add_(&(-&keep + 1.0));
+        });
+        acc.steps += 1;
+        if self.sampler.wants_losses() {
+            let losses: Vec<f64> = Vec::<f32>::try_from(mse.detach().to_device(Device::Cpu))
+                .unwrap_or_default()
+                .into_iter()
+                .map(f64::from)
+                .collect();
+            let ts: Vec<i64> = Vec::try_from(t.to_device(Device::Cpu)).unwrap_or_default();
+            self.sampler.update(&ts, &losses);
+        }
+    }
+
+    /// The tensors of a checkpoint.
+    fn checkpoint_data(&self) -> CheckpointData {
+        let mut files = vec![(
+            "raw".to_string(),
+            self.fp.named_views(&self.fp.flat.detach()),
+        )];
+        for (i, &d) in self.ema.decays.iter().enumerate() {
+            let w = self.ema.weights(i, &self.fp.flat);
+            files.push((weights_name(d), self.fp.named_views(&w)));
+        }
+        let mut opt = vec![
+            ("exp_avg".to_string(), self.opt.exp_avg.shallow_clone()),
+            (
+                "exp_avg_sq".to_string(),
+                self.opt.exp_avg_sq.shallow_clone(),
+            ),
+            ("step".to_string(), self.opt.step.shallow_clone()),
+            (
+                "scaler.scale".to_string(),
+                self.scaler.scale.shallow_clone(),
+            ),
+            (
+                "scaler.growth_tracker".to_string(),
+                self.scaler.growth_tracker.shallow_clone(),
+            ),
+        ];
+        if self.ema.mode == EmaMode::BiasCorrected {
+            for (i, &d) in self.ema.decays.iter().enumerate() {
+                opt.push((
+                    format!("ema_shadow.{}", weights_name(d)),
+                    self.ema.shadows[i].shallow_clone(),
+                ));
+            }
+        }
+        files.push(("optimizer".to_string(), opt));
+        CheckpointData { files }
+    }
+
+    /// Restore from a checkpoint read from `dir`.
+    fn restore(
+        &mut self,
+        dir: &Path,
+        state: &CheckpointState,
+        data: &CheckpointData,
+    ) -> Result<(), TrainError> {
+        let mismatch = |what: String| {
+            TrainError::Checkpoint(checkpoint::CheckpointError::Corrupt {
+                path: dir.to_path_buf(),
+                what: format!("{what}; it does not belong to this run's model"),
+            })
+        };
+        let load_flat = |file: &str, target: &Tensor| -> Result<(), TrainError> {
+            for (i, name) in self.fp.names.iter().enumerate() {
+                let t = data
+                    .get(file, name)
+                    .ok_or_else(|| mismatch(format!("{file}.safetensors has no {name}")))?;
+                let mut view = self.fp.view_of(target, i);
+                if t.size() != view.size() {
+                    return Err(mismatch(format!(
+                        "{name} has shape {:?}, the model {:?}",
+                        t.size(),
+                        view.size()
+                    )));
+                }
+                tch::no_grad(|| view.copy_(t));
+            }
+            Ok(())
+        };
+        load_flat("raw", &self.fp.flat)?;
+        for (i, &d) in self.ema.decays.clone().iter().enumerate() {
+            let name = weights_name(d);
+            if self.ema.mode == EmaMode::BiasCorrected {
+                let t = data
+                    .get("optimizer", &format!("ema_shadow.{name}"))
+                    .ok_or_else(|| mismatch(format!("no EMA shadow for {name}")))?;
+                tch::no_grad(|| self.ema.shadows[i].copy_(t));
+            } else {
+                let shadow = self.ema.shadows[i].shallow_clone();
+                load_flat(&name, &shadow)?;
+            }
+        }
+        let get = |n: &str| {
+            data.get("optimizer", n)
+                .ok_or_else(|| mismatch(format!("optimizer.safetensors has no {n}")))
+        };
+        tch::no_grad(|| -> Result<(), TrainError> {
+            self.opt.exp_avg.copy_(get("exp_avg")?);
+            self.opt.exp_avg_sq.copy_(get("exp_avg_sq")?);
+            self.opt.step.copy_(get("step")?);
+            self.scaler.scale.copy_(get("scaler.scale")?);
+            self.scaler
+                .growth_tracker
+                .copy_(get("scaler.growth_tracker")?);
+            Ok(())
+        })?;
+        self.ema.steps = state.ema_steps;
+        self.sampler
+            .load_state(state.sampler.clone())
+            .map_err(|e| mismatch(e.to_string()))?;
+        Ok(())
+    }
+}
+
+/// Appends human-readable lines to `train.log`.
+struct TextLog(fs::File);
+
+impl TextLog {
+    fn line(&mut self, s: &str) {
+        let _ = writeln!(self.0, "{s}");
+    }
+}
+
+/// Prints progress: an indicatif bar on a terminal, plain lines otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Progress {
+    fn new(total: u64, start: u64, quiet: bool) -> Self {
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let b = indicatif::ProgressBar::new(total);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:30.cyan/blue} step {pos}/{len} {msg} {per_sec} ETA {eta}",
+                )
+                .expect("valid template"), // ok: constant template
+            );
+            b.set_position(start);
+            b
+        });
+        Progress { bar }
+    }
+    fn tick(&self, step: u64) {
+        if let Some(b) = &self.bar {
+            b.set_position(step);
+        }
+    }
+    fn record(&self, r: &LogRecord, total: u64) {
+        let text = format!(
+            "loss {:.4} (unweighted {:.4}) grad_norm {:.3} lr {:.2e} {:.0} img/s",
+            r.loss, r.loss_unweighted, r.grad_norm, r.lr, r.images_per_s
+        );
+        match &self.bar {
+            Some(b) => b.set_message(text),
+            None => eprintln!("step {}/{total} {text}", r.step),
+        }
+    }
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// Check the run directory and decide where to start. Returns the checkpoint
+/// to resume from, if any.
+fn prepare_dir(cfg: &RunConfig, opts: &TrainOptions) -> Result<Option<PathBuf>, TrainError> {
+    let dir = &opts.run_dir;
+    let status = RunStatus::read(dir);
+    let nonempty = fs::read_dir(dir)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
+    if !opts.resume {
+        if let Some(s) = &status {
+            return Err(TrainError::RunDir(format!(
+                "{} already holds a run ({:?} at step {}); pass --resume to continue it, or choose another --out",
+                dir.display(),
+                s.state,
+                s.step
+            )));
+        }
+        if nonempty {
+            return Err(TrainError::RunDir(format!(
+                "{} exists and is not empty; choose another --out (ddpm-lab never overwrites results)",
+                dir.display()
+            )));
+        }
+        return Ok(None);
+    }
+    let Some(status) = status else {
+        return if nonempty {
+            Err(TrainError::RunDir(format!(
+                "--resume: {} has no status.json, so it is not a ddpm-lab run; check --out",
+                dir.display()
+            )))
+        } else {
+            Ok(None)
+        };
+    };
+    let old_text = fs::read_to_string(dir.join("config.toml"))
+        .map_err(io_err(format!("reading {}/config.toml", dir.display())))?;
+    let old: RunConfig = toml::from_str(&old_text).map_err(|e| {
+        TrainError::RunDir(format!(
+            "--resume: {}/config.toml does not parse ({e})",
+            dir.display()
+        ))
+    })?;
+    if config_hash(&old, true) != config_hash(cfg, true) {
+        return Err(TrainError::RunDir(format!(
+            "--resume: the config differs from the one {} was trained with (only train.steps, the device, threads, logging and checkpoint cadence may change); compare with {}/config.toml",
+            dir.display(),
+            dir.display()
+        )));
+    }
+    if old.train.steps != cfg.train.steps && cfg.train.lr_schedule == LrSchedule::Cosine {
+        return Err(TrainError::RunDir(
+            "--resume: train.steps cannot change with lr_schedule = \"cosine\" (the decay depends on it)".into(),
+        ));
+    }
+    let _ = status;
+    Ok(checkpoint::list(&dir.join("checkpoints"))
+        .last()
+        .map(|(_, p)| p.clone()))
+}
+
+/// Train one run into `opts.run_dir`.
+pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<Outcome, TrainError> {
+    let dir = opts.run_dir.clone();
+    let latest = prepare_dir(cfg, opts)?;
+    fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+    let started = Instant::now();
+    let ck_root = dir.join("checkpoints");
+    let hash = config_hash(cfg, false);
+    let total = cfg.train.steps;
+
+    let mut run = Run::build(cfg)?;
+    let mut text = TextLog(
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("train.log"))
+            .map_err(io_err("opening train.log"))?,
+    );
+
+    // Resume: the newest checkpoint that verifies; older ones as fallbacks.
+    let mut start = 0u64;
+    let mut last_ck: Option<String> = None;
+    let mut prior_wall = 0.0;
+    if latest.is_some() {
+        let mut found = false;
+        for (step, path) in checkpoint::list(&ck_root).into_iter().rev() {
+            match checkpoint::read(&path) {
+                Ok((state, data)) => {
+                    run.restore(&path, &state, &data)?;
+                    start = step;
+                    prior_wall = state.wall_time_s;
+                    last_ck = Some(checkpoint::dir_name(step));
+                    text.line(&format!("resumed from {}", path.display()));
+                    found = true;
+                    break;
+                }
+                Err(e) => {
+                    eprintln!("warning: {e}; trying the previous checkpoint");
+                    text.line(&format!("skipped unreadable checkpoint: {e}"));
+                }
+            }
+        }
+        if !found {
+            return Err(TrainError::RunDir(format!(
+                "--resume: no readable checkpoint under {}; start a new run with another --out",
+                ck_root.display()
+            )));
+        }
+    }
+    let device = device_name(run.device);
+    let mut status = RunStatus {
+        state: RunState::Running,
+        reason: String::new(),
+        step: start,
+        total_steps: total,
+        wall_time_s: prior_wall,
+        device: device.clone(),
+        pid: std::process::id(),
+        config_hash: hash.clone(),
+        last_checkpoint: last_ck.clone(),
+    };
+    if start >= total && latest.is_some() {
+        status.state = RunState::Completed;
+        status.write(&dir).map_err(io_err("writing status.json"))?;
+        return Ok(Outcome::Completed {
+            step: start,
+            already: true,
+        });
+    }
+    fs::write(dir.join("config.toml"), cfg.to_toml()).map_err(io_err("writing config.toml"))?;
+    status.write(&dir).map_err(io_err("writing status.json"))?;
+    let mut metrics =
+        MetricsLog::open(&dir, Some(start)).map_err(io_err("opening metrics.jsonl"))?;
+    text.line(&format!(
+        "training {} parameters on {device}, steps {start}..{total}, config hash {hash}",
+        run.fp.len()
+    ));
+
+    let progress = Progress::new(total, start, opts.quiet);
+    let mut acc = Accum::new(run.device);
+    let wall = |s: &Instant| prior_wall + s.elapsed().as_secs_f64();
+    let fail = |status: &mut RunStatus, e: TrainError, step: u64, secs: f64| -> TrainError {
+        status.state = RunState::Failed;
+        status.reason = e.to_string();
+        status.step = step;
+        status.wall_time_s = secs;
+        let _ = status.write(&dir);
+        e
+    };
+
+    let mut step = start;
+    while step < total {
+        if STOP.load(Ordering::SeqCst) {
+            break;
+        }
+        if cfg.train.fail_at_step != 0 && step == cfg.train.fail_at_step {
+            progress.finish();
+            return Err(fail(
+                &mut status,
+                TrainError::Injected(step),
+                step,
+                wall(&started),
+            ));
+        }
+        run.step(step, &mut acc);
+        step += 1;
+        progress.tick(step);
+        let log_now = step % cfg.train.log_every == 0 || step == total;
+        let ck_now = step % cfg.train.checkpoint_every == 0 || step == total;
+        if log_now || ck_now {
+            // The only host synchronisation of the loop.
+            let bad = acc.first_bad.int64_value(&[]);
+            if bad >= 0 {
+                progress.finish();
+                let what = "NaN or infinite";
+                let last = match &status.last_checkpoint {
+                    Some(c) => format!("the last good checkpoint is {}", ck_root.join(c).display()),
+                    None => "there is no checkpoint yet".to_string(),
+                };
+                let e = TrainError::NonFinite {
+                    step: bad as u64,
+                    what,
+                    last,
+                };
+                text.line(&e.to_string());
+                return Err(fail(&mut status, e, bad as u64, wall(&started)));
+            }
+        }
+        if log_now {
+            let n = acc.steps.max(1) as f64;
+            let secs = acc.started.elapsed().as_secs_f64().max(1e-9);
+            let q_sum: Vec<f64> = Vec::<f32>::try_from(acc.q_sum.to_device(Device::Cpu))
+                .unwrap_or_default()
+                .into_iter()
+                .map(f64::from)
+                .collect();
+            let q_cnt: Vec<f64> = Vec::<f32>::try_from(acc.q_count.to_device(Device::Cpu))
+                .unwrap_or_default()
+                .into_iter()
+                .map(f64::from)
+                .collect();
+            let mut loss_q = [None; 4];
+            for i in 0..4.min(q_sum.len()) {
+                if q_cnt[i] > 0.0 {
+                    loss_q[i] = Some(q_sum[i] / q_cnt[i]);
+                }
+            }
+            let rec = LogRecord {
+                step,
+                loss: acc.loss.double_value(&[]) / n,
+                loss_unweighted: acc.unweighted.double_value(&[]) / n,
+                loss_q,
+                grad_norm: acc.grad_norm.double_value(&[]) / n,
+                lr: lr_at(&cfg.train, step - 1),
+                ema_decay: run
+                    .ema
+                    .decays
+                    .iter()
+                    .zip(run.ema.current_decays())
+                    .map(|(&d, cur)| (weights_name(d), cur))
+                    .collect(),
+                loss_scale: run.scaler.scale.double_value(&[]),
+                skipped_steps: acc.skipped.double_value(&[]).round() as u64,
+                images_per_s: acc.steps as f64 * cfg.train.batch_size as f64 / secs,
+                data_wait_frac: (acc.data_wait / secs).min(1.0),
+                wall_time_s: wall(&started),
+            };
+            text.line(&serde_json::to_string(&rec).unwrap_or_default());
+            progress.record(&rec, total);
+            metrics
+                .push(rec)
+                .map_err(io_err("appending to metrics.jsonl"))?;
+            acc.reset();
+        }
+        if ck_now {
+            let ck = write_checkpoint(&run, &ck_root, step, &hash, wall(&started))?;
+            checkpoint::prune(&ck_root, cfg.train.keep_checkpoints)
+                .map_err(io_err("pruning checkpoints"))?;
+            metrics
+                .flush_parquet()
+                .map_err(|e| TrainError::Other(format!("writing metrics.parquet: {e}")))?;
+            status.step = step;
+            status.wall_time_s = wall(&started);
+            status.last_checkpoint = Some(ck);
+            status.write(&dir).map_err(io_err("writing status.json"))?;
+        }
+    }
+    progress.finish();
+    if step < total {
+        // Stopped by a signal: checkpoint where we are.
+        if status.last_checkpoint.as_deref() != Some(&checkpoint::dir_name(step)) {
+            let ck = write_checkpoint(&run, &ck_root, step, &hash, wall(&started))?;
+            checkpoint::prune(&ck_root, cfg.train.keep_checkpoints)
+                .map_err(io_err("pruning checkpoints"))?;
+            status.last_checkpoint = Some(ck);
+        }
+        metrics
+            .flush_parquet()
+            .map_err(|e| TrainError::Other(format!("writing metrics.parquet: {e}")))?;
+        status.state = RunState::Interrupted;
+        status.reason = "stopped by a signal; resume with --resume".into();
+        status.step = step;
+        status.wall_time_s = wall(&started);
+        status.write(&dir).map_err(io_err("writing status.json"))?;
+        text.line(&format!("interrupted at step {step}"));
+        return Ok(Outcome::Interrupted { step });
+    }
+    status.state = RunState::Completed;
+    status.step = step;
+    status.wall_time_s = wall(&started);
+    status.write(&dir).map_err(io_err("writing status.json"))?;
+    text.line(&format!(
+        "completed {step} steps in {:.1}s",
+        status.wall_time_s
+    ));
+    Ok(Outcome::Completed {
+        step,
+        already: false,
+    })
+}
+
+fn write_checkpoint(
+    run: &Run,
+    root: &Path,
+    step: u64,
+    hash: &str,
+    wall: f64,
+) -> Result<String, TrainError> {
+    let state = CheckpointState {
+        format_version: checkpoint::FORMAT_VERSION,
+        step,
+        ema_steps: run.ema.steps,
+        ema_decays: run.ema.decays.clone(),
+        sampler: run.sampler.state(),
+        config_hash: hash.to_string(),
+        parameters: run.fp.len(),
+        files: vec![],
+        wall_time_s: wall,
+    };
+    checkpoint::write(root, &run.checkpoint_data(), state)?;
+    Ok(checkpoint::dir_name(step))
+}

@@ -1,0 +1,606 @@
+//! End-to-end tests of `ddpm-lab train`: a tiny run whose loss goes down, exact
+//! resume, kill -9, corrupt checkpoints, signals, and every config error.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ddpm-lab"));
+    // Tests must not see a developer's DDPM_LAB_* variables.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("DDPM_LAB_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("run ddpm-lab")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+/// A fast toy run: an MLP on eight Gaussians.
+const TOY: &str = r#"
+[data]
+source = "toy"
+toy = "eight-gaussians"
+n_samples = 2000
+
+[model]
+preset = "mlp-small"
+
+[diffusion]
+timesteps = 100
+
+[train]
+steps = 300
+batch_size = 128
+lr = 1e-3
+log_every = 50
+checkpoint_every = 100
+threads = 1
+
+[ema]
+decays = [0.99, 0.999]
+"#;
+
+fn train(cfg: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "train",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+fn status(out: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("status.json")).unwrap()).unwrap()
+}
+
+fn metrics(out: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Every tensor of every weights file of the newest checkpoint, as raw bytes.
+fn final_weights(out: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(out.join("checkpoints"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("step-")
+        })
+        .collect();
+    dirs.sort();
+    let last = dirs.last().expect("a checkpoint");
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(last)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".safetensors"))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn a_tiny_run_trains_and_writes_its_run_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "toy.toml", TOY);
+    let out = dir.path().join("run");
+    let o = train(&cfg, &out, &[]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    for f in [
+        "config.toml",
+        "status.json",
+        "metrics.jsonl",
+        "metrics.parquet",
+        "train.log",
+    ] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+    let s = status(&out);
+    assert_eq!(s["state"], "completed");
+    assert_eq!(s["step"], 300);
+    assert_eq!(s["device"], "cpu");
+    let m = metrics(&out);
+    assert_eq!(
+        m.iter()
+            .map(|r| r["step"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![50, 100, 150, 200, 250, 300]
+    );
+    // conv_out/output start at zero, so the untrained model predicts ε̂ = 0 and its
+    // loss is E[ε²] = 1. Training must get well below that, and keep going down.
+    let first = m[0]["loss"].as_f64().unwrap();
+    let last = m[5]["loss"].as_f64().unwrap();
+    assert!(
+        first < 1.0 && last < first && last < 0.8,
+        "loss did not go down: 1 → {first} → {last}"
+    );
+    // The record carries what the issue lists.
+    for key in [
+        "loss_unweighted",
+        "loss_q",
+        "grad_norm",
+        "lr",
+        "ema_decay",
+        "loss_scale",
+        "images_per_s",
+        "data_wait_frac",
+    ] {
+        assert!(!m[5][key].is_null(), "{key}");
+    }
+    assert_eq!(m[5]["ema_decay"]["ema-0.99"], 0.99);
+    // keep_checkpoints = 2 by default.
+    let cks: Vec<String> = std::fs::read_dir(out.join("checkpoints"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(cks.len(), 2, "{cks:?}");
+    let weights = final_weights(&out);
+    let names: Vec<&str> = weights.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "ema-0.99.safetensors",
+            "ema-0.999.safetensors",
+            "optimizer.safetensors",
+            "raw.safetensors"
+        ]
+    );
+    // config.toml is the resolved config and parses back.
+    let resolved = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(
+        resolved.contains("steps = 300") && resolved.contains("preset = \"mlp-small\""),
+        "{resolved}"
+    );
+    // The finished run is never overwritten.
+    let again = train(&cfg, &out, &[]);
+    assert_eq!(again.status.code(), Some(2), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stderr).contains("already holds a run"),
+        "{}",
+        text(&again.stderr)
+    );
+    // Resuming a completed run does nothing, and says so.
+    let again = train(&cfg, &out, &["--resume"]);
+    assert!(again.status.success());
+    assert!(
+        text(&again.stderr).contains("already completed"),
+        "{}",
+        text(&again.stderr)
+    );
+}
+
+/// 2N steps in one go, or N steps, stop, resume, N more: identical weights, every EMA included.
+fn check_exact_resume(body: &str, n: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "run.toml", body);
+    let full = dir.path().join("full");
+    let o = train(&cfg, &full, &["--set", &format!("train.steps={}", 2 * n)]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let split = dir.path().join("split");
+    let o = train(&cfg, &split, &["--set", &format!("train.steps={n}")]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = train(
+        &cfg,
+        &split,
+        &["--set", &format!("train.steps={}", 2 * n), "--resume"],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let (a, b) = (final_weights(&full), final_weights(&split));
+    assert_eq!(a.len(), b.len());
+    for ((na, wa), (nb, wb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        assert!(wa == wb, "{na} differs after resume");
+    }
+    // The metrics of the resumed run continue without a gap or a repeat.
+    let steps: Vec<u64> = metrics(&split)
+        .iter()
+        .map(|r| r["step"].as_u64().unwrap())
+        .collect();
+    let full_steps: Vec<u64> = metrics(&full)
+        .iter()
+        .map(|r| r["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, full_steps);
+}
+
+#[test]
+fn resume_is_exact_with_an_adaptive_sampler_cfg_dropout_and_bias_corrected_emas() {
+    check_exact_resume(
+        r#"
+[data]
+source = "toy"
+toy = "two-moons"
+n_samples = 500
+labels = true
+[model]
+preset = "mlp-small"
+dropout = 0.1
+[diffusion]
+timesteps = 50
+prediction = "v"
+weighting = "min-snr"
+timestep_sampling = "importance"
+[train]
+batch_size = 64
+lr = 1e-3
+p_uncond = 0.2
+log_every = 10
+checkpoint_every = 10
+threads = 1
+[ema]
+decays = [0.9, 0.99]
+mode = "bias-corrected"
+"#,
+        30,
+    );
+}
+
+#[test]
+fn resume_is_exact_for_a_unet_with_dropout_and_warmup_ema() {
+    check_exact_resume(
+        r#"
+[data]
+source = "synthetic"
+shape = [1, 8, 8]
+n_samples = 64
+labels = true
+[model]
+preset = "unet-tiny"
+dropout = 0.1
+[diffusion]
+timesteps = 50
+timestep_sampling = "stratified"
+[train]
+batch_size = 8
+lr = 1e-3
+p_uncond = 0.1
+lr_schedule = "warmup"
+warmup_steps = 5
+log_every = 4
+checkpoint_every = 4
+threads = 1
+[ema]
+decays = [0.999]
+mode = "warmup"
+"#,
+        8,
+    );
+}
+
+fn wait_for(what: &str, deadline: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn has_checkpoint(out: &Path) -> bool {
+    std::fs::read_dir(out.join("checkpoints"))
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("step-"))
+        })
+        .unwrap_or(false)
+}
+
+const LONG: &str = r#"
+[data]
+source = "toy"
+n_samples = 1000
+[model]
+preset = "mlp-small"
+[diffusion]
+timesteps = 100
+[train]
+steps = 100000
+batch_size = 64
+log_every = 20
+checkpoint_every = 20
+threads = 1
+"#;
+
+#[test]
+fn a_run_killed_with_sigkill_resumes_from_its_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "long.toml", LONG);
+    let out = dir.path().join("run");
+    let mut child = bin()
+        .args([
+            "train",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("a checkpoint", Duration::from_secs(60), || {
+        has_checkpoint(&out)
+    });
+    std::thread::sleep(Duration::from_millis(150));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert_eq!(
+        status(&out)["state"],
+        "running",
+        "killed runs cannot record anything"
+    );
+    let ck_step = status(&out)["step"].as_u64().unwrap();
+    // Resume and finish a few steps past it; the run continues from the checkpoint.
+    let target = ck_step + 40;
+    let o = train(
+        &cfg,
+        &out,
+        &["--resume", "--set", &format!("train.steps={target}")],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let s = status(&out);
+    assert_eq!(s["state"], "completed");
+    assert_eq!(s["step"].as_u64().unwrap(), target);
+    // Same weights as a run that was never killed.
+    let clean = dir.path().join("clean");
+    let o = train(&cfg, &clean, &["--set", &format!("train.steps={target}")]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        final_weights(&out) == final_weights(&clean),
+        "resumed weights differ"
+    );
+}
+
+#[test]
+fn sigterm_checkpoints_marks_interrupted_and_resume_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "long.toml", LONG);
+    let out = dir.path().join("run");
+    let child = bin()
+        .args([
+            "train",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("a checkpoint", Duration::from_secs(60), || {
+        has_checkpoint(&out)
+    });
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", text(&o.stderr));
+    let s = status(&out);
+    assert_eq!(s["state"], "interrupted");
+    let step = s["step"].as_u64().unwrap();
+    assert_eq!(
+        s["last_checkpoint"],
+        format!("step-{step:09}"),
+        "a checkpoint at the stopping step"
+    );
+    let o = train(
+        &cfg,
+        &out,
+        &["--resume", "--set", &format!("train.steps={}", step + 10)],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(status(&out)["state"], "completed");
+}
+
+#[test]
+fn a_corrupt_checkpoint_is_named_and_the_previous_one_is_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "toy.toml", TOY);
+    let out = dir.path().join("run");
+    let o = train(
+        &cfg,
+        &out,
+        &[
+            "--set",
+            "train.steps=200",
+            "--set",
+            "train.keep_checkpoints=3",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let newest = out.join("checkpoints/step-000000200/raw.safetensors");
+    let bytes = std::fs::read(&newest).unwrap();
+    std::fs::write(&newest, &bytes[..bytes.len() / 2]).unwrap();
+    let o = train(
+        &cfg,
+        &out,
+        &[
+            "--resume",
+            "--set",
+            "train.steps=250",
+            "--set",
+            "train.keep_checkpoints=3",
+        ],
+    );
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("step-000000200")
+            && err.contains("raw.safetensors")
+            && err.contains("truncated"),
+        "{err}"
+    );
+    assert!(std::fs::read_to_string(out.join("train.log"))
+        .unwrap()
+        .contains("resumed from"));
+    assert_eq!(status(&out)["step"], 250);
+}
+
+#[test]
+fn a_non_finite_loss_stops_the_run_naming_the_step_and_the_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "toy.toml", TOY);
+    let out = dir.path().join("run");
+    let o = train(
+        &cfg,
+        &out,
+        &[
+            "--set",
+            "train.lr=1e30",
+            "--set",
+            "train.grad_clip=0",
+            "--set",
+            "train.checkpoint_every=1",
+            "--set",
+            "train.log_every=1",
+        ],
+    );
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the loss became NaN or infinite at step"),
+        "{err}"
+    );
+    assert!(
+        err.contains("last good checkpoint") && err.contains("step-0000000"),
+        "{err}"
+    );
+    let s = status(&out);
+    assert_eq!(s["state"], "failed");
+    assert!(s["reason"].as_str().unwrap().contains("NaN"));
+}
+
+#[test]
+fn an_injected_failure_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "toy.toml", TOY);
+    let out = dir.path().join("run");
+    let o = train(&cfg, &out, &["--set", "train.fail_at_step=7"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("failed on purpose at step 7"));
+    assert_eq!(status(&out)["state"], "failed");
+}
+
+/// Each config error: exit 2, the key, the value and what is allowed; nothing written.
+#[test]
+fn config_errors_name_the_key_value_and_fix_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &[&str])] = &[
+        ("[train]\nlr = -0.1\n", &["bad.toml:2: train.lr: = -0.1: must be a number > 0"]),
+        ("[train]\np_uncond = 1.0\n[data]\nlabels = true\n", &["train.p_uncond: = 1: must be in [0, 1)"]),
+        ("[train]\nprecision = \"fp16\"\ndevice = \"cpu\"\n", &["train.precision", "fp16 autocast needs a CUDA device"]),
+        ("[data]\ntoy = \"swiss-roll\"\nlabels = true\n", &["bad.toml:3: data.labels", "has no class labels"]),
+        ("[train]\np_uncond = 0.1\n", &["train.p_uncond", "needs a condition"]),
+        ("[train]\nlearning_rate = 1e-4\n", &["bad.toml:2: train.learning_rate: unknown key", "did you mean `train.lr`?"]),
+        ("[trian]\nlr = 1e-4\n", &["bad.toml:1: trian: unknown key", "did you mean `train`?"]),
+        ("[train]\nsteps = \"many\"\n", &["train.steps", "expected", "found string"]),
+        ("[diffusion]\nprediction = \"score\"\n", &["diffusion.prediction", "score", "epsilon, x0, v"]),
+        ("[diffusion]\nzero_terminal_snr = true\n", &["diffusion.zero_terminal_snr", "use prediction \"v\""]),
+        ("[model]\npreset = \"ddpm-cifar10\"\n", &["model.preset", "is a UNet for images"]),
+        ("[ema]\ndecays = [0.999, 1.5]\n", &["ema.decays[1]: = 1.5: must be in (0, 1)"]),
+        ("[data]\nsource = \"synthetic\"\nshape = [1, 28, 28]\n[model]\npreset = \"ddpm-cifar10\"\n", &["has 4 levels", "divisible by 8"]),
+        ("[train]\nlr = 0\nbatch_size = 0\n", &["has 2 problems", "train.lr", "train.batch_size"]),
+        ("[train\nlr = 1\n", &["not valid TOML"]),
+    ];
+    for (body, needles) in cases {
+        let cfg = write(dir.path(), "bad.toml", body);
+        let out = dir.path().join("never");
+        let o = train(&cfg, &out, &[]);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{body}: {err}");
+        for n in *needles {
+            assert!(err.contains(n), "{body}: expected {n:?} in:\n{err}");
+        }
+        assert!(!out.exists(), "{body}: wrote a run directory");
+    }
+    // --set and the environment are named as the origin.
+    let cfg = write(dir.path(), "ok.toml", TOY);
+    let o = train(&cfg, &dir.path().join("never"), &["--set", "train.lr=-1"]);
+    assert!(
+        text(&o.stderr).contains("--set train.lr=-1: train.lr"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = bin()
+        .args([
+            "train",
+            cfg.to_str().unwrap(),
+            "--out",
+            dir.path().join("never").to_str().unwrap(),
+        ])
+        .env("DDPM_LAB_TRAIN__BATCH_SIZE", "0")
+        .output()
+        .unwrap();
+    assert!(
+        text(&o.stderr).contains("$DDPM_LAB_TRAIN__BATCH_SIZE: train.batch_size"),
+        "{}",
+        text(&o.stderr)
+    );
+    // A missing file.
+    let o = train(
+        &dir.path().join("missing.toml"),
+        &dir.path().join("never"),
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("cannot read"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn inspect_model_counts_the_papers_parameters() {
+    let o = run(&["inspect", "model", "--preset", "ddpm-cifar10"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(
+        out.lines().last().unwrap() == "parameters: 35746307",
+        "{out}"
+    );
+    assert!(
+        out.contains("down.1") && out.contains("mid") && out.contains("up.3"),
+        "{out}"
+    );
+    // Block rows add up to the total.
+    let sum: i64 = out
+        .lines()
+        .skip(2)
+        .filter(|l| !l.starts_with("parameters:"))
+        .map(|l| l.split_whitespace().last().unwrap().parse::<i64>().unwrap())
+        .sum();
+    assert_eq!(sum, 35_746_307);
+}
