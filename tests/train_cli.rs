@@ -240,9 +240,10 @@ fn resume_is_exact_with_an_adaptive_sampler_cfg_dropout_and_bias_corrected_emas(
         r#"
 [data]
 source = "toy"
-toy = "two-moons"
+toy = "eight-gaussians"
 n_samples = 500
 labels = true
+vector_condition = true
 [model]
 preset = "mlp-small"
 dropout = 0.1
@@ -273,7 +274,8 @@ fn resume_is_exact_for_a_unet_with_dropout_and_warmup_ema() {
 [data]
 source = "synthetic"
 shape = [1, 8, 8]
-n_samples = 64
+# Not a multiple of the split point's 64 samples: the resume lands mid-epoch.
+n_samples = 100
 labels = true
 [model]
 preset = "unet-tiny"
@@ -522,6 +524,7 @@ fn config_errors_name_the_key_value_and_fix_and_write_nothing() {
         ("[train]\np_uncond = 1.0\n[data]\nlabels = true\n", &["train.p_uncond: = 1: must be in [0, 1)"]),
         ("[train]\nprecision = \"fp16\"\ndevice = \"cpu\"\n", &["train.precision", "fp16 autocast needs a CUDA device"]),
         ("[data]\ntoy = \"swiss-roll\"\nlabels = true\n", &["bad.toml:3: data.labels", "has no class labels"]),
+        ("[data]\ntoy = \"two-moons\"\nvector_condition = true\n", &["data.vector_condition", "no condition vector"]),
         ("[train]\np_uncond = 0.1\n", &["train.p_uncond", "needs a condition"]),
         ("[train]\nlearning_rate = 1e-4\n", &["bad.toml:2: train.learning_rate: unknown key", "did you mean `train.lr`?"]),
         ("[trian]\nlr = 1e-4\n", &["bad.toml:1: trian: unknown key", "did you mean `train`?"]),

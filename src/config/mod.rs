@@ -25,7 +25,11 @@ pub fn model_spec(cfg: &RunConfig) -> ModelSpec {
     } else {
         0
     };
-    let cond_dim = shape.cond_dim.unwrap_or(0);
+    let cond_dim = if cfg.data.vector_condition {
+        shape.cond_dim.unwrap_or(0)
+    } else {
+        0
+    };
     match v.family {
         Family::UNet => ModelSpec::Unet(UNetConfig {
             in_channels: shape.sample[0],

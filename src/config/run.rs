@@ -60,6 +60,9 @@ pub struct DataConfig {
     pub shape: Vec<i64>,
     /// Condition the model on the source's class labels.
     pub labels: bool,
+    /// Condition the model on the source's continuous condition vector
+    /// (toy: eight-gaussians' centre direction, swiss-roll's position along the roll).
+    pub vector_condition: bool,
     /// Seed of the generated data (the training seed is `train.seed`).
     pub seed: u64,
 }
@@ -72,6 +75,7 @@ impl Default for DataConfig {
             n_samples: 10_000,
             shape: vec![1, 28, 28],
             labels: false,
+            vector_condition: false,
             seed: 0,
         }
     }

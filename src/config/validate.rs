@@ -1,7 +1,7 @@
 //! Checks of a parsed run config, before anything is built: each problem names
 //! the key, the value, and what is allowed. All problems are reported at once.
 
-use super::run::{DataSource, Precision, RunConfig, ToyKind};
+use super::run::{DataSource, Precision, RunConfig};
 use crate::diffusion::{Prediction, ScheduleConfig};
 use crate::model::Family;
 use std::fmt;
@@ -97,12 +97,8 @@ pub fn data_shape(cfg: &RunConfig) -> DataShape {
     match cfg.data.source {
         DataSource::Toy => DataShape {
             sample: vec![2],
-            num_classes: match cfg.data.toy {
-                ToyKind::EightGaussians => Some(8),
-                ToyKind::TwoMoons | ToyKind::Checkerboard => Some(2),
-                ToyKind::SwissRoll => None,
-            },
-            cond_dim: None,
+            num_classes: crate::data::toy::num_classes(cfg.data.toy),
+            cond_dim: crate::data::toy::condition_dim(cfg.data.toy),
         },
         DataSource::Synthetic => DataShape {
             sample: cfg.data.shape.clone(),
@@ -320,7 +316,13 @@ pub fn validate(cfg: &RunConfig) -> Vec<Problem> {
             ),
         ));
     }
-    let conditioned = cfg.data.labels || shape.cond_dim.is_some();
+    if cfg.data.vector_condition && shape.cond_dim.is_none() {
+        p.push(Problem::new(
+            "data.vector_condition",
+            format!("= true, but {} has no condition vector (eight-gaussians and swiss-roll have one); set it to false", source_name(cfg)),
+        ));
+    }
+    let conditioned = cfg.data.labels || cfg.data.vector_condition;
     if t.p_uncond > 0.0 && !conditioned {
         p.push(Problem::new("train.p_uncond", format!("= {}: classifier-free guidance dropout needs a condition; set data.labels = true, or p_uncond = 0", t.p_uncond)));
     }

@@ -19,6 +19,8 @@ pub struct Dataset {
     /// [N] int64, when the source has classes.
     pub labels: Option<Tensor>,
     pub num_classes: Option<i64>,
+    /// [N, D] f32: a continuous condition per sample, when the source has one.
+    pub condition: Option<Tensor>,
 }
 
 impl Dataset {
@@ -35,16 +37,20 @@ pub fn load(cfg: &RunConfig) -> Dataset {
     let d = &cfg.data;
     match d.source {
         DataSource::Toy => {
-            let (pts, labels) = toy::generate(d.toy, d.n_samples, d.seed);
-            let flat: Vec<f32> = pts.iter().flatten().copied().collect();
-            let (labels, num_classes) = match labels {
+            let s = toy::generate(d.toy, d.n_samples, d.seed);
+            let n = d.n_samples as i64;
+            let flat: Vec<f32> = s.points.iter().flatten().copied().collect();
+            let (labels, num_classes) = match s.labels {
                 Some((l, c)) => (Some(Tensor::from_slice(&l)), Some(c)),
                 None => (None, None),
             };
             Dataset {
-                x: Tensor::from_slice(&flat).reshape([d.n_samples as i64, 2]),
+                x: Tensor::from_slice(&flat).reshape([n, 2]),
                 labels,
                 num_classes,
+                condition: s
+                    .condition
+                    .map(|(c, dim)| Tensor::from_slice(&c).reshape([n, dim])),
             }
         }
         DataSource::Synthetic => {
@@ -53,6 +59,7 @@ pub fn load(cfg: &RunConfig) -> Dataset {
                 x,
                 labels: Some(y),
                 num_classes: Some(synthetic::NUM_CLASSES),
+                condition: None,
             }
         }
     }
@@ -63,6 +70,7 @@ pub fn load(cfg: &RunConfig) -> Dataset {
 pub struct Batch {
     pub x0: Tensor,
     pub labels: Option<Tensor>,
+    pub condition: Option<Tensor>,
 }
 
 /// Serves batches from a device-resident copy of the data, in an order that is a
@@ -72,6 +80,7 @@ pub struct Batch {
 pub struct Batcher {
     x: Tensor,
     labels: Option<Tensor>,
+    condition: Option<Tensor>,
     n: i64,
     batch: i64,
     seed: u64,
@@ -82,14 +91,26 @@ pub struct Batcher {
 const DATA_ORDER_TAG: u64 = 0xDA7A;
 
 impl Batcher {
-    pub fn new(ds: &Dataset, device: Device, batch: i64, seed: u64, use_labels: bool) -> Self {
-        Batcher {
-            x: ds.x.to_device(device).to_kind(Kind::Float),
-            labels: if use_labels {
-                ds.labels.as_ref().map(|l| l.to_device(device))
+    /// `use_labels` / `use_condition`: serve the labels / condition vectors too.
+    pub fn new(
+        ds: &Dataset,
+        device: Device,
+        batch: i64,
+        seed: u64,
+        use_labels: bool,
+        use_condition: bool,
+    ) -> Self {
+        let on_device = |t: &Option<Tensor>, used: bool| {
+            if used {
+                t.as_ref().map(|t| t.to_device(device))
             } else {
                 None
-            },
+            }
+        };
+        Batcher {
+            x: ds.x.to_device(device).to_kind(Kind::Float),
+            labels: on_device(&ds.labels, use_labels),
+            condition: on_device(&ds.condition, use_condition),
             n: ds.len(),
             batch,
             seed,
@@ -132,6 +153,7 @@ impl Batcher {
         Batch {
             x0: self.x.index_select(0, &idx),
             labels: self.labels.as_ref().map(|l| l.index_select(0, &idx)),
+            condition: self.condition.as_ref().map(|c| c.index_select(0, &idx)),
         }
     }
 }
@@ -145,12 +167,13 @@ mod tests {
             x: Tensor::arange(n, (Kind::Float, Device::Cpu)).unsqueeze(1),
             labels: None,
             num_classes: None,
+            condition: None,
         }
     }
 
     #[test]
     fn every_epoch_visits_every_sample_once() {
-        let mut b = Batcher::new(&ds(10), Device::Cpu, 4, 7, false);
+        let mut b = Batcher::new(&ds(10), Device::Cpu, 4, 7, false, false);
         // 5 steps of 4 = 2 epochs of 10.
         let all: Vec<i64> = (0..5)
             .flat_map(|s| Vec::<i64>::try_from(&b.indices(s)).unwrap())
@@ -166,9 +189,9 @@ mod tests {
 
     #[test]
     fn order_is_a_function_of_seed_and_step() {
-        let mut a = Batcher::new(&ds(50), Device::Cpu, 8, 3, false);
-        let mut b = Batcher::new(&ds(50), Device::Cpu, 8, 3, false);
-        let mut c = Batcher::new(&ds(50), Device::Cpu, 8, 4, false);
+        let mut a = Batcher::new(&ds(50), Device::Cpu, 8, 3, false, false);
+        let mut b = Batcher::new(&ds(50), Device::Cpu, 8, 3, false, false);
+        let mut c = Batcher::new(&ds(50), Device::Cpu, 8, 4, false, false);
         // b jumps straight to step 9, as a resumed run does.
         let a9: Vec<i64> = (0..10)
             .map(|s| a.indices(s))

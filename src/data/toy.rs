@@ -7,17 +7,49 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 use rand_pcg::Pcg64;
 
-/// `n` points of the distribution, and their labels where it has classes.
-pub fn generate(kind: ToyKind, n: usize, seed: u64) -> (Vec<[f32; 2]>, Option<(Vec<i64>, i64)>) {
+/// Samples of a toy distribution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToySamples {
+    pub points: Vec<[f32; 2]>,
+    /// Labels and the number of classes, where the distribution has classes.
+    pub labels: Option<(Vec<i64>, i64)>,
+    /// A continuous condition per point and its width, where the distribution has one:
+    /// eight-gaussians: the centre's (cos a, sin a); swiss-roll: the position along
+    /// the roll, scaled to [−1, 1].
+    pub condition: Option<(Vec<f32>, i64)>,
+}
+
+/// Width of the continuous condition of a toy distribution, if it has one.
+pub fn condition_dim(kind: ToyKind) -> Option<i64> {
+    match kind {
+        ToyKind::EightGaussians => Some(2),
+        ToyKind::SwissRoll => Some(1),
+        ToyKind::TwoMoons | ToyKind::Checkerboard => None,
+    }
+}
+
+/// Number of classes of a toy distribution, if it has classes.
+pub fn num_classes(kind: ToyKind) -> Option<i64> {
+    match kind {
+        ToyKind::EightGaussians => Some(8),
+        ToyKind::TwoMoons | ToyKind::Checkerboard => Some(2),
+        ToyKind::SwissRoll => None,
+    }
+}
+
+/// `n` points of the distribution, with their labels and condition where it has them.
+pub fn generate(kind: ToyKind, n: usize, seed: u64) -> ToySamples {
     let mut rng = Pcg64::seed_from_u64(seed);
     let normal = |rng: &mut Pcg64| -> f64 { StandardNormal.sample(rng) };
     let mut pts = Vec::with_capacity(n);
     let mut labels = Vec::with_capacity(n);
+    let mut cond = Vec::with_capacity(n * 2);
     for _ in 0..n {
         let (x, y, label) = match kind {
             ToyKind::EightGaussians => {
                 let k = rng.random_range(0..8);
                 let a = k as f64 * std::f64::consts::PI / 4.0;
+                cond.extend([a.cos() as f32, a.sin() as f32]);
                 (
                     2.0 * a.cos() + 0.2 * normal(&mut rng),
                     2.0 * a.sin() + 0.2 * normal(&mut rng),
@@ -40,7 +72,9 @@ pub fn generate(kind: ToyKind, n: usize, seed: u64) -> (Vec<[f32; 2]>, Option<(V
                 )
             }
             ToyKind::SwissRoll => {
-                let u = 1.5 * std::f64::consts::PI * (1.0 + 2.0 * rng.random::<f64>());
+                let r = rng.random::<f64>();
+                cond.push((2.0 * r - 1.0) as f32);
+                let u = 1.5 * std::f64::consts::PI * (1.0 + 2.0 * r);
                 let (x, y) = (u * u.cos() / 5.0, u * u.sin() / 5.0);
                 (x + 0.05 * normal(&mut rng), y + 0.05 * normal(&mut rng), 0)
             }
@@ -56,12 +90,11 @@ pub fn generate(kind: ToyKind, n: usize, seed: u64) -> (Vec<[f32; 2]>, Option<(V
         pts.push([x as f32, y as f32]);
         labels.push(label);
     }
-    let classes = match kind {
-        ToyKind::EightGaussians => Some(8),
-        ToyKind::TwoMoons | ToyKind::Checkerboard => Some(2),
-        ToyKind::SwissRoll => None,
-    };
-    (pts, classes.map(|c| (labels, c)))
+    ToySamples {
+        points: pts,
+        labels: num_classes(kind).map(|c| (labels, c)),
+        condition: condition_dim(kind).map(|d| (cond, d)),
+    }
 }
 
 #[cfg(test)]
@@ -70,11 +103,15 @@ mod tests {
 
     #[test]
     fn eight_gaussians_sit_on_the_circle_with_their_labels() {
-        let (pts, labels) = generate(ToyKind::EightGaussians, 4000, 1);
-        let (labels, classes) = labels.unwrap();
-        assert_eq!(classes, 8);
-        for (p, &k) in pts.iter().zip(&labels) {
+        let s = generate(ToyKind::EightGaussians, 4000, 1);
+        let (pts, (labels, classes)) = (s.points, s.labels.unwrap());
+        let (cond, dim) = s.condition.unwrap();
+        assert_eq!((classes, cond.len(), dim), (8, 8000, 2));
+        for (i, (p, &k)) in pts.iter().zip(&labels).enumerate() {
             let a = k as f64 * std::f64::consts::PI / 4.0;
+            // The condition is the direction of the point's centre.
+            assert!((cond[2 * i] as f64 - a.cos()).abs() < 1e-6);
+            assert!((cond[2 * i + 1] as f64 - a.sin()).abs() < 1e-6);
             let d = ((p[0] as f64 - 2.0 * a.cos()).powi(2) + (p[1] as f64 - 2.0 * a.sin()).powi(2))
                 .sqrt();
             assert!(d < 0.2 * 6.0, "{p:?} far from centre {k}");
@@ -88,8 +125,9 @@ mod tests {
 
     #[test]
     fn checkerboard_points_are_in_filled_squares() {
-        let (pts, _) = generate(ToyKind::Checkerboard, 2000, 2);
-        for p in pts {
+        let s = generate(ToyKind::Checkerboard, 2000, 2);
+        assert!(s.condition.is_none());
+        for p in s.points {
             let (c, r) = ((p[0] + 2.0).floor() as i64, (p[1] + 2.0).floor() as i64);
             assert!((0..4).contains(&c) && (0..4).contains(&r));
             assert_eq!((c + r) % 2, 0, "{p:?} in an empty square");
@@ -104,8 +142,8 @@ mod tests {
             ToyKind::SwissRoll,
             ToyKind::Checkerboard,
         ] {
-            assert_eq!(generate(kind, 100, 5).0, generate(kind, 100, 5).0);
-            assert_ne!(generate(kind, 100, 5).0, generate(kind, 100, 6).0);
+            assert_eq!(generate(kind, 100, 5), generate(kind, 100, 5));
+            assert_ne!(generate(kind, 100, 5).points, generate(kind, 100, 6).points);
         }
     }
 }

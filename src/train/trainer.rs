@@ -220,6 +220,7 @@ impl Run {
             cfg.train.batch_size,
             cfg.train.seed,
             cfg.data.labels,
+            cfg.data.vector_condition,
         );
         let spec = config::model_spec(cfg);
         tch::manual_seed(mix_seed(cfg.train.seed, u64::MAX, 0x1A17) as i64);
@@ -292,16 +293,22 @@ impl Run {
         let x0 = batch.x0;
         let noise = x0.randn_like();
         let xt = self.st.q_sample(&x0, &t, &noise);
-        let mut cond = Conditioning::none();
-        if let Some(labels) = batch.labels {
-            let p = self.cfg.train.p_uncond;
-            cond.labels = Some(if p > 0.0 {
-                let drop = Tensor::rand([b], (Kind::Float, self.device)).lt(p);
-                labels.masked_fill(&drop, self.num_classes)
-            } else {
-                labels
-            });
-        }
+        // Classifier-free guidance dropout (chapter §5.2): with probability p_uncond a
+        // sample's label becomes the null token and its condition vector the null embedding.
+        let p = self.cfg.train.p_uncond;
+        let drop = (p > 0.0).then(|| Tensor::rand([b], (Kind::Float, self.device)).lt(p));
+        let cond = Conditioning {
+            labels: batch.labels.map(|l| match &drop {
+                Some(d) => l.masked_fill(d, self.num_classes),
+                None => l,
+            }),
+            vector_dropped: batch
+                .condition
+                .as_ref()
+                .and(drop.as_ref())
+                .map(|d| d.shallow_clone()),
+            vector: batch.condition,
+        };
         let precision = self.cfg.train.precision;
         let out = autocast(precision, self.device, || {
             self.model.forward(&xt, &t, &cond, true)
@@ -334,10 +341,8 @@ impl Run {
                 .isfinite()
                 .logical_not()
                 .logical_and(&acc.first_bad.lt(0));
-            acc.first_bad = acc.first_bad.where_self(
-                &bad.logical_not(),
-                &Tensor::from(step as i64).to_device(self.device),
-            );
+            // A scalar fill, not a host-to-device copy: no synchronisation.
+            let _ = acc.first_bad.masked_fill_(&bad, step as i64);
             let _ = acc.loss.g_add_(&loss);
             let _ = acc.unweighted.g_add_(&mse.mean(Kind::Float));
             let q = (&t * 4).floor_divide_scalar(self.timesteps);
