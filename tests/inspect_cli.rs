@@ -285,3 +285,79 @@ fn devices_probe_computes_on_the_cpu() {
         .expect("a cpu line");
     assert!(cpu.starts_with("cpu: ok"), "{cpu}");
 }
+
+/// Layering: built-in defaults ← the file ← DDPM_LAB_* ← --set.
+#[test]
+fn config_layers_in_order_defaults_file_env_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("run.toml");
+    std::fs::write(&f, "[train]\nlr = 0.1\nsteps = 7\n").unwrap();
+    let lr = |env: Option<&str>, set: Option<&str>| -> String {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ddpm-lab"));
+        c.args(["inspect", "config", f.to_str().unwrap()]);
+        c.env_remove("DDPM_LAB_TRAIN__LR");
+        if let Some(v) = env {
+            c.env("DDPM_LAB_TRAIN__LR", v);
+        }
+        if let Some(v) = set {
+            c.args(["--set", &format!("train.lr={v}")]);
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let text = stdout(&o);
+        assert!(text.contains("steps = 7"), "the file's other keys stay");
+        text.lines()
+            .find(|l| l.starts_with("lr = "))
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(lr(None, None), "lr = 0.1");
+    assert_eq!(lr(Some("0.2"), None), "lr = 0.2");
+    assert_eq!(lr(Some("0.2"), Some("0.3")), "lr = 0.3");
+    assert_eq!(lr(None, Some("0.3")), "lr = 0.3");
+    // Without a file: the defaults.
+    let o = ddpm_lab(&["inspect", "config"]);
+    assert!(stdout(&o).contains("lr = 0.0002"));
+    // --set takes TOML values and bare strings.
+    let o = ddpm_lab(&[
+        "inspect",
+        "config",
+        "--set",
+        "diffusion.prediction=v",
+        "--set",
+        "ema.decays=[0.9, 0.99]",
+    ]);
+    let text = stdout(&o);
+    assert!(
+        text.contains("prediction = \"v\"") && text.contains("decays = [0.9, 0.99]"),
+        "{text}"
+    );
+    let o = ddpm_lab(&["inspect", "config", "--set", "train.lr"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("expected key=value"), "{}", stderr(&o));
+}
+
+/// Every shipped run config parses and validates.
+#[test]
+fn shipped_run_configs_are_valid() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/runs");
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            // The GPU config names cuda; check it with the CPU so it validates here.
+            let o = ddpm_lab(&[
+                "inspect",
+                "config",
+                p.to_str().unwrap(),
+                "--set",
+                "train.device=\"cpu\"",
+                "--set",
+                "train.precision=\"fp32\"",
+            ]);
+            assert!(o.status.success(), "{}: {}", p.display(), stderr(&o));
+            n += 1;
+        }
+    }
+    assert!(n >= 2);
+}

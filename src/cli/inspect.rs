@@ -22,6 +22,8 @@ pub enum Inspect {
     Weights(WeightsCmd),
     /// A model: parameters per block and in total.
     Model(ModelCmd),
+    /// A run config, resolved: defaults, the file, DDPM_LAB_* variables and --set, as TOML.
+    Config(ConfigCmd),
     /// The devices libtorch sees (CUDA, cuDNN, CPU threads).
     Devices,
 }
@@ -94,6 +96,15 @@ pub struct ModelCmd {
 }
 
 #[derive(Debug, Args)]
+pub struct ConfigCmd {
+    /// The run config; without it, the built-in defaults.
+    pub config: Option<PathBuf>,
+    /// Override a config key, e.g. --set train.lr=1e-4.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = SetArg::parse)]
+    pub sets: Vec<SetArg>,
+}
+
+#[derive(Debug, Args)]
 pub struct WeightsCmd {
     /// The loss weighting (chapter §1.4).
     #[arg(long, value_enum, default_value = "simple")]
@@ -124,6 +135,16 @@ pub fn run(cmd: Inspect) -> anyhow::Result<()> {
         Inspect::Schedule(c) => schedule(c),
         Inspect::Weights(c) => weights(c),
         Inspect::Model(c) => model(c),
+        Inspect::Config(c) => {
+            let cfg = config::load(&Sources {
+                file: c.config,
+                sets: c.sets,
+                env: true,
+            })
+            .map_err(bad_input)?;
+            print!("{}", cfg.to_toml());
+            Ok(())
+        }
         Inspect::Devices => devices(),
     }
 }

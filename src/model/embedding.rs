@@ -105,7 +105,7 @@ impl CondEmbedding {
                 .silu(),
         );
         if let (Some(e), Some(labels)) = (&self.label, &cond.labels) {
-            emb = emb + e.forward(labels);
+            emb += e.forward(labels);
         }
         if let (Some(proj), Some(null), Some(v)) =
             (&self.vector_proj, &self.vector_null, &cond.vector)
@@ -114,7 +114,7 @@ impl CondEmbedding {
             if let Some(drop) = &cond.vector_dropped {
                 c = c.where_self(&drop.logical_not().unsqueeze(1), &null.unsqueeze(0));
             }
-            emb = emb + c;
+            emb += c;
         }
         emb
     }

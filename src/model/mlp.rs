@@ -78,7 +78,7 @@ impl Mlp {
         let mut h = self.input.forward(x);
         for b in &self.blocks {
             let r = b.lin1.forward(&b.norm.forward(&h).silu()) + b.temb.forward(&temb);
-            h = h + b.lin2.forward(&r.silu().dropout(self.dropout, train));
+            h += b.lin2.forward(&r.silu().dropout(self.dropout, train));
         }
         self.output.forward(&self.norm_out.forward(&h).silu())
     }

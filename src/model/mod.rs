@@ -23,6 +23,8 @@ pub enum ModelSpec {
 }
 
 /// ε_θ(x_t, t, c) (or x̂_0, or v̂: the network does not care what it predicts).
+// Built once per run and never moved in a hot path, so boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Denoiser {
     UNet(UNet),

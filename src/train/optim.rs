@@ -157,13 +157,13 @@ mod tests {
         let mut ours = AdamW::new(&cfg, &p);
         let keep = Tensor::ones([], (Kind::Float, Device::Cpu));
         for _ in 0..20 {
-            let loss = (&w - &target).square().sum(Kind::Float) * (&w).sin().sum(Kind::Float);
+            let loss = (&w - &target).square().sum(Kind::Float) * w.sin().sum(Kind::Float);
             opt.zero_grad();
             loss.backward();
             let g = w.grad().copy();
             // Same gradient formula at our parameters.
             let pg = p.copy().set_requires_grad(true);
-            let l2 = (&pg - &target).square().sum(Kind::Float) * (&pg).sin().sum(Kind::Float);
+            let l2 = (&pg - &target).square().sum(Kind::Float) * pg.sin().sum(Kind::Float);
             l2.backward();
             let our_g = pg.grad();
             assert!(our_g.allclose(&g, 1e-5, 1e-6, false));
@@ -195,7 +195,7 @@ mod tests {
         assert!((n.double_value(&[]) - 5.0).abs() < 1e-6);
         assert!((g.norm().double_value(&[]) - 1.0).abs() < 1e-5);
         let g = Tensor::from_slice(&[0.3f32, 0.4]);
-        clip_grad_norm(&g, 1.0);
+        let _ = clip_grad_norm(&g, 1.0);
         assert_eq!(Vec::<f32>::try_from(&g).unwrap(), vec![0.3, 0.4]);
     }
 }

@@ -120,15 +120,15 @@ mod tests {
         assert_eq!(s.scale.double_value(&[]), 32768.0);
         assert_eq!(s.growth_tracker.int64_value(&[]), 0);
         // NaN counts too.
-        s.unscale_and_update(&Tensor::from_slice(&[f32::NAN]));
+        let _ = s.unscale_and_update(&Tensor::from_slice(&[f32::NAN]));
         assert_eq!(s.scale.double_value(&[]), 16384.0);
         // 1999 clean steps: no growth yet; the 2000th doubles the scale.
         for _ in 0..1999 {
-            s.unscale_and_update(&Tensor::from_slice(&[1.0f32]));
+            let _ = s.unscale_and_update(&Tensor::from_slice(&[1.0f32]));
         }
         assert_eq!(s.scale.double_value(&[]), 16384.0);
         assert_eq!(s.growth_tracker.int64_value(&[]), 1999);
-        s.unscale_and_update(&Tensor::from_slice(&[1.0f32]));
+        let _ = s.unscale_and_update(&Tensor::from_slice(&[1.0f32]));
         assert_eq!(s.scale.double_value(&[]), 32768.0);
         assert_eq!(s.growth_tracker.int64_value(&[]), 0);
     }

@@ -323,7 +323,7 @@ impl Run {
             .mean_dim(1, false, Kind::Float);
         let mut w = self.weight_table.index_select(0, &t);
         if let Some(iw) = &is_weights {
-            w = w * iw;
+            w *= iw;
         }
         let loss = (&mse * w).mean(Kind::Float);
         let _ = self.fp.grad.zero_();
