@@ -333,12 +333,11 @@ checkpoint_every = 20
 threads = 1
 "#;
 
-#[test]
-fn a_run_killed_with_sigkill_resumes_from_its_last_checkpoint() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write(dir.path(), "long.toml", LONG);
-    let out = dir.path().join("run");
-    let mut child = bin()
+/// Start the LONG run in the background and wait for its first checkpoint.
+fn start_long_run(dir: &Path, stderr: Stdio) -> (std::process::Child, PathBuf, PathBuf) {
+    let cfg = write(dir, "long.toml", LONG);
+    let out = dir.join("run");
+    let child = bin()
         .args([
             "train",
             cfg.to_str().unwrap(),
@@ -346,12 +345,19 @@ fn a_run_killed_with_sigkill_resumes_from_its_last_checkpoint() {
             out.to_str().unwrap(),
             "--quiet",
         ])
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     wait_for("a checkpoint", Duration::from_secs(60), || {
         has_checkpoint(&out)
     });
+    (child, cfg, out)
+}
+
+#[test]
+fn a_run_killed_with_sigkill_resumes_from_its_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, cfg, out) = start_long_run(dir.path(), Stdio::null());
     std::thread::sleep(Duration::from_millis(150));
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
@@ -385,22 +391,7 @@ fn a_run_killed_with_sigkill_resumes_from_its_last_checkpoint() {
 #[test]
 fn sigterm_checkpoints_marks_interrupted_and_resume_continues() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write(dir.path(), "long.toml", LONG);
-    let out = dir.path().join("run");
-    let child = bin()
-        .args([
-            "train",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--quiet",
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for("a checkpoint", Duration::from_secs(60), || {
-        has_checkpoint(&out)
-    });
+    let (child, cfg, out) = start_long_run(dir.path(), Stdio::piped());
     let pid = child.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])

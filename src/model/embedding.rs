@@ -97,6 +97,9 @@ impl CondEmbedding {
 
     /// # Shapes
     /// `t`: [B]; result: [B, dim].
+    // `a = a + b` on tch tensors is out of place; clippy's `a += b` would be an
+    // in-place op on a tensor autograd saved, and break the backward pass.
+    #[allow(clippy::assign_op_pattern)]
     pub fn forward(&self, t: &Tensor, cond: &Conditioning) -> Tensor {
         let mut emb = self.lin2.forward(
             &self
@@ -105,7 +108,7 @@ impl CondEmbedding {
                 .silu(),
         );
         if let (Some(e), Some(labels)) = (&self.label, &cond.labels) {
-            emb += e.forward(labels);
+            emb = emb + e.forward(labels);
         }
         if let (Some(proj), Some(null), Some(v)) =
             (&self.vector_proj, &self.vector_null, &cond.vector)
@@ -114,7 +117,7 @@ impl CondEmbedding {
             if let Some(drop) = &cond.vector_dropped {
                 c = c.where_self(&drop.logical_not().unsqueeze(1), &null.unsqueeze(0));
             }
-            emb += c;
+            emb = emb + c;
         }
         emb
     }

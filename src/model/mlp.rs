@@ -73,12 +73,14 @@ impl Mlp {
 
     /// # Shapes
     /// `x`: [B, D]; `t`: [B] (int64); result: [B, D].
+    // Out of place on purpose: `h += …` would modify a tensor autograd saved.
+    #[allow(clippy::assign_op_pattern)]
     pub fn forward(&self, x: &Tensor, t: &Tensor, cond: &Conditioning, train: bool) -> Tensor {
         let temb = self.cond.forward(t, cond).silu();
         let mut h = self.input.forward(x);
         for b in &self.blocks {
             let r = b.lin1.forward(&b.norm.forward(&h).silu()) + b.temb.forward(&temb);
-            h += b.lin2.forward(&r.silu().dropout(self.dropout, train));
+            h = h + b.lin2.forward(&r.silu().dropout(self.dropout, train));
         }
         self.output.forward(&self.norm_out.forward(&h).silu())
     }

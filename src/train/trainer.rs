@@ -283,7 +283,7 @@ impl Run {
     }
 
     /// One optimizer step. Accumulates metrics into `acc`.
-    fn step(&mut self, step: u64, acc: &mut Accum) {
+    fn step(&mut self, step: u64, acc: &mut Accum) -> Result<(), TrainError> {
         let b = self.cfg.train.batch_size;
         let fetch = Instant::now();
         let batch = self.batcher.batch(step);
@@ -327,7 +327,7 @@ impl Run {
         }
         let loss = (&mse * w).mean(Kind::Float);
         let _ = self.fp.grad.zero_();
-        self.scaler.scale_loss(&loss).backward();
+        self.scaler.scale_loss(&loss).f_backward()?;
         let keep = self.scaler.unscale_and_update(&self.fp.grad);
         let norm = clip_grad_norm(&self.fp.grad, self.cfg.train.grad_clip);
         let lr = lr_at(&self.cfg.train, step);
@@ -361,6 +361,7 @@ impl Run {
             let ts: Vec<i64> = Vec::try_from(t.to_device(Device::Cpu)).unwrap_or_default();
             self.sampler.update(&ts, &losses);
         }
+        Ok(())
     }
 
     /// The tensors of a checkpoint.
@@ -682,7 +683,34 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<Outcome, TrainError
                 wall(&started),
             ));
         }
-        run.step(step, &mut acc);
+        // tch panics on most libtorch errors (CUDA out of memory, say); record them as
+        // a failed run rather than dying without a status.
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run.step(step, &mut acc)));
+        let error = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(payload) => {
+                let msg = payload
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                let msg = msg
+                    .split("\nException raised")
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                Some(TrainError::Other(format!(
+                    "libtorch failed at step {step}: {msg}"
+                )))
+            }
+        };
+        if let Some(e) = error {
+            progress.finish();
+            text.line(&e.to_string());
+            return Err(fail(&mut status, e, step, wall(&started)));
+        }
         step += 1;
         progress.tick(step);
         let log_now = step % cfg.train.log_every == 0 || step == total;
