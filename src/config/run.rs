@@ -32,6 +32,14 @@ pub enum DataSource {
     Toy,
     /// Generated images of Gaussian blobs, labelled by quadrant: for smoke tests and benchmarks.
     Synthetic,
+    /// MNIST IDX files (plain or gzip) in `data.path` (default `data/mnist`, built by `ddpm-lab data mnist`).
+    Mnist,
+    /// The CIFAR-10 binary version in `data.path`.
+    Cifar10,
+    /// PNG/JPEG images under `data.path`; classes from subfolder names.
+    Folder,
+    /// A CSV or Parquet file `data.path`; `data.columns` modelled, `data.condition_columns` conditioning.
+    Tabular,
 }
 
 /// The generated 2-D distributions.
@@ -65,6 +73,42 @@ pub struct DataConfig {
     pub vector_condition: bool,
     /// Seed of the generated data (the training seed is `train.seed`).
     pub seed: u64,
+    /// The file or folder of `mnist`, `cifar10`, `folder` and `tabular` (mnist: `data/mnist` when empty).
+    pub path: String,
+    /// Side of the (square) images: resample with area averaging (mnist, cifar10,
+    /// synthetic; at most the native size) or resize and centre-crop (folder). 0 = native.
+    pub resolution: i64,
+    /// Random horizontal flips of training images (as Ho et al. did on CIFAR-10).
+    pub flip: bool,
+    /// `rgb` or `grayscale` (folder).
+    pub color: crate::data::folder::ColorMode,
+    /// Share of the data held out as the test split (folder: a seeded choice; tabular: the last rows).
+    pub test_fraction: f64,
+    /// Modelled columns (tabular).
+    pub columns: Vec<String>,
+    /// Conditioning columns (tabular); the model is conditioned on them when listed.
+    pub condition_columns: Vec<String>,
+    /// Per-column scaling (tabular): `minmax` (to [−1, 1]) or `standardize`.
+    pub scaling: crate::data::tabular::Scaling,
+    /// Drop rows with missing values in the used columns (tabular), instead of an error.
+    pub drop_nulls: bool,
+}
+
+impl DataConfig {
+    /// Whether the model is conditioned on a continuous vector.
+    pub fn uses_vector_condition(&self) -> bool {
+        self.vector_condition
+            || (self.source == DataSource::Tabular && !self.condition_columns.is_empty())
+    }
+
+    /// `data.path`, with the MNIST default.
+    pub fn resolved_path(&self) -> std::path::PathBuf {
+        if self.path.is_empty() && self.source == DataSource::Mnist {
+            std::path::PathBuf::from("data/mnist")
+        } else {
+            std::path::PathBuf::from(&self.path)
+        }
+    }
 }
 
 impl Default for DataConfig {
@@ -77,6 +121,15 @@ impl Default for DataConfig {
             labels: false,
             vector_condition: false,
             seed: 0,
+            path: String::new(),
+            resolution: 0,
+            flip: false,
+            color: crate::data::folder::ColorMode::Rgb,
+            test_fraction: 0.2,
+            columns: vec![],
+            condition_columns: vec![],
+            scaling: crate::data::tabular::Scaling::Minmax,
+            drop_nulls: false,
         }
     }
 }

@@ -100,10 +100,50 @@ pub fn data_shape(cfg: &RunConfig) -> DataShape {
             num_classes: crate::data::toy::num_classes(cfg.data.toy),
             cond_dim: crate::data::toy::condition_dim(cfg.data.toy),
         },
-        DataSource::Synthetic => DataShape {
-            sample: cfg.data.shape.clone(),
-            num_classes: Some(crate::data::synthetic::NUM_CLASSES),
+        DataSource::Synthetic => {
+            let mut sample = cfg.data.shape.clone();
+            if cfg.data.resolution > 0 && sample.len() == 3 {
+                sample[1] = cfg.data.resolution;
+                sample[2] = cfg.data.resolution;
+            }
+            DataShape {
+                sample,
+                num_classes: Some(crate::data::synthetic::NUM_CLASSES),
+                cond_dim: None,
+            }
+        }
+        DataSource::Mnist | DataSource::Cifar10 => {
+            let (c, native) = if cfg.data.source == DataSource::Mnist {
+                (1, 28)
+            } else {
+                (3, 32)
+            };
+            let r = if cfg.data.resolution > 0 {
+                cfg.data.resolution
+            } else {
+                native
+            };
+            DataShape {
+                sample: vec![c, r, r],
+                num_classes: Some(10),
+                cond_dim: None,
+            }
+        }
+        DataSource::Folder => DataShape {
+            sample: vec![
+                cfg.data.color.channels(),
+                cfg.data.resolution,
+                cfg.data.resolution,
+            ],
+            // Known once the folder is listed (class subfolders).
+            num_classes: None,
             cond_dim: None,
+        },
+        DataSource::Tabular => DataShape {
+            sample: vec![cfg.data.columns.len() as i64],
+            num_classes: None,
+            cond_dim: (!cfg.data.condition_columns.is_empty())
+                .then_some(cfg.data.condition_columns.len() as i64),
         },
     }
 }
@@ -307,7 +347,8 @@ pub fn validate(cfg: &RunConfig) -> Vec<Problem> {
             ),
         ));
     }
-    if cfg.data.labels && shape.num_classes.is_none() {
+    validate_data_source(cfg, &mut p);
+    if cfg.data.labels && shape.num_classes.is_none() && cfg.data.source != DataSource::Folder {
         p.push(Problem::new(
             "data.labels",
             format!(
@@ -316,13 +357,25 @@ pub fn validate(cfg: &RunConfig) -> Vec<Problem> {
             ),
         ));
     }
-    if cfg.data.vector_condition && shape.cond_dim.is_none() {
+    if cfg.data.vector_condition
+        && shape.cond_dim.is_none()
+        && cfg.data.source != DataSource::Tabular
+    {
         p.push(Problem::new(
             "data.vector_condition",
             format!("= true, but {} has no condition vector (eight-gaussians and swiss-roll have one); set it to false", source_name(cfg)),
         ));
     }
-    let conditioned = cfg.data.labels || cfg.data.vector_condition;
+    if cfg.data.vector_condition
+        && cfg.data.source == DataSource::Tabular
+        && cfg.data.condition_columns.is_empty()
+    {
+        p.push(Problem::new(
+            "data.vector_condition",
+            "= true, but data.condition_columns is empty: list the conditioning columns",
+        ));
+    }
+    let conditioned = cfg.data.labels || cfg.data.uses_vector_condition();
     if t.p_uncond > 0.0 && !conditioned {
         p.push(Problem::new("train.p_uncond", format!("= {}: classifier-free guidance dropout needs a condition; set data.labels = true, or p_uncond = 0", t.p_uncond)));
     }
@@ -336,6 +389,100 @@ fn source_name(cfg: &RunConfig) -> String {
     match cfg.data.source {
         DataSource::Toy => format!("the toy source {:?}", cfg.data.toy),
         DataSource::Synthetic => "the synthetic source".into(),
+        DataSource::Mnist => "mnist".into(),
+        DataSource::Cifar10 => "cifar10".into(),
+        DataSource::Folder => "an image folder".into(),
+        DataSource::Tabular => "a tabular file".into(),
+    }
+}
+
+/// Settings that only some sources take.
+fn validate_data_source(cfg: &RunConfig, p: &mut Vec<Problem>) {
+    let d = &cfg.data;
+    let needs_path = matches!(
+        d.source,
+        DataSource::Cifar10 | DataSource::Folder | DataSource::Tabular
+    );
+    if needs_path && d.path.is_empty() {
+        p.push(Problem::new(
+            "data.path",
+            format!(
+                "is empty: {} needs data.path (the {})",
+                source_name(cfg),
+                if d.source == DataSource::Tabular {
+                    "CSV or Parquet file"
+                } else {
+                    "folder"
+                }
+            ),
+        ));
+    }
+    if d.resolution < 0 {
+        p.push(Problem::new(
+            "data.resolution",
+            format!("= {}: must be ≥ 0 (0 keeps the native size)", d.resolution),
+        ));
+    }
+    let native = match d.source {
+        DataSource::Mnist => Some(28),
+        DataSource::Cifar10 => Some(32),
+        DataSource::Synthetic => d.shape.get(1).copied(),
+        _ => None,
+    };
+    if let Some(n) = native {
+        if d.resolution > n {
+            p.push(Problem::new(
+                "data.resolution",
+                format!(
+                    "= {}: area averaging can only shrink {} (native {n}×{n}); pick ≤ {n}",
+                    d.resolution,
+                    source_name(cfg)
+                ),
+            ));
+        }
+    }
+    if d.source == DataSource::Folder && d.resolution < 1 {
+        p.push(Problem::new(
+            "data.resolution",
+            "= 0: an image folder needs a size to resize and crop to, e.g. 32",
+        ));
+    }
+    let images = matches!(
+        d.source,
+        DataSource::Synthetic | DataSource::Mnist | DataSource::Cifar10 | DataSource::Folder
+    );
+    if d.flip && !images {
+        p.push(Problem::new(
+            "data.flip",
+            format!("= true, but {} is not images", source_name(cfg)),
+        ));
+    }
+    if matches!(d.source, DataSource::Folder | DataSource::Tabular)
+        && !(d.test_fraction > 0.0 && d.test_fraction < 1.0)
+    {
+        p.push(Problem::new(
+            "data.test_fraction",
+            format!(
+                "= {}: must be in (0, 1) (0.2 is the default)",
+                d.test_fraction
+            ),
+        ));
+    }
+    if d.source == DataSource::Tabular && d.columns.is_empty() {
+        p.push(Problem::new(
+            "data.columns",
+            "is empty: name the modelled columns of the file, e.g. [\"spx\", \"ndx\"]",
+        ));
+    }
+    if d.source != DataSource::Tabular && !(d.columns.is_empty() && d.condition_columns.is_empty())
+    {
+        p.push(Problem::new(
+            "data.columns",
+            format!(
+                "only apply to data.source = \"tabular\", not {}",
+                source_name(cfg)
+            ),
+        ));
     }
 }
 

