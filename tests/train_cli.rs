@@ -598,3 +598,52 @@ fn inspect_model_counts_the_papers_parameters() {
         .sum();
     assert_eq!(sum, 35_746_307);
 }
+
+#[test]
+fn bf16_autocast_trains_on_the_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "toy.toml", TOY);
+    let out = dir.path().join("run");
+    let o = train(
+        &cfg,
+        &out,
+        &[
+            "--set",
+            "train.precision=\"bf16\"",
+            "--set",
+            "train.steps=100",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let m = metrics(&out);
+    let last = m.last().unwrap()["loss"].as_f64().unwrap();
+    assert!(last.is_finite() && last < 1.0, "{last}");
+    assert_eq!(status(&out)["state"], "completed");
+}
+
+#[test]
+fn resume_is_exact_with_the_prefetch_loader_and_flips() {
+    check_exact_resume(
+        r#"
+[data]
+source = "synthetic"
+shape = [1, 8, 8]
+n_samples = 100
+loader = "prefetch"
+flip = true
+[model]
+preset = "unet-tiny"
+[diffusion]
+timesteps = 50
+[train]
+batch_size = 8
+lr = 1e-3
+log_every = 4
+checkpoint_every = 4
+threads = 1
+[ema]
+decays = [0.99]
+"#,
+        8,
+    );
+}

@@ -92,6 +92,9 @@ pub struct DataConfig {
     pub scaling: crate::data::tabular::Scaling,
     /// Drop rows with missing values in the used columns (tabular), instead of an error.
     pub drop_nulls: bool,
+    /// How batches reach the trainer: `auto`, `device` (the dataset on the
+    /// training device) or `prefetch` (host memory, a background thread).
+    pub loader: crate::data::LoaderKind,
 }
 
 impl DataConfig {
@@ -130,6 +133,7 @@ impl Default for DataConfig {
             condition_columns: vec![],
             scaling: crate::data::tabular::Scaling::Minmax,
             drop_nulls: false,
+            loader: crate::data::LoaderKind::Auto,
         }
     }
 }

@@ -14,18 +14,20 @@ pub mod cifar;
 pub mod error;
 pub mod folder;
 pub mod idx;
+pub mod loader;
 pub mod mnist;
 pub mod synthetic;
 pub mod tabular;
 pub mod toy;
 
 pub use error::DataError;
+pub use loader::{Batch, Batcher, LoaderKind};
 
 use crate::config::run::{DataConfig, DataSource, RunConfig};
 use crate::rng::mix_seed;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 /// Which split to load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,164 +246,4 @@ pub fn num_classes(cfg: &RunConfig) -> Result<Option<i64>, DataError> {
         return Ok(Some(folder::class_names(&files, &root)?.len() as i64));
     }
     Ok(crate::config::data_shape(cfg).num_classes)
-}
-
-/// One training batch on the training device.
-#[derive(Debug)]
-pub struct Batch {
-    pub x0: Tensor,
-    pub labels: Option<Tensor>,
-    pub condition: Option<Tensor>,
-}
-
-/// Serves batches from a device-resident copy of the data, in an order that is a
-/// pure function of (seed, step): the stream of samples is epoch 0's permutation,
-/// then epoch 1's, …, and step s takes positions [s·B, (s+1)·B). Resuming at step
-/// s therefore needs no saved state, and no step waits on the host.
-pub struct Batcher {
-    x: Tensor,
-    labels: Option<Tensor>,
-    condition: Option<Tensor>,
-    flip: bool,
-    n: i64,
-    batch: i64,
-    seed: u64,
-    perm: Option<(i64, Tensor)>,
-}
-
-/// Tag that separates the data-order seeds from the other seeds of a run.
-const DATA_ORDER_TAG: u64 = 0xDA7A;
-/// Tag of the flip coin's seed.
-const FLIP_TAG: u64 = 0xF11B;
-
-impl Batcher {
-    /// `use_labels` / `use_condition`: serve the labels / condition vectors too.
-    pub fn new(
-        ds: &Dataset,
-        device: Device,
-        batch: i64,
-        seed: u64,
-        use_labels: bool,
-        use_condition: bool,
-    ) -> Self {
-        let on_device = |t: &Option<Tensor>, used: bool| {
-            if used {
-                t.as_ref().map(|t| t.to_device(device))
-            } else {
-                None
-            }
-        };
-        Batcher {
-            x: ds.x.to_device(device).to_kind(Kind::Float),
-            flip: false,
-            labels: on_device(&ds.labels, use_labels),
-            condition: on_device(&ds.condition, use_condition),
-            n: ds.len(),
-            batch,
-            seed,
-            perm: None,
-        }
-    }
-
-    fn permutation(&mut self, epoch: i64) -> Tensor {
-        match &self.perm {
-            Some((e, p)) if *e == epoch => p.shallow_clone(),
-            _ => {
-                tch::manual_seed(mix_seed(self.seed, epoch as u64, DATA_ORDER_TAG) as i64);
-                let p = Tensor::randperm(self.n, (Kind::Int64, self.x.device()));
-                self.perm = Some((epoch, p.shallow_clone()));
-                p
-            }
-        }
-    }
-
-    /// The dataset indices of step `step`'s batch.
-    pub fn indices(&mut self, step: u64) -> Tensor {
-        let mut start = step as i64 * self.batch;
-        let end = start + self.batch;
-        let mut parts = vec![];
-        while start < end {
-            let (epoch, pos) = (start / self.n, start % self.n);
-            let take = (self.n - pos).min(end - start);
-            parts.push(self.permutation(epoch).narrow(0, pos, take));
-            start += take;
-        }
-        if parts.len() == 1 {
-            parts.pop().expect("one part") // ok: just checked
-        } else {
-            Tensor::cat(&parts, 0)
-        }
-    }
-
-    /// Flip each image of a batch horizontally with probability 1/2.
-    pub fn with_flip(mut self, flip: bool) -> Self {
-        self.flip = flip;
-        self
-    }
-
-    pub fn batch(&mut self, step: u64) -> Batch {
-        let idx = self.indices(step);
-        let mut x0 = self.x.index_select(0, &idx);
-        if self.flip {
-            // Seeded per step, so a resumed run flips the same images.
-            tch::manual_seed(mix_seed(self.seed, step, FLIP_TAG) as i64);
-            let b = x0.size()[0];
-            let coin = Tensor::rand([b, 1, 1, 1], (Kind::Float, x0.device())).lt(0.5);
-            x0 = x0.flip([3]).where_self(&coin, &x0);
-        }
-        Batch {
-            x0,
-            labels: self.labels.as_ref().map(|l| l.index_select(0, &idx)),
-            condition: self.condition.as_ref().map(|c| c.index_select(0, &idx)),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ds(n: i64) -> Dataset {
-        Dataset {
-            x: Tensor::arange(n, (Kind::Float, Device::Cpu)).unsqueeze(1),
-            labels: None,
-            num_classes: None,
-            class_names: None,
-            condition: None,
-            stats: None,
-        }
-    }
-
-    #[test]
-    fn every_epoch_visits_every_sample_once() {
-        let mut b = Batcher::new(&ds(10), Device::Cpu, 4, 7, false, false);
-        // 5 steps of 4 = 2 epochs of 10.
-        let all: Vec<i64> = (0..5)
-            .flat_map(|s| Vec::<i64>::try_from(&b.indices(s)).unwrap())
-            .collect();
-        let mut e0 = all[..10].to_vec();
-        let mut e1 = all[10..].to_vec();
-        e0.sort();
-        e1.sort();
-        assert_eq!(e0, (0..10).collect::<Vec<_>>());
-        assert_eq!(e1, (0..10).collect::<Vec<_>>());
-        assert_ne!(all[..10], all[10..], "epochs are shuffled differently");
-    }
-
-    #[test]
-    fn order_is_a_function_of_seed_and_step() {
-        let mut a = Batcher::new(&ds(50), Device::Cpu, 8, 3, false, false);
-        let mut b = Batcher::new(&ds(50), Device::Cpu, 8, 3, false, false);
-        let mut c = Batcher::new(&ds(50), Device::Cpu, 8, 4, false, false);
-        // b jumps straight to step 9, as a resumed run does.
-        let a9: Vec<i64> = (0..10)
-            .map(|s| a.indices(s))
-            .last()
-            .map(|t| Vec::try_from(&t).unwrap())
-            .unwrap();
-        let b9: Vec<i64> = Vec::try_from(&b.indices(9)).unwrap();
-        let c9: Vec<i64> = Vec::try_from(&c.indices(9)).unwrap();
-        assert_eq!(a9, b9);
-        assert_ne!(a9, c9);
-    }
 }

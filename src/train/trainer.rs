@@ -218,13 +218,14 @@ impl Run {
         let st = schedule.tensors(device);
         let sampler = create_sampler(d.timestep_sampling, d.timesteps, d.loss_aware_bins);
         let dataset = data::load(cfg, data::Split::Train)?;
-        let batcher = Batcher::new(
+        let batcher = Batcher::with_loader(
             &dataset,
             device,
             cfg.train.batch_size,
             cfg.train.seed,
             cfg.data.labels,
             cfg.data.uses_vector_condition(),
+            cfg.data.loader,
         )
         .with_flip(cfg.data.flip);
         let spec = config::model_spec(cfg, dataset.num_classes);
@@ -665,8 +666,9 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<Outcome, TrainError
     let mut metrics =
         MetricsLog::open(&dir, Some(start)).map_err(io_err("opening metrics.jsonl"))?;
     text.line(&format!(
-        "training {} parameters on {device}, steps {start}..{total}, config hash {hash}",
-        run.fp.len()
+        "training {} parameters on {device}, steps {start}..{total}, config hash {hash}, data loader {:?}",
+        run.fp.len(),
+        run.batcher.kind()
     ));
 
     let progress = Progress::new(total, start, opts.quiet);
