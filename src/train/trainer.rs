@@ -16,7 +16,8 @@
 //! At every step the random generators are re-seeded from (seed, step), and the
 //! data order is a function of (seed, step) too ([`crate::rng`]), so a run
 //! stopped and resumed from a checkpoint ends with the same weights as one that
-//! never stopped (on the same device and thread count).
+//! never stopped: bit for bit on the CPU (same thread count); on a GPU up to the
+//! rounding of non-deterministic CUDA kernels.
 
 use super::checkpoint::{self, CheckpointData, CheckpointState};
 use super::ema::{weights_name, Ema};
