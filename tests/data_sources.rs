@@ -3,28 +3,11 @@
 //! folder, CSV and Parquet), trained on for a few steps; every bad-input case
 //! gets its error, exit code 2, and writes nothing.
 
+mod common;
+use common::{bin, text, write};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ddpm-lab"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("DDPM_LAB_") {
-            c.env_remove(k);
-        }
-    }
-    c
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, body).unwrap();
-    p
-}
+use std::process::Output;
 
 fn train(dir: &Path, body: &str) -> (Output, PathBuf) {
     let cfg = write(dir, "run.toml", body);

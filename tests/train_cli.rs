@@ -1,33 +1,15 @@
 //! End-to-end tests of `ddpm-lab train`: a tiny run whose loss goes down, exact
 //! resume, kill -9, corrupt checkpoints, signals, and every config error.
 
+mod common;
+use common::{bin, text, write};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ddpm-lab"));
-    // Tests must not see a developer's DDPM_LAB_* variables.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("DDPM_LAB_") {
-            c.env_remove(k);
-        }
-    }
-    c
-}
-
 fn run(args: &[&str]) -> Output {
     bin().args(args).output().expect("run ddpm-lab")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, body).unwrap();
-    p
 }
 
 /// A fast toy run: an MLP on eight Gaussians.

@@ -159,27 +159,9 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    /// `use_labels` / `use_condition`: serve the labels / condition vectors too.
+    /// `use_labels` / `use_condition`: serve the labels / condition vectors too;
+    /// `kind`: how (see the module notes).
     pub fn new(
-        ds: &Dataset,
-        device: Device,
-        batch: i64,
-        seed: u64,
-        use_labels: bool,
-        use_condition: bool,
-    ) -> Self {
-        Self::with_loader(
-            ds,
-            device,
-            batch,
-            seed,
-            use_labels,
-            use_condition,
-            LoaderKind::Auto,
-        )
-    }
-
-    pub fn with_loader(
         ds: &Dataset,
         device: Device,
         batch: i64,
@@ -415,10 +397,8 @@ mod tests {
     #[test]
     fn prefetch_serves_what_device_mode_serves_and_follows_jumps() {
         let data = ds(23);
-        let mut dev =
-            Batcher::with_loader(&data, Device::Cpu, 5, 11, true, false, LoaderKind::Device);
-        let mut pre =
-            Batcher::with_loader(&data, Device::Cpu, 5, 11, true, false, LoaderKind::Prefetch);
+        let mut dev = Batcher::new(&data, Device::Cpu, 5, 11, true, false, LoaderKind::Device);
+        let mut pre = Batcher::new(&data, Device::Cpu, 5, 11, true, false, LoaderKind::Prefetch);
         assert_eq!(pre.kind(), LoaderKind::Prefetch);
         for step in [0u64, 1, 2, 3, 9, 10, 4] {
             let (a, b) = (dev.batch(step), pre.batch(step));
@@ -431,8 +411,7 @@ mod tests {
     fn flips_mirror_about_half_the_images_the_same_way_each_time() {
         let data = ds(64);
         for kind in [LoaderKind::Device, LoaderKind::Prefetch] {
-            let mut b =
-                Batcher::with_loader(&data, Device::Cpu, 64, 1, true, false, kind).with_flip(true);
+            let mut b = Batcher::new(&data, Device::Cpu, 64, 1, true, false, kind).with_flip(true);
             let x = b.batch(0).x0;
             // Column 0 holds i and column 1 holds i + 0.5; a flipped image swaps them.
             let flipped = x

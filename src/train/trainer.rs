@@ -219,7 +219,7 @@ impl Run {
         let st = schedule.tensors(device);
         let sampler = create_sampler(d.timestep_sampling, d.timesteps, d.loss_aware_bins);
         let dataset = data::load(cfg, data::Split::Train)?;
-        let batcher = Batcher::with_loader(
+        let batcher = Batcher::new(
             &dataset,
             device,
             cfg.train.batch_size,

@@ -1,0 +1,27 @@
+//! Helpers shared by the end-to-end tests.
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The ddpm-lab binary, without a developer's DDPM_LAB_* variables.
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ddpm-lab"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("DDPM_LAB_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Write `body` to `dir/name` and return the path.
+pub fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    p
+}
