@@ -11,4 +11,5 @@ pub mod diffusion;
 pub mod exit;
 pub mod model;
 pub mod rng;
+pub mod sweep;
 pub mod train;

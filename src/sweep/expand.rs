@@ -1,0 +1,365 @@
+//! Expanding a sweep's axes into runs, in a documented, stable order.
+//!
+//! A spec's `[sweep]` table holds:
+//! * axes: `"dotted.key" = [v1, v2, …]`, combined as a cartesian product;
+//! * `seeds = [0, 1, 2]`: an axis over `train.seed`, always the innermost;
+//! * `[[sweep.zip]]` groups: keys whose lists have equal length and vary
+//!   together (one axis whose values are tuples);
+//! * `[[sweep.exclude]]`: partial assignments; a run matching every key of one
+//!   is dropped;
+//! * `[[sweep.include]]`: partial assignments added as extra runs (after the
+//!   product), as written.
+//!
+//! Order: axes (and zip groups) in the order they are written, the first
+//! varying slowest and the last fastest, seeds innermost; then the includes.
+
+use std::collections::BTreeSet;
+use toml_edit::{Document, Item, TableLike, Value};
+
+/// One run's swept values: (dotted key, value) in axis order.
+pub type Assignment = Vec<(String, toml::Value)>;
+
+/// One axis: the keys it sets (one, or several for a zip group) and its points.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Axis {
+    pub keys: Vec<String>,
+    /// Each point gives one value per key.
+    pub points: Vec<Vec<toml::Value>>,
+}
+
+/// The parsed `[sweep]` table.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Axes {
+    pub axes: Vec<Axis>,
+    pub exclude: Vec<Assignment>,
+    pub include: Vec<Assignment>,
+}
+
+/// A `[sweep]` table that cannot be expanded; each names the key and the fix.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ExpandError {
+    #[error("sweep.{key}: expected a list of values, e.g. \"{key}\" = [1, 2]")]
+    NotAList { key: String },
+    #[error("sweep.{key}: the list is empty; give at least one value or remove the axis")]
+    Empty { key: String },
+    #[error("sweep.{key}: swept twice ({first} and {second}); keep one")]
+    Collision {
+        key: String,
+        first: String,
+        second: String,
+    },
+    #[error("sweep.zip[{group}]: lists of unequal length ({lengths}); a zip group's lists pair up element by element")]
+    ZipLengths { group: usize, lengths: String },
+    #[error("sweep.{what}[{index}]: expected a table of \"dotted.key\" = value")]
+    NotATable { what: &'static str, index: usize },
+    #[error("sweep.exclude[{index}]: {key} is not a swept key, so the entry can never match; sweep it or remove it")]
+    ExcludeUnknown { index: usize, key: String },
+    #[error("{0}")]
+    Toml(String),
+}
+
+/// A toml_edit value as a `toml::Value` (they are the same TOML).
+fn to_value(v: &Value) -> Result<toml::Value, ExpandError> {
+    let text = format!("v = {}", v.to_string().trim());
+    toml::from_str::<toml::Table>(&text)
+        .map_err(|e| ExpandError::Toml(e.to_string()))?
+        .remove("v")
+        .ok_or_else(|| ExpandError::Toml("empty value".into()))
+}
+
+fn list(key: &str, item: &Item) -> Result<Vec<toml::Value>, ExpandError> {
+    let arr = item.as_array().ok_or_else(|| ExpandError::NotAList {
+        key: key.to_string(),
+    })?;
+    if arr.is_empty() {
+        return Err(ExpandError::Empty {
+            key: key.to_string(),
+        });
+    }
+    arr.iter().map(to_value).collect()
+}
+
+/// Leaf keys of a (possibly nested) table, with their dotted paths, in order.
+fn leaves<'a>(prefix: &str, t: &'a dyn TableLike, out: &mut Vec<(String, &'a Item)>) {
+    for (k, item) in t.iter() {
+        let path = if prefix.is_empty() {
+            k.to_string()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match item.as_table_like() {
+            Some(inner) => leaves(&path, inner, out),
+            None => out.push((path, item)),
+        }
+    }
+}
+
+fn assignments(what: &'static str, item: Option<&Item>) -> Result<Vec<Assignment>, ExpandError> {
+    let Some(item) = item else { return Ok(vec![]) };
+    let tables = item
+        .as_array_of_tables()
+        .ok_or(ExpandError::NotATable { what, index: 0 })?;
+    tables
+        .iter()
+        .enumerate()
+        .map(|(index, t)| {
+            let mut out = vec![];
+            leaves("", t, &mut out);
+            out.into_iter()
+                .map(|(k, item)| {
+                    let v = item
+                        .as_value()
+                        .ok_or(ExpandError::NotATable { what, index })?;
+                    Ok((k, to_value(v)?))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Parse the `[sweep]` table of a spec's text (missing: no axes, one run).
+pub fn parse(text: &str) -> Result<Axes, ExpandError> {
+    let doc = Document::parse(text.to_string()).map_err(|e| ExpandError::Toml(e.to_string()))?;
+    let Some(sweep) = doc.get("sweep").and_then(|s| s.as_table_like()) else {
+        return Ok(Axes::default());
+    };
+    let mut axes = vec![];
+    let mut seeds = None;
+    let mut seen: Vec<(String, String)> = vec![]; // key → where it was swept
+    let mut claim = |key: &str, place: String| -> Result<(), ExpandError> {
+        if let Some((_, first)) = seen.iter().find(|(k, _)| k == key) {
+            return Err(ExpandError::Collision {
+                key: key.to_string(),
+                first: first.clone(),
+                second: place,
+            });
+        }
+        seen.push((key.to_string(), place));
+        Ok(())
+    };
+    let mut flat = vec![];
+    leaves("", sweep, &mut flat);
+    for (key, item) in flat {
+        match key.as_str() {
+            "zip" | "exclude" | "include" => continue,
+            "seeds" => {
+                claim("train.seed", "seeds".into())?;
+                seeds = Some(list("seeds", item)?);
+            }
+            _ => {
+                claim(&key, format!("sweep.{key}"))?;
+                axes.push(Axis {
+                    keys: vec![key.clone()],
+                    points: list(&key, item)?.into_iter().map(|v| vec![v]).collect(),
+                });
+            }
+        }
+    }
+    if let Some(zip) = sweep.get("zip") {
+        let groups = zip.as_array_of_tables().ok_or(ExpandError::NotATable {
+            what: "zip",
+            index: 0,
+        })?;
+        for (g, table) in groups.iter().enumerate() {
+            let mut cols = vec![];
+            leaves("", table, &mut cols);
+            let mut keys = vec![];
+            let mut lists = vec![];
+            for (key, item) in cols {
+                claim(&key, format!("sweep.zip[{g}]"))?;
+                lists.push(list(&format!("zip[{g}].{key}"), item)?);
+                keys.push(key);
+            }
+            let lens: BTreeSet<usize> = lists.iter().map(|l| l.len()).collect();
+            if lens.len() > 1 {
+                let lengths = keys
+                    .iter()
+                    .zip(&lists)
+                    .map(|(k, l)| format!("{k}: {}", l.len()))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Err(ExpandError::ZipLengths { group: g, lengths });
+            }
+            let n = lists.first().map_or(0, |l| l.len());
+            let points = (0..n)
+                .map(|i| lists.iter().map(|l| l[i].clone()).collect())
+                .collect();
+            axes.push(Axis { keys, points });
+        }
+    }
+    if let Some(s) = seeds {
+        axes.push(Axis {
+            keys: vec!["train.seed".into()],
+            points: s.into_iter().map(|v| vec![v]).collect(),
+        });
+    }
+    let exclude = assignments("exclude", sweep.get("exclude"))?;
+    let swept: BTreeSet<&String> = axes.iter().flat_map(|a| &a.keys).collect();
+    for (i, ex) in exclude.iter().enumerate() {
+        if let Some((k, _)) = ex.iter().find(|(k, _)| !swept.contains(k)) {
+            return Err(ExpandError::ExcludeUnknown {
+                index: i,
+                key: k.clone(),
+            });
+        }
+    }
+    let include = assignments("include", sweep.get("include"))?;
+    Ok(Axes {
+        axes,
+        exclude,
+        include,
+    })
+}
+
+/// Two TOML values as the same setting (1 and 1.0 match).
+fn same(a: &toml::Value, b: &toml::Value) -> bool {
+    match (a, b) {
+        (toml::Value::Integer(x), toml::Value::Float(y))
+        | (toml::Value::Float(y), toml::Value::Integer(x)) => *x as f64 == *y,
+        _ => a == b,
+    }
+}
+
+/// Every run of the sweep, in order (see the module notes).
+pub fn expand(axes: &Axes) -> Vec<Assignment> {
+    let mut runs: Vec<Assignment> = vec![vec![]];
+    for axis in &axes.axes {
+        let mut next = Vec::with_capacity(runs.len() * axis.points.len());
+        for run in &runs {
+            for point in &axis.points {
+                let mut r = run.clone();
+                r.extend(axis.keys.iter().cloned().zip(point.iter().cloned()));
+                next.push(r);
+            }
+        }
+        runs = next;
+    }
+    runs.retain(|r| {
+        !axes.exclude.iter().any(|ex| {
+            ex.iter()
+                .all(|(k, v)| r.iter().any(|(rk, rv)| rk == k && same(rv, v)))
+        })
+    });
+    runs.extend(axes.include.iter().cloned());
+    runs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn show(runs: &[Assignment]) -> Vec<String> {
+        runs.iter()
+            .map(|r| {
+                r.iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn expansion_order_is_written_order_with_seeds_innermost() {
+        let axes = parse(
+            r#"
+[sweep]
+seeds = [0, 1]
+"diffusion.prediction" = ["epsilon", "v"]
+"ema.decay" = [0.999, 0.9999]
+"#,
+        )
+        .unwrap();
+        // A snapshot of the order.
+        assert_eq!(
+            show(&expand(&axes)),
+            vec![
+                "diffusion.prediction=\"epsilon\" ema.decay=0.999 train.seed=0",
+                "diffusion.prediction=\"epsilon\" ema.decay=0.999 train.seed=1",
+                "diffusion.prediction=\"epsilon\" ema.decay=0.9999 train.seed=0",
+                "diffusion.prediction=\"epsilon\" ema.decay=0.9999 train.seed=1",
+                "diffusion.prediction=\"v\" ema.decay=0.999 train.seed=0",
+                "diffusion.prediction=\"v\" ema.decay=0.999 train.seed=1",
+                "diffusion.prediction=\"v\" ema.decay=0.9999 train.seed=0",
+                "diffusion.prediction=\"v\" ema.decay=0.9999 train.seed=1",
+            ]
+        );
+    }
+
+    #[test]
+    fn zip_groups_vary_together_and_exclude_include_edit_the_product() {
+        let axes = parse(
+            r#"
+[sweep]
+"train.lr" = [1e-4, 2e-4]
+
+[[sweep.zip]]
+"diffusion.weighting" = ["simple", "min-snr", "p2"]
+"diffusion.prediction" = ["epsilon", "v", "x0"]
+
+[[sweep.exclude]]
+"train.lr" = 2e-4
+"diffusion.weighting" = "p2"
+
+[[sweep.include]]
+"diffusion.weighting" = "vlb"
+"train.lr" = 1e-3
+"#,
+        )
+        .unwrap();
+        let runs = show(&expand(&axes));
+        assert_eq!(runs.len(), 2 * 3 - 1 + 1);
+        assert_eq!(
+            runs[0],
+            "train.lr=0.0001 diffusion.weighting=\"simple\" diffusion.prediction=\"epsilon\""
+        );
+        assert_eq!(
+            runs[2],
+            "train.lr=0.0001 diffusion.weighting=\"p2\" diffusion.prediction=\"x0\""
+        );
+        assert!(!runs.contains(
+            &"train.lr=0.0002 diffusion.weighting=\"p2\" diffusion.prediction=\"x0\"".to_string()
+        ));
+        assert_eq!(runs[5], "diffusion.weighting=\"vlb\" train.lr=0.001");
+    }
+
+    #[test]
+    fn nested_tables_name_dotted_keys_too() {
+        let axes = parse("[sweep.diffusion]\nprediction = [\"epsilon\", \"v\"]\n").unwrap();
+        assert_eq!(
+            show(&expand(&axes)),
+            vec![
+                "diffusion.prediction=\"epsilon\"",
+                "diffusion.prediction=\"v\""
+            ]
+        );
+        // No [sweep]: one run with nothing swept.
+        assert_eq!(
+            expand(&parse("[base]\n").unwrap()),
+            vec![Vec::<(String, toml::Value)>::new()]
+        );
+    }
+
+    #[test]
+    fn bad_sweeps_name_the_key_and_the_fix() {
+        let e = |t: &str| parse(t).unwrap_err().to_string();
+        assert_eq!(
+            e("[sweep]\n\"train.seed\" = [1]\nseeds = [0, 1]\n"),
+            "sweep.train.seed: swept twice (sweep.train.seed and seeds); keep one"
+        );
+        assert!(e("[sweep]\n\"train.lr\" = 0.1\n").contains("expected a list of values"));
+        assert!(e("[sweep]\n\"train.lr\" = []\n").contains("the list is empty"));
+        assert_eq!(
+            e("[sweep]\n[[sweep.zip]]\na = [1, 2]\nb = [1]\n"),
+            "sweep.zip[0]: lists of unequal length (a: 2, b: 1); a zip group's lists pair up element by element"
+        );
+        assert!(
+            e("[sweep]\n\"train.lr\" = [1]\n[[sweep.zip]]\n\"train.lr\" = [2]\n")
+                .contains("swept twice")
+        );
+        assert!(
+            e("[sweep]\n\"train.lr\" = [1]\n[[sweep.exclude]]\n\"train.steps\" = 5\n")
+                .contains("train.steps is not a swept key")
+        );
+    }
+}
