@@ -48,7 +48,7 @@ impl Conditioning {
             ..Default::default()
         }
     }
-    /// Rows `index` of every part (for splitting a batch).
+    /// Another handle on the same tensors (no copy).
     pub fn shallow_clone(&self) -> Self {
         Conditioning {
             labels: self.labels.as_ref().map(|t| t.shallow_clone()),

@@ -551,7 +551,7 @@ fn prepare_dir(cfg: &RunConfig, opts: &TrainOptions) -> Result<Option<PathBuf>, 
         }
         return Ok(None);
     }
-    let Some(status) = status else {
+    if status.is_none() {
         return if nonempty {
             Err(TrainError::RunDir(format!(
                 "--resume: {} has no status.json, so it is not a ddpm-lab run; check --out",
@@ -560,7 +560,7 @@ fn prepare_dir(cfg: &RunConfig, opts: &TrainOptions) -> Result<Option<PathBuf>, 
         } else {
             Ok(None)
         };
-    };
+    }
     let old_text = fs::read_to_string(dir.join("config.toml"))
         .map_err(io_err(format!("reading {}/config.toml", dir.display())))?;
     let old: RunConfig = toml::from_str(&old_text).map_err(|e| {
@@ -581,7 +581,6 @@ fn prepare_dir(cfg: &RunConfig, opts: &TrainOptions) -> Result<Option<PathBuf>, 
             "--resume: train.steps cannot change with lr_schedule = \"cosine\" (the decay depends on it)".into(),
         ));
     }
-    let _ = status;
     Ok(checkpoint::list(&dir.join("checkpoints"))
         .last()
         .map(|(_, p)| p.clone()))
