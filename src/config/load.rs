@@ -92,6 +92,41 @@ pub struct Sources {
     pub env: bool,
 }
 
+/// A TOML text that a layer came from, so problems can name `file:line`:
+/// keys of the layer whose metadata is `name` are looked up in `text` under
+/// `prefix` (e.g. `base.` for a sweep spec's `[base]` table).
+#[derive(Debug, Clone)]
+pub struct LayerText {
+    pub name: String,
+    pub path: PathBuf,
+    pub text: String,
+    pub prefix: String,
+}
+
+/// A figment holding the built-in defaults, to merge layers onto.
+pub fn defaults() -> Figment {
+    Figment::from(Serialized::defaults(RunConfig::default()))
+}
+
+/// The `DDPM_LAB_*` environment layer.
+pub fn env_layer() -> Env {
+    Env::prefixed(ENV_PREFIX).split("__")
+}
+
+/// Read a TOML file, or say why not.
+pub fn read_toml(path: &Path) -> Result<String, Problem> {
+    let t = std::fs::read_to_string(path).map_err(|e| {
+        Problem::new(
+            "",
+            format!("cannot read {}: {e}; check the path", path.display()),
+        )
+    })?;
+    if let Err(e) = t.parse::<toml::Table>() {
+        return Err(Problem::new("", format!("not valid TOML: {e}")));
+    }
+    Ok(t)
+}
+
 /// Load, layer and validate a run config.
 pub fn load(sources: &Sources) -> Result<RunConfig, ConfigError> {
     let origin = sources
@@ -102,35 +137,37 @@ pub fn load(sources: &Sources) -> Result<RunConfig, ConfigError> {
         origin: origin.clone(),
         problems,
     };
-    let mut text = None;
-    let mut fig = Figment::from(Serialized::defaults(RunConfig::default()));
+    let mut texts = vec![];
+    let mut fig = defaults();
     if let Some(path) = &sources.file {
-        let t = std::fs::read_to_string(path).map_err(|e| {
-            fail(vec![Problem::new(
-                "",
-                format!("cannot read {}: {e}; check the path", path.display()),
-            )])
-        })?;
-        if let Err(e) = t.parse::<toml::Table>() {
-            return Err(fail(vec![Problem::new("", format!("not valid TOML: {e}"))]));
-        }
+        let t = read_toml(path).map_err(|p| fail(vec![p]))?;
         fig = fig.merge(Toml::file(path));
-        text = Some(t);
+        texts.push(LayerText {
+            name: "TOML file".into(),
+            path: path.clone(),
+            text: t,
+            prefix: String::new(),
+        });
     }
     if sources.env {
-        fig = fig.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        fig = fig.merge(env_layer());
     }
     for s in &sources.sets {
         fig = fig.merge(s.clone());
     }
-    let locate = |key: &str| where_from(&fig, key, text.as_deref());
+    extract(&fig, &texts).map_err(fail)
+}
 
-    let mut problems = unknown_keys(&fig)
+/// Check a layered figment and extract the run config: unknown keys first, then
+/// types, then values. Each problem names where its value came from.
+pub fn extract(fig: &Figment, texts: &[LayerText]) -> Result<RunConfig, Vec<Problem>> {
+    let locate = |key: &str| where_from(fig, key, texts);
+    let mut problems = unknown_keys(fig)
         .into_iter()
         .map(|(key, hint)| Problem::new(&key, format!("unknown key{hint}")).at(locate(&key)))
         .collect::<Vec<_>>();
     if !problems.is_empty() {
-        return Err(fail(problems));
+        return Err(problems);
     }
     let config: RunConfig = match fig.extract() {
         Ok(c) => c,
@@ -139,7 +176,7 @@ pub fn load(sources: &Sources) -> Result<RunConfig, ConfigError> {
                 let key = err.path.join(".");
                 problems.push(Problem::new(&key, kind_message(&err.kind)).at(locate(&key)));
             }
-            return Err(fail(problems));
+            return Err(problems);
         }
     };
     let problems: Vec<Problem> = validate(&config)
@@ -152,21 +189,22 @@ pub fn load(sources: &Sources) -> Result<RunConfig, ConfigError> {
     if problems.is_empty() {
         Ok(config)
     } else {
-        Err(fail(problems))
+        Err(problems)
     }
 }
 
 /// `file:line`, `$DDPM_LAB_…` or `--set …` for a key, where it was set explicitly.
-fn where_from(fig: &Figment, key: &str, text: Option<&str>) -> Option<String> {
+fn where_from(fig: &Figment, key: &str, texts: &[LayerText]) -> Option<String> {
     let meta = fig.find_metadata(key)?;
+    if let Some(t) = texts.iter().find(|t| t.name == meta.name) {
+        let line = line_of(&t.text, &format!("{}{key}", t.prefix));
+        return Some(match line {
+            Some(l) => format!("{}:{l}", t.path.display()),
+            None => t.path.display().to_string(),
+        });
+    }
     match &meta.source {
-        Some(Source::File(path)) => {
-            let line = text.and_then(|t| line_of(t, key));
-            Some(match line {
-                Some(l) => format!("{}:{l}", path.display()),
-                None => path.display().to_string(),
-            })
-        }
+        Some(Source::File(path)) => Some(path.display().to_string()),
         Some(Source::Custom(s)) => Some(s.clone()),
         _ if meta.name.contains("environment") => Some(format!(
             "${ENV_PREFIX}{}",

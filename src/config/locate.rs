@@ -8,17 +8,28 @@ use toml_edit::{Document, TableLike};
 /// that is not there, the line of its nearest written parent.
 pub fn line_of(text: &str, dotted_key: &str) -> Option<usize> {
     let doc = Document::parse(text.to_string()).ok()?;
+    let parts: Vec<&str> = dotted_key.split('.').collect();
     let mut table: &dyn TableLike = doc.as_table();
     let mut found = None;
-    for part in dotted_key.split('.') {
-        let Some((key, item)) = table.get_key_value(part) else {
-            break;
-        };
-        found = key.span().or_else(|| item.span()).or(found);
-        match item.as_table_like() {
-            Some(t) => table = t,
-            None => break,
+    let mut i = 0;
+    'walk: while i < parts.len() {
+        // A key may itself contain dots when quoted (`"train.lr" = [..]` in a
+        // sweep): try the longest run of parts first.
+        for j in (i + 1..=parts.len()).rev() {
+            let key = parts[i..j].join(".");
+            if let Some((k, item)) = table.get_key_value(&key) {
+                found = k.span().or_else(|| item.span()).or(found);
+                i = j;
+                match item.as_table_like() {
+                    Some(t) => {
+                        table = t;
+                        continue 'walk;
+                    }
+                    None => break 'walk,
+                }
+            }
         }
+        break;
     }
     found.map(|span| text[..span.start].matches('\n').count() + 1)
 }
@@ -38,5 +49,9 @@ mod tests {
         assert_eq!(line_of(text, "train"), Some(2));
         assert_eq!(line_of(text, "nope.x"), None);
         assert_eq!(line_of(text, "train.nope"), Some(2));
+        let sweep = "[sweep]\n\"train.lr\" = [1, 2]\nseeds = [0]\n";
+        assert_eq!(line_of(sweep, "sweep.train.lr"), Some(2));
+        assert_eq!(line_of(sweep, "sweep.seeds"), Some(3));
+        assert_eq!(line_of(sweep, "sweep.ema.decay"), Some(1));
     }
 }

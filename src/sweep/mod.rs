@@ -1,7 +1,10 @@
 //! Sweeps: a TOML spec of axes over run-config keys, expanded into runs.
-//! (So far: the spec's axes and their expansion; planning, scheduling and the
-//! `sweep` command build on these.)
+//! (So far: reading a spec, expanding its axes and resolving each run into a
+//! validated config; planning, scheduling and the `sweep` command build on
+//! these.)
 
 pub mod expand;
+pub mod spec;
 
 pub use expand::{expand, Assignment, Axes, ExpandError};
+pub use spec::{read, slug, Run, SweepSpec};

@@ -1,0 +1,441 @@
+//! A sweep spec: `name`, `description`, `extends`, `[base]` (any run-config
+//! keys) and `[sweep]` (the axes, see [`super::expand`]), resolved into one
+//! validated [`RunConfig`] per run.
+//!
+//! Layers, later wins: built-in defaults ← the `[base]` of the spec named by
+//! `extends` (a path relative to the spec; chains allowed) ← this spec's
+//! `[base]` and the run's axis values ← `DDPM_LAB_*` environment ← `--set`.
+//! Every problem of every run is reported at once with the spec's file and
+//! line; a problem that only some runs have names the first such run.
+
+use super::expand::{self, Assignment, Axes};
+use crate::config::load::{
+    defaults, env_layer, extract, read_toml, ConfigError, LayerText, SetArg,
+};
+use crate::config::{Problem, RunConfig};
+use figment::value::{Dict, Map, Value};
+use figment::{Metadata, Profile, Provider, Source};
+use std::path::{Path, PathBuf};
+
+/// Keys a spec may have at its top level.
+const TOP_LEVEL: [&str; 5] = ["name", "description", "extends", "base", "sweep"];
+/// How deep `extends` chains may go.
+const MAX_EXTENDS: usize = 8;
+
+/// A parsed spec.
+#[derive(Debug, Clone)]
+pub struct SweepSpec {
+    pub name: String,
+    pub description: String,
+    pub path: PathBuf,
+    /// Base layers, the outermost `extends` first, this spec's last.
+    pub bases: Vec<BaseLayer>,
+    pub axes: Axes,
+}
+
+/// The `[base]` of one spec file.
+#[derive(Debug, Clone)]
+pub struct BaseLayer {
+    /// The figment layer's name (unique per file).
+    pub name: String,
+    pub path: PathBuf,
+    pub text: String,
+    /// Its keys, dotted, with their values.
+    pub pairs: Assignment,
+}
+
+/// One run of a sweep.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub assignment: Assignment,
+    pub config: RunConfig,
+}
+
+/// (key, value) pairs as a figment layer with a name of its own.
+struct Pairs {
+    name: String,
+    source: Source,
+    pairs: Vec<(String, toml::Value)>,
+}
+
+impl Provider for Pairs {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(self.name.clone()).source(self.source.clone())
+    }
+    fn data(&self) -> figment::Result<Map<Profile, Dict>> {
+        // Built here rather than through an inner figment, so the values carry
+        // this provider's tag and problems can name where they came from.
+        let mut dict = Dict::new();
+        for (k, v) in &self.pairs {
+            let nested = figment::util::nest(k, Value::serialize(v)?);
+            if let Some(d) = nested.into_dict() {
+                merge(&mut dict, d);
+            }
+        }
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
+/// Deep-merge `b` into `a` (b wins).
+fn merge(a: &mut Dict, b: Dict) {
+    for (k, v) in b {
+        match (a.get_mut(&k), v) {
+            (Some(Value::Dict(_, inner)), Value::Dict(_, new)) => merge(inner, new),
+            (_, v) => {
+                a.insert(k, v);
+            }
+        }
+    }
+}
+
+fn leaves(prefix: &str, t: &toml::Table, out: &mut Vec<(String, toml::Value)>) {
+    for (k, v) in t {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            toml::Value::Table(inner) => leaves(&path, inner, out),
+            other => out.push((path, other.clone())),
+        }
+    }
+}
+
+fn problem_at(path: &Path, text: &str, key: &str, msg: String) -> Problem {
+    let line = crate::config::locate::line_of(text, key);
+    Problem::new(key, msg).at(Some(match line {
+        Some(l) => format!("{}:{l}", path.display()),
+        None => path.display().to_string(),
+    }))
+}
+
+/// Read a spec and the chain of specs it extends.
+pub fn read(path: &Path) -> Result<SweepSpec, ConfigError> {
+    let fail = |problems| ConfigError {
+        origin: path.display().to_string(),
+        problems,
+    };
+    let mut bases = vec![];
+    let mut chain: Vec<PathBuf> = vec![];
+    let mut current = path.to_path_buf();
+    let mut head: Option<(String, String, Axes)> = None;
+    loop {
+        let text = read_toml(&current)
+            .map_err(|p| fail(vec![p.at(Some(current.display().to_string()))]))?;
+        let table: toml::Table = text.parse().expect("read_toml checked it parses"); // ok: checked
+        let mut problems = vec![];
+        for k in table.keys() {
+            if !TOP_LEVEL.contains(&k.as_str()) {
+                problems.push(problem_at(
+                    &current,
+                    &text,
+                    k,
+                    format!("unknown key; a spec has {}", TOP_LEVEL.join(", ")),
+                ));
+            }
+        }
+        let mut base = vec![];
+        match table.get("base") {
+            Some(toml::Value::Table(t)) => leaves("", t, &mut base),
+            Some(_) => problems.push(problem_at(
+                &current,
+                &text,
+                "base",
+                "must be a table of run-config keys ([base])".into(),
+            )),
+            None => {}
+        }
+        if head.is_none() {
+            let axes = expand::parse(&text)
+                .map_err(|e| fail(vec![problem_at(&current, &text, "sweep", e.to_string())]))?;
+            let name = match table.get("name") {
+                Some(toml::Value::String(s)) if !s.trim().is_empty() => s.clone(),
+                Some(_) => {
+                    problems.push(problem_at(
+                        &current,
+                        &text,
+                        "name",
+                        "must be a non-empty string".into(),
+                    ));
+                    String::new()
+                }
+                None => path
+                    .file_stem()
+                    .map_or("sweep".into(), |s| s.to_string_lossy().into_owned()),
+            };
+            let description = table
+                .get("description")
+                .and_then(|d| d.as_str())
+                .unwrap_or("")
+                .to_string();
+            head = Some((name, description, axes));
+        }
+        if !problems.is_empty() {
+            return Err(fail(problems));
+        }
+        let name = format!("sweep spec {}", current.display());
+        bases.push(BaseLayer {
+            name,
+            path: current.clone(),
+            text: text.clone(),
+            pairs: base,
+        });
+        chain.push(current.clone());
+        match table.get("extends") {
+            None => break,
+            Some(toml::Value::String(rel)) => {
+                let next = current.parent().unwrap_or(Path::new(".")).join(rel);
+                if chain.iter().any(|c| c == &next) || chain.len() >= MAX_EXTENDS {
+                    return Err(fail(vec![problem_at(&current, &text, "extends", format!("= {rel:?} makes a cycle or a chain over {MAX_EXTENDS} deep; extend a spec that does not extend this one"))]));
+                }
+                if !next.exists() {
+                    return Err(fail(vec![problem_at(
+                        &current,
+                        &text,
+                        "extends",
+                        format!(
+                            "= {rel:?}: {} does not exist (the path is relative to the spec)",
+                            next.display()
+                        ),
+                    )]));
+                }
+                current = next;
+            }
+            Some(_) => {
+                return Err(fail(vec![problem_at(
+                    &current,
+                    &text,
+                    "extends",
+                    "must be a path string".into(),
+                )]))
+            }
+        }
+    }
+    bases.reverse(); // the outermost base first
+    let (name, description, axes) = head.expect("the first spec was read"); // ok: the loop reads it first
+    Ok(SweepSpec {
+        name,
+        description,
+        path: path.to_path_buf(),
+        bases,
+        axes,
+    })
+}
+
+/// A slug of a run's swept values, e.g. `prediction-v_decay-0.999_seed-1`.
+pub fn slug(assignment: &Assignment) -> String {
+    let part = |k: &str, v: &toml::Value| {
+        let leaf = k.rsplit('.').next().unwrap_or(k);
+        let value = match v {
+            toml::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let clean = |s: &str| {
+            s.chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .collect::<String>()
+        };
+        format!("{}-{}", clean(leaf), clean(&value))
+    };
+    let s: Vec<String> = assignment.iter().map(|(k, v)| part(k, v)).collect();
+    if s.is_empty() {
+        "base".into()
+    } else {
+        s.join("_")
+    }
+}
+
+impl SweepSpec {
+    /// Every run, each a validated config; or every problem of every run.
+    pub fn resolve(&self, sets: &[SetArg], env: bool) -> Result<Vec<Run>, ConfigError> {
+        // Each distinct problem, the first run that has it, and how many runs do.
+        let mut problems: Vec<(Problem, String, usize)> = vec![];
+        let mut runs = vec![];
+        let assignments = expand::expand(&self.axes);
+        let spec_text = &self
+            .bases
+            .last()
+            .expect("a spec has its own base layer")
+            .text; // ok: read() pushes it
+        for assignment in assignments {
+            let mut fig = defaults();
+            let mut texts = vec![];
+            for b in &self.bases {
+                fig = fig.merge(Pairs {
+                    name: b.name.clone(),
+                    source: Source::File(b.path.clone()),
+                    pairs: b.pairs.clone(),
+                });
+                texts.push(LayerText {
+                    name: b.name.clone(),
+                    path: b.path.clone(),
+                    text: b.text.clone(),
+                    prefix: "base.".into(),
+                });
+            }
+            let axis_name = "sweep axis".to_string();
+            fig = fig.merge(Pairs {
+                name: axis_name.clone(),
+                source: Source::File(self.path.clone()),
+                pairs: assignment.clone(),
+            });
+            texts.push(LayerText {
+                name: axis_name,
+                path: self.path.clone(),
+                text: spec_text.clone(),
+                prefix: "sweep.".into(),
+            });
+            if env {
+                fig = fig.merge(env_layer());
+            }
+            for s in sets {
+                fig = fig.merge(s.clone());
+            }
+            match extract(&fig, &texts) {
+                Ok(config) => runs.push(Run { assignment, config }),
+                Err(ps) => {
+                    for p in ps {
+                        match problems.iter_mut().find(|(q, _, _)| q == &p) {
+                            Some(entry) => entry.2 += 1,
+                            None => problems.push((p, slug(&assignment), 1)),
+                        }
+                    }
+                }
+            }
+        }
+        if problems.is_empty() {
+            return Ok(runs);
+        }
+        let total = expand::expand(&self.axes).len();
+        let problems = problems
+            .into_iter()
+            .map(|(mut p, run, count)| {
+                if count < total {
+                    let more = if count > 1 {
+                        format!(" and {} more", count - 1)
+                    } else {
+                        String::new()
+                    };
+                    p.message = format!("{} (in run {run}{more})", p.message);
+                }
+                p
+            })
+            .collect();
+        Err(ConfigError {
+            origin: self.path.display().to_string(),
+            problems,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(dir: &Path, name: &str, body: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, body).unwrap();
+        p
+    }
+
+    #[test]
+    fn runs_get_base_and_axis_values_with_extends_underneath() {
+        let dir = tempfile::tempdir().unwrap();
+        spec(
+            dir.path(),
+            "shared.toml",
+            "[base]\ntrain.lr = 0.5\ntrain.steps = 11\n",
+        );
+        let p = spec(
+            dir.path(),
+            "s.toml",
+            "name = \"demo\"\nextends = \"shared.toml\"\n[base]\ntrain.steps = 22\n[sweep]\n\"diffusion.prediction\" = [\"epsilon\", \"v\"]\nseeds = [3, 4]\n",
+        );
+        let s = read(&p).unwrap();
+        assert_eq!(s.name, "demo");
+        let runs = s.resolve(&[], false).unwrap();
+        assert_eq!(runs.len(), 4);
+        assert!(runs
+            .iter()
+            .all(|r| r.config.train.lr == 0.5 && r.config.train.steps == 22));
+        assert_eq!(runs[1].config.train.seed, 4);
+        assert_eq!(
+            runs[2].config.diffusion.prediction,
+            crate::diffusion::Prediction::V
+        );
+        assert_eq!(slug(&runs[3].assignment), "prediction-v_seed-4");
+        // --set beats everything.
+        let set = SetArg::parse("train.steps=5").unwrap();
+        assert!(s
+            .resolve(&[set], false)
+            .unwrap()
+            .iter()
+            .all(|r| r.config.train.steps == 5));
+    }
+
+    #[test]
+    fn problems_name_the_spec_line_for_base_and_axis_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = spec(
+            dir.path(),
+            "bad.toml",
+            "name = \"bad\"\n[base]\ntrain.lr = -1\ntrain.stepz = 3\n",
+        );
+        let e = read(&p)
+            .unwrap()
+            .resolve(&[], false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("bad.toml:4: train.stepz: unknown key; did you mean `train.steps`?"),
+            "{e}"
+        );
+        let p = spec(
+            dir.path(),
+            "bad2.toml",
+            "[base]\ntrain.lr = -1\n[sweep]\n\"train.batch_size\" = [8, 0]\n",
+        );
+        let e = read(&p)
+            .unwrap()
+            .resolve(&[], false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("bad2.toml:2: train.lr: = -1: must be a number > 0"),
+            "{e}"
+        );
+        assert!(
+            e.contains("bad2.toml:4: train.batch_size: = 0: must be at least 1"),
+            "{e}"
+        );
+        assert!(e.contains("(in run batch-size-0)"), "{e}");
+        assert!(
+            !e.contains("lr: = -1: must be a number > 0 (2e-4 is typical) (in run"),
+            "a problem of every run names no run"
+        );
+        let p = spec(dir.path(), "bad3.toml", "nmae = \"x\"\n");
+        let e = read(&p).unwrap_err().to_string();
+        assert!(e.contains("bad3.toml:1: nmae: unknown key; a spec has name, description, extends, base, sweep"), "{e}");
+        let p = spec(dir.path(), "bad4.toml", "extends = \"bad4.toml\"\n");
+        assert!(read(&p).unwrap_err().to_string().contains("makes a cycle"));
+        let p = spec(dir.path(), "bad5.toml", "extends = \"nope.toml\"\n");
+        assert!(read(&p).unwrap_err().to_string().contains("does not exist"));
+        let p = spec(
+            dir.path(),
+            "bad6.toml",
+            "[sweep]\n[[sweep.zip]]\na = [1]\nb = [1, 2]\n",
+        );
+        let e = read(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("bad6.toml:1: sweep") && e.contains("unequal length"),
+            "{e}"
+        );
+    }
+}
