@@ -4,7 +4,9 @@
 //! these.)
 
 pub mod expand;
+pub mod plan;
 pub mod spec;
 
 pub use expand::{expand, Assignment, Axes, ExpandError};
+pub use plan::{plan, Job, Plan, PlannedRun, EVAL_ONLY_KEYS};
 pub use spec::{read, slug, Run, SweepSpec};

@@ -255,6 +255,17 @@ pub fn slug(assignment: &Assignment) -> String {
 impl SweepSpec {
     /// Every run, each a validated config; or every problem of every run.
     pub fn resolve(&self, sets: &[SetArg], env: bool) -> Result<Vec<Run>, ConfigError> {
+        self.resolve_with(sets, env, |a| a.clone())
+    }
+
+    /// Like [`Self::resolve`], with `layer` choosing which of a run's swept
+    /// values go into its config (the planner keeps eval-only keys out).
+    pub fn resolve_with(
+        &self,
+        sets: &[SetArg],
+        env: bool,
+        layer: impl Fn(&Assignment) -> Assignment,
+    ) -> Result<Vec<Run>, ConfigError> {
         // Each distinct problem, the first run that has it, and how many runs do.
         let mut problems: Vec<(Problem, String, usize)> = vec![];
         let mut runs = vec![];
@@ -284,7 +295,7 @@ impl SweepSpec {
             fig = fig.merge(Pairs {
                 name: axis_name.clone(),
                 source: Source::File(self.path.clone()),
-                pairs: assignment.clone(),
+                pairs: layer(&assignment),
             });
             texts.push(LayerText {
                 name: axis_name,

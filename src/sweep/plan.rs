@@ -1,0 +1,211 @@
+//! Planning: which runs can share one training job.
+//!
+//! Some keys change only how a trained model is evaluated, not how it is
+//! trained ([`EVAL_ONLY_KEYS`]). Runs that differ only in those keys share one
+//! training job: its EMAs are tracked together (an `ema.decay` axis becomes
+//! one job whose `ema.decays` is the union of the decays), and each run then
+//! reads its own weights. The chapter's EMA ablation thus costs one training
+//! per seed, not one per decay.
+//!
+//! Ids: a job is named by a short hash of its training config; a run by the
+//! slug of its swept values and that hash (`prediction-v_decay-0.999-1a2b3c`).
+
+use super::expand::Assignment;
+use super::spec::{slug, SweepSpec};
+use crate::config::load::{ConfigError, SetArg};
+use crate::config::{Problem, RunConfig};
+use crate::train::trainer::config_hash;
+
+/// Keys that only change evaluation. `ema.decay` picks the EMA weights a run is
+/// evaluated with (the job tracks every decay of its runs).
+pub const EVAL_ONLY_KEYS: [&str; 1] = ["ema.decay"];
+
+/// One run of the plan.
+#[derive(Debug, Clone)]
+pub struct PlannedRun {
+    pub id: String,
+    pub assignment: Assignment,
+    /// Index into [`Plan::jobs`].
+    pub job: usize,
+    /// The weights this run is evaluated with: `raw` or `ema-<decay>`.
+    pub weights: String,
+}
+
+/// One training job: a config that is trained once.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: String,
+    pub config: RunConfig,
+    /// Indices into [`Plan::runs`].
+    pub runs: Vec<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub runs: Vec<PlannedRun>,
+    pub jobs: Vec<Job>,
+}
+
+fn is_eval_only(key: &str) -> bool {
+    EVAL_ONLY_KEYS.contains(&key)
+}
+
+/// Split runs into training jobs.
+pub fn plan(spec: &SweepSpec, sets: &[SetArg], env: bool) -> Result<Plan, ConfigError> {
+    // Resolve each run without its eval-only keys; they are applied here.
+    let resolved = spec.resolve_with(sets, env, |a| {
+        a.iter()
+            .filter(|(k, _)| !is_eval_only(k))
+            .cloned()
+            .collect()
+    })?;
+    let mut jobs: Vec<Job> = vec![];
+    // The training-config hash each job was created with (before decays merge in).
+    let mut keys: Vec<String> = vec![];
+    let mut runs = vec![];
+    for (i, r) in resolved.into_iter().enumerate() {
+        let decay = r
+            .assignment
+            .iter()
+            .find(|(k, _)| k == "ema.decay")
+            .and_then(|(_, v)| v.as_float().or(v.as_integer().map(|x| x as f64)));
+        let key = config_hash(&r.config, false);
+        let j = match keys.iter().position(|k| *k == key) {
+            Some(j) => j,
+            None => {
+                keys.push(key);
+                jobs.push(Job {
+                    id: String::new(),
+                    config: r.config.clone(),
+                    runs: vec![],
+                });
+                jobs.len() - 1
+            }
+        };
+        if let Some(d) = decay {
+            if !jobs[j].config.ema.decays.contains(&d) {
+                jobs[j].config.ema.decays.push(d);
+            }
+        }
+        jobs[j].runs.push(i);
+        let weights = match decay {
+            Some(d) => crate::train::ema::weights_name(d),
+            None => "raw".to_string(),
+        };
+        runs.push(PlannedRun {
+            id: String::new(),
+            assignment: r.assignment,
+            job: j,
+            weights,
+        });
+    }
+    // The merged decays must be valid decays too.
+    let text = &spec
+        .bases
+        .last()
+        .expect("a spec has its own base layer")
+        .text; // ok: read() pushes it
+    let at = || {
+        let line = crate::config::locate::line_of(text, "sweep.ema.decay");
+        Some(format!("{}:{}", spec.path.display(), line.unwrap_or(1)))
+    };
+    let mut problems = vec![];
+    for r in &runs {
+        let v = r.assignment.iter().find(|(k, _)| k == "ema.decay");
+        if let Some((_, v)) = v {
+            let d = v.as_float().or(v.as_integer().map(|x| x as f64));
+            if !d.is_some_and(|d| d > 0.0 && d < 1.0) {
+                let p = Problem::new(
+                    "sweep.ema.decay",
+                    format!("= {v}: each decay must be a number in (0, 1), e.g. 0.999"),
+                )
+                .at(at());
+                if !problems.contains(&p) {
+                    problems.push(p);
+                }
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ConfigError {
+            origin: spec.path.display().to_string(),
+            problems,
+        });
+    }
+    for job in &mut jobs {
+        job.config.ema.decays.sort_by(|a, b| a.total_cmp(b));
+        job.id = config_hash(&job.config, false)[..8].to_string();
+    }
+    for run in &mut runs {
+        run.id = format!("{}-{}", slug(&run.assignment), &jobs[run.job].id[..6]);
+    }
+    Ok(Plan { runs, jobs })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ema_decay_axis_shares_one_training_job_per_seed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ema.toml");
+        std::fs::write(
+            &p,
+            "[base]\nema.decays = []\n[sweep]\n\"ema.decay\" = [0.999, 0.9999]\nseeds = [0, 1, 2]\n",
+        )
+        .unwrap();
+        let spec = super::super::spec::read(&p).unwrap();
+        let plan = plan(&spec, &[], false).unwrap();
+        assert_eq!(plan.runs.len(), 6);
+        assert_eq!(plan.jobs.len(), 3, "one job per seed");
+        for job in &plan.jobs {
+            assert_eq!(job.config.ema.decays, vec![0.999, 0.9999]);
+            assert_eq!(job.runs.len(), 2);
+        }
+        assert_eq!(plan.runs[0].weights, "ema-0.999");
+        // Seeds vary fastest: run 3 is decay 0.9999 with seed 0, run 0's job.
+        assert_eq!(plan.runs[3].weights, "ema-0.9999");
+        assert_eq!(plan.runs[0].job, plan.runs[3].job);
+        // Ids: unique, readable, and carry the job's hash.
+        let ids: std::collections::BTreeSet<&str> =
+            plan.runs.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids.len(), 6);
+        assert!(
+            plan.runs[0].id.starts_with("decay-0.999_seed-0-"),
+            "{}",
+            plan.runs[0].id
+        );
+        assert!(plan.runs[0]
+            .id
+            .ends_with(&plan.jobs[plan.runs[0].job].id[..6]));
+    }
+
+    #[test]
+    fn bad_decays_on_the_axis_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bad.toml");
+        std::fs::write(&p, "[sweep]\n\"ema.decay\" = [0.9, 1.5]\n").unwrap();
+        let e = plan(&super::super::spec::read(&p).unwrap(), &[], false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("bad.toml:2: sweep.ema.decay: = 1.5: each decay must be a number in (0, 1)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn training_keys_make_separate_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pred.toml");
+        std::fs::write(
+            &p,
+            "[sweep]\n\"diffusion.prediction\" = [\"epsilon\", \"x0\", \"v\"]\n",
+        )
+        .unwrap();
+        let plan = plan(&super::super::spec::read(&p).unwrap(), &[], false).unwrap();
+        assert_eq!(plan.jobs.len(), 3);
+        assert!(plan.runs.iter().all(|r| r.weights == "raw"));
+    }
+}
