@@ -113,11 +113,6 @@ impl ScheduleTensors {
             Prediction::V => self.predict_eps_from_v(xt, t, out),
         }
     }
-
-    /// T.
-    pub fn timesteps(&self) -> i64 {
-        self.betas.size()[0]
-    }
 }
 
 #[cfg(test)]

@@ -48,14 +48,6 @@ impl Conditioning {
             ..Default::default()
         }
     }
-    /// Another handle on the same tensors (no copy).
-    pub fn shallow_clone(&self) -> Self {
-        Conditioning {
-            labels: self.labels.as_ref().map(|t| t.shallow_clone()),
-            vector: self.vector.as_ref().map(|t| t.shallow_clone()),
-            vector_dropped: self.vector_dropped.as_ref().map(|t| t.shallow_clone()),
-        }
-    }
 }
 
 /// The time-embedding MLP plus the condition embeddings, summed into one
