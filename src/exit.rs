@@ -18,6 +18,11 @@ pub const INTERRUPTED: i32 = 130;
 #[error("interrupted at step {0}; continue with --resume")]
 pub struct Interrupted(pub u64);
 
+/// A command (a sweep) that stopped on a signal, with what to do next (exit 130).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Stopped(pub String);
+
 /// Marks an error as the user's input being wrong (exit code 2).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -29,11 +34,14 @@ pub fn bad_input(err: impl std::fmt::Display) -> anyhow::Error {
 }
 
 /// The exit code for an error: 2 if any cause in its chain is [`BadInput`], 130 if
-/// it is [`Interrupted`], else 1.
+/// it is [`Interrupted`] or [`Stopped`], else 1.
 pub fn code_for(err: &anyhow::Error) -> i32 {
     if err.chain().any(|e| e.is::<BadInput>()) {
         BAD_INPUT
-    } else if err.chain().any(|e| e.is::<Interrupted>()) {
+    } else if err
+        .chain()
+        .any(|e| e.is::<Interrupted>() || e.is::<Stopped>())
+    {
         INTERRUPTED
     } else {
         FAILURE

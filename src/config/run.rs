@@ -343,10 +343,41 @@ impl Default for EmaConfig {
     }
 }
 
-/// Evaluation settings (samplers, metrics): filled in by the evaluation work.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+/// The reverse process used to draw samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SamplerKind {
+    /// Ancestral sampling, p(x_{t-1} | x_t) (Ho et al. 2020).
+    Ddpm,
+    /// Deterministic DDIM (Song et al. 2021) on a subsequence of timesteps.
+    Ddim,
+}
+
+/// How a trained run is evaluated. Every key here is evaluation-only: runs of a
+/// sweep that differ only in `eval.*` (or `ema.decay`) share one training job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct EvalConfig {}
+pub struct EvalConfig {
+    pub sampler: SamplerKind,
+    /// Reverse steps; 0 = every training timestep.
+    pub sampling_steps: u64,
+    /// Classifier-free guidance scale s: ε_u + s(ε_c − ε_u); 1 = plain
+    /// conditional, 0 = unconditional. Needs train.p_uncond > 0 when ≠ 1.
+    pub guidance_scale: f64,
+    /// Samples drawn for the sample-quality metrics.
+    pub num_samples: u64,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig {
+            sampler: SamplerKind::Ddpm,
+            sampling_steps: 0,
+            guidance_scale: 1.0,
+            num_samples: 1000,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]

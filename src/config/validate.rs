@@ -380,6 +380,38 @@ pub fn validate(cfg: &RunConfig) -> Vec<Problem> {
         p.push(Problem::new("train.p_uncond", format!("= {}: classifier-free guidance dropout needs a condition; set data.labels = true, or p_uncond = 0", t.p_uncond)));
     }
 
+    // Evaluation.
+    let ev = &cfg.eval;
+    if ev.sampling_steps > cfg.diffusion.timesteps as u64 {
+        p.push(Problem::new(
+            "eval.sampling_steps",
+            format!(
+                "= {}: more than diffusion.timesteps = {}; use at most that, or 0 for all",
+                ev.sampling_steps, cfg.diffusion.timesteps
+            ),
+        ));
+    }
+    if !(ev.guidance_scale.is_finite() && ev.guidance_scale >= 0.0) {
+        p.push(Problem::new(
+            "eval.guidance_scale",
+            format!(
+                "= {}: must be ≥ 0 (1 = plain conditional, 3 to 7 is typical for CFG)",
+                ev.guidance_scale
+            ),
+        ));
+    } else if ev.guidance_scale != 1.0 && t.p_uncond == 0.0 {
+        p.push(Problem::new(
+            "eval.guidance_scale",
+            format!("= {}: guidance mixes conditional and unconditional predictions, but train.p_uncond = 0 never trains the unconditional one; set train.p_uncond (0.1 is typical) or guidance_scale = 1", ev.guidance_scale),
+        ));
+    }
+    if ev.num_samples == 0 {
+        p.push(Problem::new(
+            "eval.num_samples",
+            "= 0: draw at least 1 sample (1000 or more for FID-like metrics)",
+        ));
+    }
+
     // Model against data.
     validate_model(cfg, &shape, &mut p);
     p

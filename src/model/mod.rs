@@ -1,6 +1,7 @@
 //! Denoising networks: the DDPM UNet for images, a residual MLP for vectors,
 //! their embeddings and named presets.
 
+pub mod cost;
 pub mod embedding;
 pub mod mlp;
 pub mod presets;

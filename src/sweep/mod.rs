@@ -1,10 +1,16 @@
-//! Sweeps: a TOML spec of axes over run-config keys, expanded into runs.
-//! (So far: reading a spec, expanding its axes and resolving each run into a
-//! validated config; planning, scheduling and the `sweep` command build on
-//! these.)
+//! Sweeps: a TOML spec of axes over run-config keys, expanded into runs,
+//! planned into training jobs, scheduled over the local devices and run as
+//! child processes, with skip, resume and failure handling.
 
+pub mod child;
+pub mod devices;
 pub mod expand;
+pub mod lock;
 pub mod plan;
+pub mod progress;
+pub mod results;
+pub mod runner;
+pub mod schedule;
 pub mod spec;
 
 pub use expand::{expand, Assignment, Axes, ExpandError};

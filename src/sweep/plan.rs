@@ -16,9 +16,11 @@ use crate::config::load::{ConfigError, SetArg};
 use crate::config::{Problem, RunConfig};
 use crate::train::trainer::config_hash;
 
-/// Keys that only change evaluation. `ema.decay` picks the EMA weights a run is
-/// evaluated with (the job tracks every decay of its runs).
-pub const EVAL_ONLY_KEYS: [&str; 1] = ["ema.decay"];
+/// Keys that only change evaluation: `ema.decay` picks the EMA weights a run is
+/// evaluated with (the job tracks every decay of its runs), and every `eval.*`
+/// key (sampler, sampling steps, guidance scale, number of samples) is applied
+/// to the same checkpoints.
+pub const EVAL_ONLY_KEYS: [&str; 2] = ["ema.decay", "eval.*"];
 
 /// One run of the plan.
 #[derive(Debug, Clone)]
@@ -29,6 +31,8 @@ pub struct PlannedRun {
     pub job: usize,
     /// The weights this run is evaluated with: `raw` or `ema-<decay>`.
     pub weights: String,
+    /// The run's whole config: its job's training config plus its own `eval.*`.
+    pub config: RunConfig,
 }
 
 /// One training job: a config that is trained once.
@@ -46,16 +50,19 @@ pub struct Plan {
     pub jobs: Vec<Job>,
 }
 
-fn is_eval_only(key: &str) -> bool {
-    EVAL_ONLY_KEYS.contains(&key)
+/// Whether a swept key changes only evaluation (see [`EVAL_ONLY_KEYS`]).
+pub fn is_eval_only(key: &str) -> bool {
+    key == "ema.decay" || key.starts_with("eval.")
 }
 
 /// Split runs into training jobs.
 pub fn plan(spec: &SweepSpec, sets: &[SetArg], env: bool) -> Result<Plan, ConfigError> {
-    // Resolve each run without its eval-only keys; they are applied here.
+    // `ema.decay` is not a run-config key (a run tracks `ema.decays`), so it is
+    // applied here; `eval.*` keys resolve normally and the training-config hash
+    // leaves them out.
     let resolved = spec.resolve_with(sets, env, |a| {
         a.iter()
-            .filter(|(k, _)| !is_eval_only(k))
+            .filter(|(k, _)| k != "ema.decay")
             .cloned()
             .collect()
     })?;
@@ -74,9 +81,11 @@ pub fn plan(spec: &SweepSpec, sets: &[SetArg], env: bool) -> Result<Plan, Config
             Some(j) => j,
             None => {
                 keys.push(key);
+                let mut config = r.config.clone();
+                config.eval = Default::default();
                 jobs.push(Job {
                     id: String::new(),
-                    config: r.config.clone(),
+                    config,
                     runs: vec![],
                 });
                 jobs.len() - 1
@@ -97,6 +106,7 @@ pub fn plan(spec: &SweepSpec, sets: &[SetArg], env: bool) -> Result<Plan, Config
             assignment: r.assignment,
             job: j,
             weights,
+            config: r.config,
         });
     }
     // The merged decays must be valid decays too.
@@ -138,6 +148,7 @@ pub fn plan(spec: &SweepSpec, sets: &[SetArg], env: bool) -> Result<Plan, Config
     }
     for run in &mut runs {
         run.id = format!("{}-{}", slug(&run.assignment), &jobs[run.job].id[..6]);
+        run.config.ema.decays = jobs[run.job].config.ema.decays.clone();
     }
     Ok(Plan { runs, jobs })
 }
@@ -207,5 +218,26 @@ mod tests {
         let plan = plan(&super::super::spec::read(&p).unwrap(), &[], false).unwrap();
         assert_eq!(plan.jobs.len(), 3);
         assert!(plan.runs.iter().all(|r| r.weights == "raw"));
+    }
+
+    #[test]
+    fn eval_keys_share_the_job_and_keep_their_values_per_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("cfg.toml");
+        std::fs::write(
+            &p,
+            "[base]\ndata.labels = true\ntrain.p_uncond = 0.1\n[sweep]\n\"eval.guidance_scale\" = [1.0, 3.0, 5.0]\n\"eval.sampler\" = [\"ddpm\", \"ddim\"]\nseeds = [0, 1]\n",
+        )
+        .unwrap();
+        let plan = plan(&super::super::spec::read(&p).unwrap(), &[], false).unwrap();
+        assert_eq!(plan.runs.len(), 12);
+        assert_eq!(plan.jobs.len(), 2, "one training job per seed");
+        assert_eq!(plan.runs[2].config.eval.guidance_scale, 3.0);
+        assert_eq!(
+            plan.runs[3].config.eval.sampler,
+            crate::config::run::SamplerKind::Ddim
+        );
+        assert_eq!(plan.jobs[0].config.eval, Default::default());
+        assert!(is_eval_only("eval.num_samples") && !is_eval_only("ema.decays"));
     }
 }

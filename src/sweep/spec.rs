@@ -253,6 +253,147 @@ pub fn slug(assignment: &Assignment) -> String {
 }
 
 impl SweepSpec {
+    /// Apply the `--set sweep.<key>=[…]` among `sets` to the axes (replacing an
+    /// axis, or adding one before `seeds`); return the other sets, which apply
+    /// to every run's config.
+    pub fn apply_axis_sets(&mut self, sets: &[SetArg]) -> Result<Vec<SetArg>, ConfigError> {
+        let mut rest = vec![];
+        let mut problems = vec![];
+        for s in sets {
+            let Some(key) = s.key.strip_prefix("sweep.") else {
+                rest.push(s.clone());
+                continue;
+            };
+            let bad = |msg: String| Problem::new(&s.key, msg).at(Some(format!("--set {}", s.raw)));
+            if matches!(key.split('.').next(), Some("zip" | "exclude" | "include")) {
+                problems.push(bad(
+                    "zip groups, excludes and includes can only be changed in the spec file".into(),
+                ));
+                continue;
+            }
+            let values = match &s.value {
+                toml::Value::Array(a) if !a.is_empty() => a.clone(),
+                _ => {
+                    problems.push(bad(format!(
+                        "= {}: an axis is a non-empty list, e.g. --set '{}=[1, 2]'",
+                        s.value, s.key
+                    )));
+                    continue;
+                }
+            };
+            let key = if key == "seeds" { "train.seed" } else { key };
+            let points: Vec<Vec<toml::Value>> = values.into_iter().map(|v| vec![v]).collect();
+            if let Some(axis) = self.axes.axes.iter_mut().find(|a| a.keys == [key]) {
+                axis.points = points;
+            } else if self
+                .axes
+                .axes
+                .iter()
+                .any(|a| a.keys.iter().any(|k| k == key))
+            {
+                problems.push(bad(format!(
+                    "{key} is swept inside a zip group; change it in the spec file"
+                )));
+            } else {
+                let at = match self.axes.axes.last() {
+                    Some(a) if a.keys == ["train.seed"] => self.axes.axes.len() - 1,
+                    _ => self.axes.axes.len(),
+                };
+                self.axes.axes.insert(
+                    at,
+                    expand::Axis {
+                        keys: vec![key.to_string()],
+                        points,
+                    },
+                );
+            }
+        }
+        if problems.is_empty() {
+            Ok(rest)
+        } else {
+            Err(ConfigError {
+                origin: self.path.display().to_string(),
+                problems,
+            })
+        }
+    }
+
+    /// The spec with `extends` flattened and the axes as they are now, as TOML
+    /// that `ddpm-lab sweep` reads back to the same runs (when no `--set`
+    /// overrode a swept key).
+    pub fn resolved_toml(&self, sets: &[SetArg]) -> String {
+        let mut base = toml::Table::new();
+        let put = |t: &mut toml::Table, key: &str, v: toml::Value| {
+            let parts: Vec<&str> = key.split('.').collect();
+            let mut cur = t;
+            for p in &parts[..parts.len() - 1] {
+                cur = cur
+                    .entry(p.to_string())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                    .as_table_mut()
+                    .expect("a key is either a table or a value"); // ok: run-config keys nest consistently
+            }
+            cur.insert(parts[parts.len() - 1].to_string(), v);
+        };
+        for b in &self.bases {
+            for (k, v) in &b.pairs {
+                put(&mut base, k, v.clone());
+            }
+        }
+        for s in sets {
+            put(&mut base, &s.key, s.value.clone());
+        }
+        let mut sweep = toml::Table::new();
+        let mut zips = vec![];
+        for a in &self.axes.axes {
+            let column =
+                |i: usize| toml::Value::Array(a.points.iter().map(|p| p[i].clone()).collect());
+            if a.keys.len() == 1 {
+                let name = if a.keys[0] == "train.seed" {
+                    "seeds"
+                } else {
+                    &a.keys[0]
+                };
+                sweep.insert(name.to_string(), column(0));
+            } else {
+                let mut z = toml::Table::new();
+                for (i, k) in a.keys.iter().enumerate() {
+                    z.insert(k.clone(), column(i));
+                }
+                zips.push(toml::Value::Table(z));
+            }
+        }
+        let tables = |list: &[expand::Assignment]| {
+            toml::Value::Array(
+                list.iter()
+                    .map(|a| toml::Value::Table(a.iter().cloned().collect()))
+                    .collect(),
+            )
+        };
+        if !zips.is_empty() {
+            sweep.insert("zip".into(), toml::Value::Array(zips));
+        }
+        if !self.axes.exclude.is_empty() {
+            sweep.insert("exclude".into(), tables(&self.axes.exclude));
+        }
+        if !self.axes.include.is_empty() {
+            sweep.insert("include".into(), tables(&self.axes.include));
+        }
+        let mut top = toml::Table::new();
+        top.insert("name".into(), toml::Value::String(self.name.clone()));
+        top.insert(
+            "description".into(),
+            toml::Value::String(self.description.clone()),
+        );
+        top.insert("base".into(), toml::Value::Table(base));
+        top.insert("sweep".into(), toml::Value::Table(sweep));
+        format!(
+            "# Resolved from {} (extends flattened, --set folded into [base]).\n{}",
+            self.path.display(),
+            toml::to_string(&top).unwrap_or_default()
+        )
+    }
+
     /// Every run, each a validated config; or every problem of every run.
     pub fn resolve(&self, sets: &[SetArg], env: bool) -> Result<Vec<Run>, ConfigError> {
         self.resolve_with(sets, env, |a| a.clone())

@@ -56,6 +56,10 @@ pub struct TrainOptions {
     pub resume: bool,
     /// Plain log lines instead of a progress bar.
     pub quiet: bool,
+    /// Progress as JSON lines on stdout, for a parent process (the sweep
+    /// runner): `{"step":…,"total":…}`, with `loss` and `images_per_s` at
+    /// each log record.
+    pub progress_jsonl: bool,
 }
 
 /// How a run ended, when it did not fail.
@@ -484,13 +488,27 @@ impl TextLog {
     }
 }
 
-/// Prints progress: an indicatif bar on a terminal, plain lines otherwise.
+/// Prints progress: an indicatif bar on a terminal, plain lines otherwise, or
+/// JSON lines on stdout for a parent process.
 struct Progress {
     bar: Option<indicatif::ProgressBar>,
+    /// JSON lines mode: when the last tick line was written.
+    jsonl: Option<std::cell::Cell<Instant>>,
 }
 
+/// The least time between two JSON progress ticks.
+const JSONL_TICK: std::time::Duration = std::time::Duration::from_millis(250);
+
 impl Progress {
-    fn new(total: u64, start: u64, quiet: bool) -> Self {
+    fn new(total: u64, start: u64, quiet: bool, jsonl: bool) -> Self {
+        if jsonl {
+            let p = Progress {
+                bar: None,
+                jsonl: Some(std::cell::Cell::new(Instant::now())),
+            };
+            p.json(&format!("{{\"step\":{start},\"total\":{total}}}"));
+            return p;
+        }
         let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
             let b = indicatif::ProgressBar::new(total);
             b.set_style(
@@ -502,14 +520,35 @@ impl Progress {
             b.set_position(start);
             b
         });
-        Progress { bar }
+        Progress { bar, jsonl: None }
     }
-    fn tick(&self, step: u64) {
+    fn json(&self, line: &str) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+    fn tick(&self, step: u64, total: u64) {
         if let Some(b) = &self.bar {
             b.set_position(step);
         }
+        if let Some(last) = &self.jsonl {
+            if last.get().elapsed() >= JSONL_TICK {
+                last.set(Instant::now());
+                self.json(&format!("{{\"step\":{step},\"total\":{total}}}"));
+            }
+        }
     }
     fn record(&self, r: &LogRecord, total: u64) {
+        if let Some(last) = &self.jsonl {
+            last.set(Instant::now());
+            self.json(&format!(
+                "{{\"step\":{},\"total\":{total},\"loss\":{},\"images_per_s\":{}}}",
+                r.step,
+                if r.loss.is_finite() { r.loss } else { -1.0 },
+                r.images_per_s
+            ));
+            return;
+        }
         let text = format!(
             "loss {:.4} (unweighted {:.4}) grad_norm {:.3} lr {:.2e} {:.0} img/s",
             r.loss, r.loss_unweighted, r.grad_norm, r.lr, r.images_per_s
@@ -671,7 +710,7 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<Outcome, TrainError
         run.batcher.kind()
     ));
 
-    let progress = Progress::new(total, start, opts.quiet);
+    let progress = Progress::new(total, start, opts.quiet, opts.progress_jsonl);
     let mut acc = Accum::new(run.device);
     let wall = |s: &Instant| prior_wall + s.elapsed().as_secs_f64();
     let fail = |status: &mut RunStatus, e: TrainError, step: u64, secs: f64| -> TrainError {
@@ -726,7 +765,7 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<Outcome, TrainError
             return Err(fail(&mut status, e, step, wall(&started)));
         }
         step += 1;
-        progress.tick(step);
+        progress.tick(step, total);
         let log_now = step % cfg.train.log_every == 0 || step == total;
         let ck_now = step % cfg.train.checkpoint_every == 0 || step == total;
         if log_now || ck_now {

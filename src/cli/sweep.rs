@@ -1,0 +1,106 @@
+//! `ddpm-lab sweep SPEC`: plan a sweep spec, then train every job it needs on
+//! the local GPUs (or the CPU), skipping finished work.
+
+use crate::config::SetArg;
+use crate::exit::{bad_input, Stopped};
+use crate::sweep::child::stop_children;
+use crate::sweep::devices::DeviceRequest;
+use crate::sweep::results::Policy;
+use crate::sweep::runner::{self, SweepError, SweepOptions};
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct SweepCmd {
+    /// The sweep spec (TOML): name, description, extends, [base] and [sweep]. See README.md.
+    pub spec: PathBuf,
+    /// Override a key for every run, e.g. --set train.steps=200; or replace an
+    /// axis, e.g. --set 'sweep.seeds=[0,1]' (repeatable; TOML values).
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = SetArg::parse)]
+    pub sets: Vec<SetArg>,
+    /// Print the plan (runs, training jobs, devices, estimated cost) and stop.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// With --dry-run: print the plan as JSON, with every run's full config.
+    #[arg(long, requires = "dry_run")]
+    pub json: bool,
+    /// Where sweeps keep their results: <results>/<sweep name>/.
+    #[arg(long, default_value = "results")]
+    pub results: PathBuf,
+    /// Devices to use: auto (every GPU, else the CPU), cpu, cuda, or a list like cuda:0,cuda:2.
+    #[arg(long, default_value = "auto", value_parser = DeviceRequest::parse)]
+    pub devices: DeviceRequest,
+    /// Jobs run at once on each GPU.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub jobs_per_device: u64,
+    /// Jobs run at once on the CPU (when there is no GPU); they share the cores.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub cpu_jobs: u64,
+    /// Train again the jobs that failed in an earlier invocation (from their last checkpoint if they have one).
+    #[arg(long)]
+    pub rerun_failed: bool,
+    /// Train every job again from scratch; earlier attempts move to <results>/<sweep>/attic/.
+    #[arg(long)]
+    pub force: bool,
+    /// Plain progress lines even on a terminal.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+fn wrap(e: SweepError) -> anyhow::Error {
+    if e.is_bad_input() {
+        bad_input(e)
+    } else {
+        anyhow::Error::new(e)
+    }
+}
+
+pub fn run(cmd: SweepCmd) -> anyhow::Result<()> {
+    let opts = SweepOptions {
+        spec: cmd.spec.clone(),
+        sets: cmd.sets.clone(),
+        results: cmd.results.clone(),
+        devices: cmd.devices.clone(),
+        jobs_per_device: cmd.jobs_per_device as usize,
+        cpu_jobs: cmd.cpu_jobs as usize,
+        policy: Policy {
+            rerun_failed: cmd.rerun_failed,
+            force: cmd.force,
+        },
+        quiet: cmd.quiet,
+        exe: std::env::current_exe()?,
+    };
+    let planned = runner::prepare(&opts).map_err(wrap)?;
+    if cmd.dry_run {
+        if cmd.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&runner::plan_json(&planned))?
+            );
+        } else {
+            print!("{}", runner::plan_text(&planned));
+        }
+        return Ok(());
+    }
+    // Ctrl-C and SIGTERM: stop starting jobs, and ask the running ones to
+    // checkpoint and stop.
+    let _ = ctrlc::set_handler(stop_children);
+    let summary = runner::execute(&planned, &opts).map_err(wrap)?;
+    eprint!("{}", runner::summary_text(&summary));
+    if summary.interrupted {
+        return Err(Stopped(format!(
+            "sweep {} stopped by a signal; run the same command again to continue (interrupted jobs resume from their last checkpoint)",
+            summary.name
+        ))
+        .into());
+    }
+    if summary.failed > 0 {
+        anyhow::bail!(
+            "{} of {} job(s) failed (details above and in {}/summary.json); fix the cause and re-run with --rerun-failed",
+            summary.failed,
+            summary.jobs.len(),
+            summary.results
+        );
+    }
+    Ok(())
+}
