@@ -53,6 +53,20 @@ lint: setup
 data: build
     ./target/release/ddpm-lab data mnist
 
+# Run a sweep spec: plan it, then train every job on the local GPUs (or the CPU).
+# e.g. `just sweep experiments/smoke/ema_cfg.toml --dry-run`
+sweep SPEC *ARGS: build
+    ./target/release/ddpm-lab sweep {{SPEC}} {{ARGS}}
+
+# Run every smoke spec in experiments/smoke (tiny; seconds each on a CPU).
+smoke *ARGS: build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    for spec in experiments/smoke/*.toml; do
+        echo "== $spec"
+        ./target/release/ddpm-lab sweep "$spec" {{ARGS}}
+    done
+
 # Run ddpm-lab with arguments, e.g. `just run inspect schedule --schedule cosine`.
 run *ARGS: build
     ./target/release/ddpm-lab {{ARGS}}

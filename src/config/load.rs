@@ -162,34 +162,70 @@ pub fn load(sources: &Sources) -> Result<RunConfig, ConfigError> {
 /// types, then values. Each problem names where its value came from.
 pub fn extract(fig: &Figment, texts: &[LayerText]) -> Result<RunConfig, Vec<Problem>> {
     let locate = |key: &str| where_from(fig, key, texts);
-    let mut problems = unknown_keys(fig)
-        .into_iter()
-        .map(|(key, hint)| Problem::new(&key, format!("unknown key{hint}")).at(locate(&key)))
+    let unknown = unknown_keys(fig);
+    let mut problems = unknown
+        .iter()
+        .map(|(key, hint)| Problem::new(key, format!("unknown key{hint}")).at(locate(key)))
         .collect::<Vec<_>>();
-    if !problems.is_empty() {
-        return Err(problems);
+    // Every problem at once: extract without the keys already reported (their
+    // defaults stand in), dropping each badly typed key in turn, then validate.
+    let mut reported: Vec<String> = unknown.into_iter().map(|(k, _)| k).collect();
+    let mut data = fig
+        .data()
+        .ok()
+        .and_then(|mut m| m.remove(&Profile::Default))
+        .unwrap_or_default();
+    for key in &reported {
+        remove_path(&mut data, key);
     }
-    let config: RunConfig = match fig.extract() {
-        Ok(c) => c,
-        Err(e) => {
-            for err in e {
-                let key = err.path.join(".");
-                problems.push(Problem::new(&key, kind_message(&err.kind)).at(locate(&key)));
+    let mut config = None;
+    for _ in 0..64 {
+        match Figment::from(Serialized::defaults(&data)).extract::<RunConfig>() {
+            Ok(c) => {
+                config = Some(c);
+                break;
             }
-            return Err(problems);
+            Err(e) => {
+                let mut progressed = false;
+                for err in e {
+                    let key = err.path.join(".");
+                    problems.push(Problem::new(&key, kind_message(&err.kind)).at(locate(&key)));
+                    progressed |= remove_path(&mut data, &key);
+                    reported.push(key);
+                }
+                if !progressed {
+                    break;
+                }
+            }
         }
-    };
-    let problems: Vec<Problem> = validate(&config)
-        .into_iter()
-        .map(|p| {
+    }
+    if let Some(config) = &config {
+        for p in validate(config) {
+            // A stand-in default of a reported key is not a second problem.
+            if reported
+                .iter()
+                .any(|k| p.key == *k || p.key.starts_with(&format!("{k}[")))
+            {
+                continue;
+            }
             let at = locate(&p.key);
-            p.at(at)
-        })
-        .collect();
-    if problems.is_empty() {
-        Ok(config)
-    } else {
-        Err(problems)
+            problems.push(p.at(at));
+        }
+    }
+    match config {
+        Some(c) if problems.is_empty() => Ok(c),
+        _ => Err(problems),
+    }
+}
+
+/// Remove a dotted key from nested dicts; whether it was there.
+fn remove_path(dict: &mut Dict, key: &str) -> bool {
+    match key.split_once('.') {
+        None => dict.remove(key).is_some(),
+        Some((head, rest)) => match dict.get_mut(head) {
+            Some(Value::Dict(_, inner)) => remove_path(inner, rest),
+            _ => false,
+        },
     }
 }
 

@@ -20,6 +20,20 @@ pub fn line_of(text: &str, dotted_key: &str) -> Option<usize> {
             if let Some((k, item)) = table.get_key_value(&key) {
                 found = k.span().or_else(|| item.span()).or(found);
                 i = j;
+                // `[[a.b]]` tables: `a.b.N` is the N-th one's header.
+                if let Some(aot) = item.as_array_of_tables() {
+                    if let Some(t) = parts
+                        .get(i)
+                        .and_then(|n| n.parse::<usize>().ok())
+                        .and_then(|n| aot.get(n))
+                    {
+                        found = t.span().or(found);
+                        i += 1;
+                        table = t;
+                        continue 'walk;
+                    }
+                    break 'walk;
+                }
                 match item.as_table_like() {
                     Some(t) => {
                         table = t;
@@ -53,5 +67,10 @@ mod tests {
         assert_eq!(line_of(sweep, "sweep.train.lr"), Some(2));
         assert_eq!(line_of(sweep, "sweep.seeds"), Some(3));
         assert_eq!(line_of(sweep, "sweep.ema.decay"), Some(1));
+        let zips =
+            "[sweep]\na = [1]\n[[sweep.zip]]\nb = [1]\n\n[[sweep.zip]]\nc = [1, 2]\nd = [3]\n";
+        assert_eq!(line_of(zips, "sweep.zip.1"), Some(6));
+        assert_eq!(line_of(zips, "sweep.zip.1.d"), Some(8));
+        assert_eq!(line_of(zips, "sweep.zip.0.b"), Some(4));
     }
 }

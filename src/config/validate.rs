@@ -419,7 +419,10 @@ pub fn validate(cfg: &RunConfig) -> Vec<Problem> {
 
 fn source_name(cfg: &RunConfig) -> String {
     match cfg.data.source {
-        DataSource::Toy => format!("the toy source {:?}", cfg.data.toy),
+        DataSource::Toy => format!(
+            "the toy source {}",
+            toml::Value::try_from(cfg.data.toy).map_or(String::new(), |v| v.to_string())
+        ),
         DataSource::Synthetic => "the synthetic source".into(),
         DataSource::Mnist => "mnist".into(),
         DataSource::Cifar10 => "cifar10".into(),

@@ -211,6 +211,35 @@ pub fn parse(text: &str) -> Result<Axes, ExpandError> {
     })
 }
 
+impl ExpandError {
+    /// The dotted key (for [`crate::config::locate::line_of`]) where the
+    /// problem is written; `[[sweep.zip]]` groups and lists are numbered.
+    pub fn location(&self) -> String {
+        let zip_form = |k: &str| {
+            // `zip[2].key` → `zip.2.key`
+            k.replacen('[', ".", 1).replacen(']', "", 1)
+        };
+        match self {
+            ExpandError::NotAList { key } | ExpandError::Empty { key } => {
+                format!("sweep.{}", zip_form(key))
+            }
+            ExpandError::Collision { key, second, .. } => {
+                if second.starts_with("sweep.zip[") {
+                    format!("{}.{key}", zip_form(second))
+                } else if second == "seeds" {
+                    "sweep.seeds".into()
+                } else {
+                    second.clone()
+                }
+            }
+            ExpandError::ZipLengths { group, .. } => format!("sweep.zip.{group}"),
+            ExpandError::NotATable { what, index } => format!("sweep.{what}.{index}"),
+            ExpandError::ExcludeUnknown { index, key } => format!("sweep.exclude.{index}.{key}"),
+            ExpandError::Toml(_) => "sweep".into(),
+        }
+    }
+}
+
 /// Two TOML values as the same setting (1 and 1.0 match).
 fn same(a: &toml::Value, b: &toml::Value) -> bool {
     match (a, b) {

@@ -232,9 +232,10 @@ mod tests {
         let plan = plan(&super::super::spec::read(&p).unwrap(), &[], false).unwrap();
         assert_eq!(plan.runs.len(), 12);
         assert_eq!(plan.jobs.len(), 2, "one training job per seed");
-        assert_eq!(plan.runs[2].config.eval.guidance_scale, 3.0);
+        // Guidance slowest, then sampler, seeds fastest: run 4 is (3.0, ddpm, 0).
+        assert_eq!(plan.runs[4].config.eval.guidance_scale, 3.0);
         assert_eq!(
-            plan.runs[3].config.eval.sampler,
+            plan.runs[2].config.eval.sampler,
             crate::config::run::SamplerKind::Ddim
         );
         assert_eq!(plan.jobs[0].config.eval, Default::default());

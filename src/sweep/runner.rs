@@ -24,10 +24,11 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
 /// Training MACs per second per CPU thread, calibrated on a 2-core x86 machine
-/// (BENCHMARKS.md: unet-mnist-small at batch 64 takes about 1.4 s a step).
-pub const CPU_MACS_PER_S_PER_THREAD: f64 = 1.1e10;
-/// Training MACs per second on one GPU (fp32; the ddpm-cifar10 model trains
-/// at 15.7 steps/s of batch 128 on an H200).
+/// (BENCHMARKS.md: unet-mnist-small, 277 MMAC per 28×28 image, at batch 64
+/// takes 1.36 s a step: 3×277e6×64/1.36/2 threads).
+pub const CPU_MACS_PER_S_PER_THREAD: f64 = 2.0e10;
+/// Training MACs per second on one GPU (fp32; the ddpm-cifar10 model, 6.1 GMAC
+/// per image, trains at 15.7 steps/s of batch 128 on an H200).
 pub const GPU_MACS_PER_S: f64 = 3.7e13;
 /// Fixed cost per step (optimizer, EMA, logging) that MACs do not see.
 pub const STEP_OVERHEAD_S: f64 = 2e-3;

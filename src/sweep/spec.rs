@@ -147,8 +147,16 @@ pub fn read(path: &Path) -> Result<SweepSpec, ConfigError> {
             None => {}
         }
         if head.is_none() {
-            let axes = expand::parse(&text)
-                .map_err(|e| fail(vec![problem_at(&current, &text, "sweep", e.to_string())]))?;
+            let axes = expand::parse(&text).map_err(|e| {
+                // Located by the key it names; reported under the key `sweep`.
+                let line = crate::config::locate::line_of(&text, &e.location());
+                fail(vec![Problem::new("sweep", e.to_string()).at(Some(
+                    match line {
+                        Some(l) => format!("{}:{l}", current.display()),
+                        None => current.display().to_string(),
+                    },
+                ))])
+            })?;
             let name = match table.get("name") {
                 Some(toml::Value::String(s)) if !s.trim().is_empty() => s.clone(),
                 Some(_) => {
@@ -586,7 +594,7 @@ mod tests {
         );
         let e = read(&p).unwrap_err().to_string();
         assert!(
-            e.contains("bad6.toml:1: sweep") && e.contains("unequal length"),
+            e.contains("bad6.toml:2: sweep: sweep.zip[0]: lists of unequal length (a: 1, b: 2)"),
             "{e}"
         );
     }

@@ -1,0 +1,605 @@
+//! End-to-end tests of `ddpm-lab sweep`: real child processes training tiny
+//! toy models on the CPU.
+
+mod common;
+
+use common::{bin, text, write};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+fn smoke(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("experiments/smoke")
+        .join(name)
+}
+
+fn sweep(spec: &Path, results: &Path, extra: &[&str]) -> Output {
+    bin()
+        .arg("sweep")
+        .arg(spec)
+        .arg("--results")
+        .arg(results)
+        .args(["--devices", "cpu", "--quiet"])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn dry_json(spec: &Path, extra: &[&str], env: &[(&str, &str)]) -> Value {
+    let mut c = bin();
+    c.arg("sweep")
+        .arg(spec)
+        .args(["--dry-run", "--json", "--devices", "cpu"]);
+    c.args(extra);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A base every test spec extends: eight Gaussians, a small MLP, 60 steps.
+fn base(dir: &Path) {
+    write(
+        dir,
+        "base.toml",
+        "[base]\ndata.source = \"toy\"\ndata.n_samples = 1000\nmodel.preset = \"mlp-small\"\ndiffusion.timesteps = 50\ntrain.steps = 60\ntrain.batch_size = 32\ntrain.log_every = 20\ntrain.checkpoint_every = 30\nema.decays = []\n",
+    );
+}
+
+#[test]
+fn a_smoke_spec_runs_end_to_end_and_a_second_invocation_trains_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let out = sweep(&smoke("ema_cfg.toml"), &results, &[]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("training 4 job(s)"), "{err}");
+    let root = results.join("smoke-ema-cfg");
+    let plan = json(&root.join("plan.json"));
+    let runs = plan["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 16);
+    assert_eq!(
+        plan["jobs"].as_array().unwrap().len(),
+        4,
+        "eval-only axes share jobs"
+    );
+    // Every run points at a completed training job that holds its weights.
+    for r in runs {
+        let id = r["id"].as_str().unwrap();
+        let record = json(&root.join("runs").join(id).join("run.json"));
+        let job_dir = root
+            .join("runs")
+            .join(id)
+            .join(record["job_dir"].as_str().unwrap());
+        let status = json(&job_dir.join("status.json"));
+        assert_eq!(status["state"], "completed", "{id}");
+        assert_eq!(status["step"], 60);
+        let weights = record["weights"].as_str().unwrap();
+        assert!(weights == "ema-0.9" || weights == "ema-0.99", "{weights}");
+        assert!(
+            job_dir
+                .join("checkpoints/step-000000060")
+                .join(format!("{weights}.safetensors"))
+                .exists(),
+            "{id}: {weights}"
+        );
+        let cfg = std::fs::read_to_string(root.join("runs").join(id).join("config.toml")).unwrap();
+        let g = r["swept"]["eval.guidance_scale"].as_f64().unwrap();
+        assert!(cfg.contains(&format!("guidance_scale = {g:?}")), "{cfg}");
+    }
+    let summary = json(&root.join("summary.json"));
+    assert_eq!(summary["failed"], 0);
+    assert_eq!(summary["trained"], 4);
+    let resolved = std::fs::read_to_string(root.join("spec.toml")).unwrap();
+    assert!(resolved.contains("labels = true") && resolved.contains("n_samples = 2000"));
+    // The resolved spec plans the same runs.
+    let again = dry_json(&root.join("spec.toml"), &[], &[]);
+    let ids = |v: &Value| -> Vec<String> {
+        v["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&again), ids(&plan));
+
+    // A second invocation trains nothing, and says so.
+    let logs: Vec<u64> = plan["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| {
+            let p = root
+                .join("jobs")
+                .join(j["id"].as_str().unwrap())
+                .join("train.log");
+            std::fs::metadata(p).unwrap().len()
+        })
+        .collect();
+    let out = sweep(&smoke("ema_cfg.toml"), &results, &[]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("nothing to train; 4 of 4 job(s) already completed"),
+        "{err}"
+    );
+    for (j, len) in plan["jobs"].as_array().unwrap().iter().zip(logs) {
+        let p = root
+            .join("jobs")
+            .join(j["id"].as_str().unwrap())
+            .join("train.log");
+        assert_eq!(
+            std::fs::metadata(p).unwrap().len(),
+            len,
+            "no training happened"
+        );
+    }
+}
+
+#[test]
+fn dry_run_prints_the_plan_in_a_stable_order_and_touches_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let out = bin()
+        .arg("sweep")
+        .arg(smoke("objectives.toml"))
+        .args(["--dry-run", "--devices", "cpu", "--results"])
+        .arg(&results)
+        .output()
+        .unwrap();
+    let s = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        s.contains("sweep smoke-objectives: 4 runs in 4 training jobs"),
+        "{s}"
+    );
+    assert!(s.contains("devices: cpu: 1 job(s) at a time"), "{s}");
+    assert!(s.contains("estimated cost: 4 job(s) to train"), "{s}");
+    assert!(!results.exists(), "a dry run writes nothing");
+
+    // The expansion order, as a snapshot: the product in written order (the
+    // first axis slowest), the exclude applied, then the include.
+    let plan = dry_json(&smoke("objectives.toml"), &[], &[]);
+    let slugs: Vec<String> = plan["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let id = r["id"].as_str().unwrap();
+            let job = r["job"].as_str().unwrap();
+            assert!(
+                id.ends_with(&format!("-{}", &job[..6])),
+                "{id} carries its job's hash"
+            );
+            id[..id.len() - 7].to_string()
+        })
+        .collect();
+    assert_eq!(
+        slugs,
+        [
+            "prediction-epsilon_weighting-simple",
+            "prediction-epsilon_weighting-min-snr",
+            "prediction-v_weighting-min-snr",
+            "prediction-x0_weighting-snr",
+        ]
+    );
+    let zip = dry_json(&smoke("zip.toml"), &[], &[]);
+    let lrs: Vec<(String, f64, i64)> = zip["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let c = &r["config"];
+            (
+                c["diffusion"]["schedule"].as_str().unwrap().to_string(),
+                c["train"]["lr"].as_f64().unwrap(),
+                c["train"]["warmup_steps"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lrs,
+        [
+            ("linear".to_string(), 1e-3, 0),
+            ("linear".to_string(), 3e-4, 10),
+            ("cosine".to_string(), 1e-3, 0),
+            ("cosine".to_string(), 3e-4, 10),
+        ]
+    );
+}
+
+#[test]
+fn layers_apply_in_order_defaults_extends_spec_environment_set() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(d, "shared.toml", "[base]\ndata.source = \"toy\"\nmodel.preset = \"mlp-small\"\ntrain.steps = 11\ntrain.lr = 0.5\n");
+    let spec = write(
+        d,
+        "spec.toml",
+        "name = \"layers\"\nextends = \"shared.toml\"\n[base]\ntrain.steps = 22\n[sweep]\nseeds = [0]\n",
+    );
+    let first = |v: &Value, section: &str, key: &str| v["runs"][0]["config"][section][key].clone();
+    let p = dry_json(&spec, &[], &[]);
+    assert_eq!(first(&p, "train", "batch_size"), 128, "a built-in default");
+    assert_eq!(first(&p, "train", "lr"), 0.5, "from the extended spec");
+    assert_eq!(
+        first(&p, "train", "steps"),
+        22,
+        "the spec beats what it extends"
+    );
+    let p = dry_json(&spec, &[], &[("DDPM_LAB_TRAIN__STEPS", "33")]);
+    assert_eq!(
+        first(&p, "train", "steps"),
+        33,
+        "the environment beats the spec"
+    );
+    let p = dry_json(
+        &spec,
+        &["--set", "train.steps=44"],
+        &[("DDPM_LAB_TRAIN__STEPS", "33")],
+    );
+    assert_eq!(
+        first(&p, "train", "steps"),
+        44,
+        "--set beats the environment"
+    );
+    // --set reaches the axes too.
+    let p = dry_json(&spec, &["--set", "sweep.seeds=[5, 6]"], &[]);
+    let seeds: Vec<i64> = p["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["config"]["train"]["seed"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seeds, [5, 6]);
+    let p = dry_json(
+        &spec,
+        &["--set", "sweep.diffusion.prediction=[\"v\", \"x0\"]"],
+        &[],
+    );
+    assert_eq!(p["runs"].as_array().unwrap().len(), 2);
+    assert_eq!(p["runs"][1]["config"]["diffusion"]["prediction"], "x0");
+}
+
+fn expect_bad(spec: &Path, results: &Path, extra: &[&str], wanted: &[&str]) {
+    let out = sweep(spec, results, extra);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for w in wanted {
+        assert!(err.contains(w), "missing {w:?} in:\n{err}");
+    }
+    assert!(!results.exists(), "nothing under results/ changes");
+}
+
+#[test]
+fn every_validation_problem_is_reported_at_once_with_its_line_and_nothing_starts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let results = d.join("results");
+    let spec = write(
+        d,
+        "bad.toml",
+        "name = \"bad\"\n[base]\ndata.source = \"toy\"\ndata.toy = \"swiss-roll\"\ndata.labels = true\ntrain.lr = -1\ntrain.stpes = 10\ntrain.batch_size = \"big\"\ndiffusion.prediction = \"eps\"\n[sweep]\n\"eval.guidance_scale\" = [1.0, 3.0]\n",
+    );
+    expect_bad(
+        &spec,
+        &results,
+        &[],
+        &[
+            "bad.toml:5: data.labels: = true, but the toy source \"swiss-roll\" has no class labels",
+            "bad.toml:6: train.lr: = -1: must be a number > 0",
+            "bad.toml:7: train.stpes: unknown key; did you mean `train.steps`?",
+            "bad.toml:8: train.batch_size: expected i64, found string \"big\"",
+            "bad.toml:9: diffusion.prediction: unknown value \"eps\"; allowed: epsilon, x0, v",
+            "bad.toml:11: eval.guidance_scale: = 3: guidance mixes",
+            "has 6 problems",
+        ],
+    );
+    // Impossible combinations, found with the values that make them.
+    let spec = write(
+        d,
+        "combo.toml",
+        "[base]\ndata.source = \"toy\"\ndata.toy = \"swiss-roll\"\n[sweep]\n\"train.p_uncond\" = [0.0, 0.1]\n\"eval.guidance_scale\" = [1.0, 3.0]\n",
+    );
+    expect_bad(
+        &spec,
+        &results,
+        &[],
+        &[
+            "combo.toml:5: train.p_uncond: = 0.1: classifier-free guidance dropout needs a condition",
+            "combo.toml:6: eval.guidance_scale: = 3: guidance mixes conditional and unconditional predictions, but train.p_uncond = 0",
+        ],
+    );
+    let spec = write(
+        d,
+        "fp16.toml",
+        "[base]\ndata.source = \"toy\"\ntrain.precision = \"fp16\"\n",
+    );
+    expect_bad(
+        &spec,
+        &results,
+        &[],
+        &["fp16.toml:3: train.precision", "fp16"],
+    );
+    // Axes that collide, and zip groups of unequal length.
+    let spec = write(
+        d,
+        "collide.toml",
+        "[sweep]\nseeds = [0, 1]\n\"train.lr\" = [1e-3]\n\"train.seed\" = [3]\n",
+    );
+    expect_bad(
+        &spec,
+        &results,
+        &[],
+        &["collide.toml:4: sweep: sweep.train.seed: swept twice (seeds and sweep.train.seed)"],
+    );
+    let spec = write(
+        d,
+        "zip.toml",
+        "[sweep]\n\"train.lr\" = [1e-3]\n\n[[sweep.zip]]\n\"train.seed\" = [0, 1]\n\"train.warmup_steps\" = [0]\n",
+    );
+    expect_bad(
+        &spec,
+        &results,
+        &[],
+        &["zip.toml:4: sweep: sweep.zip[0]: lists of unequal length (train.seed: 2, train.warmup_steps: 1)"],
+    );
+    // A bad --set on an axis, and a bad device list.
+    let spec = write(d, "ok.toml", "[base]\ndata.source = \"toy\"\n");
+    expect_bad(
+        &spec,
+        &results,
+        &["--set", "sweep.seeds=3"],
+        &["--set sweep.seeds=3: sweep.seeds: = 3: an axis is a non-empty list"],
+    );
+    let out = bin()
+        .arg("sweep")
+        .arg(&spec)
+        .args(["--devices", "gpu0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("use auto, cpu, cuda"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_failing_job_does_not_stop_the_others_and_rerun_failed_finishes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    base(d);
+    let spec = write(
+        d,
+        "fail.toml",
+        "name = \"fail\"\nextends = \"base.toml\"\n[sweep]\n[[sweep.zip]]\n\"train.seed\" = [0, 1, 2]\n\"train.fail_at_step\" = [0, 30, 0]\n",
+    );
+    let results = d.join("results");
+    let out = sweep(&spec, &results, &[]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("1 of 3 job(s) failed"), "{err}");
+    assert!(
+        err.contains("exit 1: failed on purpose at step 30 (train.fail_at_step)"),
+        "{err}"
+    );
+    assert!(err.contains("last lines of its stderr"), "{err}");
+    let summary = json(&results.join("fail/summary.json"));
+    let states: Vec<&str> = summary["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states.iter().filter(|s| **s == "completed").count(),
+        2,
+        "{states:?}"
+    );
+    let failed = summary["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["state"] == "failed")
+        .unwrap();
+    assert_eq!(failed["exit_code"], 1);
+    assert_eq!(failed["step"], 30);
+    assert!(failed["stderr_tail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l.as_str().unwrap().contains("failed on purpose")));
+    let job = failed["job"].as_str().unwrap().to_string();
+    assert!(
+        std::fs::read_to_string(results.join(format!("fail/logs/{job}.log")))
+            .unwrap()
+            .contains("failed on purpose")
+    );
+
+    // Without --rerun-failed, the failure stands and nothing trains.
+    let out = sweep(&spec, &results, &[]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("nothing to train; 2 of 3 job(s) already completed"),
+        "{err}"
+    );
+    assert!(err.contains("--rerun-failed retries"), "{err}");
+
+    // With it (and the hook off: not part of the config hash), the job
+    // resumes from its checkpoint at step 30 and completes.
+    let out = sweep(
+        &spec,
+        &results,
+        &["--rerun-failed", "--set", "train.fail_at_step=0"],
+    );
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("training 1 job(s) (1 resumed), 2 already completed"),
+        "{err}"
+    );
+    let log = std::fs::read_to_string(results.join(format!("fail/jobs/{job}/train.log"))).unwrap();
+    assert!(
+        log.contains("resumed from") && log.contains("step-000000030"),
+        "{log}"
+    );
+    assert_eq!(
+        json(&results.join(format!("fail/jobs/{job}/status.json")))["state"],
+        "completed"
+    );
+}
+
+#[test]
+fn sigterm_checkpoints_the_running_job_and_the_next_invocation_resumes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    base(d);
+    let spec = write(
+        d,
+        "long.toml",
+        "name = \"long\"\nextends = \"base.toml\"\n[base]\ntrain.steps = 2000\ntrain.batch_size = 8\ntrain.checkpoint_every = 50\ntrain.log_every = 50\n[sweep]\nseeds = [0, 1]\n",
+    );
+    let results = d.join("results");
+    let mut child = bin()
+        .arg("sweep")
+        .arg(&spec)
+        .arg("--results")
+        .arg(&results)
+        .args(["--devices", "cpu", "--quiet"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the first job's first checkpoint.
+    let jobs = results.join("long/jobs");
+    let start = Instant::now();
+    loop {
+        let ready = std::fs::read_dir(&jobs).ok().is_some_and(|entries| {
+            entries.flatten().any(|e| {
+                std::fs::read_to_string(e.path().join("status.json"))
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                    .is_some_and(|s| !s["last_checkpoint"].is_null())
+            })
+        });
+        if ready {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("stopped by a signal; run the same command again"),
+        "{err}"
+    );
+    let summary = json(&results.join("long/summary.json"));
+    assert_eq!(summary["interrupted"], true);
+    let first = &summary["jobs"][0];
+    assert_eq!(first["state"], "interrupted", "{summary}");
+    assert_eq!(summary["jobs"][1]["state"], "not-started", "{summary}");
+    let job = first["job"].as_str().unwrap();
+    let status = json(&jobs.join(job).join("status.json"));
+    assert_eq!(status["state"], "interrupted");
+    let stopped_at = status["step"].as_u64().unwrap();
+    assert!(stopped_at > 0 && stopped_at < 2000, "{stopped_at}");
+    assert!(
+        !results.join("long/sweep.lock").exists(),
+        "the lock is released"
+    );
+
+    let out = sweep(&spec, &results, &[]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("training 2 job(s) (1 resumed)"), "{err}");
+    let log = std::fs::read_to_string(jobs.join(job).join("train.log")).unwrap();
+    assert!(
+        log.contains(&format!(
+            "resumed from {}",
+            jobs.join(job)
+                .join(format!("checkpoints/step-{stopped_at:09}"))
+                .display()
+        )),
+        "{log}"
+    );
+    assert_eq!(json(&jobs.join(job).join("status.json"))["step"], 2000);
+}
+
+#[test]
+fn a_held_lock_refuses_a_stale_one_is_taken_over_and_force_retrains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    base(d);
+    let spec = write(
+        d,
+        "locked.toml",
+        "name = \"locked\"\nextends = \"base.toml\"\n",
+    );
+    let results = d.join("results");
+    let root = results.join("locked");
+    std::fs::create_dir_all(&root).unwrap();
+    let mut holder = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let lock = format!(
+        "{{\"pid\": {}, \"since\": 0, \"command\": \"ddpm-lab sweep locked.toml\"}}",
+        holder.id()
+    );
+    std::fs::write(root.join("sweep.lock"), &lock).unwrap();
+    let out = sweep(&spec, &results, &[]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("is locked by another sweep (pid {}", holder.id())),
+        "{err}"
+    );
+    assert!(
+        !root.join("plan.json").exists(),
+        "nothing written under a held lock"
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let out = sweep(&spec, &results, &[]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "took over a stale lock on {} (its process {} is gone)",
+            root.display(),
+            holder.id()
+        )),
+        "{err}"
+    );
+    // --force trains again, keeping the earlier attempt in the attic.
+    let out = sweep(&spec, &results, &["--force"]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("moved the earlier attempt to"), "{err}");
+    let attic: Vec<_> = std::fs::read_dir(root.join("attic"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(attic.len(), 1);
+    assert!(attic[0].path().join("status.json").exists());
+}
