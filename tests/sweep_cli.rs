@@ -472,7 +472,7 @@ fn sigterm_checkpoints_the_running_job_and_the_next_invocation_resumes_it() {
         "name = \"long\"\nextends = \"base.toml\"\n[base]\ntrain.steps = 2000\ntrain.batch_size = 8\ntrain.checkpoint_every = 50\ntrain.log_every = 50\n[sweep]\nseeds = [0, 1]\n",
     );
     let results = d.join("results");
-    let mut child = bin()
+    let child = bin()
         .arg("sweep")
         .arg(&spec)
         .arg("--results")
