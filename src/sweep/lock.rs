@@ -58,14 +58,7 @@ fn now() -> u64 {
 }
 
 fn age(since: u64) -> String {
-    let s = now().saturating_sub(since);
-    if s < 120 {
-        format!("{s}s")
-    } else if s < 7200 {
-        format!("{}min", s / 60)
-    } else {
-        format!("{}h", s / 3600)
-    }
+    super::runner::human_secs(now().saturating_sub(since) as f64)
 }
 
 /// Take the lock on `dir` (created if missing).
