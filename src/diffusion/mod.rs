@@ -3,6 +3,7 @@
 
 pub mod objective;
 pub mod process;
+pub mod sampling;
 pub mod schedule;
 pub mod timesteps;
 
