@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod diffusion;
+pub mod eval;
 pub mod exit;
 pub mod model;
 pub mod rng;

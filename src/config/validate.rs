@@ -405,6 +405,15 @@ pub fn validate(cfg: &RunConfig) -> Vec<Problem> {
             format!("= {}: guidance mixes conditional and unconditional predictions, but train.p_uncond = 0 never trains the unconditional one; set train.p_uncond (0.1 is typical) or guidance_scale = 1", ev.guidance_scale),
         ));
     }
+    if !(ev.eta.is_finite() && (0.0..=1.0).contains(&ev.eta)) {
+        p.push(Problem::new(
+            "eval.eta",
+            format!(
+                "= {}: DDIM's η must be in [0, 1] (0 deterministic, 1 DDPM-like)",
+                ev.eta
+            ),
+        ));
+    }
     if ev.num_samples == 0 {
         p.push(Problem::new(
             "eval.num_samples",

@@ -3,6 +3,7 @@
 
 pub mod cost;
 pub mod embedding;
+pub mod guidance;
 pub mod mlp;
 pub mod presets;
 pub mod unet;

@@ -1,0 +1,234 @@
+//! `ddpm-lab sample RUN_DIR --out FILE`: draw samples from a trained run's
+//! checkpoint, as a PNG grid (images) or a CSV/Parquet table (vectors, in the
+//! data's original units).
+
+use crate::config::run::SamplerKind;
+use crate::config::DeviceChoice;
+use crate::diffusion::sampling::{SamplingOptions, Variance};
+use crate::eval::output::{write_png_grid, write_vectors};
+use crate::eval::samples::{draw, Condition};
+use crate::eval::trained::{self, TrainedError};
+use crate::exit::bad_input;
+use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SamplerArg {
+    Ddpm,
+    Ddim,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum VarianceArg {
+    FixedLarge,
+    FixedSmall,
+}
+
+#[derive(Debug, Args)]
+pub struct SampleCmd {
+    /// A run directory (from `ddpm-lab train`, or a sweep's results/<sweep>/jobs/<id>/).
+    pub run_dir: PathBuf,
+    /// Where to write: .png for image runs; .csv or .parquet for vector runs.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The weights: raw or ema-<decay> (default: the run's first EMA, else raw).
+    #[arg(long)]
+    pub weights: Option<String>,
+    /// The checkpoint's step (default: the latest).
+    #[arg(long)]
+    pub step: Option<u64>,
+    /// The sampler (default: the run's eval.sampler).
+    #[arg(long, value_enum)]
+    pub sampler: Option<SamplerArg>,
+    /// DDIM's steps (default: the run's eval.sampling_steps; 0 = all).
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// DDIM's η in [0, 1] (default: the run's eval.eta).
+    #[arg(long)]
+    pub eta: Option<f64>,
+    /// DDPM's reverse variance (default: the run's eval.variance).
+    #[arg(long, value_enum)]
+    pub variance: Option<VarianceArg>,
+    /// Clip x̂_0 to [−1, 1] at each step (default: the run's eval.clip_x0,
+    /// which is on for images and off for vectors).
+    #[arg(long, conflicts_with = "no_clip")]
+    pub clip: bool,
+    /// Do not clip x̂_0.
+    #[arg(long)]
+    pub no_clip: bool,
+    /// Classifier-free guidance scale (default: the run's eval.guidance_scale).
+    #[arg(long)]
+    pub guidance: Option<f64>,
+    /// Condition every sample on this class (default for a class-conditional
+    /// run: the classes in turn, one per grid column).
+    #[arg(long, conflicts_with = "condition")]
+    pub label: Option<i64>,
+    /// Condition every sample on this vector, comma-separated, in the data's
+    /// units (tabular condition columns are scaled as in training).
+    #[arg(long, value_delimiter = ',')]
+    pub condition: Option<Vec<f64>>,
+    /// Draw unconditional samples from a conditional run (the null condition).
+    #[arg(long, conflicts_with_all = ["label", "condition"])]
+    pub unconditional: bool,
+    /// How many samples.
+    #[arg(long, short, default_value_t = 64, value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
+    pub n: i64,
+    /// The seed: the same seed, checkpoint and options give the same samples.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// The device: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+pub fn run(cmd: SampleCmd) -> anyhow::Result<()> {
+    let input = |e: TrainedError| match e {
+        TrainedError::Input(_) => bad_input(e),
+        other => anyhow::Error::new(other),
+    };
+    let device = DeviceChoice::parse(&cmd.device)
+        .ok_or_else(|| {
+            bad_input(format!(
+                "--device {}: use auto, cpu, cuda or cuda:N",
+                cmd.device
+            ))
+        })?
+        .resolve();
+    if cmd.out.exists() {
+        return Err(bad_input(format!(
+            "--out {}: exists; ddpm-lab never overwrites results, choose another name",
+            cmd.out.display()
+        )));
+    }
+    let cfg = trained::run_config(&cmd.run_dir).map_err(input)?;
+    let weights = cmd.weights.clone().unwrap_or_else(|| {
+        trained::weight_sets(&cfg)
+            .get(1)
+            .cloned()
+            .unwrap_or_else(|| "raw".into())
+    });
+    let tm = trained::load(&cmd.run_dir, cmd.step, &weights, device).map_err(input)?;
+    let is_image = crate::config::data_shape(&cfg).is_image();
+    let mut opts = SamplingOptions::from_eval(&cfg.eval, is_image);
+    if let Some(s) = cmd.sampler {
+        opts.sampler = match s {
+            SamplerArg::Ddpm => SamplerKind::Ddpm,
+            SamplerArg::Ddim => SamplerKind::Ddim,
+        };
+    }
+    if let Some(s) = cmd.steps {
+        if s > cfg.diffusion.timesteps as u64 {
+            return Err(bad_input(format!(
+                "--steps {s}: the run has {} timesteps; use at most that (0 = all)",
+                cfg.diffusion.timesteps
+            )));
+        }
+        opts.steps = s as usize;
+    }
+    if let Some(e) = cmd.eta {
+        if !(0.0..=1.0).contains(&e) {
+            return Err(bad_input(format!("--eta {e}: must be in [0, 1]")));
+        }
+        opts.eta = e;
+    }
+    if let Some(v) = cmd.variance {
+        opts.variance = match v {
+            VarianceArg::FixedLarge => Variance::FixedLarge,
+            VarianceArg::FixedSmall => Variance::FixedSmall,
+        };
+    }
+    if cmd.no_clip {
+        opts.clip_x0 = false;
+    }
+    if cmd.clip {
+        opts.clip_x0 = true;
+    }
+    let guidance = cmd.guidance.unwrap_or(cfg.eval.guidance_scale);
+    if !(guidance.is_finite() && guidance >= 0.0) {
+        return Err(bad_input(format!("--guidance {guidance}: must be ≥ 0")));
+    }
+    let stats: Option<Vec<crate::data::tabular::ColumnStats>> =
+        std::fs::read_to_string(cmd.run_dir.join("data_stats.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+    let cols = if tm.num_classes > 0 {
+        tm.num_classes.min(16) as usize
+    } else {
+        (cmd.n as f64).sqrt().ceil() as usize
+    };
+    let condition = if cmd.unconditional {
+        Condition::None
+    } else if let Some(l) = cmd.label {
+        Condition::Labels(vec![l; cmd.n as usize])
+    } else if let Some(v) = &cmd.condition {
+        // Condition columns of a tabular run are scaled like in training.
+        let ncols = cfg.data.columns.len();
+        let scaled: Vec<f32> = v
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| {
+                stats
+                    .as_ref()
+                    .and_then(|s| s.get(ncols + i))
+                    .map_or(x, |s| s.apply(x)) as f32
+            })
+            .collect();
+        Condition::Vector(scaled)
+    } else if tm.num_classes > 0 {
+        Condition::Labels((0..cmd.n).map(|i| i % cols as i64).collect())
+    } else {
+        Condition::None
+    };
+    let start = std::time::Instant::now();
+    let x = draw(&tm, &opts, guidance, &condition, cmd.n, cmd.seed, device).map_err(bad_input)?;
+    if let Some(dir) = cmd.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    if is_image {
+        if cmd.out.extension().and_then(|e| e.to_str()) != Some("png") {
+            return Err(bad_input(format!(
+                "--out {}: an image run writes a .png grid",
+                cmd.out.display()
+            )));
+        }
+        write_png_grid(&x, cols, &cmd.out)?;
+    } else {
+        let names: Vec<String> = if !cfg.data.columns.is_empty() {
+            cfg.data.columns.clone()
+        } else {
+            (0..x.size()[1]).map(|i| format!("x{i}")).collect()
+        };
+        let extra = match &condition {
+            Condition::Labels(l) => vec![("label".to_string(), l.clone())],
+            _ => vec![],
+        };
+        write_vectors(&x, &names, stats.as_deref(), &extra, &cmd.out).map_err(|e| match e {
+            crate::eval::output::OutputError::Input(_) => bad_input(e),
+            other => anyhow::Error::new(other),
+        })?;
+    }
+    eprintln!(
+        "{}: {} samples from step {} ({}), {:?} sampler{}, guidance {guidance}, seed {} in {:.1}s",
+        cmd.out.display(),
+        cmd.n,
+        tm.step,
+        tm.weights,
+        opts.sampler,
+        if opts.sampler == SamplerKind::Ddim {
+            format!(
+                " ({} steps, η {})",
+                if opts.steps == 0 {
+                    cfg.diffusion.timesteps
+                } else {
+                    opts.steps
+                },
+                opts.eta
+            )
+        } else {
+            String::new()
+        },
+        cmd.seed,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

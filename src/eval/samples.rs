@@ -1,0 +1,112 @@
+//! Drawing samples from a trained run: its denoiser, guided or not, through
+//! a sampler, with the condition the user asked for.
+
+use super::trained::TrainedModel;
+use crate::diffusion::sampling::{sample, SamplingOptions};
+use crate::diffusion::NoiseSchedule;
+use crate::model::embedding::Conditioning;
+use crate::model::guidance::Guided;
+use tch::{Device, Kind, Tensor};
+
+/// What to condition on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Condition {
+    /// Nothing (an unconditional model, or the null condition of a conditional one).
+    None,
+    /// One label per sample.
+    Labels(Vec<i64>),
+    /// The same condition vector (model units) for every sample.
+    Vector(Vec<f32>),
+}
+
+/// `n` samples of the run's data shape: [n, …] in model units ([−1, 1] for images).
+pub fn draw(
+    tm: &TrainedModel,
+    opts: &SamplingOptions,
+    guidance: f64,
+    condition: &Condition,
+    n: i64,
+    seed: u64,
+    device: Device,
+) -> Result<Tensor, String> {
+    let cfg = &tm.config;
+    let schedule = NoiseSchedule::new(cfg.diffusion.schedule_config())
+        .map_err(|e| format!("the run's schedule: {e}"))?;
+    let mut shape = vec![n];
+    shape.extend(crate::config::data_shape(cfg).sample);
+    let cond_dim = match &tm.spec {
+        crate::model::ModelSpec::Unet(c) => c.cond_dim,
+        crate::model::ModelSpec::Mlp(c) => c.cond_dim,
+    };
+    let cond = match condition {
+        // A conditional model's unconditional prediction: the null condition.
+        Condition::None => Conditioning {
+            labels: (tm.num_classes > 0)
+                .then(|| Tensor::full([n], tm.num_classes, (Kind::Int64, device))),
+            vector: (cond_dim > 0).then(|| Tensor::zeros([n, cond_dim], (Kind::Float, device))),
+            vector_dropped: (cond_dim > 0).then(|| Tensor::ones([n], (Kind::Bool, device))),
+        },
+        Condition::Labels(l) => {
+            if tm.num_classes == 0 {
+                return Err("--label: this run is not class-conditional".into());
+            }
+            if let Some(bad) = l.iter().find(|&&c| c < 0 || c >= tm.num_classes) {
+                return Err(format!(
+                    "--label {bad}: the run has classes 0…{}",
+                    tm.num_classes - 1
+                ));
+            }
+            Conditioning::labels(Tensor::from_slice(l).to_device(device))
+        }
+        Condition::Vector(v) => {
+            let width = cond_dim;
+            if width == 0 {
+                return Err("--condition: this run has no condition vector".into());
+            }
+            if v.len() as i64 != width {
+                return Err(format!(
+                    "--condition: the run's condition has {width} values, got {}",
+                    v.len()
+                ));
+            }
+            Conditioning {
+                vector: Some(
+                    Tensor::from_slice(v)
+                        .to_kind(Kind::Float)
+                        .to_device(device)
+                        .unsqueeze(0)
+                        .expand([n, width], false)
+                        .contiguous(),
+                ),
+                ..Default::default()
+            }
+        }
+    };
+    let conditioned = !matches!(condition, Condition::None);
+    if guidance != 1.0 && !conditioned {
+        return Err(format!(
+            "--guidance {guidance}: guidance needs a condition (--label or --condition)"
+        ));
+    }
+    if guidance != 1.0 && cfg.train.p_uncond == 0.0 {
+        return Err(format!(
+            "--guidance {guidance}: the run was trained with train.p_uncond = 0, so it never learned the unconditional prediction guidance needs"
+        ));
+    }
+    let guided = Guided {
+        model: &tm.model,
+        cond: &cond,
+        scale: guidance,
+        num_classes: tm.num_classes,
+    };
+    let mut f = |x: &Tensor, t: &Tensor| guided.forward(x, t);
+    Ok(sample(
+        &schedule,
+        cfg.diffusion.prediction,
+        opts,
+        &shape,
+        seed,
+        device,
+        &mut f,
+    ))
+}

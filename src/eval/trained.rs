@@ -1,0 +1,146 @@
+//! A trained run, opened for evaluation: its resolved config, its
+//! checkpoints, and a denoiser loaded with one weight set (`raw` or
+//! `ema-<decay>`) of one checkpoint. Every number computed from it can say
+//! which checkpoint and weights it came from.
+
+use crate::config::RunConfig;
+use crate::model::{Denoiser, ModelSpec};
+use crate::train::checkpoint;
+use std::path::{Path, PathBuf};
+use tch::{nn, Device};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainedError {
+    #[error("{0}")]
+    Input(String),
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::CheckpointError),
+}
+
+/// A denoiser with the weights of one checkpoint.
+pub struct TrainedModel {
+    pub config: RunConfig,
+    pub spec: ModelSpec,
+    pub model: Denoiser,
+    /// Owns the weights; dropping it frees them.
+    pub vs: nn::VarStore,
+    pub step: u64,
+    pub weights: String,
+    /// Class count of the model's label embedding (0 = unconditional).
+    pub num_classes: i64,
+    pub checkpoint: PathBuf,
+}
+
+/// The run's config as it was trained (`config.toml` in the run directory).
+pub fn run_config(run_dir: &Path) -> Result<RunConfig, TrainedError> {
+    let path = run_dir.join("config.toml");
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        TrainedError::Input(format!(
+            "{}: cannot read it ({e}); give a run directory written by `ddpm-lab train` or a sweep's jobs/<id>/",
+            path.display()
+        ))
+    })?;
+    toml::from_str(&text).map_err(|e| {
+        TrainedError::Input(format!(
+            "{}: not a ddpm-lab run config ({e})",
+            path.display()
+        ))
+    })
+}
+
+/// The weight sets a checkpoint holds: `raw`, then each `ema-<decay>`.
+pub fn weight_sets(cfg: &RunConfig) -> Vec<String> {
+    let mut out = vec!["raw".to_string()];
+    out.extend(
+        cfg.ema
+            .decays
+            .iter()
+            .map(|&d| crate::train::ema::weights_name(d)),
+    );
+    out
+}
+
+/// Load `weights` of the checkpoint at `step` (the latest if None) onto `device`.
+pub fn load(
+    run_dir: &Path,
+    step: Option<u64>,
+    weights: &str,
+    device: Device,
+) -> Result<TrainedModel, TrainedError> {
+    let config = run_config(run_dir)?;
+    let all = checkpoint::list(&run_dir.join("checkpoints"));
+    let steps = || {
+        all.iter()
+            .map(|(s, _)| s.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (step, dir) = match step {
+        None => all.last().cloned().ok_or_else(|| {
+            TrainedError::Input(format!(
+                "{} has no checkpoint yet; train it first",
+                run_dir.display()
+            ))
+        })?,
+        Some(s) => all.iter().find(|(k, _)| *k == s).cloned().ok_or_else(|| {
+            TrainedError::Input(format!(
+                "{} has no checkpoint at step {s}; it has {}",
+                run_dir.display(),
+                steps()
+            ))
+        })?,
+    };
+    let (_, data) = checkpoint::read(&dir)?;
+    if !data.files.iter().any(|(f, _)| f == weights) {
+        let have: Vec<&str> = data
+            .files
+            .iter()
+            .map(|(f, _)| f.as_str())
+            .filter(|f| *f != "optimizer")
+            .collect();
+        return Err(TrainedError::Input(format!(
+            "--weights {weights}: checkpoint {} holds {}; pick one of those",
+            dir.display(),
+            have.join(", ")
+        )));
+    }
+    // The class count from the checkpoint itself (an image folder's classes
+    // are only known from its data).
+    let num_classes = data
+        .get(weights, "embedding.label_embedding.weight")
+        .map_or(0, |w| w.size()[0] - 1);
+    let spec = crate::config::model_spec(&config, (num_classes > 0).then_some(num_classes));
+    let mut vs = nn::VarStore::new(device);
+    let model = Denoiser::new(vs.root(), &spec);
+    tch::no_grad(|| -> Result<(), TrainedError> {
+        for (name, mut var) in vs.variables() {
+            let src = data.get(weights, &name).ok_or_else(|| {
+                TrainedError::Input(format!(
+                    "checkpoint {} has no tensor {name} in {weights}: it was written by another model",
+                    dir.display()
+                ))
+            })?;
+            if src.size() != var.size() {
+                return Err(TrainedError::Input(format!(
+                    "checkpoint {}: {name} is {:?} but the model wants {:?}",
+                    dir.display(),
+                    src.size(),
+                    var.size()
+                )));
+            }
+            var.copy_(src);
+        }
+        Ok(())
+    })?;
+    vs.freeze();
+    Ok(TrainedModel {
+        config,
+        spec,
+        model,
+        vs,
+        step,
+        weights: weights.to_string(),
+        num_classes,
+        checkpoint: dir,
+    })
+}
