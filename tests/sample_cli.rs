@@ -135,7 +135,7 @@ fn a_conditional_toy_model_samples_each_class_near_its_gaussian_reproducibly() {
         (&["--label", "8"], "--label 8: the run has classes 0…7"),
         (
             &["--step", "7"],
-            "has no checkpoint at step 7; it has 400, 800",
+            "has no checkpoint at step 7; it has 0, 400, 800",
         ),
         (
             &["--unconditional", "--guidance", "3"],

@@ -98,6 +98,17 @@ fn a_smoke_spec_runs_end_to_end_and_a_second_invocation_trains_nothing() {
     let summary = json(&root.join("summary.json"));
     assert_eq!(summary["failed"], 0);
     assert_eq!(summary["trained"], 4);
+    // Each job was evaluated at its points (0 and 60) for its runs' weights.
+    for j in plan["jobs"].as_array().unwrap() {
+        let done = json(
+            &root
+                .join("jobs")
+                .join(j["id"].as_str().unwrap())
+                .join("eval/done.json"),
+        );
+        assert_eq!(done["steps"], serde_json::json!([0, 60]));
+        assert_eq!(done["weights"], serde_json::json!(["ema-0.9", "ema-0.99"]));
+    }
     let resolved = std::fs::read_to_string(root.join("spec.toml")).unwrap();
     assert!(resolved.contains("labels = true") && resolved.contains("n_samples = 2000"));
     // The resolved spec plans the same runs.

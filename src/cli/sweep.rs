@@ -42,6 +42,10 @@ pub struct SweepCmd {
     /// Train every job again from scratch; earlier attempts move to <results>/<sweep>/attic/.
     #[arg(long)]
     pub force: bool,
+    /// Do not evaluate jobs after training (per-timestep loss, …); a later
+    /// invocation without it evaluates what is missing.
+    #[arg(long)]
+    pub no_eval: bool,
     /// Plain progress lines even on a terminal.
     #[arg(long, short)]
     pub quiet: bool,
@@ -68,6 +72,7 @@ pub fn run(cmd: SweepCmd) -> anyhow::Result<()> {
             force: cmd.force,
         },
         quiet: cmd.quiet,
+        no_eval: cmd.no_eval,
         exe: std::env::current_exe()?,
     };
     let planned = runner::prepare(&opts).map_err(wrap)?;

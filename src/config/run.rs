@@ -373,6 +373,26 @@ pub struct EvalConfig {
     /// Clip x̂_0 to [−1, 1] at every reverse step. Unset: yes for images
     /// (scaled to [−1, 1]), no for vectors (toy and standardized data are not).
     pub clip_x0: Option<bool>,
+    /// Evaluation points every this many steps (0 = none between the first
+    /// and the last). Step 0 and the final step are always evaluation points.
+    pub every: u64,
+    /// Further evaluation points.
+    pub at_steps: Vec<u64>,
+    /// Bins of the per-timestep loss over [0, T).
+    pub timestep_bins: usize,
+    /// Held-out samples in the per-timestep loss probe (the same ones, with the
+    /// same noise, at every evaluation point).
+    pub probe_size: usize,
+}
+
+impl EvalConfig {
+    /// Whether `step` of a run of `total` steps is an evaluation point.
+    pub fn is_point(&self, step: u64, total: u64) -> bool {
+        step == 0
+            || step == total
+            || (self.every > 0 && step % self.every == 0)
+            || self.at_steps.contains(&step)
+    }
 }
 
 impl Default for EvalConfig {
@@ -385,6 +405,10 @@ impl Default for EvalConfig {
             variance: crate::diffusion::sampling::Variance::FixedLarge,
             eta: 0.0,
             clip_x0: None,
+            every: 0,
+            at_steps: vec![],
+            timestep_bins: 20,
+            probe_size: 256,
         }
     }
 }

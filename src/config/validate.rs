@@ -414,6 +414,30 @@ pub fn validate(cfg: &RunConfig) -> Vec<Problem> {
             ),
         ));
     }
+    if ev.timestep_bins == 0 || ev.timestep_bins > cfg.diffusion.timesteps {
+        p.push(Problem::new(
+            "eval.timestep_bins",
+            format!(
+                "= {}: must be between 1 and diffusion.timesteps = {} (20 is typical)",
+                ev.timestep_bins, cfg.diffusion.timesteps
+            ),
+        ));
+    }
+    if ev.probe_size == 0 {
+        p.push(Problem::new(
+            "eval.probe_size",
+            "= 0: the per-timestep loss needs at least 1 held-out sample (256 is typical)",
+        ));
+    }
+    if let Some(s) = ev.at_steps.iter().find(|&&s| s > t.steps) {
+        p.push(Problem::new(
+            "eval.at_steps",
+            format!(
+                "contains {s}, after the last step (train.steps = {}); remove it or train longer",
+                t.steps
+            ),
+        ));
+    }
     if ev.num_samples == 0 {
         p.push(Problem::new(
             "eval.num_samples",

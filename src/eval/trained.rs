@@ -60,7 +60,32 @@ pub fn weight_sets(cfg: &RunConfig) -> Vec<String> {
     out
 }
 
-/// Load `weights` of the checkpoint at `step` (the latest if None) onto `device`.
+/// Every saved weight state of a run, oldest first: the evaluation-point
+/// snapshots (`snapshots/`), and any checkpoint (`checkpoints/`) at a step
+/// with no snapshot.
+pub fn saved_steps(run_dir: &Path) -> Vec<(u64, PathBuf)> {
+    let mut all = checkpoint::list(&run_dir.join("snapshots"));
+    for (s, p) in checkpoint::list(&run_dir.join("checkpoints")) {
+        if !all.iter().any(|(k, _)| *k == s) {
+            all.push((s, p));
+        }
+    }
+    all.sort();
+    all
+}
+
+/// The evaluation points of a run: its snapshots, or (for a run trained before
+/// snapshots existed) its checkpoints.
+pub fn eval_points(run_dir: &Path) -> Vec<(u64, PathBuf)> {
+    let snaps = checkpoint::list(&run_dir.join("snapshots"));
+    if snaps.is_empty() {
+        checkpoint::list(&run_dir.join("checkpoints"))
+    } else {
+        snaps
+    }
+}
+
+/// Load `weights` of the saved state at `step` (the latest if None) onto `device`.
 pub fn load(
     run_dir: &Path,
     step: Option<u64>,
@@ -68,7 +93,7 @@ pub fn load(
     device: Device,
 ) -> Result<TrainedModel, TrainedError> {
     let config = run_config(run_dir)?;
-    let all = checkpoint::list(&run_dir.join("checkpoints"));
+    let all = saved_steps(run_dir);
     let steps = || {
         all.iter()
             .map(|(s, _)| s.to_string())

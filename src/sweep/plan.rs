@@ -81,8 +81,10 @@ pub fn plan(spec: &SweepSpec, sets: &[SetArg], env: bool) -> Result<Plan, Config
             Some(j) => j,
             None => {
                 keys.push(key);
-                let mut config = r.config.clone();
-                config.eval = Default::default();
+                // The job keeps its first run's [eval]: the trainer uses its
+                // evaluation points (every, at_steps); each run applies its own
+                // sampling keys later.
+                let config = r.config.clone();
                 jobs.push(Job {
                     id: String::new(),
                     config,
@@ -238,7 +240,10 @@ mod tests {
             plan.runs[2].config.eval.sampler,
             crate::config::run::SamplerKind::Ddim
         );
-        assert_eq!(plan.jobs[0].config.eval, Default::default());
+        assert_eq!(
+            plan.jobs[0].config.eval.guidance_scale, 1.0,
+            "the first run's"
+        );
         assert!(is_eval_only("eval.num_samples") && !is_eval_only("ema.decays"));
     }
 }

@@ -137,11 +137,17 @@ pub enum Action {
     SkipCompleted,
     /// Failed before, and --rerun-failed was not given.
     SkipFailed,
+    /// Trained, but its evaluation is missing or incomplete: evaluate only.
+    Evaluate,
 }
 
 impl Action {
     pub fn trains(self) -> bool {
         matches!(self, Action::Train | Action::Resume | Action::Restart)
+    }
+    /// Whether a child process runs for it (training, evaluation or both).
+    pub fn runs(self) -> bool {
+        self.trains() || self == Action::Evaluate
     }
 }
 

@@ -75,6 +75,8 @@ pub struct SweepOptions {
     pub cpu_jobs: usize,
     pub policy: Policy,
     pub quiet: bool,
+    /// Skip evaluation after training.
+    pub no_eval: bool,
     /// This binary, run for the device probe and the jobs.
     pub exe: PathBuf,
 }
@@ -94,6 +96,8 @@ pub struct JobView {
     /// Estimated seconds on its kind of slot.
     pub est_s: f64,
     pub state: String,
+    /// The weight sets its runs are evaluated with.
+    pub eval_weights: Vec<String>,
     #[serde(skip)]
     pub job_state: JobState,
     #[serde(skip)]
@@ -118,6 +122,7 @@ fn will(action: Action) -> &'static str {
         Action::Restart => "restart",
         Action::SkipCompleted => "skip (completed)",
         Action::SkipFailed => "skip (failed; --rerun-failed retries)",
+        Action::Evaluate => "evaluate",
     }
 }
 
@@ -190,7 +195,14 @@ pub fn prepare(opts: &SweepOptions) -> Result<Planned, SweepError> {
             let cost = costs[distinct.iter().position(|d| d == ms).unwrap_or(0)];
             let hash = config_hash(&job.config, false);
             let state = JobState::read(&dir.job_dir(&job.id), &hash);
-            let action = decide(&state, opts.policy);
+            let eval_weights = eval_weights(&plan, job);
+            let action = with_eval(
+                decide(&state, opts.policy),
+                &dir,
+                &job.id,
+                &eval_weights,
+                opts.no_eval,
+            );
             let steps = job.config.train.steps;
             let done = match (&state, action) {
                 (
@@ -217,6 +229,7 @@ pub fn prepare(opts: &SweepOptions) -> Result<Planned, SweepError> {
                 macs,
                 est_s: JOB_STARTUP_S + macs / rate + left * STEP_OVERHEAD_S,
                 state: state.name().to_string(),
+                eval_weights,
                 job_state: state,
                 action,
                 will: will(action),
@@ -233,12 +246,43 @@ pub fn prepare(opts: &SweepOptions) -> Result<Planned, SweepError> {
     })
 }
 
+/// The weight sets a job's runs are evaluated with, in plan order.
+fn eval_weights(plan: &Plan, job: &super::plan::Job) -> Vec<String> {
+    let mut out: Vec<String> = vec![];
+    for &r in &job.runs {
+        let w = &plan.runs[r].weights;
+        if !out.contains(w) {
+            out.push(w.clone());
+        }
+    }
+    out
+}
+
+/// A completed job whose evaluation is not finished is evaluated.
+fn with_eval(
+    action: Action,
+    dir: &SweepDir,
+    id: &str,
+    weights: &[String],
+    no_eval: bool,
+) -> Action {
+    let job_dir = dir.job_dir(id);
+    if action == Action::SkipCompleted
+        && !no_eval
+        && !crate::eval::evaluate::is_done(&job_dir, &job_dir.join("eval"), weights)
+    {
+        Action::Evaluate
+    } else {
+        action
+    }
+}
+
 /// The sweep's estimated wall time: longest-first over the slots.
 pub fn makespan(jobs: &[JobView], slots: usize) -> f64 {
     let tasks: Vec<Task> = jobs
         .iter()
         .enumerate()
-        .filter(|(_, j)| j.action.trains())
+        .filter(|(_, j)| j.action.runs())
         .map(|(i, j)| Task {
             job: i,
             cost: j.est_s,
@@ -430,7 +474,13 @@ pub fn execute(p: &Planned, opts: &SweepOptions) -> Result<Summary, SweepError> 
     let mut jobs = p.jobs.clone();
     for j in &mut jobs {
         j.job_state = JobState::read(&p.dir.job_dir(&j.id), &j.hash);
-        j.action = decide(&j.job_state, opts.policy);
+        j.action = with_eval(
+            decide(&j.job_state, opts.policy),
+            &p.dir,
+            &j.id,
+            &j.eval_weights,
+            opts.no_eval,
+        );
     }
     let root = &p.dir.root;
     write_plan_files(&p.dir, &p.plan).map_err(io(format!("writing under {}", root.display())))?;
@@ -438,14 +488,20 @@ pub fn execute(p: &Planned, opts: &SweepOptions) -> Result<Summary, SweepError> 
         .map_err(io("writing spec.toml"))?;
     write_json(&root.join("plan.json"), &plan_json(p)).map_err(io("writing plan.json"))?;
 
-    let to_run: Vec<usize> = (0..jobs.len())
-        .filter(|&i| jobs[i].action.trains())
-        .collect();
+    let to_run: Vec<usize> = (0..jobs.len()).filter(|&i| jobs[i].action.runs()).collect();
+    let to_train = to_run.iter().filter(|&&i| jobs[i].action.trains()).count();
     let skipped_done = jobs
         .iter()
-        .filter(|j| j.action == Action::SkipCompleted)
+        .filter(|j| matches!(j.action, Action::SkipCompleted | Action::Evaluate))
         .count();
-    if to_run.is_empty() {
+    let evaluate_only = to_run.len() - to_train;
+    if to_train == 0 && evaluate_only > 0 {
+        eprintln!(
+            "[sweep] {}: nothing to train ({skipped_done} of {} job(s) already completed); evaluating {evaluate_only} job(s) whose evaluation is missing",
+            p.spec.name,
+            jobs.len()
+        );
+    } else if to_run.is_empty() {
         eprintln!(
             "[sweep] {}: nothing to train; {skipped_done} of {} job(s) already completed with the same config{}",
             p.spec.name,
@@ -460,7 +516,7 @@ pub fn execute(p: &Planned, opts: &SweepOptions) -> Result<Summary, SweepError> 
         eprintln!(
             "[sweep] {}: training {} job(s) ({} resumed), {skipped_done} already completed; {}",
             p.spec.name,
-            to_run.len(),
+            to_train,
             to_run
                 .iter()
                 .filter(|&&i| jobs[i].action == Action::Resume)
@@ -477,6 +533,8 @@ pub fn execute(p: &Planned, opts: &SweepOptions) -> Result<Summary, SweepError> 
             .map(|j| JobTicket {
                 id: j.id.clone(),
                 action: j.action,
+                evaluate: !opts.no_eval,
+                eval_weights: j.eval_weights.clone(),
                 total_steps: j.steps,
                 label: match j.runs.len() {
                     1 => format!("run {}", j.runs[0]),

@@ -713,6 +713,9 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<Outcome, TrainError
     let progress = Progress::new(total, start, opts.quiet, opts.progress_jsonl);
     let mut acc = Accum::new(run.device);
     let wall = |s: &Instant| prior_wall + s.elapsed().as_secs_f64();
+    if start == 0 {
+        write_snapshot(&run, &dir, 0, &hash, wall(&started))?;
+    }
     let fail = |status: &mut RunStatus, e: TrainError, step: u64, secs: f64| -> TrainError {
         status.state = RunState::Failed;
         status.reason = e.to_string();
@@ -833,6 +836,9 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<Outcome, TrainError
                 .map_err(io_err("appending to metrics.jsonl"))?;
             acc.reset();
         }
+        if cfg.eval.is_point(step, total) {
+            write_snapshot(&run, &dir, step, &hash, wall(&started))?;
+        }
         if ck_now {
             let ck = write_checkpoint(&run, &ck_root, step, &hash, wall(&started))?;
             checkpoint::prune(&ck_root, cfg.train.keep_checkpoints)
@@ -878,6 +884,42 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<Outcome, TrainError
         step,
         already: false,
     })
+}
+
+/// The weights (raw and every EMA) at an evaluation point, into
+/// `snapshots/step-N/` (the checkpoint format without the optimizer). Kept for
+/// good: evaluation reads them. A snapshot a resumed run passes again is left
+/// as it is.
+fn write_snapshot(
+    run: &Run,
+    dir: &Path,
+    step: u64,
+    hash: &str,
+    wall: f64,
+) -> Result<(), TrainError> {
+    let root = dir.join("snapshots");
+    if root
+        .join(checkpoint::dir_name(step))
+        .join("state.json")
+        .exists()
+    {
+        return Ok(());
+    }
+    let mut data = run.checkpoint_data();
+    data.files.retain(|(stem, _)| stem != "optimizer");
+    let state = CheckpointState {
+        format_version: checkpoint::FORMAT_VERSION,
+        step,
+        ema_steps: run.ema.steps,
+        ema_decays: run.ema.decays.clone(),
+        sampler: run.sampler.state(),
+        config_hash: hash.to_string(),
+        parameters: run.fp.len(),
+        files: vec![],
+        wall_time_s: wall,
+    };
+    checkpoint::write(&root, &data, state)?;
+    Ok(())
 }
 
 fn write_checkpoint(

@@ -4,9 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The ddpm-lab binary, without a developer's DDPM_LAB_* variables.
+/// The ddpm-lab binary, without a developer's DDPM_LAB_* variables. OpenMP
+/// threads wait passively: tests run several children at once on few cores,
+/// where spinning threads only steal each other's time.
 pub fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_ddpm-lab"));
+    c.env("OMP_WAIT_POLICY", "passive");
     for (k, _) in std::env::vars() {
         if k.starts_with("DDPM_LAB_") {
             c.env_remove(k);
