@@ -1,10 +1,13 @@
 //! End-to-end tests of `ddpm-lab eval`: evaluation points written while
-//! training, the per-timestep loss table, and incremental re-evaluation.
+//! training, the per-timestep loss table, bits/dim and sample-quality
+//! metrics in eval_metrics.parquet, sample grids, guidance sweeps, true FID
+//! through a TorchScript network, and incremental re-evaluation.
 
 mod common;
 use common::{bin, text, write};
 
 use ddpm_lab::eval::evaluate::read_timestep_rows;
+use ddpm_lab::eval::metrics_table::{self, MetricRow};
 
 const TOY: &str = r#"
 [data]
@@ -32,6 +35,7 @@ decays = [0.9]
 every = 200
 timestep_bins = 5
 probe_size = 128
+num_samples = 500
 "#;
 
 #[test]
@@ -99,12 +103,62 @@ fn the_per_timestep_loss_covers_every_point_and_weight_set_and_falls_with_traini
         .iter()
         .all(|r| (r.loss_weighted - r.loss_unweighted).abs() < 1e-9));
 
+    // Sample quality on 2-D data: the low-dimensional statistics for every
+    // point and weight set, at guidance 1 with the DDPM sampler over all 100 steps.
+    let m = metrics_table::read(&run.join("eval/eval_metrics.parquet")).unwrap();
+    let get = |step: u64, w: &str, metric: &str| -> &MetricRow {
+        m.iter()
+            .find(|r| r.step == step && r.weights == w && r.metric == metric)
+            .unwrap_or_else(|| panic!("no {metric} at {step} {w}: {m:?}"))
+    };
+    for step in [0, 200, 400] {
+        for w in ["raw", "ema-0.9"] {
+            for metric in [
+                "sliced_wasserstein",
+                "mmd2_rbf",
+                "ks_x",
+                "ks_y",
+                "ks_max",
+                "corr_error",
+                "q01_error",
+                "q05_error",
+            ] {
+                let r = get(step, w, metric);
+                assert_eq!(r.guidance, Some(1.0));
+                assert_eq!(r.sampler, "ddpm-100");
+                assert!(r.value.is_finite(), "{r:?}");
+                assert_eq!(r.run, "run");
+            }
+            assert!(run
+                .join(format!("eval/samples/step-{step}_{w}_g1.parquet"))
+                .exists());
+        }
+    }
+    assert!(
+        !m.iter()
+            .any(|r| r.metric == "acf_sq_error" || r.metric == "bpd"),
+        "no ACF for untimed data, no bits/dim for vectors"
+    );
+    // Trained samples are far closer to the moons than the untrained ones.
+    for metric in ["sliced_wasserstein", "ks_max"] {
+        let (first, last) = (get(0, "raw", metric).value, get(400, "raw", metric).value);
+        assert!(last < 0.5 * first, "{metric}: {first} → {last}");
+    }
+    assert_eq!(
+        get(400, "raw", "ks_max").checkpoint,
+        "snapshots/step-000000400"
+    );
+
     // Again: nothing to do, nothing changed.
     let o = eval(&[]);
     assert!(text(&o.stderr).contains("evaluated 0 (step, weights) pair(s), 6 already there"));
     assert_eq!(
         read_timestep_rows(&run.join("eval/timestep_loss.parquet")).unwrap(),
         rows
+    );
+    assert_eq!(
+        metrics_table::read(&run.join("eval/eval_metrics.parquet")).unwrap(),
+        m
     );
     let o = eval(&["--weights", "ema-0.5"]);
     assert_eq!(o.status.code(), Some(2));
@@ -113,4 +167,157 @@ fn the_per_timestep_loss_covers_every_point_and_weight_set_and_falls_with_traini
         "{}",
         text(&o.stderr)
     );
+}
+
+/// A class-conditional image run on the synthetic source: bits/dim (with its
+/// standard error) per point and weight set, the evaluator-network metrics
+/// at two guidance scales, class accuracy, the PNG grids, and the cached
+/// evaluator and reference statistics.
+#[test]
+fn images_get_bits_per_dim_evaluator_metrics_per_guidance_scale_and_grids() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let cfg = write(
+        d,
+        "img.toml",
+        r#"
+[data]
+source = "synthetic"
+n_samples = 256
+shape = [1, 16, 16]
+labels = true
+
+[model]
+preset = "unet-tiny"
+
+[diffusion]
+timesteps = 50
+
+[train]
+steps = 20
+batch_size = 16
+p_uncond = 0.2
+log_every = 10
+checkpoint_every = 20
+threads = 2
+
+[eval]
+sampler = "ddim"
+sampling_steps = 10
+num_samples = 60
+guidance_scales = [1.0, 2.0]
+bpd_timesteps = 5
+bpd_images = 40
+grid_images = 16
+timestep_bins = 5
+probe_size = 32
+"#,
+    );
+    let run = d.join("run");
+    let o = bin()
+        .arg("train")
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&run)
+        .args(["--quiet", "--device", "cpu"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let evaluators = d.join("evaluators");
+    let o = bin()
+        .arg("eval")
+        .arg(&run)
+        .args(["--device", "cpu", "--threads", "2", "--evaluators"])
+        .arg(&evaluators)
+        .output()
+        .unwrap();
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("training the evaluator network"), "{err}");
+    let m = metrics_table::read(&run.join("eval/eval_metrics.parquet")).unwrap();
+    for step in [0u64, 20] {
+        let bpd = m
+            .iter()
+            .find(|r| r.step == step && r.weights == "raw" && r.metric == "bpd")
+            .unwrap_or_else(|| panic!("{m:?}"));
+        assert_eq!((bpd.guidance, bpd.sampler.as_str()), (None, ""));
+        let se = bpd.stderr.unwrap();
+        // Bits/dim of 8-bit data: positive, and an untrained model is far from 0.
+        assert!(bpd.value > 0.5 && se > 0.0 && se < bpd.value, "{bpd:?}");
+        assert!(m.iter().any(|r| r.step == step && r.metric == "bpd_prior"));
+        let dec = m
+            .iter()
+            .find(|r| r.step == step && r.weights == "raw" && r.metric == "bpd_decoder")
+            .unwrap();
+        assert!(
+            dec.value > 0.0 && dec.value < bpd.value,
+            "{dec:?} within {bpd:?}"
+        );
+        for g in [1.0, 2.0] {
+            for metric in [
+                "fd_synthetic-cnn",
+                "is_synthetic-cnn",
+                "precision_synthetic-cnn",
+                "recall_synthetic-cnn",
+                "class_accuracy_synthetic-cnn",
+            ] {
+                let r = m
+                    .iter()
+                    .find(|r| {
+                        r.step == step
+                            && r.weights == "raw"
+                            && r.guidance == Some(g)
+                            && r.metric == metric
+                    })
+                    .unwrap_or_else(|| panic!("no {metric} at {step} g={g}"));
+                assert_eq!(r.sampler, "ddim-10");
+                assert!(r.value.is_finite() && r.value >= 0.0, "{r:?}");
+            }
+            let png = run.join(format!("eval/samples/step-{step}_raw_g{g}.png"));
+            let img = image::open(&png).unwrap();
+            // 16 images of 16×16 in a 4×4 grid with 2-pixel borders.
+            assert_eq!((img.width(), img.height()), (4 * 18 + 2, 4 * 18 + 2));
+        }
+    }
+    let is = m.iter().find(|r| r.metric == "is_synthetic-cnn").unwrap();
+    assert!(
+        is.value >= 1.0 && is.value <= 4.0 + 1e-9 && is.stderr.is_some(),
+        "{is:?}"
+    );
+    // The evaluator and the reference statistics are cached, and reused.
+    let cached: Vec<String> = std::fs::read_dir(&evaluators)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    let ev_dir = evaluators.join(&cached[0]);
+    assert!(cached[0].starts_with("synthetic-1x16-"), "{cached:?}");
+    for f in [
+        "evaluator.json",
+        "weights.safetensors",
+        "reference-test.safetensors",
+    ] {
+        assert!(ev_dir.join(f).exists(), "{f}");
+    }
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ev_dir.join("evaluator.json")).unwrap())
+            .unwrap();
+    // Well above chance (1/4) on these noisy blobs (MNIST's bar is tests/evaluator_mnist.rs).
+    assert!(info["test_accuracy"].as_f64().unwrap() > 0.6, "{info}");
+    std::fs::remove_dir_all(run.join("eval")).unwrap();
+    let o = bin()
+        .arg("eval")
+        .arg(&run)
+        .args(["--device", "cpu", "--threads", "2", "--evaluators"])
+        .arg(&evaluators)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(
+        !text(&o.stderr).contains("training the evaluator network"),
+        "reused"
+    );
+    let again = metrics_table::read(&run.join("eval/eval_metrics.parquet")).unwrap();
+    assert_eq!(again, m, "the same seeds give the same numbers");
 }

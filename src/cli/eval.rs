@@ -1,5 +1,6 @@
-//! `ddpm-lab eval RUN_DIR`: evaluate a trained run at every evaluation point
-//! and weight set (so far: the per-timestep loss), into `RUN_DIR/eval/`.
+//! `ddpm-lab eval RUN_DIR`: evaluate a trained run at every evaluation point,
+//! weight set and guidance scale — per-timestep loss, bits/dim, sample
+//! quality and sample grids — into `RUN_DIR/eval/`.
 
 use crate::config::DeviceChoice;
 use crate::eval::evaluate::{evaluate, EvalOptions};
@@ -20,6 +21,13 @@ pub struct EvalCmd {
     /// The device: auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// The cache of evaluator networks and reference statistics (trained or
+    /// computed on first use, then reused).
+    #[arg(long, default_value = "results/.evaluators")]
+    pub evaluators: PathBuf,
+    /// Only the per-timestep loss (no sampling, no bits/dim).
+    #[arg(long)]
+    pub loss_only: bool,
     /// CPU threads for libtorch (0 = its default).
     #[arg(long, default_value_t = 0)]
     pub threads: i32,
@@ -46,6 +54,8 @@ pub fn run(cmd: EvalCmd) -> anyhow::Result<()> {
         weights: cmd.weights.clone(),
         out: out.clone(),
         device,
+        evaluators: cmd.evaluators.clone(),
+        loss_only: cmd.loss_only,
     };
     let quiet = cmd.quiet;
     let report = evaluate(&opts, |line| {

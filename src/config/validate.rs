@@ -391,18 +391,47 @@ pub fn validate(cfg: &RunConfig) -> Vec<Problem> {
             ),
         ));
     }
-    if !(ev.guidance_scale.is_finite() && ev.guidance_scale >= 0.0) {
+    let (key, says) = if ev.guidance_scales.is_empty() {
+        ("eval.guidance_scale", "=")
+    } else {
+        ("eval.guidance_scales", "has")
+    };
+    if let Some(bad) = ev
+        .scales()
+        .into_iter()
+        .find(|g| !(g.is_finite() && *g >= 0.0))
+    {
         p.push(Problem::new(
-            "eval.guidance_scale",
-            format!(
-                "= {}: must be ≥ 0 (1 = plain conditional, 3 to 7 is typical for CFG)",
-                ev.guidance_scale
-            ),
+            key,
+            format!("{says} {bad}: a guidance scale must be ≥ 0 (1 = plain conditional, 3 to 7 is typical for CFG)"),
         ));
-    } else if ev.guidance_scale != 1.0 && t.p_uncond == 0.0 {
+    } else if let Some(g) = ev
+        .scales()
+        .into_iter()
+        .find(|g| *g != 1.0)
+        .filter(|_| t.p_uncond == 0.0)
+    {
         p.push(Problem::new(
-            "eval.guidance_scale",
-            format!("= {}: guidance mixes conditional and unconditional predictions, but train.p_uncond = 0 never trains the unconditional one; set train.p_uncond (0.1 is typical) or guidance_scale = 1", ev.guidance_scale),
+            key,
+            format!("{says} {g}: guidance mixes conditional and unconditional predictions, but train.p_uncond = 0 never trains the unconditional one; set train.p_uncond (0.1 is typical) or use scale 1"),
+        ));
+    }
+    if ev.bpd_images == 0 {
+        p.push(Problem::new(
+            "eval.bpd_images",
+            "= 0: bits/dim needs at least 1 held-out image (1000 is typical)",
+        ));
+    }
+    if !ev.inception.is_empty() && !std::path::Path::new(&ev.inception).is_file() {
+        p.push(Problem::new(
+            "eval.inception",
+            format!("= {:?}: no such file; point it at your copy of the TorchScript inception-2015-12-05.pt, or remove the key", ev.inception),
+        ));
+    }
+    if ev.grid_images == 0 {
+        p.push(Problem::new(
+            "eval.grid_images",
+            "= 0: a sample grid needs at least 1 image (64 is typical)",
         ));
     }
     if !(ev.eta.is_finite() && (0.0..=1.0).contains(&ev.eta)) {

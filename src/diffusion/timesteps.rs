@@ -90,6 +90,14 @@ pub trait TimestepSampler: Send {
     fn load_state(&mut self, state: SamplerState) -> Result<(), SamplerStateError>;
 }
 
+/// [0, T) cut into `bins` nearly equal, contiguous ranges [lo, hi), first to
+/// last (the per-timestep loss's bins, the likelihood's strata).
+pub fn equal_bins(timesteps: usize, bins: usize) -> Vec<(i64, i64)> {
+    let t = timesteps as i64;
+    let b = bins.max(1) as i64;
+    (0..b).map(|i| (i * t / b, (i + 1) * t / b)).collect()
+}
+
 /// Build a sampler over `timesteps` steps. `bins` only matters for `loss-aware`.
 pub fn create_sampler(
     kind: TimestepSampling,

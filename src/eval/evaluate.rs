@@ -1,17 +1,30 @@
 //! Evaluating a trained run: every evaluation point (snapshot) × every weight
-//! set, into long-format tables under the run's `eval/` folder.
+//! set (× every guidance scale, for samples), into the run's `eval/` folder:
 //!
-//! `timestep_loss.parquet`: step, weights, bin, t_lo, t_hi, loss_unweighted,
-//! loss_weighted, checkpoint — one row per bin. Work already in the table is
-//! kept and not redone, so an evaluation can be stopped and run again, and a
-//! longer training adds only its new points.
+//! * `timestep_loss.parquet`: step, weights, bin, t_lo, t_hi,
+//!   loss_unweighted, loss_weighted, checkpoint — one row per bin;
+//! * `eval_metrics.parquet` ([`super::metrics_table`]): bits/dim (images) and
+//!   the sample-quality metrics ([`super::quality`]);
+//! * `samples/step-<N>_<weights>_g<scale>.png` (images) or `.parquet`
+//!   (vectors, original units): the samples the metrics were computed on.
+//!
+//! Work already in the tables is kept and not redone, so an evaluation can be
+//! stopped and run again, and a longer training adds only its new points.
 
+use super::metrics_table::{self, MetricRow};
+use super::quality::Reference;
+use super::samples::{self, Condition};
 use super::timestep_loss::Probe;
-use super::trained::{self, TrainedError};
+use super::trained::{self, TrainedError, TrainedModel};
+use crate::config::RunConfig;
+use crate::diffusion::likelihood::{mean_and_stderr, Estimate, Likelihood};
+use crate::diffusion::sampling::SamplingOptions;
+use crate::diffusion::NoiseSchedule;
+use crate::model::embedding::Conditioning;
 use polars::prelude::*;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use tch::Device;
+use tch::{Device, Tensor};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
@@ -41,6 +54,10 @@ pub struct EvalOptions {
     /// Where the tables go (default: `<run_dir>/eval`).
     pub out: PathBuf,
     pub device: Device,
+    /// The cache of evaluator networks and reference statistics.
+    pub evaluators: PathBuf,
+    /// Skip bits/dim and the sample-quality metrics (only the per-timestep loss).
+    pub loss_only: bool,
 }
 
 /// One row of `timestep_loss.parquet`.
@@ -193,37 +210,179 @@ pub fn evaluate(
     };
     std::fs::create_dir_all(&opts.out).map_err(|e| table_err(&opts.out, e))?;
     let path = opts.out.join("timestep_loss.parquet");
+    let mpath = opts.out.join(metrics_table::FILE);
     let mut rows = read_timestep_rows(&path)?;
+    let mut mrows = metrics_table::read(&mpath).map_err(EvalError::Input)?;
     let mut report = EvalReport::default();
     let probe = Probe::new(&cfg, opts.device)
         .map_err(|e| EvalError::Input(format!("building the held-out probe: {e}")))?;
+    let images = crate::config::data_shape(&cfg).sample.len() == 3;
+    let sampling = SamplingOptions::from_eval(&cfg.eval, images);
+    let tag = sampler_tag(&cfg, &sampling);
+    let scales = cfg.eval.scales();
+    let run = opts
+        .run_dir
+        .canonicalize()
+        .unwrap_or(opts.run_dir.clone())
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // Built on first need: the reference statistics and the bits/dim images.
+    let mut reference: Option<Reference> = None;
+    let mut bpd_data: Option<BpdData> = None;
     for (step, dir) in &points {
         for w in &weights {
-            if rows.iter().any(|r| r.step == *step && &r.weights == w) {
-                report.kept += 1;
-                continue;
-            }
-            let tm = trained::load(&opts.run_dir, Some(*step), w, opts.device)?;
-            let curve = probe.evaluate(&tm.model);
             let rel = dir
                 .strip_prefix(&opts.run_dir)
                 .unwrap_or(dir)
                 .display()
                 .to_string();
-            rows.extend(curve.into_iter().map(|b| TimestepRow {
-                step: *step,
-                weights: w.clone(),
-                bin: b.bin,
-                t_lo: b.t_lo,
-                t_hi: b.t_hi,
-                loss_unweighted: b.unweighted,
-                loss_weighted: b.weighted,
-                checkpoint: rel.clone(),
-            }));
-            rows.sort_by(|a, b| (a.step, &a.weights, a.bin).cmp(&(b.step, &b.weights, b.bin)));
-            // Written after every pair: a stop loses at most one pair's work.
-            write_timestep_rows(&path, &rows)?;
-            progress(&format!("step {step} {w}: per-timestep loss"));
+            let has = |m: &[MetricRow], g: Option<f64>, sampler: &str| {
+                m.iter().any(|r| {
+                    r.step == *step && &r.weights == w && r.guidance == g && r.sampler == sampler
+                })
+            };
+            let need_loss = !rows.iter().any(|r| r.step == *step && &r.weights == w);
+            let need_bpd = !opts.loss_only && images && !has(&mrows, None, "");
+            let need_scales: Vec<f64> = if opts.loss_only {
+                vec![]
+            } else {
+                scales
+                    .iter()
+                    .copied()
+                    .filter(|g| !has(&mrows, Some(*g), &tag))
+                    .collect()
+            };
+            if !need_loss && !need_bpd && need_scales.is_empty() {
+                report.kept += 1;
+                continue;
+            }
+            let tm = trained::load(&opts.run_dir, Some(*step), w, opts.device)?;
+            if need_loss {
+                let curve = probe.evaluate(&tm.model);
+                rows.extend(curve.into_iter().map(|b| TimestepRow {
+                    step: *step,
+                    weights: w.clone(),
+                    bin: b.bin,
+                    t_lo: b.t_lo,
+                    t_hi: b.t_hi,
+                    loss_unweighted: b.unweighted,
+                    loss_weighted: b.weighted,
+                    checkpoint: rel.clone(),
+                }));
+                rows.sort_by(|a, b| (a.step, &a.weights, a.bin).cmp(&(b.step, &b.weights, b.bin)));
+                // Written after every piece of work: a stop loses at most one.
+                write_timestep_rows(&path, &rows)?;
+                progress(&format!("step {step} {w}: per-timestep loss"));
+            }
+            let row =
+                |metric: String, value: f64, stderr: Option<f64>, g: Option<f64>, sampler: &str| {
+                    MetricRow {
+                        run: run.clone(),
+                        step: *step,
+                        weights: w.clone(),
+                        guidance: g,
+                        sampler: sampler.to_string(),
+                        metric,
+                        value,
+                        stderr,
+                        checkpoint: rel.clone(),
+                    }
+                };
+            if need_bpd {
+                if bpd_data.is_none() {
+                    bpd_data = Some(BpdData::new(&cfg, opts.device)?);
+                }
+                let data = bpd_data
+                    .as_ref()
+                    .map(|d| d.shallow())
+                    .ok_or_else(|| EvalError::Input("bits/dim data".into()))?;
+                let (bpd, prior, decoder) = bits_per_dim(&cfg, &tm, &data, opts.device)?;
+                mrows.push(row("bpd".into(), bpd.0, Some(bpd.1), None, ""));
+                mrows.push(row("bpd_prior".into(), prior.0, Some(prior.1), None, ""));
+                mrows.push(row(
+                    "bpd_decoder".into(),
+                    decoder.0,
+                    Some(decoder.1),
+                    None,
+                    "",
+                ));
+                metrics_table::write(&mpath, &mrows).map_err(EvalError::Input)?;
+                progress(&format!(
+                    "step {step} {w}: {:.4} ± {:.4} bits/dim",
+                    bpd.0, bpd.1
+                ));
+            }
+            for g in need_scales {
+                if reference.is_none() {
+                    let r = Reference::build(&cfg, &opts.evaluators, opts.device, &mut progress)
+                        .map_err(|e| EvalError::Input(e.to_string()))?;
+                    if let Some(n) = r.note() {
+                        progress(n);
+                    }
+                    if let Some(info) = r.evaluator_info() {
+                        progress(&format!(
+                            "evaluator {}: held-out accuracy {:.2}% ({} test images)",
+                            info.name,
+                            info.test_accuracy * 100.0,
+                            info.test_images
+                        ));
+                    }
+                    reference = Some(r);
+                }
+                let Some(r) = reference.as_ref() else {
+                    continue;
+                };
+                let n = cfg.eval.num_samples as i64;
+                let condition = r.condition(tm.num_classes, n);
+                let labels = match &condition {
+                    Condition::Labels(l) => Some(l.clone()),
+                    _ => None,
+                };
+                let guidance_ok = g == 1.0 || !matches!(condition, Condition::None);
+                if !guidance_ok {
+                    progress(&format!(
+                        "step {step} {w}: guidance {g} skipped: the run has no condition"
+                    ));
+                    continue;
+                }
+                let x = samples::draw(
+                    &tm,
+                    &sampling,
+                    g,
+                    &condition,
+                    n,
+                    cfg.train.seed ^ SAMPLE_SEED,
+                    opts.device,
+                )
+                .map_err(EvalError::Input)?;
+                let metrics = r
+                    .metrics(&x, labels.as_deref(), cfg.train.seed)
+                    .map_err(|e| EvalError::Input(e.to_string()))?;
+                write_samples(
+                    &cfg,
+                    r.stats(),
+                    &x,
+                    labels.as_deref(),
+                    &opts.out,
+                    *step,
+                    w,
+                    g,
+                )?;
+                let summary: Vec<String> = metrics
+                    .iter()
+                    .take(4)
+                    .map(|m| format!("{} {:.4}", m.name, m.value))
+                    .collect();
+                for m in metrics {
+                    mrows.push(row(m.name, m.value, m.stderr, Some(g), &tag));
+                }
+                metrics_table::write(&mpath, &mrows).map_err(EvalError::Input)?;
+                progress(&format!(
+                    "step {step} {w} guidance {g} ({tag}): {}",
+                    summary.join(", ")
+                ));
+            }
             report.evaluated.push((*step, w.clone()));
         }
     }
@@ -234,6 +393,143 @@ pub fn evaluate(
     crate::train::status::write_json_atomic(&opts.out.join(DONE_FILE), &done)
         .map_err(|e| table_err(&opts.out, e))?;
     Ok(report)
+}
+
+const SAMPLE_SEED: u64 = 0x5A3F_E7A1;
+
+/// The sampler as recorded in the table: `ddpm-<T>`, `ddim-<steps>`, `ddim-<steps>-eta<η>`.
+fn sampler_tag(cfg: &RunConfig, s: &SamplingOptions) -> String {
+    let t = cfg.diffusion.timesteps;
+    match s.sampler {
+        crate::config::run::SamplerKind::Ddpm => format!("ddpm-{t}"),
+        crate::config::run::SamplerKind::Ddim => {
+            let steps = if s.steps == 0 { t } else { s.steps.min(t) };
+            if s.eta == 0.0 {
+                format!("ddim-{steps}")
+            } else {
+                format!("ddim-{steps}-eta{}", s.eta)
+            }
+        }
+    }
+}
+
+/// The held-out images bits/dim is computed on, with their conditions.
+struct BpdData {
+    x: Tensor,
+    labels: Option<Tensor>,
+    vector: Option<Tensor>,
+}
+
+impl BpdData {
+    fn new(cfg: &RunConfig, device: Device) -> Result<BpdData, EvalError> {
+        let ds = crate::data::load(cfg, crate::data::Split::Test)
+            .map_err(|e| EvalError::Input(format!("the held-out data for bits/dim: {e}")))?;
+        let n = (cfg.eval.bpd_images as i64).min(ds.len());
+        Ok(BpdData {
+            x: ds.x.narrow(0, 0, n).to_device(device),
+            labels: ds
+                .labels
+                .filter(|_| cfg.data.labels)
+                .map(|l| l.narrow(0, 0, n).to_device(device)),
+            vector: ds
+                .condition
+                .filter(|_| cfg.data.uses_vector_condition())
+                .map(|c| c.narrow(0, 0, n).to_device(device)),
+        })
+    }
+
+    fn shallow(&self) -> BpdData {
+        BpdData {
+            x: self.x.shallow_clone(),
+            labels: self.labels.as_ref().map(|t| t.shallow_clone()),
+            vector: self.vector.as_ref().map(|t| t.shallow_clone()),
+        }
+    }
+}
+
+const BPD_BATCH: i64 = 250;
+
+/// (bpd, prior, decoder) as (mean, standard error) over the images.
+/// Conditional runs: log p(x | c) with
+/// each image's own condition.
+type MeanSe = (f64, f64);
+fn bits_per_dim(
+    cfg: &RunConfig,
+    tm: &TrainedModel,
+    data: &BpdData,
+    device: Device,
+) -> Result<(MeanSe, MeanSe, MeanSe), EvalError> {
+    let d = &cfg.diffusion;
+    let schedule = NoiseSchedule::new(d.schedule_config())
+        .map_err(|e| EvalError::Input(format!("the run's schedule: {e}")))?;
+    let lik = Likelihood::new(
+        &schedule,
+        d.prediction,
+        cfg.eval.variance,
+        cfg.eval.clip_x0.unwrap_or(true),
+        Estimate::from_timesteps(cfg.eval.bpd_timesteps, d.timesteps),
+        cfg.train.seed,
+        device,
+    );
+    let n = data.x.size()[0];
+    let mut all = Vec::with_capacity(n as usize);
+    let mut start = 0;
+    while start < n {
+        let len = BPD_BATCH.min(n - start);
+        let cond = Conditioning {
+            labels: data.labels.as_ref().map(|l| l.narrow(0, start, len)),
+            vector: data.vector.as_ref().map(|v| v.narrow(0, start, len)),
+            vector_dropped: None,
+        };
+        let mut model = |x: &Tensor, t: &Tensor| tm.model.forward(x, t, &cond, false);
+        all.extend(lik.bound(&data.x.narrow(0, start, len), start as u64, &mut model));
+        start += len;
+    }
+    let pick = |f: fn(&crate::diffusion::likelihood::ImageBound) -> f64| {
+        mean_and_stderr(&all.iter().map(f).collect::<Vec<_>>())
+    };
+    Ok((pick(|b| b.total), pick(|b| b.prior), pick(|b| b.decoder)))
+}
+
+/// The samples behind the metrics: a PNG grid (images) or a Parquet table in
+/// original units (vectors), under `<out>/samples/`.
+#[allow(clippy::too_many_arguments)]
+fn write_samples(
+    cfg: &RunConfig,
+    stats: Option<&[crate::data::tabular::ColumnStats]>,
+    x: &Tensor,
+    labels: Option<&[i64]>,
+    out: &Path,
+    step: u64,
+    weights: &str,
+    guidance: f64,
+) -> Result<(), EvalError> {
+    let dir = out.join("samples");
+    std::fs::create_dir_all(&dir).map_err(|e| table_err(&dir, e))?;
+    let stem = format!("step-{step}_{weights}_g{guidance}");
+    let write_err = |e: super::output::OutputError| EvalError::Table {
+        path: dir.join(&stem).display().to_string(),
+        msg: e.to_string(),
+    };
+    if x.dim() == 4 {
+        let k = (cfg.eval.grid_images as i64).min(x.size()[0]);
+        let cols = (k as f64).sqrt().ceil() as usize;
+        super::output::write_png_grid(&x.narrow(0, 0, k), cols, &dir.join(format!("{stem}.png")))
+            .map_err(write_err)
+    } else {
+        let names = super::quality::column_names(cfg);
+        let extra: Vec<(String, Vec<i64>)> = labels
+            .map(|l| vec![("label".to_string(), l.to_vec())])
+            .unwrap_or_default();
+        super::output::write_vectors(
+            x,
+            &names,
+            stats,
+            &extra,
+            &dir.join(format!("{stem}.parquet")),
+        )
+        .map_err(write_err)
+    }
 }
 
 /// Written when an evaluation has covered every point of the run for these

@@ -1,9 +1,16 @@
 //! Evaluation: everything computed from a trained run's checkpoints —
-//! samples, and (being built) per-timestep loss, bits/dim and sample-quality
-//! metrics.
+//! samples, the per-timestep loss, bits/dim and sample-quality metrics.
 
 pub mod evaluate;
+pub mod evaluator;
+pub mod frechet;
+pub mod inception;
+pub mod inception_score;
+pub mod lowdim;
+pub mod metrics_table;
 pub mod output;
+pub mod precision_recall;
+pub mod quality;
 pub mod samples;
 pub mod timestep_loss;
 pub mod trained;

@@ -9,7 +9,7 @@ use crate::model::guidance::Guided;
 use tch::{Device, Kind, Tensor};
 
 /// What to condition on.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub enum Condition {
     /// Nothing (an unconditional model, or the null condition of a conditional one).
     None,
@@ -17,6 +17,8 @@ pub enum Condition {
     Labels(Vec<i64>),
     /// The same condition vector (model units) for every sample.
     Vector(Vec<f32>),
+    /// One condition vector (model units) per sample: [n, D].
+    Vectors(Tensor),
 }
 
 /// `n` samples of the run's data shape: [n, …] in model units ([−1, 1] for images).
@@ -57,6 +59,18 @@ pub fn draw(
                 ));
             }
             Conditioning::labels(Tensor::from_slice(l).to_device(device))
+        }
+        Condition::Vectors(v) => {
+            if cond_dim == 0 || v.size() != [n, cond_dim] {
+                return Err(format!(
+                    "condition vectors [{n}, {cond_dim}] expected, got {:?}",
+                    v.size()
+                ));
+            }
+            Conditioning {
+                vector: Some(v.to_kind(Kind::Float).to_device(device)),
+                ..Default::default()
+            }
         }
         Condition::Vector(v) => {
             let width = cond_dim;

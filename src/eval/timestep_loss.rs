@@ -51,9 +51,7 @@ pub struct Probe {
 
 /// Bin edges of [0, T) in `bins` nearly equal parts.
 pub fn bin_bounds(timesteps: usize, bins: usize) -> Vec<(i64, i64)> {
-    let t = timesteps as i64;
-    let b = bins.max(1) as i64;
-    (0..b).map(|i| (i * t / b, (i + 1) * t / b)).collect()
+    crate::diffusion::timesteps::equal_bins(timesteps, bins)
 }
 
 impl Probe {

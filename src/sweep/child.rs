@@ -303,6 +303,15 @@ impl ProcessExecutor<'_> {
             .args(["--device", slot.train_device()])
             .arg("--threads")
             .arg(slot.threads.to_string())
+            // One cache of evaluator networks for every sweep under the results root.
+            .arg("--evaluators")
+            .arg(
+                self.dir
+                    .root
+                    .parent()
+                    .unwrap_or(&self.dir.root)
+                    .join(".evaluators"),
+            )
             .arg("--quiet");
         let started = Instant::now();
         let (status, tail) = match self.run_child(job, slot, "eval", cmd, |_| {}) {

@@ -99,6 +99,15 @@ pub fn plan(spec: &SweepSpec, sets: &[SetArg], env: bool) -> Result<Plan, Config
             }
         }
         jobs[j].runs.push(i);
+        // Guidance scales are evaluated on the job's checkpoints: it takes
+        // the union of its runs' scales.
+        let mut scales = jobs[j].config.eval.scales();
+        for g in r.config.eval.scales() {
+            if !scales.contains(&g) {
+                scales.push(g);
+            }
+        }
+        jobs[j].config.eval.guidance_scales = scales;
         let weights = match decay {
             Some(d) => crate::train::ema::weights_name(d),
             None => "raw".to_string(),
@@ -245,5 +254,7 @@ mod tests {
             "the first run's"
         );
         assert!(is_eval_only("eval.num_samples") && !is_eval_only("ema.decays"));
+        // The shared job evaluates every scale its runs ask for.
+        assert_eq!(plan.jobs[0].config.eval.scales(), vec![1.0, 3.0, 5.0]);
     }
 }

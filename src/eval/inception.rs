@@ -1,0 +1,95 @@
+//! True FID: the standard Inception-v3 feature network as TorchScript
+//! (`inception-2015-12-05.pt`, the file StyleGAN2-ADA and clean-fid use),
+//! named by `eval.inception`. It cannot be downloaded here; the user points
+//! at their copy.
+//!
+//! Calling convention of that file: `forward(img, return_features: bool)`
+//! with img [N, 3, H, W] float in [0, 255]; it resizes to 299×299 itself and
+//! returns the 2048-d pool features when `return_features` is true. Grayscale
+//! samples are repeated to three channels.
+//!
+//! Reference statistics are cached per dataset and per network file (its
+//! SHA-256), so replacing the file never mixes statistics.
+
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use tch::{CModule, Device, IValue, Kind, Tensor};
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InceptionError(pub String);
+
+pub struct Inception {
+    module: CModule,
+    device: Device,
+    /// First 16 hex digits of the file's SHA-256.
+    pub digest: String,
+}
+
+const BATCH: i64 = 100;
+
+impl Inception {
+    pub fn load(path: &Path, device: Device) -> Result<Inception, InceptionError> {
+        let bytes = std::fs::read(path).map_err(|e| {
+            InceptionError(format!(
+                "eval.inception = {:?}: cannot read it ({e}); point it at the TorchScript inception-2015-12-05.pt",
+                path.display().to_string()
+            ))
+        })?;
+        let digest: String = Sha256::digest(&bytes)
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let mut module = CModule::load_on_device(path, device).map_err(|e| {
+            InceptionError(format!(
+                "eval.inception = {:?}: not a TorchScript module ({}); it must be the TorchScript inception-2015-12-05.pt",
+                path.display().to_string(),
+                e.to_string().lines().next().unwrap_or("")
+            ))
+        })?;
+        module.set_eval();
+        Ok(Inception {
+            module,
+            device,
+            digest,
+        })
+    }
+
+    /// Pool features [N, F] (F = 2048 for the real network) of images
+    /// [N, C, H, W] in [−1, 1], on the CPU.
+    pub fn features(&self, x: &Tensor) -> Result<Tensor, InceptionError> {
+        let n = x.size()[0];
+        let mut out = vec![];
+        let mut start = 0;
+        while start < n {
+            let len = BATCH.min(n - start);
+            let mut b = x
+                .narrow(0, start, len)
+                .to_device(self.device)
+                .to_kind(Kind::Float);
+            if b.size()[1] == 1 {
+                b = b.repeat([1, 3, 1, 1]);
+            }
+            let img = ((b + 1.0) * 127.5).clamp(0.0, 255.0);
+            let f = tch::no_grad(|| {
+                self.module
+                    .forward_is(&[IValue::Tensor(img), IValue::Bool(true)])
+            })
+            .map_err(|e| {
+                InceptionError(format!(
+                    "eval.inception: the network failed on a batch ({}); it must take (img, return_features: bool)",
+                    e.to_string().lines().next().unwrap_or("")
+                ))
+            })?;
+            let IValue::Tensor(f) = f else {
+                return Err(InceptionError(
+                    "eval.inception: the network returned something other than a tensor".into(),
+                ));
+            };
+            out.push(f.reshape([len, -1]).to_device(Device::Cpu));
+            start += len;
+        }
+        Ok(Tensor::cat(&out, 0))
+    }
+}

@@ -1,0 +1,154 @@
+//! `eval_metrics.parquet`: every evaluation number of a run in long format,
+//! one row per (step, weights, guidance, sampler, metric), with the
+//! checkpoint it came from.
+//!
+//! Columns: run, step, weights, guidance (null where guidance does not
+//! apply, e.g. bits/dim), sampler (empty where no sampling was involved),
+//! metric, value, stderr (null where the number has none), checkpoint.
+
+use polars::prelude::*;
+use std::fs::File;
+use std::path::Path;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricRow {
+    pub run: String,
+    pub step: u64,
+    pub weights: String,
+    pub guidance: Option<f64>,
+    pub sampler: String,
+    pub metric: String,
+    pub value: f64,
+    pub stderr: Option<f64>,
+    pub checkpoint: String,
+}
+
+pub const FILE: &str = "eval_metrics.parquet";
+
+fn err(path: &Path, e: impl std::fmt::Display) -> String {
+    format!("{}: {e}", path.display())
+}
+
+/// Read the table (missing: no rows).
+pub fn read(path: &Path) -> Result<Vec<MetricRow>, String> {
+    if !path.exists() {
+        return Ok(vec![]);
+    }
+    let df = ParquetReader::new(File::open(path).map_err(|e| err(path, e))?)
+        .finish()
+        .map_err(|e| err(path, e))?;
+    let col = |n: &str| df.column(n).map_err(|e| err(path, e));
+    let s = |n: &str| -> Result<Vec<String>, String> {
+        Ok(col(n)?
+            .str()
+            .map_err(|e| err(path, e))?
+            .iter()
+            .map(|v| v.unwrap_or("").to_string())
+            .collect())
+    };
+    let f = |n: &str| -> Result<Vec<Option<f64>>, String> {
+        Ok(col(n)?.f64().map_err(|e| err(path, e))?.iter().collect())
+    };
+    let (run, weights, sampler, metric, checkpoint) = (
+        s("run")?,
+        s("weights")?,
+        s("sampler")?,
+        s("metric")?,
+        s("checkpoint")?,
+    );
+    let steps: Vec<u64> = col("step")?
+        .u64()
+        .map_err(|e| err(path, e))?
+        .iter()
+        .map(|v| v.unwrap_or(0))
+        .collect();
+    let (guidance, value, stderr) = (f("guidance")?, f("value")?, f("stderr")?);
+    Ok((0..df.height())
+        .map(|i| MetricRow {
+            run: run[i].clone(),
+            step: steps[i],
+            weights: weights[i].clone(),
+            guidance: guidance[i],
+            sampler: sampler[i].clone(),
+            metric: metric[i].clone(),
+            value: value[i].unwrap_or(f64::NAN),
+            stderr: stderr[i],
+            checkpoint: checkpoint[i].clone(),
+        })
+        .collect())
+}
+
+/// Write the table atomically.
+pub fn write(path: &Path, rows: &[MetricRow]) -> Result<(), String> {
+    let strs = |f: fn(&MetricRow) -> &str| rows.iter().map(f).collect::<Vec<_>>();
+    let mut df = DataFrame::new(
+        rows.len(),
+        vec![
+            Column::new("run".into(), strs(|r| r.run.as_str())),
+            Column::new(
+                "step".into(),
+                rows.iter().map(|r| r.step).collect::<Vec<_>>(),
+            ),
+            Column::new("weights".into(), strs(|r| r.weights.as_str())),
+            Column::new(
+                "guidance".into(),
+                rows.iter().map(|r| r.guidance).collect::<Vec<_>>(),
+            ),
+            Column::new("sampler".into(), strs(|r| r.sampler.as_str())),
+            Column::new("metric".into(), strs(|r| r.metric.as_str())),
+            Column::new(
+                "value".into(),
+                rows.iter().map(|r| r.value).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "stderr".into(),
+                rows.iter().map(|r| r.stderr).collect::<Vec<_>>(),
+            ),
+            Column::new("checkpoint".into(), strs(|r| r.checkpoint.as_str())),
+        ],
+    )
+    .map_err(|e| err(path, e))?;
+    let tmp = path.with_extension("parquet.tmp");
+    ParquetWriter::new(File::create(&tmp).map_err(|e| err(path, e))?)
+        .finish(&mut df)
+        .map_err(|e| err(path, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| err(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_round_trip_with_their_nulls() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(FILE);
+        assert!(read(&p).unwrap().is_empty());
+        let rows = vec![
+            MetricRow {
+                run: "r".into(),
+                step: 10,
+                weights: "ema-0.999".into(),
+                guidance: None,
+                sampler: String::new(),
+                metric: "bpd".into(),
+                value: 3.25,
+                stderr: Some(0.01),
+                checkpoint: "snapshots/step-10".into(),
+            },
+            MetricRow {
+                run: "r".into(),
+                step: 10,
+                weights: "raw".into(),
+                guidance: Some(3.0),
+                sampler: "ddim-50".into(),
+                metric: "fd_mnist-cnn".into(),
+                value: 12.5,
+                stderr: None,
+                checkpoint: "snapshots/step-10".into(),
+            },
+        ];
+        write(&p, &rows).unwrap();
+        assert_eq!(read(&p).unwrap(), rows);
+    }
+}

@@ -1,0 +1,353 @@
+//! Sample quality: generated samples against the held-out split of the run's
+//! data, with the statistics that fit the data.
+//!
+//! * Labelled images: the evaluator network's features give `fd_<evaluator>`,
+//!   `is_<evaluator>` (with its standard error over 10 splits),
+//!   `precision_<evaluator>` and `recall_<evaluator>` (k = 3, on equally many
+//!   real and generated samples), and for class-conditional runs
+//!   `class_accuracy_<evaluator>`, the share of samples the evaluator
+//!   classifies as the label they were drawn for.
+//! * Any images, when `eval.inception` names the TorchScript Inception-v3:
+//!   `fid` on its 2048-d pool features.
+//! * Vectors (2-D toys, tabular rows), in the data's original units: the
+//!   statistics of [`super::lowdim`]; the ACF of squared values for tabular
+//!   data, whose rows are in time order.
+//!
+//! The real side is computed once per run (and, for the networks, cached per
+//! dataset beside the evaluator), so every checkpoint, weight set and
+//! guidance scale is compared against exactly the same reference.
+
+use super::evaluator::{self, Evaluator, TrainOptions};
+use super::frechet::{frechet_distance, FeatureStats};
+use super::inception::Inception;
+use super::lowdim::{self, Columns};
+use super::precision_recall::{precision_recall, K};
+use crate::config::run::{DataSource, RunConfig};
+use crate::data::{self, Split};
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+/// One number, with its standard error where it has one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metric {
+    pub name: String,
+    pub value: f64,
+    pub stderr: Option<f64>,
+}
+
+impl Metric {
+    pub fn new(name: impl Into<String>, value: f64) -> Metric {
+        Metric {
+            name: name.into(),
+            value,
+            stderr: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct QualityError(pub String);
+
+pub struct NetworkReference {
+    evaluator: Evaluator,
+    stats: FeatureStats,
+    features: Tensor,
+}
+
+/// The real side of every comparison for one run.
+pub enum Reference {
+    Images {
+        network: Option<NetworkReference>,
+        inception: Option<(Inception, FeatureStats)>,
+        /// Why there is no evaluator network, to say once.
+        note: Option<String>,
+    },
+    Vectors {
+        real: Columns,
+        names: Vec<String>,
+        time_ordered: bool,
+        /// The test rows' condition vectors (model units), for
+        /// vector-conditional runs: samples are drawn for these.
+        conditions: Option<Tensor>,
+        stats: Option<Vec<crate::data::tabular::ColumnStats>>,
+    },
+}
+
+fn save_named(path: &Path, named: &[(String, Tensor)]) -> Result<(), QualityError> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let refs: Vec<(&str, &Tensor)> = named.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    Tensor::write_safetensors(&refs, &tmp)
+        .and_then(|_| {
+            std::fs::rename(&tmp, path).map_err(|e| tch::TchError::FileFormat(e.to_string()))
+        })
+        .map_err(|e| QualityError(format!("{}: {e}", path.display())))
+}
+
+fn load_named(path: &Path) -> Option<Vec<(String, Tensor)>> {
+    Tensor::read_safetensors(path).ok()
+}
+
+/// Values of vectors [N, D] as columns, mapped back through `stats`.
+fn to_columns(x: &Tensor, stats: Option<&[crate::data::tabular::ColumnStats]>) -> Columns {
+    let d = x.size()[1] as usize;
+    let v: Vec<f64> = Vec::try_from(
+        x.to_device(Device::Cpu)
+            .to_kind(Kind::Double)
+            .contiguous()
+            .flatten(0, -1),
+    )
+    .unwrap_or_default();
+    let mut cols = lowdim::columns(&v, d);
+    if let Some(stats) = stats {
+        for (c, s) in cols.iter_mut().zip(stats) {
+            c.iter_mut().for_each(|v| *v = s.invert(*v));
+        }
+    }
+    cols
+}
+
+impl Reference {
+    /// Build (or load from `evaluators`) the reference of a run's data.
+    pub fn build(
+        cfg: &RunConfig,
+        evaluators: &Path,
+        device: Device,
+        mut progress: impl FnMut(&str),
+    ) -> Result<Reference, QualityError> {
+        let data_err = |e: crate::data::DataError| QualityError(format!("the held-out data: {e}"));
+        let shape = crate::config::data_shape(cfg).sample;
+        if shape.len() != 3 {
+            let test = data::load(cfg, Split::Test).map_err(data_err)?;
+            let names = column_names(cfg);
+            let real = to_columns(&test.x, test.stats.as_deref());
+            return Ok(Reference::Vectors {
+                real,
+                names,
+                time_ordered: cfg.data.source == DataSource::Tabular,
+                conditions: test.condition.filter(|_| cfg.data.uses_vector_condition()),
+                stats: test.stats,
+            });
+        }
+        let mut note = None;
+        let mut test_x: Option<Tensor> = None;
+        let mut test = || -> Result<Tensor, QualityError> {
+            if test_x.is_none() {
+                test_x = Some(data::load(cfg, Split::Test).map_err(data_err)?.x);
+            }
+            Ok(test_x
+                .as_ref()
+                .map(|t| t.shallow_clone())
+                .unwrap_or_else(|| Tensor::zeros([0], (Kind::Float, Device::Cpu))))
+        };
+        let labelled = data::num_classes(cfg).map_err(data_err)?.is_some();
+        let network = if labelled {
+            let ev = evaluator::load_or_train(
+                cfg,
+                evaluators,
+                TrainOptions::default(),
+                device,
+                &mut progress,
+            )
+            .map_err(|e| QualityError(e.to_string()))?;
+            let path = evaluator::dir_of(evaluators, cfg)
+                .map_err(|e| QualityError(e.to_string()))?
+                .join("reference-test.safetensors");
+            let (stats, features) = match load_named(&path).and_then(|named| {
+                let f = named
+                    .iter()
+                    .find(|(n, _)| n == "features")?
+                    .1
+                    .shallow_clone();
+                Some((FeatureStats::from_named(&named)?, f))
+            }) {
+                Some(found) => found,
+                None => {
+                    let (f, _) = ev.embed(&test()?);
+                    let stats = FeatureStats::fit(&f);
+                    let mut named = stats.to_named();
+                    named.push(("features".into(), f.shallow_clone()));
+                    save_named(&path, &named)?;
+                    (stats, f)
+                }
+            };
+            Some(NetworkReference {
+                evaluator: ev,
+                stats,
+                features,
+            })
+        } else {
+            note = Some("the data have no class labels, so there is no evaluator network (set eval.inception for FID)".to_string());
+            None
+        };
+        let inception = match cfg.eval.inception.as_str() {
+            "" => None,
+            p => {
+                let net = Inception::load(Path::new(p), device)
+                    .map_err(|e| QualityError(e.to_string()))?;
+                let dir =
+                    evaluator::dir_of(evaluators, cfg).unwrap_or_else(|_| evaluators.join("data"));
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| QualityError(format!("{}: {e}", dir.display())))?;
+                let path = dir.join(format!("inception-{}-test.safetensors", net.digest));
+                let stats = match load_named(&path).and_then(|n| FeatureStats::from_named(&n)) {
+                    Some(s) => s,
+                    None => {
+                        progress("inception features of the held-out split");
+                        let f = net
+                            .features(&test()?)
+                            .map_err(|e| QualityError(e.to_string()))?;
+                        let s = FeatureStats::fit(&f);
+                        save_named(&path, &s.to_named())?;
+                        s
+                    }
+                };
+                Some((net, stats))
+            }
+        };
+        Ok(Reference::Images {
+            network,
+            inception,
+            note,
+        })
+    }
+
+    /// What to condition `n` samples on: balanced labels for a
+    /// class-conditional run, the test rows' vectors for a vector-conditional
+    /// one, nothing otherwise.
+    pub fn condition(&self, num_classes: i64, n: i64) -> super::samples::Condition {
+        use super::samples::Condition;
+        if num_classes > 0 {
+            return Condition::Labels((0..n).map(|i| i % num_classes).collect());
+        }
+        if let Reference::Vectors {
+            conditions: Some(c),
+            ..
+        } = self
+        {
+            let rows = c.size()[0];
+            let idx = Tensor::arange(n, (Kind::Int64, Device::Cpu)).remainder(rows);
+            return Condition::Vectors(c.index_select(0, &idx));
+        }
+        Condition::None
+    }
+
+    /// A tabular source's scaling (to map samples back to original units).
+    pub fn stats(&self) -> Option<&[crate::data::tabular::ColumnStats]> {
+        match self {
+            Reference::Vectors { stats, .. } => stats.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The notes to show once (what could not be measured, and why).
+    pub fn note(&self) -> Option<&str> {
+        match self {
+            Reference::Images { note, .. } => note.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The evaluator's description, for images with labels.
+    pub fn evaluator_info(&self) -> Option<&evaluator::EvaluatorInfo> {
+        match self {
+            Reference::Images {
+                network: Some(n), ..
+            } => Some(&n.evaluator.info),
+            _ => None,
+        }
+    }
+
+    /// Every metric of `samples` ([N, …] in model units); `labels`: the class
+    /// each sample was drawn for, if any.
+    pub fn metrics(
+        &self,
+        samples: &Tensor,
+        labels: Option<&[i64]>,
+        seed: u64,
+    ) -> Result<Vec<Metric>, QualityError> {
+        let mut out = vec![];
+        match self {
+            Reference::Vectors {
+                real,
+                names,
+                time_ordered,
+                stats,
+                ..
+            } => {
+                let gen = to_columns(samples, stats.as_deref());
+                for (name, value) in lowdim::all_metrics(real, &gen, names, *time_ordered, seed) {
+                    out.push(Metric::new(name, value));
+                }
+            }
+            Reference::Images {
+                network, inception, ..
+            } => {
+                if let Some(net) = network {
+                    let name = &net.evaluator.info.name;
+                    let (f, probs) = net.evaluator.embed(samples);
+                    out.push(Metric::new(
+                        format!("fd_{name}"),
+                        frechet_distance(&net.stats, &FeatureStats::fit(&f)),
+                    ));
+                    let (is, is_se) = super::inception_score::score_splits(&probs, 10);
+                    out.push(Metric {
+                        name: format!("is_{name}"),
+                        value: is,
+                        stderr: Some(is_se),
+                    });
+                    let k = f.size()[0].min(net.features.size()[0]);
+                    let (p, r) =
+                        precision_recall(&net.features.narrow(0, 0, k), &f.narrow(0, 0, k), K);
+                    out.push(Metric::new(format!("precision_{name}"), p));
+                    out.push(Metric::new(format!("recall_{name}"), r));
+                    if let Some(l) = labels {
+                        let acc = evaluator::accuracy_of(&probs, &Tensor::from_slice(l));
+                        let n = l.len() as f64;
+                        out.push(Metric {
+                            name: format!("class_accuracy_{name}"),
+                            value: acc,
+                            stderr: Some((acc * (1.0 - acc) / n).sqrt()),
+                        });
+                    }
+                }
+                if let Some((net, stats)) = inception {
+                    let f = net
+                        .features(samples)
+                        .map_err(|e| QualityError(e.to_string()))?;
+                    out.push(Metric::new(
+                        "fid",
+                        frechet_distance(stats, &FeatureStats::fit(&f)),
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The names of a vector source's columns: tabular columns, or x, y, x2, …
+pub fn column_names(cfg: &RunConfig) -> Vec<String> {
+    match cfg.data.source {
+        DataSource::Tabular => cfg.data.columns.clone(),
+        _ => {
+            let d = crate::config::data_shape(cfg)
+                .sample
+                .first()
+                .copied()
+                .unwrap_or(0);
+            (0..d)
+                .map(|i| {
+                    ["x", "y"]
+                        .get(i as usize)
+                        .map_or(format!("x{i}"), |s| s.to_string())
+                })
+                .collect()
+        }
+    }
+}
+
+/// The default folder of cached evaluators: `results/.evaluators`.
+pub fn default_evaluators_dir() -> PathBuf {
+    PathBuf::from("results").join(".evaluators")
+}
