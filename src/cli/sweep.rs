@@ -46,6 +46,10 @@ pub struct SweepCmd {
     /// invocation without it evaluates what is missing.
     #[arg(long)]
     pub no_eval: bool,
+    /// Do not write the report (tables, charts, report.md/html) at the end;
+    /// `ddpm-lab report results/<sweep>` writes it any time.
+    #[arg(long)]
+    pub no_report: bool,
     /// Plain progress lines even on a terminal.
     #[arg(long, short)]
     pub quiet: bool,
@@ -92,6 +96,21 @@ pub fn run(cmd: SweepCmd) -> anyhow::Result<()> {
     let _ = ctrlc::set_handler(stop_children);
     let summary = runner::execute(&planned, &opts).map_err(wrap)?;
     eprint!("{}", runner::summary_text(&summary));
+    if !cmd.no_report {
+        // The report of whatever is there, partial sweeps included; a report
+        // that cannot be written is a warning, not a failed sweep.
+        let root = std::path::PathBuf::from(&summary.results);
+        let spec = std::fs::read_to_string(root.join("spec.toml")).unwrap_or_default();
+        match crate::report::report(&root, &crate::report::options_from_spec(&spec)) {
+            Ok(r) => eprintln!(
+                "report: {} ({} of {} runs completed)",
+                r.report_md.display(),
+                r.completed,
+                r.runs
+            ),
+            Err(e) => eprintln!("warning: the report was not written: {e}"),
+        }
+    }
     if summary.interrupted {
         return Err(Stopped(format!(
             "sweep {} stopped by a signal; run the same command again to continue (interrupted jobs resume from their last checkpoint)",

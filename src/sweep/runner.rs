@@ -246,7 +246,8 @@ pub fn prepare(opts: &SweepOptions) -> Result<Planned, SweepError> {
     })
 }
 
-/// The weight sets a job's runs are evaluated with, in plan order.
+/// The weight sets a job's runs are evaluated with, in plan order, and the
+/// raw weights always (the reference every EMA is compared against).
 fn eval_weights(plan: &Plan, job: &super::plan::Job) -> Vec<String> {
     let mut out: Vec<String> = vec![];
     for &r in &job.runs {
@@ -254,6 +255,9 @@ fn eval_weights(plan: &Plan, job: &super::plan::Job) -> Vec<String> {
         if !out.contains(w) {
             out.push(w.clone());
         }
+    }
+    if !out.iter().any(|w| w == "raw") {
+        out.push("raw".into());
     }
     out
 }

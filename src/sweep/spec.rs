@@ -18,7 +18,7 @@ use figment::{Metadata, Profile, Provider, Source};
 use std::path::{Path, PathBuf};
 
 /// Keys a spec may have at its top level.
-const TOP_LEVEL: [&str; 5] = ["name", "description", "extends", "base", "sweep"];
+const TOP_LEVEL: [&str; 6] = ["name", "description", "extends", "base", "sweep", "report"];
 /// How deep `extends` chains may go.
 const MAX_EXTENDS: usize = 8;
 
@@ -31,6 +31,10 @@ pub struct SweepSpec {
     /// Base layers, the outermost `extends` first, this spec's last.
     pub bases: Vec<BaseLayer>,
     pub axes: Axes,
+    /// `[report]`: how `ddpm-lab report` aggregates (the nearest spec's in the
+    /// `extends` chain). Keys: `smoothing` (moving-average window of training
+    /// curves, ≥ 1).
+    pub report: Option<toml::Table>,
 }
 
 /// The `[base]` of one spec file.
@@ -120,6 +124,7 @@ pub fn read(path: &Path) -> Result<SweepSpec, ConfigError> {
     let mut chain: Vec<PathBuf> = vec![];
     let mut current = path.to_path_buf();
     let mut head: Option<(String, String, Axes)> = None;
+    let mut report: Option<toml::Table> = None;
     loop {
         let text = read_toml(&current)
             .map_err(|p| fail(vec![p.at(Some(current.display().to_string()))]))?;
@@ -134,6 +139,35 @@ pub fn read(path: &Path) -> Result<SweepSpec, ConfigError> {
                     format!("unknown key; a spec has {}", TOP_LEVEL.join(", ")),
                 ));
             }
+        }
+        match table.get("report") {
+            None => {}
+            Some(toml::Value::Table(r)) => {
+                for (k, v) in r {
+                    let ok = k == "smoothing" && v.as_integer().is_some_and(|w| w >= 1);
+                    if !ok {
+                        problems.push(problem_at(
+                            &current,
+                            &text,
+                            &format!("report.{k}"),
+                            if k == "smoothing" {
+                                format!("= {v}: the smoothing window is a whole number of log points ≥ 1 (5 is typical)")
+                            } else {
+                                "unknown key; [report] has smoothing".into()
+                            },
+                        ));
+                    }
+                }
+                if report.is_none() {
+                    report = Some(r.clone());
+                }
+            }
+            Some(_) => problems.push(problem_at(
+                &current,
+                &text,
+                "report",
+                "must be a table ([report] smoothing = 5)".into(),
+            )),
         }
         let mut base = vec![];
         match table.get("base") {
@@ -228,6 +262,7 @@ pub fn read(path: &Path) -> Result<SweepSpec, ConfigError> {
         path: path.to_path_buf(),
         bases,
         axes,
+        report,
     })
 }
 
@@ -395,6 +430,9 @@ impl SweepSpec {
         );
         top.insert("base".into(), toml::Value::Table(base));
         top.insert("sweep".into(), toml::Value::Table(sweep));
+        if let Some(r) = &self.report {
+            top.insert("report".into(), toml::Value::Table(r.clone()));
+        }
         format!(
             "# Resolved from {} (extends flattened, --set folded into [base]).\n{}",
             self.path.display(),

@@ -1,0 +1,45 @@
+//! `ddpm-lab report results/<sweep>`: (re)build a sweep's tables, charts and
+//! report from its run folders — partial sweeps included.
+
+use crate::exit::bad_input;
+use crate::report::{options_from_spec, report};
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct ReportCmd {
+    /// The sweep folder (results/<sweep>).
+    pub sweep_dir: PathBuf,
+    /// Moving-average window of the training curves, in log points (default:
+    /// the spec's [report] smoothing, else 5).
+    #[arg(long)]
+    pub smoothing: Option<usize>,
+}
+
+pub fn run(cmd: ReportCmd) -> anyhow::Result<()> {
+    let spec = std::fs::read_to_string(cmd.sweep_dir.join("spec.toml")).unwrap_or_default();
+    let mut opts = options_from_spec(&spec);
+    if let Some(w) = cmd.smoothing {
+        opts.smoothing = w.max(1);
+    }
+    let out = report(&cmd.sweep_dir, &opts).map_err(|e| {
+        if e.is_bad_input() {
+            bad_input(e)
+        } else {
+            anyhow::Error::new(e)
+        }
+    })?;
+    println!(
+        "{}: {} of {} runs completed; {} tables, {} charts",
+        out.report_md.display(),
+        out.completed,
+        out.runs,
+        out.tables.len(),
+        out.charts.len()
+    );
+    for (run, why) in &out.not_completed {
+        println!("  not in the numbers: {run} ({why})");
+    }
+    println!("{}", out.report_html.display());
+    Ok(())
+}

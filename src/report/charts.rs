@@ -1,0 +1,468 @@
+//! The report's charts, drawn with plotters into PNG (rendered in memory,
+//! encoded by the `image` crate) and SVG, under `results/<sweep>/charts/`.
+//!
+//! A chart is described as data first ([`Chart`]: lines with optional error
+//! bars, bars with intervals, or a heatmap), then drawn by one function for
+//! both backends, so the PNG and the SVG always agree. Text uses DejaVu Sans,
+//! embedded in the binary (no system fonts needed).
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use std::path::{Path, PathBuf};
+
+static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+
+fn register_font() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+}
+
+/// One line of a line chart: points (x, y, optional ± half-width).
+#[derive(Debug, Clone)]
+pub struct Line {
+    pub label: String,
+    pub points: Vec<(f64, f64, Option<f64>)>,
+    pub dashed: bool,
+    /// Draw markers only (a scatter).
+    pub markers_only: bool,
+}
+
+/// What a chart shows.
+#[derive(Debug, Clone)]
+pub enum Body {
+    Lines(Vec<Line>),
+    /// (label, mean, ± half-width).
+    Bars(Vec<(String, f64, Option<f64>)>),
+    /// Rows × columns of values, with their tick labels.
+    Heatmap {
+        rows: Vec<String>,
+        cols: Vec<String>,
+        values: Vec<Vec<f64>>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Chart {
+    /// File stem.
+    pub name: String,
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub log_y: bool,
+    pub body: Body,
+}
+
+const W: u32 = 900;
+const H: u32 = 540;
+
+fn palette(i: usize) -> RGBColor {
+    const C: [RGBColor; 10] = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
+        RGBColor(127, 127, 127),
+        RGBColor(188, 189, 34),
+        RGBColor(23, 190, 207),
+    ];
+    C[i % C.len()]
+}
+
+/// A viridis-like ramp for t ∈ [0, 1].
+fn ramp(t: f64) -> RGBColor {
+    let stops = [
+        (68.0, 1.0, 84.0),
+        (59.0, 82.0, 139.0),
+        (33.0, 145.0, 140.0),
+        (94.0, 201.0, 98.0),
+        (253.0, 231.0, 37.0),
+    ];
+    let t = if t.is_finite() {
+        t.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let x = t * (stops.len() - 1) as f64;
+    let i = (x.floor() as usize).min(stops.len() - 2);
+    let f = x - i as f64;
+    let (a, b) = (stops[i], stops[i + 1]);
+    let mix = |p: f64, q: f64| (p + (q - p) * f).round() as u8;
+    RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
+}
+
+fn range(vals: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
+    let v: Vec<f64> = vals
+        .filter(|v| v.is_finite() && (!log || *v > 0.0))
+        .collect();
+    if v.is_empty() {
+        return if log { (0.1, 1.0) } else { (0.0, 1.0) };
+    }
+    let (lo, hi) = v
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+            (a.min(x), b.max(x))
+        });
+    if log {
+        let (l, h) = (lo.log10(), hi.log10());
+        let pad = ((h - l) * 0.05).max(0.05);
+        (10f64.powf(l - pad), 10f64.powf(h + pad))
+    } else if hi > lo {
+        let pad = (hi - lo) * 0.06;
+        (lo - pad, hi + pad)
+    } else {
+        (lo - 0.5 - lo.abs() * 0.1, hi + 0.5 + hi.abs() * 0.1)
+    }
+}
+
+type DrawResult = Result<(), String>;
+
+fn e<T: std::fmt::Display>(x: T) -> String {
+    x.to_string()
+}
+
+fn draw_lines<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    c: &Chart,
+    lines: &[Line],
+) -> DrawResult {
+    let (x0, x1) = range(
+        lines.iter().flat_map(|l| l.points.iter().map(|p| p.0)),
+        false,
+    );
+    let ys = || {
+        lines.iter().flat_map(|l| {
+            l.points.iter().flat_map(|&(_, y, h)| {
+                let h = h.unwrap_or(0.0);
+                [y - h, y + h]
+            })
+        })
+    };
+    // A log axis only when the values span more than a decade: plotters
+    // labels a log axis at powers of ten, so a narrower one has no labels.
+    let (lo, hi) = range(ys(), true);
+    let log_y = c.log_y && hi / lo > 20.0;
+    let (y0, y1) = range(ys(), log_y);
+    let c = &Chart { log_y, ..c.clone() };
+    let mut b = ChartBuilder::on(root);
+    b.caption(&c.title, ("sans-serif", 22))
+        .margin(14)
+        .x_label_area_size(44)
+        .y_label_area_size(72);
+    macro_rules! body {
+        ($chart:expr) => {{
+            let mut chart = $chart;
+            chart
+                .configure_mesh()
+                .x_desc(c.x_label.as_str())
+                .y_desc(c.y_label.as_str())
+                .label_style(("sans-serif", 14))
+                .light_line_style(RGBColor(235, 235, 235))
+                .draw()
+                .map_err(e)?;
+            for (i, l) in lines.iter().enumerate() {
+                let color = palette(i);
+                let pts: Vec<(f64, f64)> = l
+                    .points
+                    .iter()
+                    .filter(|p| p.1.is_finite() && (!c.log_y || p.1 > 0.0))
+                    .map(|p| (p.0, p.1))
+                    .collect();
+                let style = color.stroke_width(2);
+                let anno = if l.markers_only {
+                    chart
+                        .draw_series(pts.iter().map(|&p| Circle::new(p, 5, color.filled())))
+                        .map_err(e)?
+                } else if l.dashed {
+                    chart
+                        .draw_series(DashedLineSeries::new(pts.clone(), 8, 5, style))
+                        .map_err(e)?
+                } else {
+                    chart
+                        .draw_series(LineSeries::new(pts.clone(), style))
+                        .map_err(e)?
+                };
+                anno.label(l.label.clone()).legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+                if !l.markers_only && pts.len() <= 40 {
+                    chart
+                        .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                        .map_err(e)?;
+                }
+                chart
+                    .draw_series(l.points.iter().filter_map(|&(x, y, h)| {
+                        let h = h.filter(|h| h.is_finite() && *h > 0.0 && y.is_finite())?;
+                        let lo = if c.log_y {
+                            (y - h).max(y * 1e-3)
+                        } else {
+                            y - h
+                        };
+                        Some(ErrorBar::new_vertical(
+                            x,
+                            lo,
+                            y,
+                            y + h,
+                            color.stroke_width(1),
+                            8,
+                        ))
+                    }))
+                    .map_err(e)?;
+            }
+            if lines.len() > 1 || lines.iter().any(|l| !l.label.is_empty()) {
+                chart
+                    .configure_series_labels()
+                    .label_font(("sans-serif", 13))
+                    .background_style(WHITE.mix(0.85))
+                    .border_style(RGBColor(180, 180, 180))
+                    .position(SeriesLabelPosition::UpperRight)
+                    .draw()
+                    .map_err(e)?;
+            }
+            Ok(())
+        }};
+    }
+    if c.log_y {
+        body!(b
+            .build_cartesian_2d(x0..x1, (y0..y1).log_scale())
+            .map_err(e)?)
+    } else {
+        body!(b.build_cartesian_2d(x0..x1, y0..y1).map_err(e)?)
+    }
+}
+
+fn draw_bars<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    c: &Chart,
+    bars: &[(String, f64, Option<f64>)],
+) -> DrawResult {
+    let n = bars.len().max(1);
+    let (mut y0, y1) = range(
+        bars.iter().flat_map(|(_, m, h)| {
+            let h = h.unwrap_or(0.0);
+            [m - h, m + h, 0.0]
+        }),
+        false,
+    );
+    if bars.iter().all(|b| b.1 >= 0.0) {
+        y0 = 0.0;
+    }
+    let labels: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
+    let mut chart = ChartBuilder::on(root)
+        .caption(&c.title, ("sans-serif", 22))
+        .margin(14)
+        .x_label_area_size(60)
+        .y_label_area_size(72)
+        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), y0..y1)
+        .map_err(e)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(n)
+        .x_label_formatter(&|x| {
+            let i = x.round();
+            if (x - i).abs() < 1e-6 && i >= 0.0 {
+                labels.get(i as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .x_desc(c.x_label.as_str())
+        .y_desc(c.y_label.as_str())
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(e)?;
+    chart
+        .draw_series(bars.iter().enumerate().map(|(i, (_, m, _))| {
+            let x = i as f64;
+            Rectangle::new(
+                [(x - 0.35, 0.0f64.max(y0)), (x + 0.35, *m)],
+                palette(i).mix(0.8).filled(),
+            )
+        }))
+        .map_err(e)?;
+    chart
+        .draw_series(bars.iter().enumerate().filter_map(|(i, (_, m, h))| {
+            let h = h.filter(|h| h.is_finite() && *h > 0.0)?;
+            Some(ErrorBar::new_vertical(
+                i as f64,
+                m - h,
+                *m,
+                m + h,
+                BLACK.stroke_width(2),
+                14,
+            ))
+        }))
+        .map_err(e)?;
+    Ok(())
+}
+
+fn draw_heatmap<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    c: &Chart,
+    rows: &[String],
+    cols: &[String],
+    values: &[Vec<f64>],
+) -> DrawResult {
+    let (lo, hi) = range(values.iter().flatten().copied(), false);
+    let (nr, nc) = (rows.len().max(1), cols.len().max(1));
+    let mut chart = ChartBuilder::on(root)
+        .caption(&c.title, ("sans-serif", 22))
+        .margin(14)
+        .x_label_area_size(44)
+        .y_label_area_size(72)
+        .build_cartesian_2d(0f64..nc as f64, 0f64..nr as f64)
+        .map_err(e)?;
+    let tick = |labels: &[String], v: f64| {
+        let i = v - 0.5;
+        if (i - i.round()).abs() < 1e-6 && i >= 0.0 {
+            labels.get(i.round() as usize).cloned().unwrap_or_default()
+        } else {
+            String::new()
+        }
+    };
+    let (cl, rl) = (cols.to_vec(), rows.to_vec());
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_labels(2 * nc + 1)
+        .y_labels(2 * nr + 1)
+        .x_label_formatter(&|v| tick(&cl, *v))
+        .y_label_formatter(&|v| tick(&rl, *v))
+        .x_desc(c.x_label.as_str())
+        .y_desc(c.y_label.as_str())
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(e)?;
+    for (r, row) in values.iter().enumerate() {
+        for (k, &v) in row.iter().enumerate() {
+            let t = if hi > lo { (v - lo) / (hi - lo) } else { 0.5 };
+            let color = if v.is_finite() {
+                ramp(t)
+            } else {
+                RGBColor(220, 220, 220)
+            };
+            let (x, y) = (k as f64, r as f64);
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(x, y), (x + 1.0, y + 1.0)],
+                    color.filled(),
+                )))
+                .map_err(e)?;
+            let text = if v.is_finite() {
+                format!("{v:.3}")
+            } else {
+                "–".into()
+            };
+            let ink = if t > 0.6 { BLACK } else { WHITE };
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    text,
+                    (x + 0.35, y + 0.45),
+                    ("sans-serif", 14).into_font().color(&ink),
+                )))
+                .map_err(e)?;
+        }
+    }
+    Ok(())
+}
+
+fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &Chart) -> DrawResult {
+    root.fill(&WHITE).map_err(e)?;
+    match &c.body {
+        Body::Lines(l) => draw_lines(&root, c, l)?,
+        Body::Bars(b) => draw_bars(&root, c, b)?,
+        Body::Heatmap { rows, cols, values } => draw_heatmap(&root, c, rows, cols, values)?,
+    }
+    root.present().map_err(e)
+}
+
+/// Draw `c` as `<dir>/<name>.png` and `.svg`; returns the PNG's path.
+pub fn render(c: &Chart, dir: &Path) -> Result<PathBuf, String> {
+    register_font();
+    std::fs::create_dir_all(dir).map_err(|x| format!("{}: {x}", dir.display()))?;
+    let png = dir.join(format!("{}.png", c.name));
+    let svg = dir.join(format!("{}.svg", c.name));
+    let mut buf = vec![0u8; (W * H * 3) as usize];
+    draw(
+        BitMapBackend::with_buffer(&mut buf, (W, H)).into_drawing_area(),
+        c,
+    )
+    .map_err(|x| format!("{}: {x}", png.display()))?;
+    let img = image::RgbImage::from_raw(W, H, buf).ok_or("chart buffer size")?;
+    let tmp = dir.join(format!(".{}.png.tmp", c.name));
+    img.save_with_format(&tmp, image::ImageFormat::Png)
+        .map_err(|x| format!("{}: {x}", png.display()))?;
+    std::fs::rename(&tmp, &png).map_err(|x| format!("{}: {x}", png.display()))?;
+    let mut text = String::new();
+    draw(
+        SVGBackend::with_string(&mut text, (W, H)).into_drawing_area(),
+        c,
+    )
+    .map_err(|x| format!("{}: {x}", svg.display()))?;
+    let tmp = dir.join(format!(".{}.svg.tmp", c.name));
+    std::fs::write(&tmp, text).map_err(|x| format!("{}: {x}", svg.display()))?;
+    std::fs::rename(&tmp, &svg).map_err(|x| format!("{}: {x}", svg.display()))?;
+    Ok(png)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_of_chart_renders_to_png_and_svg() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = Line {
+            label: "a".into(),
+            points: vec![
+                (0.0, 1.0, Some(0.1)),
+                (1.0, 0.5, None),
+                (2.0, 0.25, Some(0.05)),
+            ],
+            dashed: false,
+            markers_only: false,
+        };
+        let charts = [
+            Body::Lines(vec![
+                line.clone(),
+                Line {
+                    dashed: true,
+                    label: "b".into(),
+                    ..line
+                },
+            ]),
+            Body::Bars(vec![("x".into(), 2.0, Some(0.3)), ("y".into(), 1.0, None)]),
+            Body::Heatmap {
+                rows: vec!["0.1".into(), "0.2".into()],
+                cols: vec!["1".into(), "3".into(), "5".into()],
+                values: vec![vec![1.0, 2.0, 3.0], vec![4.0, f64::NAN, 6.0]],
+            },
+        ];
+        for (i, body) in charts.into_iter().enumerate() {
+            let c = Chart {
+                name: format!("c{i}"),
+                title: "A chart".into(),
+                x_label: "step".into(),
+                y_label: "loss".into(),
+                log_y: i == 0,
+                body,
+            };
+            let png = render(&c, dir.path()).unwrap();
+            let img = image::open(&png).unwrap().to_rgb8();
+            assert_eq!((img.width(), img.height()), (W, H));
+            // Not blank: some dark pixels (axes, text).
+            assert!(img.pixels().filter(|p| p.0.iter().all(|&v| v < 80)).count() > 100);
+            let svg = std::fs::read_to_string(dir.path().join(format!("c{i}.svg"))).unwrap();
+            assert!(
+                svg.starts_with("<svg") && svg.contains("A chart"),
+                "{}",
+                &svg[..100]
+            );
+        }
+    }
+}

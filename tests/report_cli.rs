@@ -1,0 +1,241 @@
+//! `ddpm-lab report` on a fixture sweep folder with known numbers: the
+//! summary's means and Student-t intervals against a hand computation, a
+//! partial sweep's missing run listed (never dropped), the findings computed
+//! from the data, and every table, chart and report file written.
+
+mod common;
+use common::{bin, text};
+
+use ddpm_lab::config::RunConfig;
+use ddpm_lab::eval::metrics_table::{self, MetricRow};
+use ddpm_lab::train::log::LogRecord;
+use ddpm_lab::train::status::{RunState, RunStatus};
+use polars::prelude::*;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Two variants (prediction epsilon / v) × 3 seeds; v's seed 2 never ran.
+/// fd at the final step: epsilon 10, 12, 14; v 8, 9.
+fn fixture(root: &Path) {
+    let fd: BTreeMap<(&str, i64), f64> = [
+        (("epsilon", 0), 10.0),
+        (("epsilon", 1), 12.0),
+        (("epsilon", 2), 14.0),
+        (("v", 0), 8.0),
+        (("v", 1), 9.0),
+    ]
+    .into_iter()
+    .collect();
+    let mut runs = vec![];
+    for pred in ["epsilon", "v"] {
+        for seed in 0..3i64 {
+            let id = format!("prediction-{pred}_seed-{seed}");
+            let job = format!("job-{pred}-{seed}");
+            let mut cfg = RunConfig::default();
+            cfg.train.seed = seed as u64;
+            cfg.train.steps = 100;
+            runs.push(serde_json::json!({
+                "id": id, "job": job, "weights": "raw",
+                "swept": {"diffusion.prediction": pred, "seed": seed},
+                "config": serde_json::to_value(&cfg).unwrap(),
+            }));
+            let Some(&value) = fd.get(&(pred, seed)) else {
+                continue; // never started: no job folder at all
+            };
+            let jd = root.join("jobs").join(&job);
+            std::fs::create_dir_all(jd.join("eval")).unwrap();
+            RunStatus {
+                state: RunState::Completed,
+                reason: String::new(),
+                step: 100,
+                total_steps: 100,
+                wall_time_s: 2.0,
+                device: "cpu".into(),
+                pid: 1,
+                config_hash: "h".into(),
+                last_checkpoint: None,
+            }
+            .write(&jd)
+            .unwrap();
+            let log: Vec<String> = (1..=10)
+                .map(|k| {
+                    serde_json::to_string(&LogRecord {
+                        step: k * 10,
+                        loss: 1.0 / k as f64,
+                        loss_unweighted: 1.0 / k as f64,
+                        loss_q: [None; 4],
+                        grad_norm: 1.0,
+                        lr: 1e-3,
+                        ema_decay: BTreeMap::new(),
+                        loss_scale: 1.0,
+                        skipped_steps: 0,
+                        images_per_s: 100.0,
+                        data_wait_frac: 0.0,
+                        wall_time_s: k as f64,
+                    })
+                    .unwrap()
+                })
+                .collect();
+            std::fs::write(jd.join("metrics.jsonl"), log.join("\n") + "\n").unwrap();
+            let row = |step: u64, metric: &str, value: f64, g: Option<f64>| MetricRow {
+                run: job.clone(),
+                step,
+                weights: "raw".into(),
+                guidance: g,
+                sampler: "ddpm-1000".into(),
+                metric: metric.into(),
+                value,
+                stderr: None,
+                checkpoint: format!("snapshots/step-{step}"),
+            };
+            metrics_table::write(
+                &jd.join("eval").join(metrics_table::FILE),
+                &[
+                    row(0, "fd_mnist-cnn", 100.0, Some(1.0)),
+                    row(100, "fd_mnist-cnn", value, Some(1.0)),
+                    // Another guidance scale: not this run's, never in its final numbers.
+                    row(100, "fd_mnist-cnn", 1000.0, Some(3.0)),
+                    row(100, "bpd", 3.0 + value / 100.0, None),
+                ],
+            )
+            .unwrap();
+        }
+    }
+    std::fs::write(
+        root.join("plan.json"),
+        serde_json::to_string_pretty(&serde_json::json!({
+            "name": "fixture", "description": "A hand-made sweep", "devices": ["cpu"], "runs": runs
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("spec.toml"),
+        "name = \"fixture\"\n[report]\nsmoothing = 3\n",
+    )
+    .unwrap();
+}
+
+fn read_csv(p: &Path) -> DataFrame {
+    CsvReadOptions::default()
+        .try_into_reader_with_file_path(Some(p.to_path_buf()))
+        .unwrap()
+        .finish()
+        .unwrap()
+}
+
+#[test]
+fn the_report_aggregates_known_numbers_lists_missing_runs_and_writes_everything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("fixture");
+    std::fs::create_dir_all(&root).unwrap();
+    fixture(&root);
+    let o = bin().arg("report").arg(&root).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(out.contains("5 of 6 runs completed"), "{out}");
+    assert!(
+        out.contains("not in the numbers: prediction-v_seed-2 (missing)"),
+        "{out}"
+    );
+
+    // summary: hand computation. epsilon: 10, 12, 14 → mean 12, sd 2,
+    // CI t(0.975, 2) · 2/√3 = 4.302653 · 1.154701 = 4.968275.
+    // v: 8, 9 → mean 8.5, sd 0.707107, CI t(0.975, 1) · 0.707107/√2 = 12.706205 · 0.5 = 6.353102.
+    let s = read_csv(&root.join("tables/summary.csv"));
+    let get = |variant: &str, metric: &str, col: &str| -> f64 {
+        let mask = s.column("variant").unwrap().str().unwrap().equal(variant)
+            & s.column("metric").unwrap().str().unwrap().equal(metric);
+        let f = s.filter(&mask).unwrap();
+        assert_eq!(f.height(), 1, "{variant} {metric}");
+        f.column(col)
+            .unwrap()
+            .cast(&DataType::Float64)
+            .unwrap()
+            .f64()
+            .unwrap()
+            .get(0)
+            .unwrap()
+    };
+    let (a, b) = ("prediction=epsilon", "prediction=v");
+    assert_eq!(get(a, "fd_mnist-cnn", "n"), 3.0);
+    assert!((get(a, "fd_mnist-cnn", "mean") - 12.0).abs() < 1e-9);
+    assert!((get(a, "fd_mnist-cnn", "std") - 2.0).abs() < 1e-9);
+    assert!((get(a, "fd_mnist-cnn", "ci95") - 4.968275).abs() < 1e-5);
+    assert_eq!(get(b, "fd_mnist-cnn", "n"), 2.0);
+    assert_eq!(
+        get(b, "fd_mnist-cnn", "runs"),
+        3.0,
+        "the missing run is counted"
+    );
+    assert!((get(b, "fd_mnist-cnn", "mean") - 8.5).abs() < 1e-9);
+    assert!((get(b, "fd_mnist-cnn", "ci95") - 6.353102).abs() < 1e-5);
+    assert!((get(a, "bpd", "mean") - 3.12).abs() < 1e-9);
+    assert!((get(a, "final_loss", "mean") - 0.1).abs() < 1e-12);
+
+    // runs: every planned run, the missing one included.
+    let runs = read_csv(&root.join("tables/runs.csv"));
+    assert_eq!(runs.height(), 6);
+    let states: Vec<String> = runs
+        .column("state")
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .map(|s| s.unwrap().to_string())
+        .collect();
+    assert_eq!(states.iter().filter(|s| *s == "missing").count(), 1);
+    // curves: smoothed with the spec's window of 3: the first point averages 1 and 1/2.
+    let curves = read_csv(&root.join("tables/curves.csv"));
+    let first = curves
+        .column("loss_smoothed")
+        .unwrap()
+        .f64()
+        .unwrap()
+        .get(0)
+        .unwrap();
+    assert!((first - 0.75).abs() < 1e-12, "{first}");
+    for t in ["runs", "curves", "timestep_profile", "eval", "summary"] {
+        assert!(root.join(format!("tables/{t}.parquet")).exists(), "{t}");
+    }
+
+    // Charts and the report.
+    let charts: Vec<String> = std::fs::read_dir(root.join("charts"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    for c in [
+        "loss_curves.png",
+        "loss_curves.svg",
+        "metric_vs_step_0.png",
+        "bars_0.png",
+        "quality_vs_bpd.png",
+    ] {
+        assert!(charts.contains(&c.to_string()), "{c} in {charts:?}");
+    }
+    let md = std::fs::read_to_string(root.join("report.md")).unwrap();
+    assert!(
+        md.contains("prediction-v_seed-2"),
+        "the missing run is named"
+    );
+    // v against epsilon: (8.5 − 12)/12 = −29.2%.
+    assert!(
+        md.contains("`prediction=v` changes fd_mnist-cnn by **-29.2% ± "),
+        "{md}"
+    );
+    assert!(md.contains("Exercise 1"), "the question of the axis");
+    assert!(md.contains("12.0000 ± 4.9683 (n = 3)"), "{md}");
+    let html = std::fs::read_to_string(root.join("report.html")).unwrap();
+    assert!(html.contains("data:image/png;base64,"), "charts inline");
+    assert!(!html.contains("src=\"charts/"), "self-contained");
+
+    // Not a sweep folder: exit 2 with the fix.
+    let o = bin().arg("report").arg(tmp.path()).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("plan.json: cannot read it"),
+        "{}",
+        text(&o.stderr)
+    );
+}
