@@ -4,7 +4,7 @@
 //! through a TorchScript network, and incremental re-evaluation.
 
 mod common;
-use common::{bin, text, write};
+use common::{bin, text, train_cpu, write};
 
 use ddpm_lab::eval::evaluate::read_timestep_rows;
 use ddpm_lab::eval::metrics_table::{self, MetricRow};
@@ -44,15 +44,7 @@ fn the_per_timestep_loss_covers_every_point_and_weight_set_and_falls_with_traini
     let d = tmp.path();
     let cfg = write(d, "toy.toml", TOY);
     let run = d.join("run");
-    let out = bin()
-        .arg("train")
-        .arg(&cfg)
-        .arg("--out")
-        .arg(&run)
-        .args(["--quiet", "--device", "cpu"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    train_cpu(&cfg, &run);
     // Evaluation points: 0, every 200, and the last step.
     let snaps: Vec<String> = {
         let mut v: Vec<String> = std::fs::read_dir(run.join("snapshots"))
@@ -214,15 +206,7 @@ probe_size = 32
 "#,
     );
     let run = d.join("run");
-    let o = bin()
-        .arg("train")
-        .arg(&cfg)
-        .arg("--out")
-        .arg(&run)
-        .args(["--quiet", "--device", "cpu"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    train_cpu(&cfg, &run);
     let evaluators = d.join("evaluators");
     let o = bin()
         .arg("eval")

@@ -6,7 +6,7 @@
 //! metric end to end.
 
 mod common;
-use common::{bin, text, write};
+use common::{bin, text, train_cpu, write};
 
 use ddpm_lab::eval::inception::Inception;
 use ddpm_lab::eval::metrics_table;
@@ -156,15 +156,7 @@ inception = {inception:?}
 
     let cfg = write(d, "fid.toml", &body(net.to_str().unwrap()));
     let run = d.join("run");
-    let o = bin()
-        .arg("train")
-        .arg(&cfg)
-        .arg("--out")
-        .arg(&run)
-        .args(["--quiet", "--device", "cpu"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    train_cpu(&cfg, &run);
     let o = bin()
         .arg("eval")
         .arg(&run)

@@ -3,7 +3,7 @@
 //! image run sampled into a PNG grid; and the input errors.
 
 mod common;
-use common::{bin, text, write};
+use common::{bin, text, train_cpu, write};
 
 use std::path::Path;
 use std::process::Output;
@@ -68,15 +68,7 @@ fn a_conditional_toy_model_samples_each_class_near_its_gaussian_reproducibly() {
     let d = tmp.path();
     let cfg = write(d, "toy.toml", TOY);
     let run = d.join("run");
-    let out = bin()
-        .arg("train")
-        .arg(&cfg)
-        .arg("--out")
-        .arg(&run)
-        .args(["--quiet", "--device", "cpu"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    train_cpu(&cfg, &run);
 
     // Class k of eight-gaussians is centred at 2(cos 2πk/8, sin 2πk/8).
     for (k, sampler) in [(3i64, "ddpm"), (6, "ddim")] {
@@ -173,15 +165,7 @@ fn an_image_run_samples_into_a_png_grid() {
         "[data]\nsource = \"synthetic\"\nshape = [1, 8, 8]\nn_samples = 64\n[model]\npreset = \"unet-tiny\"\n[diffusion]\ntimesteps = 20\n[train]\nsteps = 4\nbatch_size = 8\nlog_every = 2\ncheckpoint_every = 4\n",
     );
     let run = d.join("run");
-    let out = bin()
-        .arg("train")
-        .arg(&cfg)
-        .arg("--out")
-        .arg(&run)
-        .args(["--quiet", "--device", "cpu"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    train_cpu(&cfg, &run);
     let p = d.join("grid.png");
     let o = sample(&run, &p, &["-n", "6", "--weights", "raw"]);
     assert!(o.status.success(), "{}", text(&o.stderr));

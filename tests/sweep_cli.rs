@@ -121,12 +121,19 @@ fn a_smoke_spec_runs_end_to_end_and_a_second_invocation_trains_nothing() {
     )
     .unwrap();
     for g in [1.0, 3.0] {
-        assert!(m.iter().any(|r| r.guidance == Some(g) && r.metric == "sliced_wasserstein"));
+        assert!(m
+            .iter()
+            .any(|r| r.guidance == Some(g) && r.metric == "sliced_wasserstein"));
     }
     // The sweep ends with its report: 16 runs, all completed.
     let md = std::fs::read_to_string(root.join("report.md")).unwrap();
     assert!(md.contains("16 runs in 8 variants; 16 completed."), "{md}");
-    for f in ["report.html", "tables/summary.csv", "tables/runs.parquet", "charts/loss_curves.png"] {
+    for f in [
+        "report.html",
+        "tables/summary.csv",
+        "tables/runs.parquet",
+        "charts/loss_curves.png",
+    ] {
         assert!(root.join(f).exists(), "{f}");
     }
     let resolved = std::fs::read_to_string(root.join("spec.toml")).unwrap();

@@ -301,6 +301,7 @@ pub fn mean_and_stderr(values: &[f64]) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::diffusion::sampling::tests::oracle;
     use crate::diffusion::{ScheduleConfig, ScheduleKind};
 
     const W: f64 = 2.0 / 255.0;
@@ -502,30 +503,6 @@ mod tests {
         }
         let bits = |nats: f64| nats / std::f64::consts::LN_2;
         (bits(prior + terms + decoder), bits(decoder))
-    }
-
-    fn oracle(
-        s: &NoiseSchedule,
-        prediction: Prediction,
-        mu: f64,
-        sigma: f64,
-    ) -> impl FnMut(&Tensor, &Tensor) -> Tensor {
-        let tables = s.tensors(Device::Cpu);
-        let ab = Tensor::from_slice(&s.alpha_bar).to_kind(Kind::Float);
-        move |x: &Tensor, t: &Tensor| {
-            let a = ab.index_select(0, t).unsqueeze(1);
-            let s2 = sigma * sigma;
-            let gain = a.sqrt() * s2 / (&a * s2 - &a + 1.0);
-            let x0 = (x - a.sqrt() * mu) * gain + mu;
-            match prediction {
-                Prediction::X0 => x0,
-                Prediction::Epsilon => tables.predict_eps_from_x0(x, t, &x0),
-                Prediction::V => {
-                    let eps = tables.predict_eps_from_x0(x, t, &x0);
-                    tables.v_target(&x0, t, &eps)
-                }
-            }
-        }
     }
 
     fn grid_data(n: i64, d: i64, mu: f64, sigma: f64, seed: u64) -> Tensor {

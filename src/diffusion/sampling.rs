@@ -189,13 +189,14 @@ fn ddim_step(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::diffusion::{ScheduleConfig, ScheduleKind};
 
     /// For data x_0 ~ N(μ, σ²) per dimension, the optimal x_0-prediction is
-    /// E[x_0 | x_t] = μ + √ᾱ σ² / (ᾱ σ² + 1 − ᾱ) · (x_t − √ᾱ μ).
-    fn oracle(
+    /// E[x_0 | x_t] = μ + √ᾱ σ² / (ᾱ σ² + 1 − ᾱ) · (x_t − √ᾱ μ); the
+    /// oracle returns it in the given parameterization.
+    pub(crate) fn oracle(
         schedule: &NoiseSchedule,
         prediction: Prediction,
         mu: f64,

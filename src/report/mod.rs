@@ -318,8 +318,8 @@ fn build_charts(
 }
 
 /// (p_uncond, guidance) → mean final value of `metric` over distinct jobs.
-fn guidance_grid(s: &SweepData, metric: &str) -> BTreeMap<(i64, i64), (f64, f64, Vec<f64>)> {
-    let mut grid: BTreeMap<(i64, i64), (f64, f64, Vec<f64>)> = BTreeMap::new();
+fn guidance_grid(s: &SweepData, metric: &str) -> GuidanceGrid {
+    let mut grid = GuidanceGrid::new();
     let all: Vec<&RunData> = s.runs.iter().filter(|r| r.state == "completed").collect();
     for r in unique_jobs(&all) {
         let Some(last) = r
@@ -347,6 +347,16 @@ fn guidance_grid(s: &SweepData, metric: &str) -> BTreeMap<(i64, i64), (f64, f64,
     grid
 }
 
+type GuidanceGrid = BTreeMap<(i64, i64), (f64, f64, Vec<f64>)>;
+
+/// The p_uncond values of a guidance grid, ascending.
+fn p_unconds(grid: &GuidanceGrid) -> Vec<f64> {
+    let mut ps: Vec<f64> = grid.values().map(|v| v.0).collect();
+    ps.sort_by(|a, b| a.total_cmp(b));
+    ps.dedup();
+    ps
+}
+
 fn guidance_charts(s: &SweepData, headline: &[String]) -> Vec<(Chart, String)> {
     let mut out = vec![];
     let scales: Vec<f64> = {
@@ -370,9 +380,7 @@ fn guidance_charts(s: &SweepData, headline: &[String]) -> Vec<(Chart, String)> {
         if grid.is_empty() {
             continue;
         }
-        let mut ps: Vec<f64> = grid.values().map(|v| v.0).collect();
-        ps.sort_by(|a, b| a.total_cmp(b));
-        ps.dedup();
+        let ps = p_unconds(&grid);
         let lines: Vec<Line> = ps
             .iter()
             .map(|&p| Line {
@@ -437,9 +445,7 @@ fn guidance_charts(s: &SweepData, headline: &[String]) -> Vec<(Chart, String)> {
     );
     if let (Some(pm), Some(rm)) = (prec, rec) {
         let (gp, gr) = (guidance_grid(s, pm), guidance_grid(s, rm));
-        let mut ps: Vec<f64> = gp.values().map(|v| v.0).collect();
-        ps.sort_by(|a, b| a.total_cmp(b));
-        ps.dedup();
+        let ps = p_unconds(&gp);
         let lines: Vec<Line> = ps
             .iter()
             .map(|&p| Line {

@@ -93,7 +93,8 @@ pub fn plan(spec: &SweepSpec, sets: &[SetArg], env: bool) -> Result<Plan, Config
                 jobs.len() - 1
             }
         };
-        if let Some(d) = decay {
+        // Decay 0 is the raw weights (an EMA of decay 0 is θ itself).
+        if let Some(d) = decay.filter(|&d| d > 0.0) {
             if !jobs[j].config.ema.decays.contains(&d) {
                 jobs[j].config.ema.decays.push(d);
             }
@@ -109,8 +110,8 @@ pub fn plan(spec: &SweepSpec, sets: &[SetArg], env: bool) -> Result<Plan, Config
         }
         jobs[j].config.eval.guidance_scales = scales;
         let weights = match decay {
-            Some(d) => crate::train::ema::weights_name(d),
-            None => "raw".to_string(),
+            Some(d) if d > 0.0 => crate::train::ema::weights_name(d),
+            _ => "raw".to_string(),
         };
         runs.push(PlannedRun {
             id: String::new(),
@@ -135,10 +136,10 @@ pub fn plan(spec: &SweepSpec, sets: &[SetArg], env: bool) -> Result<Plan, Config
         let v = r.assignment.iter().find(|(k, _)| k == "ema.decay");
         if let Some((_, v)) = v {
             let d = v.as_float().or(v.as_integer().map(|x| x as f64));
-            if !d.is_some_and(|d| d > 0.0 && d < 1.0) {
+            if !d.is_some_and(|d| (0.0..1.0).contains(&d)) {
                 let p = Problem::new(
                     "sweep.ema.decay",
-                    format!("= {v}: each decay must be a number in (0, 1), e.g. 0.999"),
+                    format!("= {v}: each decay must be a number in [0, 1), e.g. 0.999 (0 = the raw weights)"),
                 )
                 .at(at());
                 if !problems.contains(&p) {
@@ -204,6 +205,22 @@ mod tests {
     }
 
     #[test]
+    fn decay_0_is_the_raw_weights_of_the_same_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ema.toml");
+        std::fs::write(
+            &p,
+            "[base]\nema.decays = []\n[sweep]\n\"ema.decay\" = [0.0, 0.999]\n",
+        )
+        .unwrap();
+        let plan = plan(&super::super::spec::read(&p).unwrap(), &[], false).unwrap();
+        assert_eq!(plan.jobs.len(), 1);
+        assert_eq!(plan.jobs[0].config.ema.decays, vec![0.999]);
+        assert_eq!(plan.runs[0].weights, "raw");
+        assert_eq!(plan.runs[1].weights, "ema-0.999");
+    }
+
+    #[test]
     fn bad_decays_on_the_axis_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("bad.toml");
@@ -212,7 +229,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("bad.toml:2: sweep.ema.decay: = 1.5: each decay must be a number in (0, 1)"),
+            e.contains("bad.toml:2: sweep.ema.decay: = 1.5: each decay must be a number in [0, 1)"),
             "{e}"
         );
     }

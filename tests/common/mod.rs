@@ -28,3 +28,16 @@ pub fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
     std::fs::write(&p, body).unwrap();
     p
 }
+
+/// Train `cfg` into `out` on the CPU, quietly; panics with stderr on failure.
+pub fn train_cpu(cfg: &Path, out: &Path) {
+    let o = bin()
+        .arg("train")
+        .arg(cfg)
+        .arg("--out")
+        .arg(out)
+        .args(["--quiet", "--device", "cpu"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+}
