@@ -17,7 +17,9 @@ const FIND_TORCH: &str = "import os, torch; d = os.path.dirname(torch.__file__);
 print(os.path.join(d, 'lib')); print(os.path.join(d, 'include')); \
 print(int(torch._C._GLIBCXX_USE_CXX11_ABI))";
 
-/// The commit the binary is built from, for reports (`DDPM_LAB_GIT_COMMIT`).
+/// The commit the binary is built from, for reports (`DDPMLAB_BUILD_COMMIT`;
+/// not `DDPM_LAB_*`, which cargo would also export to test processes, where
+/// the config's environment layer would read it as a key).
 fn record_commit() {
     for f in [".git/HEAD", ".git/refs/heads", ".git/packed-refs"] {
         if std::path::Path::new(f).exists() {
@@ -30,7 +32,7 @@ fn record_commit() {
     {
         let c = String::from_utf8_lossy(&o.stdout).trim().to_string();
         if o.status.success() && !c.is_empty() {
-            println!("cargo:rustc-env=DDPM_LAB_GIT_COMMIT={c}");
+            println!("cargo:rustc-env=DDPMLAB_BUILD_COMMIT={c}");
         }
     }
 }

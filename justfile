@@ -62,10 +62,21 @@ sweep SPEC *ARGS: build
 smoke *ARGS: build
     #!/usr/bin/env bash
     set -euo pipefail
+    [ -f data/smoke_returns.csv ] || ./target/release/ddpm-lab data returns --out data/smoke_returns.csv --days 600
     for spec in experiments/smoke/*.toml; do
+        case "$spec" in *_base.toml) continue;; esac
         echo "== $spec"
         ./target/release/ddpm-lab sweep "$spec" {{ARGS}}
     done
+
+# The finance example: write the GARCH returns file if missing, then sweep it.
+finance *ARGS: build
+    [ -f data/returns.csv ] || ./target/release/ddpm-lab data returns --out data/returns.csv
+    ./target/release/ddpm-lab sweep experiments/finance_returns.toml {{ARGS}}
+
+# Rebuild a sweep's report (tables, charts, report.md/html).
+report DIR: build
+    ./target/release/ddpm-lab report {{DIR}}
 
 # Run ddpm-lab with arguments, e.g. `just run inspect schedule --schedule cosine`.
 run *ARGS: build

@@ -13,6 +13,7 @@
 pub mod cifar;
 pub mod error;
 pub mod folder;
+pub mod garch;
 pub mod idx;
 pub mod loader;
 pub mod mnist;

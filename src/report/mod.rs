@@ -485,7 +485,7 @@ pub fn variant_key(i: usize) -> String {
 
 /// The commit the binary was built from (set by build.rs when built in a git checkout).
 pub fn tool_commit() -> &'static str {
-    option_env!("DDPM_LAB_GIT_COMMIT").unwrap_or("unknown")
+    option_env!("DDPMLAB_BUILD_COMMIT").unwrap_or("unknown")
 }
 
 /// The question an axis asks, where the chapter has one.

@@ -1,0 +1,138 @@
+//! The smoke versions of the chapter's exercises and of the finance example
+//! (experiments/smoke/ex*.toml, finance.toml) run end to end, each with its
+//! report: CI runs the same specs as `just smoke`, at seconds each.
+
+mod common;
+use common::{bin, text};
+
+use ddpm_lab::eval::metrics_table;
+use std::path::{Path, PathBuf};
+
+fn spec(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("experiments/smoke")
+        .join(name)
+}
+
+/// Run a smoke spec into `results`; return its sweep folder.
+fn sweep(name: &str, results: &Path, sets: &[String]) -> PathBuf {
+    let mut c = bin();
+    c.arg("sweep")
+        .arg(spec(name))
+        .arg("--results")
+        .arg(results)
+        .args(["--quiet", "--cpu-jobs", "2"]);
+    for s in sets {
+        c.arg("--set").arg(s);
+    }
+    let o = c.output().unwrap();
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{name}: {err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("report: "))
+        .unwrap_or_else(|| panic!("{name}: no report line in {err}"));
+    assert!(line.contains("runs completed"), "{line}");
+    let md = line
+        .trim_start_matches("report: ")
+        .split(" (")
+        .next()
+        .unwrap()
+        .to_string();
+    Path::new(&md).parent().unwrap().to_path_buf()
+}
+
+fn all_metrics(root: &Path) -> Vec<metrics_table::MetricRow> {
+    std::fs::read_dir(root.join("jobs"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .flat_map(|e| {
+            metrics_table::read(&e.path().join("eval").join(metrics_table::FILE)).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn every_exercise_smoke_spec_runs_and_reports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    for (name, runs) in [
+        ("ex1_prediction.toml", 6),
+        ("ex2_ema.toml", 6),
+        ("ex3_weighting.toml", 5),
+        ("ex4_timestep.toml", 2),
+        ("ex5_cfg.toml", 2),
+    ] {
+        let root = sweep(name, &results, &[]);
+        let md = std::fs::read_to_string(root.join("report.md")).unwrap();
+        assert!(
+            md.contains(&format!("{runs} runs in")) && md.contains(&format!("; {runs} completed.")),
+            "{name}: {md}"
+        );
+        let m = all_metrics(&root);
+        assert!(m.iter().any(|r| r.metric == "bpd"), "{name}: bits/dim");
+        assert!(m.iter().any(|r| r.metric == "fd_synthetic-cnn"), "{name}");
+        match name {
+            "ex2_ema.toml" => assert!(md.contains("changes fd_synthetic-cnn by")),
+            "ex4_timestep.toml" => {
+                assert!(root.join("charts/timestep_profile_0.png").exists());
+            }
+            "ex5_cfg.toml" => {
+                for g in [1.0, 3.0, 5.0] {
+                    assert!(m.iter().any(|r| r.guidance == Some(g)), "guidance {g}");
+                }
+                assert!(m.iter().any(|r| r.metric.starts_with("class_accuracy_")));
+                assert!(root.join("charts/guidance_heatmap_0.png").exists());
+                assert!(root.join("charts/precision_recall.png").exists());
+            }
+            _ => {}
+        }
+    }
+    // One evaluator for all of them, cached under the results root.
+    let cached: Vec<_> = std::fs::read_dir(results.join(".evaluators"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(cached.len(), 1);
+}
+
+#[test]
+fn the_finance_smoke_spec_models_returns_with_their_tail_metrics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let csv = tmp.path().join("returns.csv");
+    let o = bin()
+        .args(["data", "returns", "--days", "600", "--out"])
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("600 days × 3 assets"));
+    // Refuses to overwrite.
+    let o = bin()
+        .args(["data", "returns", "--out"])
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let root = sweep(
+        "finance.toml",
+        &tmp.path().join("results"),
+        &[format!("data.path={:?}", csv.to_str().unwrap())],
+    );
+    let m = all_metrics(&root);
+    for metric in [
+        "q01_error",
+        "q05_error",
+        "acf_sq_error",
+        "ks_r0",
+        "corr_error",
+        "mmd2_rbf",
+    ] {
+        assert!(m.iter().any(|r| r.metric == metric), "{metric}");
+    }
+    assert!(
+        !m.iter().any(|r| r.metric == "bpd"),
+        "no bits/dim for returns"
+    );
+}
