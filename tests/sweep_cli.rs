@@ -641,3 +641,38 @@ fn a_held_lock_refuses_a_stale_one_is_taken_over_and_force_retrains() {
     assert_eq!(attic.len(), 1);
     assert!(attic[0].path().join("status.json").exists());
 }
+
+/// Every shipped spec plans: the CPU-scale exercises, the finance example
+/// and (with the device and precision a CPU machine allows) the paper-scale
+/// CIFAR-10 versions, with the run and job counts their descriptions promise.
+#[test]
+fn every_shipped_experiment_spec_plans() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
+    for (spec, runs, jobs) in [
+        ("prediction_parameterization.toml", 9, 9),
+        ("ema_ablation.toml", 9, 3),
+        ("loss_weighting.toml", 10, 10),
+        ("per_timestep_loss.toml", 2, 2),
+        ("cfg_training.toml", 4, 4),
+        ("finance_returns.toml", 4, 4),
+        ("cifar10/prediction_parameterization.toml", 9, 9),
+        ("cifar10/ema_ablation.toml", 9, 3),
+        ("cifar10/loss_weighting.toml", 5, 5),
+        ("cifar10/per_timestep_loss.toml", 1, 1),
+        ("cifar10/cfg_training.toml", 4, 4),
+    ] {
+        let extra: &[&str] = if spec.starts_with("cifar10/") {
+            &[
+                "--set",
+                "train.device=\"auto\"",
+                "--set",
+                "train.precision=\"fp32\"",
+            ]
+        } else {
+            &[]
+        };
+        let plan = dry_json(&root.join(spec), extra, &[]);
+        assert_eq!(plan["runs"].as_array().unwrap().len(), runs, "{spec}");
+        assert_eq!(plan["jobs"].as_array().unwrap().len(), jobs, "{spec}");
+    }
+}
