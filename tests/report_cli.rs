@@ -7,6 +7,7 @@ mod common;
 use common::{bin, text};
 
 use ddpm_lab::config::RunConfig;
+use ddpm_lab::eval::evaluate::{write_timestep_rows, TimestepRow};
 use ddpm_lab::eval::metrics_table::{self, MetricRow};
 use ddpm_lab::train::log::LogRecord;
 use ddpm_lab::train::status::{RunState, RunStatus};
@@ -88,6 +89,27 @@ fn fixture(root: &Path) {
                 stderr: None,
                 checkpoint: format!("snapshots/step-{step}"),
             };
+            // Per-timestep loss: two bins; training lowers the first by 80%, the second by 10%.
+            let tl = |step: u64, bin: usize, loss: f64| TimestepRow {
+                step,
+                weights: "raw".into(),
+                bin,
+                t_lo: bin as i64 * 500,
+                t_hi: (bin as i64 + 1) * 500,
+                loss_unweighted: loss,
+                loss_weighted: loss,
+                checkpoint: format!("snapshots/step-{step}"),
+            };
+            write_timestep_rows(
+                &jd.join("eval/timestep_loss.parquet"),
+                &[
+                    tl(0, 0, 1.0),
+                    tl(0, 1, 1.0),
+                    tl(100, 0, 0.2),
+                    tl(100, 1, 0.9),
+                ],
+            )
+            .unwrap();
             metrics_table::write(
                 &jd.join("eval").join(metrics_table::FILE),
                 &[
@@ -225,6 +247,10 @@ fn the_report_aggregates_known_numbers_lists_missing_runs_and_writes_everything(
         "{md}"
     );
     assert!(md.contains("Exercise 1"), "the question of the axis");
+    assert!(
+        md.contains("from step 0 to 100 the per-timestep loss fell most at t ∈ [0, 500) (80%) and least at t ∈ [500, 1000) (10%)"),
+        "{md}"
+    );
     assert!(md.contains("12.0000 ± 4.9683 (n = 3)"), "{md}");
     let html = std::fs::read_to_string(root.join("report.html")).unwrap();
     assert!(html.contains("data:image/png;base64,"), "charts inline");

@@ -652,7 +652,7 @@ fn every_shipped_experiment_spec_plans() {
         ("prediction_parameterization.toml", 9, 9),
         ("ema_ablation.toml", 9, 3),
         ("loss_weighting.toml", 10, 10),
-        ("per_timestep_loss.toml", 2, 2),
+        ("per_timestep_loss.toml", 4, 2),
         ("cfg_training.toml", 4, 4),
         ("finance_returns.toml", 4, 4),
         ("cifar10/prediction_parameterization.toml", 9, 9),

@@ -123,7 +123,8 @@ pub fn read_timestep_rows(path: &Path) -> Result<Vec<TimestepRow>, EvalError> {
         .collect())
 }
 
-fn write_timestep_rows(path: &Path, rows: &[TimestepRow]) -> Result<(), EvalError> {
+/// Write `timestep_loss.parquet` atomically.
+pub fn write_timestep_rows(path: &Path, rows: &[TimestepRow]) -> Result<(), EvalError> {
     let n = rows.len();
     let mut df = DataFrame::new(
         n,

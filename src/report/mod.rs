@@ -687,6 +687,7 @@ pub fn report(root: &Path, opts: &ReportOptions) -> Result<ReportOutcome, Report
             f.extend(findings::comparisons(&rows, &labels, m));
         }
     }
+    f.extend(findings::timestep_notes(&variants));
     f.extend(findings::ema_warmup_notes(&s));
     if f.is_empty() {
         f.push("Nothing to compare yet: one variant, or no completed runs.".into());
