@@ -483,6 +483,49 @@ pub fn variant_key(i: usize) -> String {
     format!("V{}", i + 1)
 }
 
+/// Guidance findings (exercise 5): per p_uncond, the scale where each of the
+/// quality metrics is best, against scale 1 and the largest scale.
+fn guidance_notes(s: &SweepData, headline: &[String]) -> Vec<String> {
+    let mut out = vec![];
+    for metric in headline
+        .iter()
+        .filter(|m| m.starts_with("fd_") || *m == "fid" || m.starts_with("class_accuracy_"))
+    {
+        let grid = guidance_grid(s, metric);
+        let lower = findings::lower_is_better(metric).unwrap_or(true);
+        for p in p_unconds(&grid) {
+            let mut pts: Vec<(f64, f64, usize)> = grid
+                .values()
+                .filter(|v| v.0 == p)
+                .map(|v| (v.1, summarize(&v.2).mean, v.2.len()))
+                .collect();
+            if pts.len() < 2 {
+                continue;
+            }
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let best = pts
+                .iter()
+                .copied()
+                .reduce(|a, b| if (b.1 < a.1) == lower { b } else { a })
+                .unwrap_or(pts[0]);
+            let (first, last) = (pts[0], pts[pts.len() - 1]);
+            let n = pts.iter().map(|x| x.2).min().unwrap_or(0);
+            out.push(format!(
+                "p_uncond = {p}: {metric} is best at guidance {} ({:.4}), against {:.4} at {} and {:.4} at {} ({} seed(s){}).",
+                best.0,
+                best.1,
+                first.1,
+                first.0,
+                last.1,
+                last.0,
+                n,
+                if n < 2 { "; no interval" } else { "" }
+            ));
+        }
+    }
+    out
+}
+
 /// The commit the binary was built from (set by build.rs when built in a git checkout).
 pub fn tool_commit() -> &'static str {
     option_env!("DDPMLAB_BUILD_COMMIT").unwrap_or("unknown")
@@ -687,6 +730,7 @@ pub fn report(root: &Path, opts: &ReportOptions) -> Result<ReportOutcome, Report
             f.extend(findings::comparisons(&rows, &labels, m));
         }
     }
+    f.extend(guidance_notes(&s, &headline));
     f.extend(findings::timestep_notes(&variants));
     f.extend(findings::ema_warmup_notes(&s));
     if f.is_empty() {
