@@ -85,7 +85,10 @@ fn every_exercise_smoke_spec_runs_and_reports() {
                 assert!(m.iter().any(|r| r.metric.starts_with("class_accuracy_")));
                 assert!(root.join("charts/guidance_heatmap_0.png").exists());
                 assert!(root.join("charts/precision_recall.png").exists());
-                assert!(md.contains("p_uncond = 0.1: fd_synthetic-cnn is best at guidance"), "{md}");
+                assert!(
+                    md.contains("p_uncond = 0.1: fd_synthetic-cnn is best at guidance"),
+                    "{md}"
+                );
             }
             _ => {}
         }

@@ -103,6 +103,23 @@ fn json_text(v: &serde_json::Value) -> String {
     }
 }
 
+/// The run, variant and seed columns of rows that each belong to a run.
+fn run_columns<'a>(runs: impl Iterator<Item = &'a RunData> + Clone) -> Vec<Column> {
+    vec![
+        Column::new(
+            "run".into(),
+            runs.clone().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "variant".into(),
+            runs.clone()
+                .map(|r| variant_label(&r.variant()))
+                .collect::<Vec<_>>(),
+        ),
+        Column::new("seed".into(), runs.map(|r| r.seed()).collect::<Vec<_>>()),
+    ]
+}
+
 fn frame(height: usize, cols: Vec<Column>) -> PolarsResult<DataFrame> {
     DataFrame::new(height, cols)
 }
@@ -215,59 +232,44 @@ pub fn timestep_table(s: &SweepData) -> PolarsResult<DataFrame> {
         .iter()
         .flat_map(|r| r.timestep.iter().map(move |t| (r, t)))
         .collect();
-    frame(
-        rows.len(),
-        vec![
-            Column::new(
-                "run".into(),
-                rows.iter().map(|(r, _)| r.id.as_str()).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "variant".into(),
-                rows.iter()
-                    .map(|(r, _)| variant_label(&r.variant()))
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "seed".into(),
-                rows.iter().map(|(r, _)| r.seed()).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "weights".into(),
-                rows.iter()
-                    .map(|(_, t)| t.weights.as_str())
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "step".into(),
-                rows.iter().map(|(_, t)| t.step).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "bin".into(),
-                rows.iter().map(|(_, t)| t.bin as u64).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "t_lo".into(),
-                rows.iter().map(|(_, t)| t.t_lo).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "t_hi".into(),
-                rows.iter().map(|(_, t)| t.t_hi).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "loss_unweighted".into(),
-                rows.iter()
-                    .map(|(_, t)| t.loss_unweighted)
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "loss_weighted".into(),
-                rows.iter()
-                    .map(|(_, t)| t.loss_weighted)
-                    .collect::<Vec<_>>(),
-            ),
-        ],
-    )
+    let mut cols = run_columns(rows.iter().map(|(r, _)| *r));
+    cols.extend([
+        Column::new(
+            "weights".into(),
+            rows.iter()
+                .map(|(_, t)| t.weights.as_str())
+                .collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "step".into(),
+            rows.iter().map(|(_, t)| t.step).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "bin".into(),
+            rows.iter().map(|(_, t)| t.bin as u64).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "t_lo".into(),
+            rows.iter().map(|(_, t)| t.t_lo).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "t_hi".into(),
+            rows.iter().map(|(_, t)| t.t_hi).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "loss_unweighted".into(),
+            rows.iter()
+                .map(|(_, t)| t.loss_unweighted)
+                .collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "loss_weighted".into(),
+            rows.iter()
+                .map(|(_, t)| t.loss_weighted)
+                .collect::<Vec<_>>(),
+        ),
+    ]);
+    frame(rows.len(), cols)
 }
 
 /// `eval`.
@@ -277,65 +279,50 @@ pub fn eval_table(s: &SweepData) -> PolarsResult<DataFrame> {
         .iter()
         .flat_map(|r| r.eval.iter().map(move |m| (r, m)))
         .collect();
-    frame(
-        rows.len(),
-        vec![
-            Column::new(
-                "run".into(),
-                rows.iter().map(|(r, _)| r.id.as_str()).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "variant".into(),
-                rows.iter()
-                    .map(|(r, _)| variant_label(&r.variant()))
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "seed".into(),
-                rows.iter().map(|(r, _)| r.seed()).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "step".into(),
-                rows.iter().map(|(_, m)| m.step).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "weights".into(),
-                rows.iter()
-                    .map(|(_, m)| m.weights.as_str())
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "guidance".into(),
-                rows.iter().map(|(_, m)| m.guidance).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "sampler".into(),
-                rows.iter()
-                    .map(|(_, m)| m.sampler.as_str())
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "metric".into(),
-                rows.iter()
-                    .map(|(_, m)| m.metric.as_str())
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "value".into(),
-                rows.iter().map(|(_, m)| m.value).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "stderr".into(),
-                rows.iter().map(|(_, m)| m.stderr).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "checkpoint".into(),
-                rows.iter()
-                    .map(|(_, m)| m.checkpoint.as_str())
-                    .collect::<Vec<_>>(),
-            ),
-        ],
-    )
+    let mut cols = run_columns(rows.iter().map(|(r, _)| *r));
+    cols.extend([
+        Column::new(
+            "step".into(),
+            rows.iter().map(|(_, m)| m.step).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "weights".into(),
+            rows.iter()
+                .map(|(_, m)| m.weights.as_str())
+                .collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "guidance".into(),
+            rows.iter().map(|(_, m)| m.guidance).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "sampler".into(),
+            rows.iter()
+                .map(|(_, m)| m.sampler.as_str())
+                .collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "metric".into(),
+            rows.iter()
+                .map(|(_, m)| m.metric.as_str())
+                .collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "value".into(),
+            rows.iter().map(|(_, m)| m.value).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "stderr".into(),
+            rows.iter().map(|(_, m)| m.stderr).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "checkpoint".into(),
+            rows.iter()
+                .map(|(_, m)| m.checkpoint.as_str())
+                .collect::<Vec<_>>(),
+        ),
+    ]);
+    frame(rows.len(), cols)
 }
 
 /// `summary`.
