@@ -53,10 +53,15 @@ lint: setup
 data: build
     ./target/release/ddpm-lab data mnist
 
-# Run a sweep spec: plan it, then train every job on the local GPUs (or the CPU).
-# e.g. `just sweep experiments/smoke/ema_cfg.toml --dry-run`
+# e.g. `just sweep experiments/smoke/ema_cfg.toml --dry-run`. A spec on MNIST gets the digits first (`just data`).
+# Run a sweep spec: plan it, then train every job on the local GPUs (or the CPU), then write its report.
 sweep SPEC *ARGS: build
-    ./target/release/ddpm-lab sweep {{SPEC}} {{ARGS}}
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ./target/release/ddpm-lab sweep "{{SPEC}}" --dry-run --json 2>/dev/null | grep -q '"source": *"mnist"'; then
+        ./target/release/ddpm-lab data mnist
+    fi
+    ./target/release/ddpm-lab sweep "{{SPEC}}" {{ARGS}}
 
 # Run every smoke spec in experiments/smoke (tiny; seconds each on a CPU).
 smoke *ARGS: build
