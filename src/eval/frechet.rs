@@ -52,35 +52,47 @@ impl FeatureStats {
         Some(FeatureStats {
             mean: get("mean")?.to_kind(Kind::Double),
             cov: get("cov")?.to_kind(Kind::Double),
-            count: get("count")?.int64_value(&[0]),
+            count: get("count")?.f_int64_value(&[0]).ok()?,
         })
     }
 }
 
 /// Σ^{1/2} of a symmetric positive semi-definite matrix.
-fn sqrtm_psd(m: &Tensor) -> Tensor {
-    let (vals, vecs) = m.linalg_eigh("L");
+fn sqrtm_psd(m: &Tensor) -> Result<Tensor, tch::TchError> {
+    let (vals, vecs) = m.f_linalg_eigh("L")?;
     let root = vals.clamp_min(0.0).sqrt();
-    (&vecs * root.unsqueeze(0)).matmul(&vecs.transpose(0, 1))
+    Ok((&vecs * root.unsqueeze(0)).matmul(&vecs.transpose(0, 1)))
 }
 
-/// The Fréchet distance between two fitted Gaussians.
+/// The Fréchet distance between two fitted Gaussians; NaN when it has no
+/// value (non-finite features, e.g. samples of a diverged model, or
+/// statistics of different widths), instead of a panic in the eigensolver.
 pub fn frechet_distance(a: &FeatureStats, b: &FeatureStats) -> f64 {
-    let diff = (&a.mean - &b.mean)
-        .square()
-        .sum(Kind::Double)
-        .double_value(&[]);
-    let root_a = sqrtm_psd(&a.cov);
-    let inner = root_a.matmul(&b.cov).matmul(&root_a);
-    let inner = (&inner + inner.transpose(0, 1)) * 0.5;
-    let tr_sqrt = inner
-        .linalg_eigvalsh("L")
-        .clamp_min(0.0)
-        .sqrt()
-        .sum(Kind::Double)
-        .double_value(&[]);
-    let tr = |s: &Tensor| s.trace().double_value(&[]);
-    (diff + tr(&a.cov) + tr(&b.cov) - 2.0 * tr_sqrt).max(0.0)
+    let finite = |s: &FeatureStats| {
+        s.cov.isfinite().all().int64_value(&[]) == 1
+            && s.mean.isfinite().all().int64_value(&[]) == 1
+    };
+    if a.mean.size() != b.mean.size() || !finite(a) || !finite(b) {
+        return f64::NAN;
+    }
+    let value = || -> Result<f64, tch::TchError> {
+        let diff = (&a.mean - &b.mean)
+            .square()
+            .sum(Kind::Double)
+            .double_value(&[]);
+        let root_a = sqrtm_psd(&a.cov)?;
+        let inner = root_a.matmul(&b.cov).matmul(&root_a);
+        let inner = (&inner + inner.transpose(0, 1)) * 0.5;
+        let tr_sqrt = inner
+            .f_linalg_eigvalsh("L")?
+            .clamp_min(0.0)
+            .sqrt()
+            .sum(Kind::Double)
+            .double_value(&[]);
+        let tr = |s: &Tensor| s.trace().double_value(&[]);
+        Ok((diff + tr(&a.cov) + tr(&b.cov) - 2.0 * tr_sqrt).max(0.0))
+    };
+    value().unwrap_or(f64::NAN)
 }
 
 #[cfg(test)]
@@ -145,9 +157,20 @@ mod tests {
         let fd = frechet_distance(&FeatureStats::fit(&x), &FeatureStats::fit(&y));
         // 3² + (1 − 2)² = 10; sampling error at n = 20000 is a few percent.
         assert!((fd - 10.0).abs() < 0.3, "{fd}");
+        // Features of a diverged model: NaN, not a panic.
+        let nan = FeatureStats::fit(&x.full_like(f64::NAN));
+        assert!(frechet_distance(&nan, &FeatureStats::fit(&x)).is_nan());
         let named = FeatureStats::fit(&x).to_named();
         let back = FeatureStats::from_named(&named).unwrap();
         assert_eq!(back.count, 20000);
         assert!(frechet_distance(&back, &FeatureStats::fit(&x)).abs() < 1e-9);
+        // A damaged cache entry reads as missing (it is then recomputed).
+        let mut bad = named;
+        bad.retain(|(n, _)| n != "count");
+        bad.push((
+            "count".into(),
+            Tensor::zeros([0], (Kind::Int64, Device::Cpu)),
+        ));
+        assert!(FeatureStats::from_named(&bad).is_none());
     }
 }

@@ -87,7 +87,13 @@ impl Inception {
                     "eval.inception: the network returned something other than a tensor".into(),
                 ));
             };
-            out.push(f.reshape([len, -1]).to_device(Device::Cpu));
+            let f = f.f_reshape([len, -1]).map_err(|_| {
+                InceptionError(format!(
+                    "eval.inception: the network returned {:?} for a batch of {len}; it must return one feature row per image",
+                    f.size()
+                ))
+            })?;
+            out.push(f.to_device(Device::Cpu));
             start += len;
         }
         Ok(Tensor::cat(&out, 0))
