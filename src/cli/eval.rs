@@ -2,7 +2,6 @@
 //! weight set and guidance scale — per-timestep loss, bits/dim, sample
 //! quality and sample grids — into `RUN_DIR/eval/`.
 
-use crate::config::DeviceChoice;
 use crate::eval::evaluate::{evaluate, EvalOptions};
 use crate::exit::bad_input;
 use clap::Args;
@@ -37,14 +36,7 @@ pub struct EvalCmd {
 }
 
 pub fn run(cmd: EvalCmd) -> anyhow::Result<()> {
-    let device = DeviceChoice::parse(&cmd.device)
-        .ok_or_else(|| {
-            bad_input(format!(
-                "--device {}: use auto, cpu, cuda or cuda:N",
-                cmd.device
-            ))
-        })?
-        .resolve();
+    let device = super::device_arg(&cmd.device)?;
     if cmd.threads > 0 {
         tch::set_num_threads(cmd.threads);
     }

@@ -3,7 +3,7 @@
 //! this trains it ahead of time (e.g. before a sweep fans out) or shows what
 //! is cached.
 
-use crate::config::{self, DeviceChoice, SetArg, Sources};
+use crate::config::{self, SetArg, Sources};
 use crate::eval::evaluator::{self, Evaluator, TrainOptions};
 use crate::exit::bad_input;
 use clap::{Args, Subcommand};
@@ -66,14 +66,7 @@ pub fn run(cmd: EvaluatorCmd) -> anyhow::Result<()> {
 }
 
 fn train(a: TrainArgs) -> anyhow::Result<()> {
-    let device = DeviceChoice::parse(&a.device)
-        .ok_or_else(|| {
-            bad_input(format!(
-                "--device {}: use auto, cpu, cuda or cuda:N",
-                a.device
-            ))
-        })?
-        .resolve();
+    let device = super::device_arg(&a.device)?;
     if a.data.is_none() && a.config.is_none() {
         return Err(bad_input(
             "say which data: --data mnist (or cifar10, folder, synthetic) or --config RUN.toml",

@@ -47,6 +47,16 @@ pub enum Command {
     Inspect(inspect::Inspect),
 }
 
+/// A `--device` argument (auto, cpu, cuda or cuda:N), resolved; a bad one is
+/// an input error (exit 2).
+pub(crate) fn device_arg(device: &str) -> anyhow::Result<tch::Device> {
+    Ok(crate::config::DeviceChoice::parse(device)
+        .ok_or_else(|| {
+            crate::exit::bad_input(format!("--device {device}: use auto, cpu, cuda or cuda:N"))
+        })?
+        .resolve())
+}
+
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {

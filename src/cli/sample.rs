@@ -3,7 +3,6 @@
 //! data's original units).
 
 use crate::config::run::SamplerKind;
-use crate::config::DeviceChoice;
 use crate::diffusion::sampling::{SamplingOptions, Variance};
 use crate::eval::output::{write_png_grid, write_vectors};
 use crate::eval::samples::{draw, Condition};
@@ -86,14 +85,7 @@ pub fn run(cmd: SampleCmd) -> anyhow::Result<()> {
         TrainedError::Input(_) => bad_input(e),
         other => anyhow::Error::new(other),
     };
-    let device = DeviceChoice::parse(&cmd.device)
-        .ok_or_else(|| {
-            bad_input(format!(
-                "--device {}: use auto, cpu, cuda or cuda:N",
-                cmd.device
-            ))
-        })?
-        .resolve();
+    let device = super::device_arg(&cmd.device)?;
     if cmd.out.exists() {
         return Err(bad_input(format!(
             "--out {}: exists; ddpm-lab never overwrites results, choose another name",

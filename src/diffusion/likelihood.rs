@@ -113,7 +113,6 @@ pub struct ImageBound {
 /// The bound of a model on a set of images.
 pub struct Likelihood {
     tables: ScheduleTensors,
-    timesteps: usize,
     prediction: Prediction,
     clip_x0: bool,
     /// [T] f64: ln σ̃²_t (t = 0: ln σ̃²_1), c₁, ln σ²_t of p_θ.
@@ -162,7 +161,6 @@ impl Likelihood {
         }
         Likelihood {
             tables: schedule.tensors(device),
-            timesteps: t_max,
             prediction,
             clip_x0,
             q_logvar: d(&schedule.posterior_log_variance_clipped),
@@ -271,10 +269,6 @@ impl Likelihood {
                 })
                 .collect()
         })
-    }
-
-    pub fn timesteps(&self) -> usize {
-        self.timesteps
     }
 }
 

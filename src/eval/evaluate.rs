@@ -11,6 +11,7 @@
 //! Work already in the tables is kept and not redone, so an evaluation can be
 //! stopped and run again, and a longer training adds only its new points.
 
+use super::held_out::HeldOut;
 use super::metrics_table::{self, MetricRow};
 use super::quality::Reference;
 use super::samples::{self, Condition};
@@ -20,7 +21,6 @@ use crate::config::RunConfig;
 use crate::diffusion::likelihood::{mean_and_stderr, Estimate, Likelihood};
 use crate::diffusion::sampling::SamplingOptions;
 use crate::diffusion::NoiseSchedule;
-use crate::model::embedding::Conditioning;
 use polars::prelude::*;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -215,9 +215,15 @@ pub fn evaluate(
     let mut rows = read_timestep_rows(&path)?;
     let mut mrows = metrics_table::read(&mpath).map_err(EvalError::Input)?;
     let mut report = EvalReport::default();
-    let probe = Probe::new(&cfg, opts.device)
+    // The held-out split, read once: the probe, bits/dim and the reference
+    // statistics all come from it.
+    let test = crate::data::load(&cfg, crate::data::Split::Test)
+        .map_err(|e| EvalError::Input(format!("the held-out split: {e}")))?;
+    let probe = Probe::new(&cfg, &test, opts.device)
         .map_err(|e| EvalError::Input(format!("building the held-out probe: {e}")))?;
     let images = crate::config::data_shape(&cfg).sample.len() == 3;
+    let bpd_data =
+        images.then(|| HeldOut::first(&cfg, &test, cfg.eval.bpd_images as i64, opts.device));
     let sampling = SamplingOptions::from_eval(&cfg.eval, images);
     let tag = sampler_tag(&cfg, &sampling);
     let scales = cfg.eval.scales();
@@ -230,7 +236,6 @@ pub fn evaluate(
         .unwrap_or_default();
     // Built on first need: the reference statistics and the bits/dim images.
     let mut reference: Option<Reference> = None;
-    let mut bpd_data: Option<BpdData> = None;
     for (step, dir) in &points {
         for w in &weights {
             let rel = dir
@@ -290,15 +295,8 @@ pub fn evaluate(
                         checkpoint: rel.clone(),
                     }
                 };
-            if need_bpd {
-                if bpd_data.is_none() {
-                    bpd_data = Some(BpdData::new(&cfg, opts.device)?);
-                }
-                let data = bpd_data
-                    .as_ref()
-                    .map(|d| d.shallow())
-                    .ok_or_else(|| EvalError::Input("bits/dim data".into()))?;
-                let (bpd, prior, decoder) = bits_per_dim(&cfg, &tm, &data, opts.device)?;
+            if let Some(data) = bpd_data.as_ref().filter(|_| need_bpd) {
+                let (bpd, prior, decoder) = bits_per_dim(&cfg, &tm, data, opts.device)?;
                 mrows.push(row("bpd".into(), bpd.0, Some(bpd.1), None, ""));
                 mrows.push(row("bpd_prior".into(), prior.0, Some(prior.1), None, ""));
                 mrows.push(row(
@@ -316,8 +314,9 @@ pub fn evaluate(
             }
             for g in need_scales {
                 if reference.is_none() {
-                    let r = Reference::build(&cfg, &opts.evaluators, opts.device, &mut progress)
-                        .map_err(|e| EvalError::Input(e.to_string()))?;
+                    let r =
+                        Reference::build(&cfg, &test, &opts.evaluators, opts.device, &mut progress)
+                            .map_err(|e| EvalError::Input(e.to_string()))?;
                     if let Some(n) = r.note() {
                         progress(n);
                     }
@@ -414,40 +413,6 @@ fn sampler_tag(cfg: &RunConfig, s: &SamplingOptions) -> String {
     }
 }
 
-/// The held-out images bits/dim is computed on, with their conditions.
-struct BpdData {
-    x: Tensor,
-    labels: Option<Tensor>,
-    vector: Option<Tensor>,
-}
-
-impl BpdData {
-    fn new(cfg: &RunConfig, device: Device) -> Result<BpdData, EvalError> {
-        let ds = crate::data::load(cfg, crate::data::Split::Test)
-            .map_err(|e| EvalError::Input(format!("the held-out data for bits/dim: {e}")))?;
-        let n = (cfg.eval.bpd_images as i64).min(ds.len());
-        Ok(BpdData {
-            x: ds.x.narrow(0, 0, n).to_device(device),
-            labels: ds
-                .labels
-                .filter(|_| cfg.data.labels)
-                .map(|l| l.narrow(0, 0, n).to_device(device)),
-            vector: ds
-                .condition
-                .filter(|_| cfg.data.uses_vector_condition())
-                .map(|c| c.narrow(0, 0, n).to_device(device)),
-        })
-    }
-
-    fn shallow(&self) -> BpdData {
-        BpdData {
-            x: self.x.shallow_clone(),
-            labels: self.labels.as_ref().map(|t| t.shallow_clone()),
-            vector: self.vector.as_ref().map(|t| t.shallow_clone()),
-        }
-    }
-}
-
 const BPD_BATCH: i64 = 250;
 
 /// (bpd, prior, decoder) as (mean, standard error) over the images.
@@ -457,7 +422,7 @@ type MeanSe = (f64, f64);
 fn bits_per_dim(
     cfg: &RunConfig,
     tm: &TrainedModel,
-    data: &BpdData,
+    data: &HeldOut,
     device: Device,
 ) -> Result<(MeanSe, MeanSe, MeanSe), EvalError> {
     let d = &cfg.diffusion;
@@ -477,11 +442,7 @@ fn bits_per_dim(
     let mut start = 0;
     while start < n {
         let len = BPD_BATCH.min(n - start);
-        let cond = Conditioning {
-            labels: data.labels.as_ref().map(|l| l.narrow(0, start, len)),
-            vector: data.vector.as_ref().map(|v| v.narrow(0, start, len)),
-            vector_dropped: None,
-        };
+        let cond = data.conditioning(start, len);
         let mut model = |x: &Tensor, t: &Tensor| tm.model.forward(x, t, &cond, false);
         all.extend(lik.bound(&data.x.narrow(0, start, len), start as u64, &mut model));
         start += len;

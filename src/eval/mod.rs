@@ -4,6 +4,7 @@
 pub mod evaluate;
 pub mod evaluator;
 pub mod frechet;
+pub mod held_out;
 pub mod inception;
 pub mod inception_score;
 pub mod lowdim;

@@ -23,7 +23,7 @@ use super::inception::Inception;
 use super::lowdim::{self, Columns};
 use super::precision_recall::{precision_recall, K};
 use crate::config::run::{DataSource, RunConfig};
-use crate::data::{self, Split};
+use crate::data::Dataset;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
@@ -108,39 +108,31 @@ fn to_columns(x: &Tensor, stats: Option<&[crate::data::tabular::ColumnStats]>) -
 }
 
 impl Reference {
-    /// Build (or load from `evaluators`) the reference of a run's data.
+    /// Build (or load from `evaluators`) the reference of a run's data;
+    /// `test` is its held-out split.
     pub fn build(
         cfg: &RunConfig,
+        test: &Dataset,
         evaluators: &Path,
         device: Device,
         mut progress: impl FnMut(&str),
     ) -> Result<Reference, QualityError> {
-        let data_err = |e: crate::data::DataError| QualityError(format!("the held-out data: {e}"));
         let shape = crate::config::data_shape(cfg).sample;
         if shape.len() != 3 {
-            let test = data::load(cfg, Split::Test).map_err(data_err)?;
-            let names = column_names(cfg);
-            let real = to_columns(&test.x, test.stats.as_deref());
             return Ok(Reference::Vectors {
-                real,
-                names,
+                real: to_columns(&test.x, test.stats.as_deref()),
+                names: column_names(cfg),
                 time_ordered: cfg.data.source == DataSource::Tabular,
-                conditions: test.condition.filter(|_| cfg.data.uses_vector_condition()),
-                stats: test.stats,
+                conditions: test
+                    .condition
+                    .as_ref()
+                    .filter(|_| cfg.data.uses_vector_condition())
+                    .map(|c| c.shallow_clone()),
+                stats: test.stats.clone(),
             });
         }
         let mut note = None;
-        let mut test_x: Option<Tensor> = None;
-        let mut test = || -> Result<Tensor, QualityError> {
-            if test_x.is_none() {
-                test_x = Some(data::load(cfg, Split::Test).map_err(data_err)?.x);
-            }
-            Ok(test_x
-                .as_ref()
-                .map(|t| t.shallow_clone())
-                .unwrap_or_else(|| Tensor::zeros([0], (Kind::Float, Device::Cpu))))
-        };
-        let labelled = data::num_classes(cfg).map_err(data_err)?.is_some();
+        let labelled = test.labels.is_some();
         let network = if labelled {
             let ev = evaluator::load_or_train(
                 cfg,
@@ -150,8 +142,8 @@ impl Reference {
                 &mut progress,
             )
             .map_err(|e| QualityError(e.to_string()))?;
-            let path = evaluator::dir_of(evaluators, cfg)
-                .map_err(|e| QualityError(e.to_string()))?
+            let path = evaluators
+                .join(&ev.info.key)
                 .join("reference-test.safetensors");
             let (stats, features) = match load_named(&path).and_then(|named| {
                 let f = named
@@ -163,7 +155,7 @@ impl Reference {
             }) {
                 Some(found) => found,
                 None => {
-                    let (f, _) = ev.embed(&test()?);
+                    let (f, _) = ev.embed(&test.x);
                     let stats = FeatureStats::fit(&f);
                     let mut named = stats.to_named();
                     named.push(("features".into(), f.shallow_clone()));
@@ -195,7 +187,7 @@ impl Reference {
                     None => {
                         progress("inception features of the held-out split");
                         let f = net
-                            .features(&test()?)
+                            .features(&test.x)
                             .map_err(|e| QualityError(e.to_string()))?;
                         let s = FeatureStats::fit(&f);
                         save_named(&path, &s.to_named())?;

@@ -11,11 +11,11 @@
 //! loss with the run's weighting (the weight of each sample's t), both
 //! averaged over the probe.
 
+use super::held_out::HeldOut;
 use crate::config::RunConfig;
-use crate::data::{self, DataError, Split};
+use crate::data::{DataError, Dataset};
 use crate::diffusion::sampling::noise;
 use crate::diffusion::NoiseSchedule;
-use crate::model::embedding::Conditioning;
 use crate::model::Denoiser;
 use crate::rng::mix_seed;
 use rand::{Rng, SeedableRng};
@@ -36,9 +36,7 @@ pub struct BinLoss {
 
 /// The fixed probe of a run.
 pub struct Probe {
-    x0: Tensor,
-    labels: Option<Tensor>,
-    vector: Option<Tensor>,
+    held: HeldOut,
     /// [bins, B] timesteps.
     t: Tensor,
     /// One [B, …] noise per bin.
@@ -55,21 +53,10 @@ pub fn bin_bounds(timesteps: usize, bins: usize) -> Vec<(i64, i64)> {
 }
 
 impl Probe {
-    /// Build the probe from the held-out split of the run's data.
-    pub fn new(cfg: &RunConfig, device: Device) -> Result<Probe, DataError> {
-        let ds = data::load(cfg, Split::Test)?;
-        let n = (cfg.eval.probe_size as i64).min(ds.len()).max(1);
-        let x0 = ds.x.narrow(0, 0, n).to_device(device);
-        let labels = ds
-            .labels
-            .as_ref()
-            .filter(|_| cfg.data.labels)
-            .map(|l| l.narrow(0, 0, n).to_device(device));
-        let vector = ds
-            .condition
-            .as_ref()
-            .filter(|_| cfg.data.uses_vector_condition())
-            .map(|c| c.narrow(0, 0, n).to_device(device));
+    /// Build the probe from `test`, the held-out split of the run's data.
+    pub fn new(cfg: &RunConfig, test: &Dataset, device: Device) -> Result<Probe, DataError> {
+        let held = HeldOut::first(cfg, test, cfg.eval.probe_size as i64, device);
+        let n = held.len();
         let d = &cfg.diffusion;
         let schedule = NoiseSchedule::new(d.schedule_config())
             .map_err(|e| DataError::Invalid(format!("the run's schedule: {e}")))?;
@@ -83,7 +70,7 @@ impl Probe {
         let seed = cfg.train.seed;
         let mut ts = Vec::with_capacity(bounds.len() * n as usize);
         let mut noises = Vec::with_capacity(bounds.len());
-        let shape = x0.size();
+        let shape = held.x.size();
         for (b, &(lo, hi)) in bounds.iter().enumerate() {
             let mut rng = rand_pcg::Pcg64::seed_from_u64(mix_seed(seed, b as u64, PROBE_TAG));
             ts.extend((0..n).map(|_| rng.random_range(lo..hi.max(lo + 1))));
@@ -98,9 +85,7 @@ impl Probe {
             .reshape([bounds.len() as i64, n])
             .to_device(device);
         Ok(Probe {
-            x0,
-            labels,
-            vector,
+            held,
             t,
             noise: noises,
             bounds,
@@ -111,7 +96,7 @@ impl Probe {
     }
 
     pub fn len(&self) -> i64 {
-        self.x0.size()[0]
+        self.held.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -120,11 +105,8 @@ impl Probe {
 
     /// The curve for one model (evaluation mode: no dropout, no CFG dropout).
     pub fn evaluate(&self, model: &Denoiser) -> Vec<BinLoss> {
-        let cond = Conditioning {
-            labels: self.labels.as_ref().map(|l| l.shallow_clone()),
-            vector: self.vector.as_ref().map(|v| v.shallow_clone()),
-            vector_dropped: None,
-        };
+        let cond = self.held.conditioning(0, self.len());
+        let x0 = &self.held.x;
         tch::no_grad(|| {
             self.bounds
                 .iter()
@@ -132,9 +114,9 @@ impl Probe {
                 .map(|(b, &(lo, hi))| {
                     let t = self.t.get(b as i64);
                     let eps = &self.noise[b];
-                    let xt = self.schedule.q_sample(&self.x0, &t, eps);
+                    let xt = self.schedule.q_sample(x0, &t, eps);
                     let out = model.forward(&xt, &t, &cond, false);
-                    let target = self.schedule.target(self.prediction, &self.x0, &t, eps);
+                    let target = self.schedule.target(self.prediction, x0, &t, eps);
                     let dims: Vec<i64> = (1..out.dim() as i64).collect();
                     let mse = (out - target)
                         .square()
@@ -157,6 +139,7 @@ impl Probe {
 mod tests {
     use super::*;
     use crate::config::run::{DataSource, ModelConfig};
+    use crate::data::{self, Split};
     use crate::model::ModelPreset;
     use tch::nn;
 
@@ -188,7 +171,7 @@ mod tests {
     #[test]
     fn the_curve_is_stable_for_a_fixed_probe_and_matches_a_zero_model() {
         let c = cfg();
-        let probe = Probe::new(&c, Device::Cpu).unwrap();
+        let probe = Probe::new(&c, &data::load(&c, Split::Test).unwrap(), Device::Cpu).unwrap();
         assert_eq!(probe.len(), 64);
         let vs = nn::VarStore::new(Device::Cpu);
         let spec = crate::config::model_spec(&c, None);
@@ -203,7 +186,9 @@ mod tests {
             }
         });
         let a = probe.evaluate(&model);
-        let again = Probe::new(&c, Device::Cpu).unwrap().evaluate(&model);
+        let again = Probe::new(&c, &data::load(&c, Split::Test).unwrap(), Device::Cpu)
+            .unwrap()
+            .evaluate(&model);
         assert_eq!(a, again, "same probe, same numbers");
         for (b, bin) in a.iter().enumerate() {
             let e2 = probe.noise[b].square().mean(Kind::Double).double_value(&[]);

@@ -907,7 +907,14 @@ fn write_snapshot(
     }
     let mut data = run.checkpoint_data();
     data.files.retain(|(stem, _)| stem != "optimizer");
-    let state = CheckpointState {
+    checkpoint::write(&root, &data, checkpoint_state(run, step, hash, wall))?;
+    Ok(())
+}
+
+/// The state.json of a checkpoint or snapshot at `step` (`files` are filled
+/// in by [`checkpoint::write`]).
+fn checkpoint_state(run: &Run, step: u64, hash: &str, wall: f64) -> CheckpointState {
+    CheckpointState {
         format_version: checkpoint::FORMAT_VERSION,
         step,
         ema_steps: run.ema.steps,
@@ -917,9 +924,7 @@ fn write_snapshot(
         parameters: run.fp.len(),
         files: vec![],
         wall_time_s: wall,
-    };
-    checkpoint::write(&root, &data, state)?;
-    Ok(())
+    }
 }
 
 fn write_checkpoint(
@@ -929,17 +934,10 @@ fn write_checkpoint(
     hash: &str,
     wall: f64,
 ) -> Result<String, TrainError> {
-    let state = CheckpointState {
-        format_version: checkpoint::FORMAT_VERSION,
-        step,
-        ema_steps: run.ema.steps,
-        ema_decays: run.ema.decays.clone(),
-        sampler: run.sampler.state(),
-        config_hash: hash.to_string(),
-        parameters: run.fp.len(),
-        files: vec![],
-        wall_time_s: wall,
-    };
-    checkpoint::write(root, &run.checkpoint_data(), state)?;
+    checkpoint::write(
+        root,
+        &run.checkpoint_data(),
+        checkpoint_state(run, step, hash, wall),
+    )?;
     Ok(checkpoint::dir_name(step))
 }
