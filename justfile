@@ -83,6 +83,12 @@ finance *ARGS: build
 report DIR: build
     ./target/release/ddpm-lab report {{DIR}}
 
+# Side by side with the chapter's PyTorch trainer (benches/bench.py; results in target/bench/results.md).
+# e.g. `just bench`, `just bench --cases unet-tiny --rounds 1`, `just bench --device cuda`.
+# The reference is plain PyTorch eager (benches/reference/ddpm_reference.py): no packages beyond `just setup`'s torch.
+bench *ARGS: build
+    python benches/bench.py {{ARGS}}
+
 # Run ddpm-lab with arguments, e.g. `just run inspect schedule --schedule cosine`.
 run *ARGS: build
     ./target/release/ddpm-lab {{ARGS}}

@@ -4,6 +4,7 @@
 //! maps errors to exit codes. Data flows one way:
 //! spec → validated config → plan → scheduler → trainer → evaluation → report.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod data;

@@ -2,6 +2,7 @@
 //! returns `anyhow::Result`, with input problems wrapped in
 //! [`crate::exit::BadInput`] so they exit with code 2.
 
+pub mod bench;
 pub mod data;
 pub mod eval;
 pub mod evaluator;
@@ -44,7 +45,9 @@ pub enum Command {
     Data(data::DataCmd),
     /// Print the numbers behind a run: schedules, loss weights, models, devices.
     #[command(subcommand)]
-    Inspect(inspect::Inspect),
+    Inspect(inspect::Inspect),    /// Time the bare training step and DDIM sampling (what `just bench` compares with PyTorch).
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
 }
 
 /// A `--device` argument (auto, cpu, cuda or cuda:N), resolved; a bad one is
@@ -68,5 +71,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Evaluator(cmd) => evaluator::run(cmd),
         Command::Inspect(cmd) => inspect::run(cmd),
         Command::Data(cmd) => data::run(cmd),
+        Command::Bench(cmd) => bench::run(cmd),
     }
 }

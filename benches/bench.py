@@ -1,0 +1,371 @@
+"""`just bench`: ddpm-lab against the chapter's PyTorch trainer, side by side.
+
+Runs in one invocation, on one machine, alternating the two implementations
+(ours, reference, reference, ours, … so neither always runs first), each as
+its own process with its own defaults (libtorch's and PyTorch's thread counts
+are both printed), the same model (parameter counts checked equal), batch,
+resolution and step counts, after a warm-up; reports medians over every timed
+block of every round.
+
+Measured:
+  * training steps/s and images/s per preset: `ddpm-lab train` (the full
+    trainer: data, AdamW, clipping, EMA, logging; its metrics log gives the
+    time of every block) against reference.DDPMTrainer;
+  * our trainer's overhead: the full step with two EMAs over `ddpm-lab bench
+    step` (bare forward + backward + AdamW of the same model);
+  * DDIM sampling (50 steps) images/s: `ddpm-lab bench ddim` against the
+    reference loop;
+  * peak resident memory of every process (wait4's ru_maxrss), and peak GPU
+    memory (nvidia-smi, per process) on CUDA;
+  * sweep efficiency (J jobs on K CPU slots against Σ job time / K) and the
+    3-variant EMA ablation against one training job (CPU only).
+
+Writes target/bench/results.json and results.md; prints the tables.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+REF = ROOT / "benches" / "reference" / "ddpm_reference.py"
+
+# name, preset, channels, resolution, batch, steps per block, blocks, DDIM batch (0 = skip)
+CPU_CASES = [
+    ("unet-tiny 1×28×28", "unet-tiny", 1, 28, 64, 5, 5, 64),
+    ("unet-mnist-small 1×28×28", "unet-mnist-small", 1, 28, 64, 2, 4, 8),
+    ("ddpm-cifar10 3×32×32", "ddpm-cifar10", 3, 32, 4, 2, 3, 0),
+]
+GPU_CASES = [
+    ("ddpm-cifar10 3×32×32", "ddpm-cifar10", 3, 32, 128, 25, 4, 128),
+]
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+class GpuMemory:
+    """Polls nvidia-smi's per-process memory while a process runs."""
+
+    def __init__(self, enabled):
+        self.enabled = enabled and shutil.which("nvidia-smi") is not None
+        self.peak = {}
+        self.stop = threading.Event()
+
+    def __enter__(self):
+        if self.enabled:
+            self.thread = threading.Thread(target=self.poll, daemon=True)
+            self.thread.start()
+        return self
+
+    def poll(self):
+        while not self.stop.is_set():
+            try:
+                out = subprocess.run(
+                    ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+                    capture_output=True, text=True, timeout=5).stdout
+                for line in out.splitlines():
+                    pid, mib = [x.strip() for x in line.split(",")]
+                    self.peak[int(pid)] = max(self.peak.get(int(pid), 0), int(mib))
+            except Exception:
+                pass
+            self.stop.wait(0.1)
+
+    def __exit__(self, *exc):
+        self.stop.set()
+
+
+def rusage_run(cmd, gpu):
+    """Like run(), with the child's peak RSS from wait4."""
+    with GpuMemory(gpu) as mem:
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out = p.stdout.read().decode()
+        err = p.stderr.read().decode()
+        _, status, usage = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        sys.exit(f"bench: {' '.join(map(str, cmd))} failed ({p.returncode}):\n{err[-3000:]}")
+    return out, usage.ru_maxrss / 1024.0, mem.peak.get(p.pid)
+
+
+def run_config(path, preset, c, r, batch, steps, log_every, device, precision, decays):
+    path.write_text(f"""[data]
+source = "synthetic"
+shape = [{c}, {r}, {r}]
+n_samples = 1024
+[model]
+preset = "{preset}"
+[train]
+steps = {steps}
+batch_size = {batch}
+lr = 2e-4
+grad_clip = 1.0
+log_every = {log_every}
+checkpoint_every = 1000000
+device = "{device}"
+precision = "{precision}"
+[ema]
+decays = {decays}
+mode = "constant"
+""")
+
+
+def ours_train(binary, work, case, device, precision, decays, warm_blocks, gpu):
+    """`ddpm-lab train`; block times from its metrics log's wall-time stamps."""
+    name, preset, c, r, batch, n, blocks, _ = case
+    cfg = work / f"train-{preset}-{precision}-{len(decays)}.toml"
+    run_config(cfg, preset, c, r, batch, (warm_blocks + blocks) * n, n, device, precision, decays)
+    out_dir = work / "run"
+    shutil.rmtree(out_dir, ignore_errors=True)
+    _, rss, gmem = rusage_run([binary, "train", str(cfg), "--out", str(out_dir), "--quiet"], gpu)
+    recs = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    walls = [rec["wall_time_s"] for rec in recs]
+    secs = [walls[k] - walls[k - 1] for k in range(warm_blocks, len(walls))]
+    return {"secs": secs[-blocks:], "per_repeat": n, "rss": rss, "gpu": gmem, "loss": recs[-1]["loss"]}
+
+
+def ours_json(binary, args, gpu):
+    out, rss, gmem = rusage_run([binary, *args], gpu)
+    t = json.loads(out)
+    return {"secs": t["secs"], "per_repeat": t["per_repeat"], "rss": rss, "gpu": gmem, "params": t["params"],
+            "threads": t["threads"]}
+
+
+def ref_json(args, gpu):
+    out, rss, gmem = rusage_run([sys.executable, str(REF), *args], gpu)
+    t = json.loads(out.strip().splitlines()[-1])
+    t["rss"] = rss
+    t["gpu"] = gmem
+    return t
+
+
+def ref_args(what, case, device, precision, warmup, n, blocks, extra=()):
+    _, preset, c, r, batch, *_ = case
+    return [what, "--preset", preset, "--channels", str(c), "--resolution", str(r), "--batch", str(batch),
+            "--device", device, "--precision", precision, "--warmup", str(warmup), "--steps", str(n),
+            "--repeats", str(blocks), *extra]
+
+
+def params_of(binary, work, case, device):
+    _, preset, c, r, batch, *_ = case
+    cfg = work / "params.toml"
+    run_config(cfg, preset, c, r, batch, 1, 1, device, "fp32", "[0.9999]")
+    ours = ours_json(binary, ["bench", "step", str(cfg), "--warmup", "0", "--steps", "1", "--repeats", "1"], False)
+    ref = ref_json(ref_args("params", case, "cpu", "fp32", 0, 1, 1), False)
+    if ours["params"] != ref["params"]:
+        sys.exit(f"bench: parameter counts differ for {preset}: ours {ours['params']:,}, reference {ref['params']:,}")
+    return ours["params"], ours["threads"], ref["threads"]
+
+
+def bench_case(binary, work, case, device, precision, rounds, gpu, with_ddim):
+    name, preset, c, r, batch, n, blocks, ddim_batch = case
+    params, our_threads, ref_threads = params_of(binary, work, case, device)
+    print(f"== {name}, batch {batch}, {precision} on {device}: {params:,} parameters; "
+          f"threads: ours {our_threads}, PyTorch {ref_threads}", flush=True)
+    res = {k: [] for k in ["ours", "ours2", "bare", "ref"]}
+    mem = {k: [] for k in res}
+    cfg = work / f"train-{preset}-{precision}-1.toml"
+    for rnd in range(rounds):
+        order = ["ours", "ref", "ours2", "bare"] if rnd % 2 == 0 else ["bare", "ours2", "ref", "ours"]
+        for who in order:
+            if who == "ours":
+                m = ours_train(binary, work, case, device, precision, "[0.9999]", 1, gpu)
+            elif who == "ours2":
+                m = ours_train(binary, work, case, device, precision, "[0.9999, 0.999]", 1, gpu)
+            elif who == "bare":
+                run_config(cfg, preset, c, r, batch, 1, 1, device, precision, "[0.9999]")
+                m = ours_json(binary, ["bench", "step", str(cfg), "--warmup", str(n), "--steps", str(n),
+                                       "--repeats", str(blocks)], gpu)
+            else:
+                m = ref_json(ref_args("train", case, device, precision, n, n, blocks), gpu)
+            res[who] += [s / m["per_repeat"] for s in m["secs"]]
+            mem[who].append((m["rss"], m["gpu"]))
+            print(f"   {who:5} round {rnd + 1}: {median(m['secs']) / m['per_repeat'] * 1000:8.1f} ms/step", flush=True)
+    row = {"case": name, "preset": preset, "batch": batch, "precision": precision, "device": device,
+           "params": params, "threads_ours": our_threads, "threads_ref": ref_threads}
+    for who in res:
+        s = median(res[who])
+        row[who] = {"s_per_step": s, "steps_per_s": 1 / s, "images_per_s": batch / s,
+                    "peak_rss_mib": max(m[0] for m in mem[who]),
+                    "peak_gpu_mib": max((m[1] or 0) for m in mem[who]) or None, "blocks": len(res[who])}
+    row["ratio"] = row["ref"]["s_per_step"] / row["ours"]["s_per_step"]
+    row["overhead"] = row["ours2"]["s_per_step"] / row["bare"]["s_per_step"] - 1
+    if ddim_batch and with_ddim:
+        d = {"ours": [], "ref": []}
+        dm = {"ours": [], "ref": []}
+        run_config(cfg, preset, c, r, batch, 1, 1, device, "fp32", "[0.9999]")
+        for rnd in range(rounds):
+            for who in (["ours", "ref"] if rnd % 2 == 0 else ["ref", "ours"]):
+                if who == "ours":
+                    m = ours_json(binary, ["bench", "ddim", str(cfg), "--batch", str(ddim_batch), "--sampling-steps",
+                                           "50", "--warmup", "1", "--repeats", "3"], gpu)
+                else:
+                    m = ref_json(ref_args("ddim", (None, preset, c, r, ddim_batch), device, "fp32", 1, 1, 3,
+                                          ["--sampling-steps", "50"]), gpu)
+                d[who] += m["secs"]
+                dm[who].append((m["rss"], m["gpu"]))
+        row["ddim"] = {who: {"s_per_sampling": median(d[who]), "images_per_s": ddim_batch / median(d[who]),
+                             "peak_rss_mib": max(x[0] for x in dm[who]),
+                             "peak_gpu_mib": max((x[1] or 0) for x in dm[who]) or None} for who in d}
+        row["ddim"]["batch"] = ddim_batch
+        row["ddim"]["ratio"] = median(d["ref"]) / median(d["ours"])
+    print(f"   ratio (reference time / ours) {row['ratio']:.3f}; overhead over bare step {row['overhead'] * 100:+.1f}%"
+          + (f"; DDIM ratio {row['ddim']['ratio']:.3f}" if "ddim" in row else ""), flush=True)
+    return row
+
+
+def sweep_spec(path, name, steps, seeds, decays):
+    path.write_text(f"""name = "{name}"
+description = "benchmark sweep"
+[base]
+data.source = "synthetic"
+data.shape = [1, 16, 16]
+data.n_samples = 512
+model.preset = "unet-tiny"
+train.steps = {steps}
+train.batch_size = 32
+train.log_every = 50
+train.checkpoint_every = 1000000
+[sweep]
+seeds = {seeds}
+"ema.decay" = {decays}
+""")
+
+
+def timed_sweep(binary, work, spec, slots):
+    results = work / "sweeps"
+    start = time.perf_counter()
+    out, rss, _ = rusage_run([binary, "sweep", str(spec), "--results", str(results), "--cpu-jobs", str(slots),
+                              "--no-eval", "--no-report", "--force", "--quiet"], False)
+    wall = time.perf_counter() - start
+    name = spec.stem
+    summary = json.loads((results / name / "summary.json").read_text())
+    jobs = [j["wall_s"] for j in summary["jobs"] if j["trained"]]
+    return wall, jobs
+
+
+def bench_sweeps(binary, work):
+    print("== sweeps (unet-tiny 1×16×16, batch 32, CPU, --no-eval)", flush=True)
+    j, k = 6, 2
+    spec = work / "bench_jobs.toml"
+    sweep_spec(spec, "bench_jobs", 300, list(range(j)), "[0.9999]")
+    wall, jobs = timed_sweep(binary, work, spec, k)
+    eff = {"jobs": len(jobs), "slots": k, "wall_s": wall, "sum_job_s": sum(jobs),
+           "ideal_s": sum(jobs) / k, "ratio": wall / (sum(jobs) / k)}
+    print(f"   {len(jobs)} jobs on {k} slots: wall {wall:.1f} s, Σ/K {sum(jobs) / k:.1f} s, ratio {eff['ratio']:.3f}")
+    one = work / "bench_ema_one.toml"
+    three = work / "bench_ema_three.toml"
+    sweep_spec(one, "bench_ema_one", 600, "[0]", "[0.9999]")
+    sweep_spec(three, "bench_ema_three", 600, "[0]", "[0, 0.999, 0.9999]")
+    rows = {"one": [], "three": []}
+    for rnd in range(2):
+        for which, spec in ([("one", one), ("three", three)] if rnd == 0 else [("three", three), ("one", one)]):
+            wall, jobs = timed_sweep(binary, work, spec, 1)
+            assert len(jobs) == 1, f"{spec.name} planned {len(jobs)} training jobs, expected 1"
+            rows[which].append(wall)
+    ema = {"one_s": median(rows["one"]), "three_s": median(rows["three"])}
+    ema["ratio"] = ema["three_s"] / ema["one_s"]
+    print(f"   EMA ablation (3 variants, one shared job) {ema['three_s']:.1f} s vs one run {ema['one_s']:.1f} s: "
+          f"ratio {ema['ratio']:.3f}")
+    return {"efficiency": eff, "ema_ablation": ema}
+
+
+def fmt_md(results):
+    lines = []
+    m = results["machine"]
+    lines.append(f"- **Date:** {results['date']}. **Machine:** {m}. **Command:** `{results['command']}`.")
+    lines.append("")
+    lines.append("| case | precision | batch | ours steps/s | PyTorch steps/s | ours images/s | PyTorch images/s "
+                 "| ratio | bare step steps/s | overhead | peak RSS ours / PyTorch (MiB) | peak GPU ours / PyTorch (MiB) |")
+    lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in results["training"]:
+        o, p, b = r["ours"], r["ref"], r["bare"]
+        g = (f"{o['peak_gpu_mib']} / {p['peak_gpu_mib']}" if o["peak_gpu_mib"] else "–")
+        lines.append(f"| {r['case']} | {r['precision']} | {r['batch']} | {o['steps_per_s']:.3f} | {p['steps_per_s']:.3f} "
+                     f"| {o['images_per_s']:.1f} | {p['images_per_s']:.1f} | **{r['ratio']:.2f}** "
+                     f"| {b['steps_per_s']:.3f} | {r['overhead'] * 100:+.1f}% "
+                     f"| {o['peak_rss_mib']:.0f} / {p['peak_rss_mib']:.0f} | {g} |")
+    ddim = [r for r in results["training"] if "ddim" in r]
+    if ddim:
+        lines.append("")
+        lines.append("| DDIM, 50 steps | batch | ours images/s | PyTorch images/s | ratio | peak RSS ours / PyTorch (MiB) "
+                     "| peak GPU ours / PyTorch (MiB) |")
+        lines.append("| --- | --- | --- | --- | --- | --- | --- |")
+        for r in ddim:
+            d = r["ddim"]
+            g = (f"{d['ours']['peak_gpu_mib']} / {d['ref']['peak_gpu_mib']}" if d["ours"]["peak_gpu_mib"] else "–")
+            lines.append(f"| {r['case']} | {d['batch']} | {d['ours']['images_per_s']:.2f} | {d['ref']['images_per_s']:.2f} "
+                         f"| **{d['ratio']:.2f}** | {d['ours']['peak_rss_mib']:.0f} / {d['ref']['peak_rss_mib']:.0f} | {g} |")
+    if "sweeps" in results:
+        e = results["sweeps"]["efficiency"]
+        a = results["sweeps"]["ema_ablation"]
+        lines.append("")
+        lines.append(f"- Sweep efficiency: {e['jobs']} jobs on {e['slots']} CPU slots took {e['wall_s']:.1f} s against "
+                     f"Σ(job time)/K = {e['ideal_s']:.1f} s: **{e['ratio']:.3f}×**.")
+        lines.append(f"- EMA ablation (3 variants sharing one training job): {a['three_s']:.1f} s against one run's "
+                     f"{a['one_s']:.1f} s: **{a['ratio']:.3f}×**.")
+    return "\n".join(lines) + "\n"
+
+
+def machine():
+    cpu = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    desc = f"{cpu}, {os.cpu_count()} logical CPUs"
+    if shutil.which("nvidia-smi"):
+        gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                             text=True).stdout.strip().splitlines()
+        if gpu:
+            desc += f"; GPU: {gpu[0]}"
+    return desc
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin", default=str(ROOT / "target" / "release" / "ddpm-lab"))
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--precisions", default=None, help="comma-separated (default: fp32 on CPU, bf16,fp32 on CUDA)")
+    ap.add_argument("--cases", default=None, help="comma-separated presets to run (default: all for the device)")
+    ap.add_argument("--rounds", type=int, default=2, help="alternating rounds per case")
+    ap.add_argument("--no-sweeps", action="store_true")
+    ap.add_argument("--out", default=str(ROOT / "target" / "bench"))
+    a = ap.parse_args()
+    work = Path(a.out)
+    work.mkdir(parents=True, exist_ok=True)
+    gpu = a.device == "cuda"
+    cases = GPU_CASES if gpu else CPU_CASES
+    if a.cases:
+        want = a.cases.split(",")
+        cases = [c for c in cases if c[1] in want]
+    precisions = (a.precisions or ("bf16,fp32" if gpu else "fp32")).split(",")
+    results = {"date": time.strftime("%Y-%m-%d"), "machine": machine(),
+               "command": "just bench " + " ".join(sys.argv[1:]), "training": []}
+    for case in cases:
+        for i, precision in enumerate(precisions):
+            # DDIM is timed in fp32, once per case.
+            results["training"].append(bench_case(a.bin, work, case, a.device, precision, a.rounds, gpu, i == 0))
+            (work / "results.json").write_text(json.dumps(results, indent=1))
+    if not gpu and not a.no_sweeps:
+        results["sweeps"] = bench_sweeps(a.bin, work)
+    (work / "results.json").write_text(json.dumps(results, indent=1))
+    md = fmt_md(results)
+    (work / "results.md").write_text(md)
+    print()
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
