@@ -70,8 +70,9 @@ fn main() {
              on PATH and sets LIBTORCH_USE_PYTORCH=1."
         ),
     };
-    // The autocast shim (see src/train/autocast.cpp): bf16 autocast needs the
-    // autocast dtype set, which tch does not expose.
+    // The C++ shims: autocast (src/train/autocast.cpp: bf16 autocast needs the
+    // autocast dtype set) and fused AdamW (src/train/fused_adamw.cpp); tch
+    // exposes neither.
     cc::Build::new()
         .cpp(true)
         .std("c++17")
@@ -80,6 +81,7 @@ fn main() {
         .define("_GLIBCXX_USE_CXX11_ABI", abi.as_str())
         .flag_if_supported("-w")
         .file("src/train/autocast.cpp")
+        .file("src/train/fused_adamw.cpp")
         .compile("ddpm_autocast");
 
     println!("cargo:rustc-link-arg=-Wl,--no-as-needed");

@@ -30,7 +30,7 @@ import shutil
 import statistics
 import subprocess
 import sys
-import threading
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,9 +39,9 @@ REF = ROOT / "benches" / "reference" / "ddpm_reference.py"
 
 # name, preset, channels, resolution, batch, steps per block, blocks, DDIM batch (0 = skip)
 CPU_CASES = [
-    ("unet-tiny 1×28×28", "unet-tiny", 1, 28, 64, 5, 5, 64),
-    ("unet-mnist-small 1×28×28", "unet-mnist-small", 1, 28, 64, 2, 4, 8),
-    ("ddpm-cifar10 3×32×32", "ddpm-cifar10", 3, 32, 4, 2, 3, 0),
+    ("unet-tiny 1×28×28", "unet-tiny", 1, 28, 64, 5, 6, 64),
+    ("unet-mnist-small 1×28×28", "unet-mnist-small", 1, 28, 64, 2, 5, 8),
+    ("ddpm-cifar10 3×32×32", "ddpm-cifar10", 3, 32, 4, 2, 4, 0),
 ]
 GPU_CASES = [
     ("ddpm-cifar10 3×32×32", "ddpm-cifar10", 3, 32, 128, 25, 4, 128),
@@ -53,46 +53,47 @@ def median(xs):
 
 
 class GpuMemory:
-    """Polls nvidia-smi's per-process memory while a process runs."""
+    """Per-process GPU memory while a process runs: one `nvidia-smi -lms 200`
+    logger (spawning nvidia-smi per sample stalls the driver and slows the
+    GPU work being measured)."""
 
     def __init__(self, enabled):
         self.enabled = enabled and shutil.which("nvidia-smi") is not None
         self.peak = {}
-        self.stop = threading.Event()
 
     def __enter__(self):
         if self.enabled:
-            self.thread = threading.Thread(target=self.poll, daemon=True)
-            self.thread.start()
+            self.log = tempfile.TemporaryFile()
+            self.proc = subprocess.Popen(
+                ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits",
+                 "-lms", "200"], stdout=self.log, stderr=subprocess.DEVNULL)
         return self
 
-    def poll(self):
-        while not self.stop.is_set():
-            try:
-                out = subprocess.run(
-                    ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
-                    capture_output=True, text=True, timeout=5).stdout
-                for line in out.splitlines():
-                    pid, mib = [x.strip() for x in line.split(",")]
-                    self.peak[int(pid)] = max(self.peak.get(int(pid), 0), int(mib))
-            except Exception:
-                pass
-            self.stop.wait(0.1)
-
     def __exit__(self, *exc):
-        self.stop.set()
+        if self.enabled:
+            self.proc.terminate()
+            self.proc.wait()
+            self.log.seek(0)
+            for line in self.log.read().decode(errors="replace").splitlines():
+                try:
+                    pid, mib = [int(x.strip()) for x in line.split(",")]
+                except ValueError:
+                    continue
+                self.peak[pid] = max(self.peak.get(pid, 0), mib)
+            self.log.close()
 
 
 def rusage_run(cmd, gpu):
-    """Like run(), with the child's peak RSS from wait4."""
-    with GpuMemory(gpu) as mem:
-        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    """Run a process; return (stdout, its peak RSS in MiB from wait4, its peak GPU MiB or None)."""
+    with GpuMemory(gpu) as mem, tempfile.TemporaryFile() as err:
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err)
         out = p.stdout.read().decode()
-        err = p.stderr.read().decode()
         _, status, usage = os.wait4(p.pid, 0)
-        p.returncode = os.waitstatus_to_exitcode(status)
-    if p.returncode != 0:
-        sys.exit(f"bench: {' '.join(map(str, cmd))} failed ({p.returncode}):\n{err[-3000:]}")
+        code = os.waitstatus_to_exitcode(status)
+        p.returncode = code
+        if code != 0:
+            err.seek(0)
+            sys.exit(f"bench: {' '.join(map(str, cmd))} failed ({code}):\n{err.read().decode()[-3000:]}")
     return out, usage.ru_maxrss / 1024.0, mem.peak.get(p.pid)
 
 
@@ -206,9 +207,9 @@ def bench_case(binary, work, case, device, precision, rounds, gpu, with_ddim):
             for who in (["ours", "ref"] if rnd % 2 == 0 else ["ref", "ours"]):
                 if who == "ours":
                     m = ours_json(binary, ["bench", "ddim", str(cfg), "--batch", str(ddim_batch), "--sampling-steps",
-                                           "50", "--warmup", "1", "--repeats", "3"], gpu)
+                                           "50", "--warmup", "1", "--repeats", "5"], gpu)
                 else:
-                    m = ref_json(ref_args("ddim", (None, preset, c, r, ddim_batch), device, "fp32", 1, 1, 3,
+                    m = ref_json(ref_args("ddim", (None, preset, c, r, ddim_batch), device, "fp32", 1, 1, 5,
                                           ["--sampling-steps", "50"]), gpu)
                 d[who] += m["secs"]
                 dm[who].append((m["rss"], m["gpu"]))

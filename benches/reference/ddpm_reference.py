@@ -368,6 +368,8 @@ def main(argv=None):
     ap.add_argument("--io")
     a = ap.parse_args(argv)
     device = torch.device(a.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as ddpm-lab sets it on CUDA
     torch.manual_seed(0)
     model = UNet(a.preset, a.channels, a.resolution, a.classes).to(device)
     params = sum(p.numel() for p in model.parameters())
@@ -385,8 +387,6 @@ def main(argv=None):
         info["max_abs_diff"] = (y - io["y"]).abs().max().item()
         info["max_abs_y"] = io["y"].abs().max().item()
     elif a.what == "train":
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
         amp = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[a.precision]
         trainer = DDPMTrainer(model, device, ema_decay=a.ema_decay, amp_dtype=amp)
         data = torch.rand(max(1024, a.batch), a.channels, a.resolution, a.resolution, device=device) * 2 - 1

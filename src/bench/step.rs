@@ -14,12 +14,7 @@ use crate::train::precision::autocast;
 use tch::{nn, Kind, Tensor};
 
 /// Time the bare step of `cfg`'s model at `cfg.train.batch_size`.
-pub fn bare_step(
-    cfg: &RunConfig,
-    warmup: u64,
-    steps: u64,
-    repeats: u64,
-) -> Result<Timing, String> {
+pub fn bare_step(cfg: &RunConfig, warmup: u64, steps: u64, repeats: u64) -> Result<Timing, String> {
     let device = DeviceChoice::parse(&cfg.train.device)
         .unwrap_or(DeviceChoice::Auto)
         .resolve();

@@ -45,7 +45,8 @@ pub enum Command {
     Data(data::DataCmd),
     /// Print the numbers behind a run: schedules, loss weights, models, devices.
     #[command(subcommand)]
-    Inspect(inspect::Inspect),    /// Time the bare training step and DDIM sampling (what `just bench` compares with PyTorch).
+    Inspect(inspect::Inspect),
+    /// Time the bare training step and DDIM sampling (what `just bench` compares with PyTorch).
     #[command(subcommand)]
     Bench(bench::BenchCmd),
 }

@@ -47,6 +47,48 @@ pub struct AdamW {
     pub exp_avg_sq: Tensor,
     /// Steps taken (not counting skipped ones), 0-dim f32 on the device.
     pub step: Tensor,
+    /// Whether to use libtorch's fused kernel (turned off if it ever refuses).
+    pub fused: bool,
+}
+
+extern "C" {
+    fn ddpm_fused_adamw(
+        param: *const std::ffi::c_void,
+        grad: *const std::ffi::c_void,
+        exp_avg: *const std::ffi::c_void,
+        exp_avg_sq: *const std::ffi::c_void,
+        step: *const std::ffi::c_void,
+        found_inf: *const std::ffi::c_void,
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        weight_decay: f64,
+        eps: f64,
+    ) -> i32;
+}
+
+/// libtorch's `_fused_adamw_` on the flat buffers (`opt.step` already counts
+/// this update; `skip` = 1 leaves everything as it is). False if refused.
+fn fused_update(opt: &AdamW, param: &Tensor, grad: &Tensor, lr: f64, skip: &Tensor) -> bool {
+    let p = |t: &Tensor| t.as_ptr() as *const std::ffi::c_void;
+    // SAFETY: the pointers are live `at::Tensor`s owned by tch for the whole call;
+    // the shim catches every C++ exception and reports it as −1.
+    let rc = unsafe {
+        ddpm_fused_adamw(
+            p(param),
+            p(grad),
+            p(&opt.exp_avg),
+            p(&opt.exp_avg_sq),
+            p(&opt.step),
+            p(skip),
+            lr,
+            opt.beta1,
+            opt.beta2,
+            opt.weight_decay,
+            opt.eps,
+        )
+    };
+    rc == 0
 }
 
 impl AdamW {
@@ -59,11 +101,30 @@ impl AdamW {
             exp_avg: flat.zeros_like(),
             exp_avg_sq: flat.zeros_like(),
             step: Tensor::zeros([], (Kind::Float, flat.device())),
+            fused: true,
         }
     }
 
     /// One update of `param` with gradient `grad`, scaled by `keep` (0-dim, 0 or 1).
+    ///
+    /// libtorch's fused AdamW kernel (one pass; [`fused_update`]) where it
+    /// accepts the tensors, else the same update as separate tensor ops.
     pub fn update(&mut self, param: &Tensor, grad: &Tensor, lr: f64, keep: &Tensor) {
+        if self.fused {
+            let _ = tch::no_grad(|| self.step.g_add_(keep));
+            let skip = -keep + 1.0;
+            if fused_update(self, param, grad, lr, &skip) {
+                return;
+            }
+            // Not accepted (never seen on CPU or CUDA f32): undo the count, go unfused.
+            let _ = tch::no_grad(|| self.step.g_sub_(keep));
+            self.fused = false;
+        }
+        self.unfused_update(param, grad, lr, keep);
+    }
+
+    /// The update as separate tensor ops (about ten passes over the buffers).
+    pub fn unfused_update(&mut self, param: &Tensor, grad: &Tensor, lr: f64, keep: &Tensor) {
         let mut param = param.shallow_clone();
         tch::no_grad(|| {
             let _ = self.step.g_add_(keep);
@@ -155,6 +216,9 @@ mod tests {
         // Ours.
         let p = init.copy().set_requires_grad(false);
         let mut ours = AdamW::new(&cfg, &p);
+        // The unfused form, on its own copy.
+        let q = init.copy().set_requires_grad(false);
+        let mut unfused = AdamW::new(&cfg, &q);
         let keep = Tensor::ones([], (Kind::Float, Device::Cpu));
         for _ in 0..20 {
             let loss = (&w - &target).square().sum(Kind::Float) * w.sin().sum(Kind::Float);
@@ -169,8 +233,12 @@ mod tests {
             assert!(our_g.allclose(&g, 1e-5, 1e-6, false));
             opt.step();
             ours.update(&p, &our_g, 1e-2, &keep);
+            unfused.unfused_update(&q, &our_g, 1e-2, &keep);
+            assert!(ours.fused, "libtorch refused the fused kernel");
             assert!(p.allclose(&w.detach(), 1e-5, 1e-6, false), "{p:?} vs {w:?}");
+            assert!(q.allclose(&w.detach(), 1e-5, 1e-6, false), "{q:?} vs {w:?}");
         }
+        assert_eq!(ours.step.double_value(&[]), 20.0);
     }
 
     #[test]
@@ -180,12 +248,17 @@ mod tests {
             weight_decay: 0.1,
             ..Default::default()
         };
-        let mut opt = AdamW::new(&cfg, &p);
-        let zero = Tensor::zeros([], (Kind::Float, Device::Cpu));
-        opt.update(&p, &Tensor::from_slice(&[0.5f32, 0.5]), 0.1, &zero);
-        assert_eq!(Vec::<f32>::try_from(&p).unwrap(), vec![1.0, -2.0]);
-        assert_eq!(opt.step.double_value(&[]), 0.0);
-        assert_eq!(opt.exp_avg.abs().sum(Kind::Float).double_value(&[]), 0.0);
+        for fused in [true, false] {
+            let mut opt = AdamW::new(&cfg, &p);
+            opt.fused = fused;
+            let zero = Tensor::zeros([], (Kind::Float, Device::Cpu));
+            opt.update(&p, &Tensor::from_slice(&[0.5f32, 0.5]), 0.1, &zero);
+            assert_eq!(opt.fused, fused);
+            assert_eq!(Vec::<f32>::try_from(&p).unwrap(), vec![1.0, -2.0]);
+            assert_eq!(opt.step.double_value(&[]), 0.0);
+            assert_eq!(opt.exp_avg.abs().sum(Kind::Float).double_value(&[]), 0.0);
+            assert_eq!(opt.exp_avg_sq.abs().sum(Kind::Float).double_value(&[]), 0.0);
+        }
     }
 
     #[test]
