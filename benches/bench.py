@@ -11,8 +11,10 @@ Measured:
   * training steps/s and images/s per preset: `ddpm-lab train` (the full
     trainer: data, AdamW, clipping, EMA, logging; its metrics log gives the
     time of every block) against reference.DDPMTrainer;
-  * our trainer's overhead: the full step with two EMAs over `ddpm-lab bench
-    step` (bare forward + backward + AdamW of the same model);
+  * our trainer's overhead: `ddpm-lab bench step` times the trainer's full
+    step (two EMAs, clipping, metrics, the log record) and the bare step
+    (forward + backward + AdamW of the same model) in alternating blocks of
+    one process, so a drifting machine slows both alike;
   * DDIM sampling (50 steps) images/s: `ddpm-lab bench ddim` against the
     reference loop;
   * peak resident memory of every process (wait4's ru_maxrss), and peak GPU
@@ -122,7 +124,7 @@ mode = "constant"
 def ours_train(binary, work, case, device, precision, decays, warm_blocks, gpu):
     """`ddpm-lab train`; block times from its metrics log's wall-time stamps."""
     name, preset, c, r, batch, n, blocks, _ = case
-    cfg = work / f"train-{preset}-{precision}-{len(decays)}.toml"
+    cfg = work / f"train-{preset}-{precision}-{decays.count(',') + 1}ema.toml"
     run_config(cfg, preset, c, r, batch, (warm_blocks + blocks) * n, n, device, precision, decays)
     out_dir = work / "run"
     shutil.rmtree(out_dir, ignore_errors=True)
@@ -159,7 +161,9 @@ def params_of(binary, work, case, device):
     _, preset, c, r, batch, *_ = case
     cfg = work / "params.toml"
     run_config(cfg, preset, c, r, batch, 1, 1, device, "fp32", "[0.9999]")
-    ours = ours_json(binary, ["bench", "step", str(cfg), "--warmup", "0", "--steps", "1", "--repeats", "1"], False)
+    out, _, _ = rusage_run([binary, "bench", "step", str(cfg), "--warmup", "0", "--steps", "1", "--repeats", "1"],
+                           False)
+    ours = json.loads(out)["bare"]
     ref = ref_json(ref_args("params", case, "cpu", "fp32", 0, 1, 1), False)
     if ours["params"] != ref["params"]:
         sys.exit(f"bench: parameter counts differ for {preset}: ours {ours['params']:,}, reference {ref['params']:,}")
@@ -173,18 +177,26 @@ def bench_case(binary, work, case, device, precision, rounds, gpu, with_ddim):
           f"threads: ours {our_threads}, PyTorch {ref_threads}", flush=True)
     res = {k: [] for k in ["ours", "ours2", "bare", "ref"]}
     mem = {k: [] for k in res}
-    cfg = work / f"train-{preset}-{precision}-1.toml"
+    cfg = work / f"train-{preset}-{precision}.toml"
+    cfg2 = work / f"step-{preset}-{precision}.toml"
     for rnd in range(rounds):
-        order = ["ours", "ref", "ours2", "bare"] if rnd % 2 == 0 else ["bare", "ours2", "ref", "ours"]
+        order = ["ours", "ref", "step"] if rnd % 2 == 0 else ["step", "ref", "ours"]
         for who in order:
             if who == "ours":
                 m = ours_train(binary, work, case, device, precision, "[0.9999]", 1, gpu)
-            elif who == "ours2":
-                m = ours_train(binary, work, case, device, precision, "[0.9999, 0.999]", 1, gpu)
-            elif who == "bare":
-                run_config(cfg, preset, c, r, batch, 1, 1, device, precision, "[0.9999]")
-                m = ours_json(binary, ["bench", "step", str(cfg), "--warmup", str(n), "--steps", str(n),
-                                       "--repeats", str(blocks)], gpu)
+            elif who == "step":
+                # The full step (two EMAs) and the bare step, alternating in one process.
+                run_config(cfg2, preset, c, r, batch, 1, n, device, precision, "[0.9999, 0.999]")
+                out, rss, gmem = rusage_run([binary, "bench", "step", str(cfg2), "--warmup", str(n), "--steps",
+                                             str(n), "--repeats", str(blocks)], gpu)
+                t = json.loads(out)
+                for key, part in (("ours2", "full"), ("bare", "bare")):
+                    res[key] += [s / n for s in t[part]["secs"]]
+                    mem[key].append((rss, gmem))
+                print(f"   step  round {rnd + 1}: full {median(t['full']['secs']) / n * 1000:8.1f} ms/step, "
+                      f"bare {median(t['bare']['secs']) / n * 1000:8.1f} ms/step "
+                      f"({t['overhead'] * 100:+.1f}%)", flush=True)
+                continue
             else:
                 m = ref_json(ref_args("train", case, device, precision, n, n, blocks), gpu)
             res[who] += [s / m["per_repeat"] for s in m["secs"]]

@@ -21,7 +21,7 @@ use std::time::Instant;
 /// What a timed loop measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Timing {
-    /// "bare-step" or "ddim".
+    /// "full-step", "bare-step" or "ddim".
     pub what: String,
     pub params: i64,
     /// libtorch's intra-op threads.

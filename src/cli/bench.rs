@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCmd {
-    /// Time the bare training step (forward + backward + AdamW of the run's model, nothing else).
+    /// Time the trainer's full step against the bare step (forward + backward + AdamW of the same model), in alternating blocks.
     Step(StepArgs),
     /// Time DDIM sampling of the run's (untrained) model.
     Ddim(DdimArgs),
@@ -29,7 +29,7 @@ pub struct ConfigArgs {
 pub struct StepArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
-    /// Untimed steps first.
+    /// Untimed steps of each first.
     #[arg(long, default_value_t = 5)]
     pub warmup: u64,
     /// Steps per timed block.
@@ -68,23 +68,25 @@ fn load(c: &ConfigArgs) -> anyhow::Result<config::RunConfig> {
 }
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
-    let timing = match cmd {
+    let json = match cmd {
         BenchCmd::Step(a) => {
             let cfg = load(&a.config)?;
-            bench::step::bare_step(&cfg, a.warmup, a.steps, a.repeats).map_err(bad_input)?
+            let o = bench::step::overhead(&cfg, a.warmup, a.steps, a.repeats).map_err(bad_input)?;
+            serde_json::to_string(&o)?
         }
         BenchCmd::Ddim(a) => {
             let cfg = load(&a.config)?;
-            bench::ddim::ddim(
+            let t = bench::ddim::ddim(
                 &cfg,
                 a.sampling_steps as usize,
                 a.batch,
                 a.warmup,
                 a.repeats,
             )
-            .map_err(bad_input)?
+            .map_err(bad_input)?;
+            serde_json::to_string(&t)?
         }
     };
-    println!("{}", serde_json::to_string(&timing)?);
+    println!("{json}");
     Ok(())
 }

@@ -10,4 +10,4 @@ pub mod precision;
 pub mod status;
 pub mod trainer;
 
-pub use trainer::{train, Outcome, TrainError, TrainOptions};
+pub use trainer::{train, Outcome, StepLoop, TrainError, TrainOptions};

@@ -376,6 +376,48 @@ impl Run {
         Ok(())
     }
 
+    /// The log record of the steps accumulated in `acc`, ending at `step`
+    /// (reads the device: the loop's one synchronisation).
+    fn record(&self, acc: &Accum, step: u64, wall_time_s: f64) -> LogRecord {
+        let n = acc.steps.max(1) as f64;
+        let secs = acc.started.elapsed().as_secs_f64().max(1e-9);
+        let host = |t: &Tensor| -> Vec<f64> {
+            Vec::<f32>::try_from(t.to_device(Device::Cpu))
+                .unwrap_or_default()
+                .into_iter()
+                .map(f64::from)
+                .collect()
+        };
+        let (q_sum, q_cnt) = (host(&acc.q_sum), host(&acc.q_count));
+        let mut loss_q = [None; 4];
+        for i in 0..4.min(q_sum.len()).min(q_cnt.len()) {
+            if q_cnt[i] > 0.0 {
+                loss_q[i] = Some(q_sum[i] / q_cnt[i]);
+            }
+        }
+        let cfg = &self.cfg;
+        LogRecord {
+            step,
+            loss: acc.loss.double_value(&[]) / n,
+            loss_unweighted: acc.unweighted.double_value(&[]) / n,
+            loss_q,
+            grad_norm: acc.grad_norm.double_value(&[]) / n,
+            lr: lr_at(&cfg.train, step.saturating_sub(1)),
+            ema_decay: self
+                .ema
+                .decays
+                .iter()
+                .zip(self.ema.current_decays())
+                .map(|(&d, cur)| (weights_name(d), cur))
+                .collect(),
+            loss_scale: self.scaler.scale.double_value(&[]),
+            skipped_steps: acc.skipped.double_value(&[]).round() as u64,
+            images_per_s: acc.steps as f64 * cfg.train.batch_size as f64 / secs,
+            data_wait_frac: (acc.data_wait / secs).min(1.0),
+            wall_time_s,
+        }
+    }
+
     /// The tensors of a checkpoint.
     fn checkpoint_data(&self) -> CheckpointData {
         let mut files = vec![(
@@ -480,6 +522,55 @@ impl Run {
 }
 
 /// Appends human-readable lines to `train.log`.
+/// The trainer's step loop on its own (no run directory, checkpoints,
+/// snapshots or progress): every step exactly as [`train`] takes it, with the
+/// log record built every `train.log_every` steps. `ddpm-lab bench step`
+/// interleaves it with a bare step to price the trainer's extras.
+pub struct StepLoop {
+    run: Run,
+    acc: Accum,
+    step: u64,
+}
+
+impl StepLoop {
+    pub fn new(cfg: &RunConfig) -> Result<Self, TrainError> {
+        let run = Run::build(cfg)?;
+        let acc = Accum::new(run.device);
+        Ok(StepLoop { run, acc, step: 0 })
+    }
+
+    /// Trainable parameters.
+    pub fn params(&self) -> i64 {
+        self.run.fp.len()
+    }
+
+    /// One training step; at a logging step, the non-finite check and the
+    /// log record (serialized, as `train` writes it).
+    pub fn step(&mut self) -> Result<(), TrainError> {
+        self.run.step(self.step, &mut self.acc)?;
+        self.step += 1;
+        if self.step % self.run.cfg.train.log_every == 0 {
+            let bad = self.acc.first_bad.int64_value(&[]);
+            if bad >= 0 {
+                return Err(TrainError::NonFinite {
+                    step: bad as u64,
+                    what: "NaN or infinite",
+                    last: "there is no checkpoint in a benchmark".into(),
+                });
+            }
+            let rec = self.run.record(&self.acc, self.step, 0.0);
+            let _ = serde_json::to_string(&rec);
+            self.acc.reset();
+        }
+        Ok(())
+    }
+
+    /// Wait for the device (reads the running loss sum).
+    pub fn sync(&self) {
+        let _ = self.acc.loss.double_value(&[]);
+    }
+}
+
 struct TextLog(fs::File);
 
 impl TextLog {
@@ -791,44 +882,7 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<Outcome, TrainError
             }
         }
         if log_now {
-            let n = acc.steps.max(1) as f64;
-            let secs = acc.started.elapsed().as_secs_f64().max(1e-9);
-            let q_sum: Vec<f64> = Vec::<f32>::try_from(acc.q_sum.to_device(Device::Cpu))
-                .unwrap_or_default()
-                .into_iter()
-                .map(f64::from)
-                .collect();
-            let q_cnt: Vec<f64> = Vec::<f32>::try_from(acc.q_count.to_device(Device::Cpu))
-                .unwrap_or_default()
-                .into_iter()
-                .map(f64::from)
-                .collect();
-            let mut loss_q = [None; 4];
-            for i in 0..4.min(q_sum.len()) {
-                if q_cnt[i] > 0.0 {
-                    loss_q[i] = Some(q_sum[i] / q_cnt[i]);
-                }
-            }
-            let rec = LogRecord {
-                step,
-                loss: acc.loss.double_value(&[]) / n,
-                loss_unweighted: acc.unweighted.double_value(&[]) / n,
-                loss_q,
-                grad_norm: acc.grad_norm.double_value(&[]) / n,
-                lr: lr_at(&cfg.train, step - 1),
-                ema_decay: run
-                    .ema
-                    .decays
-                    .iter()
-                    .zip(run.ema.current_decays())
-                    .map(|(&d, cur)| (weights_name(d), cur))
-                    .collect(),
-                loss_scale: run.scaler.scale.double_value(&[]),
-                skipped_steps: acc.skipped.double_value(&[]).round() as u64,
-                images_per_s: acc.steps as f64 * cfg.train.batch_size as f64 / secs,
-                data_wait_frac: (acc.data_wait / secs).min(1.0),
-                wall_time_s: wall(&started),
-            };
+            let rec = run.record(&acc, step, wall(&started));
             text.line(&serde_json::to_string(&rec).unwrap_or_default());
             progress.record(&rec, total);
             metrics
