@@ -2,9 +2,9 @@
 //! (η = 0, x̂₀ clipped) of `cfg`'s model on a batch, as `ddpm-lab sample
 //! --sampler ddim` runs them, in fp32 without guidance.
 
-use super::{peak_rss_mib, time_blocks, Timing};
+use super::{peak_rss_mib, resolve_device, time_blocks, Timing};
 use crate::config::run::SamplerKind;
-use crate::config::{self, DeviceChoice, RunConfig};
+use crate::config::{self, RunConfig};
 use crate::data;
 use crate::diffusion::sampling::{sample, SamplingOptions, Variance};
 use crate::diffusion::{NoiseSchedule, Prediction};
@@ -19,15 +19,7 @@ pub fn ddim(
     warmup: u64,
     repeats: u64,
 ) -> Result<Timing, String> {
-    let device = DeviceChoice::parse(&cfg.train.device)
-        .unwrap_or(DeviceChoice::Auto)
-        .resolve();
-    if cfg.train.threads > 0 {
-        tch::set_num_threads(cfg.train.threads as i32);
-    }
-    if device.is_cuda() {
-        tch::Cuda::cudnn_set_benchmark(true);
-    }
+    let device = resolve_device(cfg);
     let dataset = data::load(cfg, data::Split::Train).map_err(|e| e.to_string())?;
     let schedule =
         NoiseSchedule::new(cfg.diffusion.schedule_config()).map_err(|e| e.to_string())?;

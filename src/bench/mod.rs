@@ -90,6 +90,21 @@ pub fn time_blocks<T>(
         .collect()
 }
 
+/// `cfg`'s training device, with its thread count and (on CUDA) cuDNN's
+/// benchmark mode set as the trainer sets them.
+pub fn resolve_device(cfg: &crate::config::RunConfig) -> tch::Device {
+    let device = crate::config::DeviceChoice::parse(&cfg.train.device)
+        .unwrap_or(crate::config::DeviceChoice::Auto)
+        .resolve();
+    if cfg.train.threads > 0 {
+        tch::set_num_threads(cfg.train.threads as i32);
+    }
+    if device.is_cuda() {
+        tch::Cuda::cudnn_set_benchmark(true);
+    }
+    device
+}
+
 /// Peak resident set size of this process (Linux `VmHWM`), in MiB; 0 elsewhere.
 pub fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")

@@ -6,8 +6,8 @@
 //! Blocks of the two alternate, so a machine whose speed drifts (a shared
 //! VM, a GPU changing clocks) slows both alike and the ratio holds.
 
-use super::{median, peak_rss_mib, Timing};
-use crate::config::{self, DeviceChoice, RunConfig};
+use super::{median, peak_rss_mib, resolve_device, Timing};
+use crate::config::{self, RunConfig};
 use crate::data;
 use crate::diffusion::{NoiseSchedule, ScheduleTensors};
 use crate::model::{parameter_count, Conditioning, Denoiser};
@@ -86,19 +86,6 @@ impl BareStep {
             .update(&self.fp.flat, &self.fp.grad, self.cfg.train.lr, &self.keep);
         loss.detach()
     }
-}
-
-fn resolve_device(cfg: &RunConfig) -> Device {
-    let device = DeviceChoice::parse(&cfg.train.device)
-        .unwrap_or(DeviceChoice::Auto)
-        .resolve();
-    if cfg.train.threads > 0 {
-        tch::set_num_threads(cfg.train.threads as i32);
-    }
-    if device.is_cuda() {
-        tch::Cuda::cudnn_set_benchmark(true);
-    }
-    device
 }
 
 /// The full and bare steps, timed in alternating blocks.

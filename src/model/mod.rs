@@ -108,20 +108,7 @@ mod tests {
     use tch::{Device, Kind};
 
     fn unet(preset: ModelPreset, in_ch: i64, res: i64, classes: i64) -> UNetConfig {
-        let v = preset.values();
-        UNetConfig {
-            in_channels: in_ch,
-            resolution: res,
-            ch: v.ch,
-            ch_mult: v.ch_mult,
-            num_res_blocks: v.num_res_blocks,
-            attn_resolutions: v.attn_resolutions,
-            dropout: v.dropout,
-            norm_groups: v.norm_groups,
-            attn_heads: v.attn_heads,
-            num_classes: classes,
-            cond_dim: 0,
-        }
+        UNetConfig::from_preset(preset, in_ch, res, classes)
     }
 
     #[test]

@@ -40,6 +40,32 @@ pub struct UNetConfig {
     pub cond_dim: i64,
 }
 
+impl UNetConfig {
+    /// A preset's UNet, without overrides, for `in_channels`×`resolution`²
+    /// data with `num_classes` classes (0 = unconditional) and no condition vector.
+    pub fn from_preset(
+        preset: super::ModelPreset,
+        in_channels: i64,
+        resolution: i64,
+        num_classes: i64,
+    ) -> Self {
+        let v = preset.values();
+        UNetConfig {
+            in_channels,
+            resolution,
+            ch: v.ch,
+            ch_mult: v.ch_mult,
+            num_res_blocks: v.num_res_blocks,
+            attn_resolutions: v.attn_resolutions,
+            dropout: v.dropout,
+            norm_groups: v.norm_groups,
+            attn_heads: v.attn_heads,
+            num_classes,
+            cond_dim: 0,
+        }
+    }
+}
+
 fn conv3(p: nn::Path, i: i64, o: i64, stride: i64, zero: bool) -> nn::Conv2D {
     let mut cfg = nn::ConvConfig {
         padding: 1,
