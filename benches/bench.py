@@ -150,31 +150,32 @@ def ref_json(args, gpu):
     return t
 
 
-def ref_args(what, case, device, precision, warmup, n, blocks, extra=()):
-    _, preset, c, r, batch, *_ = case
+def ref_args(what, case, device, precision, warmup, n, blocks, extra=(), batch=None):
+    _, preset, c, r, case_batch, *_ = case
+    batch = case_batch if batch is None else batch
     return [what, "--preset", preset, "--channels", str(c), "--resolution", str(r), "--batch", str(batch),
             "--device", device, "--precision", precision, "--warmup", str(warmup), "--steps", str(n),
             "--repeats", str(blocks), *extra]
 
 
 def params_of(binary, work, case, device):
+    """The model's parameter count, checked equal on both sides (`inspect model` builds it only)."""
     _, preset, c, r, batch, *_ = case
     cfg = work / "params.toml"
     run_config(cfg, preset, c, r, batch, 1, 1, device, "fp32", "[0.9999]")
-    out, _, _ = rusage_run([binary, "bench", "step", str(cfg), "--warmup", "0", "--steps", "1", "--repeats", "1"],
-                           False)
-    ours = json.loads(out)["bare"]
+    out, _, _ = rusage_run([binary, "inspect", "model", "--config", str(cfg)], False)
+    ours = int(out.strip().splitlines()[-1].split(":")[1])
     ref = ref_json(ref_args("params", case, "cpu", "fp32", 0, 1, 1), False)
-    if ours["params"] != ref["params"]:
-        sys.exit(f"bench: parameter counts differ for {preset}: ours {ours['params']:,}, reference {ref['params']:,}")
-    return ours["params"], ours["threads"], ref["threads"]
+    if ours != ref["params"]:
+        sys.exit(f"bench: parameter counts differ for {preset}: ours {ours:,}, reference {ref['params']:,}")
+    return ours, ref["threads"]
 
 
 def bench_case(binary, work, case, device, precision, rounds, gpu, with_ddim):
     name, preset, c, r, batch, n, blocks, ddim_batch = case
-    params, our_threads, ref_threads = params_of(binary, work, case, device)
-    print(f"== {name}, batch {batch}, {precision} on {device}: {params:,} parameters; "
-          f"threads: ours {our_threads}, PyTorch {ref_threads}", flush=True)
+    params, ref_threads = params_of(binary, work, case, device)
+    print(f"== {name}, batch {batch}, {precision} on {device}: {params:,} parameters", flush=True)
+    our_threads = None
     res = {k: [] for k in ["ours", "ours2", "bare", "ref"]}
     mem = {k: [] for k in res}
     cfg = work / f"train-{preset}-{precision}.toml"
@@ -190,6 +191,7 @@ def bench_case(binary, work, case, device, precision, rounds, gpu, with_ddim):
                 out, rss, gmem = rusage_run([binary, "bench", "step", str(cfg2), "--warmup", str(n), "--steps",
                                              str(n), "--repeats", str(blocks)], gpu)
                 t = json.loads(out)
+                our_threads = t["bare"]["threads"]
                 for key, part in (("ours2", "full"), ("bare", "bare")):
                     res[key] += [s / n for s in t[part]["secs"]]
                     mem[key].append((rss, gmem))
@@ -202,6 +204,7 @@ def bench_case(binary, work, case, device, precision, rounds, gpu, with_ddim):
             res[who] += [s / m["per_repeat"] for s in m["secs"]]
             mem[who].append((m["rss"], m["gpu"]))
             print(f"   {who:5} round {rnd + 1}: {median(m['secs']) / m['per_repeat'] * 1000:8.1f} ms/step", flush=True)
+    print(f"   threads: ours {our_threads}, PyTorch {ref_threads}", flush=True)
     row = {"case": name, "preset": preset, "batch": batch, "precision": precision, "device": device,
            "params": params, "threads_ours": our_threads, "threads_ref": ref_threads}
     for who in res:
@@ -221,8 +224,8 @@ def bench_case(binary, work, case, device, precision, rounds, gpu, with_ddim):
                     m = ours_json(binary, ["bench", "ddim", str(cfg), "--batch", str(ddim_batch), "--sampling-steps",
                                            "50", "--warmup", "1", "--repeats", "5"], gpu)
                 else:
-                    m = ref_json(ref_args("ddim", (None, preset, c, r, ddim_batch), device, "fp32", 1, 1, 5,
-                                          ["--sampling-steps", "50"]), gpu)
+                    m = ref_json(ref_args("ddim", case, device, "fp32", 1, 1, 5, ["--sampling-steps", "50"],
+                                          batch=ddim_batch), gpu)
                 d[who] += m["secs"]
                 dm[who].append((m["rss"], m["gpu"]))
         row["ddim"] = {who: {"s_per_sampling": median(d[who]), "images_per_s": ddim_batch / median(d[who]),

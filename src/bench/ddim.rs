@@ -2,14 +2,12 @@
 //! (η = 0, x̂₀ clipped) of `cfg`'s model on a batch, as `ddpm-lab sample
 //! --sampler ddim` runs them, in fp32 without guidance.
 
-use super::{peak_rss_mib, resolve_device, time_blocks, Timing};
+use super::{peak_rss_mib, time_blocks, Timing, Untrained};
 use crate::config::run::SamplerKind;
-use crate::config::{self, RunConfig};
-use crate::data;
+use crate::config::RunConfig;
 use crate::diffusion::sampling::{sample, SamplingOptions, Variance};
-use crate::diffusion::{NoiseSchedule, Prediction};
-use crate::model::{parameter_count, Conditioning, Denoiser};
-use tch::nn;
+use crate::diffusion::Prediction;
+use crate::model::Conditioning;
 
 /// Time DDIM sampling of `batch` samples with `sampling_steps` steps.
 pub fn ddim(
@@ -19,15 +17,14 @@ pub fn ddim(
     warmup: u64,
     repeats: u64,
 ) -> Result<Timing, String> {
-    let device = resolve_device(cfg);
-    let dataset = data::load(cfg, data::Split::Train).map_err(|e| e.to_string())?;
-    let schedule =
-        NoiseSchedule::new(cfg.diffusion.schedule_config()).map_err(|e| e.to_string())?;
-    let spec = config::model_spec(cfg, dataset.num_classes);
-    tch::manual_seed(cfg.train.seed as i64);
-    let vs = nn::VarStore::new(device);
-    let model = Denoiser::new(vs.root(), &spec);
-    let params = parameter_count(&vs);
+    let Untrained {
+        device,
+        dataset,
+        schedule,
+        model,
+        params,
+        ..
+    } = Untrained::new(cfg)?;
     let mut shape = dataset.x.size();
     shape[0] = batch;
     let opts = SamplingOptions {

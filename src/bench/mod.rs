@@ -1,12 +1,12 @@
 //! Timed loops behind `ddpm-lab bench` and `just bench` (benches/bench.py).
 //!
 //! Why: the side-by-side comparison with the chapter's PyTorch trainer needs
-//! two measurements that no user command makes: a *bare* training step (the
-//! same model's forward + backward + AdamW, none of the trainer's extras), to
-//! price the trainer's overhead in the same binary, and the DDIM sampler timed
-//! on its own. The full training step is measured on `ddpm-lab train` itself
-//! (benches/bench.py reads its metrics log), so what is compared is what
-//! users run.
+//! two measurements that no user command makes: the trainer's full step
+//! against a *bare* step (the same model's forward + backward + AdamW, none of
+//! the trainer's extras), timed in one process to price the trainer's
+//! overhead, and the DDIM sampler timed on its own. The comparison with
+//! PyTorch itself times `ddpm-lab train` (benches/bench.py reads its metrics
+//! log), so what is compared there is what users run.
 //!
 //! Every loop runs `warmup` untimed iterations, then `repeats` timed blocks;
 //! each block ends by reading a value back from the device, so its time
@@ -90,19 +90,38 @@ pub fn time_blocks<T>(
         .collect()
 }
 
-/// `cfg`'s training device, with its thread count and (on CUDA) cuDNN's
-/// benchmark mode set as the trainer sets them.
-pub fn resolve_device(cfg: &crate::config::RunConfig) -> tch::Device {
-    let device = crate::config::DeviceChoice::parse(&cfg.train.device)
-        .unwrap_or(crate::config::DeviceChoice::Auto)
-        .resolve();
-    if cfg.train.threads > 0 {
-        tch::set_num_threads(cfg.train.threads as i32);
+/// `cfg`'s model as the trainer builds it (same seed), untrained, on the
+/// device the trainer would use, with the data and schedule it trains on.
+pub struct Untrained {
+    pub device: tch::Device,
+    pub dataset: crate::data::Dataset,
+    pub schedule: crate::diffusion::NoiseSchedule,
+    pub vs: tch::nn::VarStore,
+    pub model: crate::model::Denoiser,
+    pub params: i64,
+}
+
+impl Untrained {
+    pub fn new(cfg: &crate::config::RunConfig) -> Result<Self, String> {
+        let device = crate::train::trainer::prepare_device(cfg);
+        let dataset =
+            crate::data::load(cfg, crate::data::Split::Train).map_err(|e| e.to_string())?;
+        let schedule = crate::diffusion::NoiseSchedule::new(cfg.diffusion.schedule_config())
+            .map_err(|e| e.to_string())?;
+        let spec = crate::config::model_spec(cfg, dataset.num_classes);
+        tch::manual_seed(cfg.train.seed as i64);
+        let vs = tch::nn::VarStore::new(device);
+        let model = crate::model::Denoiser::new(vs.root(), &spec);
+        let params = crate::model::parameter_count(&vs);
+        Ok(Untrained {
+            device,
+            dataset,
+            schedule,
+            vs,
+            model,
+            params,
+        })
     }
-    if device.is_cuda() {
-        tch::Cuda::cudnn_set_benchmark(true);
-    }
-    device
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`), in MiB; 0 elsewhere.

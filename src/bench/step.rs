@@ -6,11 +6,10 @@
 //! Blocks of the two alternate, so a machine whose speed drifts (a shared
 //! VM, a GPU changing clocks) slows both alike and the ratio holds.
 
-use super::{median, peak_rss_mib, resolve_device, Timing};
-use crate::config::{self, RunConfig};
-use crate::data;
-use crate::diffusion::{NoiseSchedule, ScheduleTensors};
-use crate::model::{parameter_count, Conditioning, Denoiser};
+use super::{median, peak_rss_mib, Timing, Untrained};
+use crate::config::RunConfig;
+use crate::diffusion::ScheduleTensors;
+use crate::model::{Conditioning, Denoiser};
 use crate::train::flat::FlatParams;
 use crate::train::optim::AdamW;
 use crate::train::precision::autocast;
@@ -35,15 +34,14 @@ pub struct BareStep {
 
 impl BareStep {
     pub fn new(cfg: &RunConfig) -> Result<Self, String> {
-        let device = resolve_device(cfg);
-        let dataset = data::load(cfg, data::Split::Train).map_err(|e| e.to_string())?;
-        let schedule =
-            NoiseSchedule::new(cfg.diffusion.schedule_config()).map_err(|e| e.to_string())?;
-        let spec = config::model_spec(cfg, dataset.num_classes);
-        tch::manual_seed(cfg.train.seed as i64);
-        let vs = nn::VarStore::new(device);
-        let model = Denoiser::new(vs.root(), &spec);
-        let params = parameter_count(&vs);
+        let Untrained {
+            device,
+            dataset,
+            schedule,
+            vs,
+            model,
+            params,
+        } = Untrained::new(cfg)?;
         let fp = FlatParams::new(&vs, device);
         let opt = AdamW::new(&cfg.train, &fp.flat);
         let b = cfg.train.batch_size;
@@ -105,9 +103,9 @@ pub fn overhead(
     steps: u64,
     repeats: u64,
 ) -> Result<Overhead, String> {
-    let device = resolve_device(cfg);
     let mut full = StepLoop::new(cfg).map_err(|e| e.to_string())?;
     let mut bare = BareStep::new(cfg)?;
+    let device = bare.device;
     let mut full_block = |n: u64| -> Result<f64, String> {
         let start = Instant::now();
         for _ in 0..n {
@@ -160,7 +158,8 @@ pub fn overhead(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{SetArg, Sources};
+    use crate::config::{self, SetArg, Sources};
+    use crate::model::parameter_count;
 
     #[test]
     fn full_and_bare_steps_train_the_same_model_in_alternating_blocks() {

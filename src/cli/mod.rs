@@ -46,7 +46,7 @@ pub enum Command {
     /// Print the numbers behind a run: schedules, loss weights, models, devices.
     #[command(subcommand)]
     Inspect(inspect::Inspect),
-    /// Time the bare training step and DDIM sampling (what `just bench` compares with PyTorch).
+    /// Time the trainer's step against a bare step, and DDIM sampling (the loops `just bench` runs beside `train`).
     #[command(subcommand)]
     Bench(bench::BenchCmd),
 }

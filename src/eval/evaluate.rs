@@ -234,7 +234,7 @@ pub fn evaluate(
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    // Built on first need: the reference statistics and the bits/dim images.
+    // Built on first need: the reference statistics.
     let mut reference: Option<Reference> = None;
     for (step, dir) in &points {
         for w in &weights {

@@ -73,12 +73,8 @@ pub enum Outcome {
 pub enum TrainError {
     #[error("{0}")]
     RunDir(String),
-    #[error("the loss became {what} at step {step}; {last}. Lower train.lr, keep train.grad_clip on, or check the data")]
-    NonFinite {
-        step: u64,
-        what: &'static str,
-        last: String,
-    },
+    #[error("the loss became NaN or infinite at step {step}; {last}. Lower train.lr, keep train.grad_clip on, or check the data")]
+    NonFinite { step: u64, last: String },
     #[error("failed on purpose at step {0} (train.fail_at_step)")]
     Injected(u64),
     #[error(transparent)]
@@ -185,12 +181,25 @@ impl Accum {
         *self = Accum::new(self.loss.device());
         self.first_bad = first_bad;
     }
+    /// The first step whose loss was not finite, if any (reads the device).
+    fn first_bad_step(&self) -> Option<u64> {
+        u64::try_from(self.first_bad.int64_value(&[])).ok()
+    }
 }
 
-fn parse_device(cfg: &RunConfig) -> Device {
-    DeviceChoice::parse(&cfg.train.device)
+/// The run's training device, with libtorch's thread count and (on CUDA)
+/// cuDNN's benchmark mode set for it.
+pub(crate) fn prepare_device(cfg: &RunConfig) -> Device {
+    let device = DeviceChoice::parse(&cfg.train.device)
         .unwrap_or(DeviceChoice::Auto)
-        .resolve()
+        .resolve();
+    if cfg.train.threads > 0 {
+        tch::set_num_threads(cfg.train.threads as i32);
+    }
+    if device.is_cuda() {
+        tch::Cuda::cudnn_set_benchmark(true);
+    }
+    device
 }
 
 fn device_name(d: Device) -> String {
@@ -203,13 +212,7 @@ fn device_name(d: Device) -> String {
 
 impl Run {
     fn build(cfg: &RunConfig) -> Result<Self, TrainError> {
-        let device = parse_device(cfg);
-        if cfg.train.threads > 0 {
-            tch::set_num_threads(cfg.train.threads as i32);
-        }
-        if device.is_cuda() {
-            tch::Cuda::cudnn_set_benchmark(true);
-        }
+        let device = prepare_device(cfg);
         let d = &cfg.diffusion;
         let schedule = NoiseSchedule::new(d.schedule_config())
             .map_err(|e| TrainError::Other(e.to_string()))?;
@@ -550,11 +553,9 @@ impl StepLoop {
         self.run.step(self.step, &mut self.acc)?;
         self.step += 1;
         if self.step % self.run.cfg.train.log_every == 0 {
-            let bad = self.acc.first_bad.int64_value(&[]);
-            if bad >= 0 {
+            if let Some(step) = self.acc.first_bad_step() {
                 return Err(TrainError::NonFinite {
-                    step: bad as u64,
-                    what: "NaN or infinite",
+                    step,
                     last: "there is no checkpoint in a benchmark".into(),
                 });
             }
@@ -864,21 +865,15 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<Outcome, TrainError
         let ck_now = step % cfg.train.checkpoint_every == 0 || step == total;
         if log_now || ck_now {
             // The only host synchronisation of the loop.
-            let bad = acc.first_bad.int64_value(&[]);
-            if bad >= 0 {
+            if let Some(bad) = acc.first_bad_step() {
                 progress.finish();
-                let what = "NaN or infinite";
                 let last = match &status.last_checkpoint {
                     Some(c) => format!("the last good checkpoint is {}", ck_root.join(c).display()),
                     None => "there is no checkpoint yet".to_string(),
                 };
-                let e = TrainError::NonFinite {
-                    step: bad as u64,
-                    what,
-                    last,
-                };
+                let e = TrainError::NonFinite { step: bad, last };
                 text.line(&e.to_string());
-                return Err(fail(&mut status, e, bad as u64, wall(&started)));
+                return Err(fail(&mut status, e, bad, wall(&started)));
             }
         }
         if log_now {
