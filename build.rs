@@ -40,7 +40,9 @@ fn record_commit() {
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     record_commit();
-    println!("cargo:rerun-if-changed=src/train/autocast.cpp");
+    for f in ["autocast", "fused_adamw", "cuda_graph"] {
+        println!("cargo:rerun-if-changed=src/train/{f}.cpp");
+    }
     println!("cargo:rerun-if-env-changed=VIRTUAL_ENV");
     println!("cargo:rerun-if-env-changed=LIBTORCH_USE_PYTORCH");
     if env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux") {
@@ -71,9 +73,16 @@ fn main() {
         ),
     };
     // The C++ shims: autocast (src/train/autocast.cpp: bf16 autocast needs the
-    // autocast dtype set) and fused AdamW (src/train/fused_adamw.cpp); tch
-    // exposes neither.
-    cc::Build::new()
+    // autocast dtype set), fused AdamW (src/train/fused_adamw.cpp) and CUDA
+    // graphs (src/train/cuda_graph.cpp); tch exposes none of them.
+    let has_cuda_lib = lib.join("libtorch_cuda.so").exists();
+    let cuda_headers = if has_cuda_lib {
+        cuda_include_dirs(&lib)
+    } else {
+        None
+    };
+    let mut build = cc::Build::new();
+    build
         .cpp(true)
         .std("c++17")
         .include(&include)
@@ -82,15 +91,63 @@ fn main() {
         .flag_if_supported("-w")
         .file("src/train/autocast.cpp")
         .file("src/train/fused_adamw.cpp")
-        .compile("ddpm_autocast");
+        .file("src/train/cuda_graph.cpp");
+    match &cuda_headers {
+        Some(dirs) => {
+            build.define("DDPM_CUDA_GRAPHS", None);
+            for d in dirs {
+                build.include(d);
+            }
+        }
+        None if has_cuda_lib => println!(
+            "cargo:warning=ddpm-lab: CUDA runtime headers not found beside PyTorch; \
+             train.cuda_graph will be unavailable in this build"
+        ),
+        None => {}
+    }
+    build.compile("ddpm_autocast");
 
     println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
     println!("cargo:rustc-link-arg=-L{}", lib.display());
-    if lib.join("libtorch_cuda.so").exists() {
+    if has_cuda_lib {
         println!("cargo:rustc-link-arg=-ltorch_cuda");
+        if cuda_headers.is_some() {
+            println!("cargo:rustc-link-arg=-lc10_cuda");
+        }
     }
     println!("cargo:rustc-link-arg=-ltorch");
     println!("cargo:rustc-link-arg=-Wl,--as-needed");
     println!("cargo:rustc-link-arg=-Wl,--enable-new-dtags");
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+}
+
+/// The include directories the CUDA graph shim needs beside PyTorch's own:
+/// one with `cuda_runtime_api.h` and one with `crt/host_config.h`. PyTorch's
+/// CUDA wheels bring the first in `nvidia/cu13` (or `nvidia/cuda_runtime` for
+/// CUDA 12) and the second with Triton; a CUDA toolkit has both.
+fn cuda_include_dirs(torch_lib: &std::path::Path) -> Option<Vec<PathBuf>> {
+    let site = torch_lib.parent()?.parent()?;
+    let mut roots = vec![
+        site.join("nvidia/cu13/include"),
+        site.join("nvidia/cuda_runtime/include"),
+        site.join("triton/backends/nvidia/include"),
+    ];
+    for var in ["CUDA_HOME", "CUDA_PATH"] {
+        println!("cargo:rerun-if-env-changed={var}");
+        if let Some(h) = env::var_os(var) {
+            roots.push(PathBuf::from(h).join("include"));
+        }
+    }
+    roots.push(PathBuf::from("/usr/local/cuda/include"));
+    let runtime = roots
+        .iter()
+        .find(|d| d.join("cuda_runtime_api.h").exists())?;
+    let crt = roots
+        .iter()
+        .find(|d| d.join("crt/host_config.h").exists())?;
+    let mut dirs = vec![runtime.clone()];
+    if crt != runtime {
+        dirs.push(crt.clone());
+    }
+    Some(dirs)
 }

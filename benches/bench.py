@@ -11,6 +11,8 @@ Measured:
   * training steps/s and images/s per preset: `ddpm-lab train` (the full
     trainer: data, AdamW, clipping, EMA, logging; its metrics log gives the
     time of every block) against reference.DDPMTrainer;
+  * on CUDA, also `ddpm-lab train` with `train.cuda_graph = true` (the step
+    recorded once as a CUDA graph and replayed), as a third side;
   * our trainer's overhead: `ddpm-lab bench step` times the trainer's full
     step (two EMAs, clipping, metrics, the log record) and the bare step
     (forward + backward + AdamW of the same model) in alternating blocks of
@@ -99,7 +101,7 @@ def rusage_run(cmd, gpu):
     return out, usage.ru_maxrss / 1024.0, mem.peak.get(p.pid)
 
 
-def run_config(path, preset, c, r, batch, steps, log_every, device, precision, decays):
+def run_config(path, preset, c, r, batch, steps, log_every, device, precision, decays, graph=False):
     path.write_text(f"""[data]
 source = "synthetic"
 shape = [{c}, {r}, {r}]
@@ -115,17 +117,18 @@ log_every = {log_every}
 checkpoint_every = 1000000
 device = "{device}"
 precision = "{precision}"
+cuda_graph = {str(graph).lower()}
 [ema]
 decays = {decays}
 mode = "constant"
 """)
 
 
-def ours_train(binary, work, case, device, precision, decays, warm_blocks, gpu):
+def ours_train(binary, work, case, device, precision, decays, warm_blocks, gpu, graph=False):
     """`ddpm-lab train`; block times from its metrics log's wall-time stamps."""
     name, preset, c, r, batch, n, blocks, _ = case
-    cfg = work / f"train-{preset}-{precision}-{decays.count(',') + 1}ema.toml"
-    run_config(cfg, preset, c, r, batch, (warm_blocks + blocks) * n, n, device, precision, decays)
+    cfg = work / f"train-{preset}-{precision}-{decays.count(',') + 1}ema{'-graph' if graph else ''}.toml"
+    run_config(cfg, preset, c, r, batch, (warm_blocks + blocks) * n, n, device, precision, decays, graph)
     out_dir = work / "run"
     shutil.rmtree(out_dir, ignore_errors=True)
     _, rss, gmem = rusage_run([binary, "train", str(cfg), "--out", str(out_dir), "--quiet"], gpu)
@@ -176,15 +179,18 @@ def bench_case(binary, work, case, device, precision, rounds, gpu, with_ddim):
     params, ref_threads = params_of(binary, work, case, device)
     print(f"== {name}, batch {batch}, {precision} on {device}: {params:,} parameters", flush=True)
     our_threads = None
-    res = {k: [] for k in ["ours", "ours2", "bare", "ref"]}
+    sides = ["ours", "ours2", "bare", "ref"] + (["graph"] if gpu else [])
+    res = {k: [] for k in sides}
     mem = {k: [] for k in res}
     cfg = work / f"train-{preset}-{precision}.toml"
     cfg2 = work / f"step-{preset}-{precision}.toml"
     for rnd in range(rounds):
-        order = ["ours", "ref", "step"] if rnd % 2 == 0 else ["step", "ref", "ours"]
+        order = ["ours", "ref", "step"] + (["graph"] if gpu else [])
+        if rnd % 2:
+            order.reverse()
         for who in order:
-            if who == "ours":
-                m = ours_train(binary, work, case, device, precision, "[0.9999]", 1, gpu)
+            if who in ("ours", "graph"):
+                m = ours_train(binary, work, case, device, precision, "[0.9999]", 1, gpu, who == "graph")
             elif who == "step":
                 # The full step (two EMAs) and the bare step, alternating in one process.
                 run_config(cfg2, preset, c, r, batch, 1, n, device, precision, "[0.9999, 0.999]")
@@ -214,6 +220,8 @@ def bench_case(binary, work, case, device, precision, rounds, gpu, with_ddim):
                     "peak_gpu_mib": max((m[1] or 0) for m in mem[who]) or None, "blocks": len(res[who])}
     row["ratio"] = row["ref"]["s_per_step"] / row["ours"]["s_per_step"]
     row["overhead"] = row["ours2"]["s_per_step"] / row["bare"]["s_per_step"] - 1
+    if "graph" in row:
+        row["ratio_graph"] = row["ref"]["s_per_step"] / row["graph"]["s_per_step"]
     if ddim_batch and with_ddim:
         d = {"ours": [], "ref": []}
         dm = {"ours": [], "ref": []}
@@ -234,6 +242,8 @@ def bench_case(binary, work, case, device, precision, rounds, gpu, with_ddim):
         row["ddim"]["batch"] = ddim_batch
         row["ddim"]["ratio"] = median(d["ref"]) / median(d["ours"])
     print(f"   ratio (reference time / ours) {row['ratio']:.3f}; overhead over bare step {row['overhead'] * 100:+.1f}%"
+          + (f"; with train.cuda_graph {row['graph']['steps_per_s']:.2f} steps/s, ratio {row['ratio_graph']:.3f}"
+             if "graph" in row else "")
           + (f"; DDIM ratio {row['ddim']['ratio']:.3f}" if "ddim" in row else ""), flush=True)
     return row
 
@@ -309,6 +319,17 @@ def fmt_md(results):
                      f"| {o['images_per_s']:.1f} | {p['images_per_s']:.1f} | **{r['ratio']:.2f}** "
                      f"| {b['steps_per_s']:.3f} | {r['overhead'] * 100:+.1f}% "
                      f"| {o['peak_rss_mib']:.0f} / {p['peak_rss_mib']:.0f} | {g} |")
+    graphed = [r for r in results["training"] if "graph" in r]
+    if graphed:
+        lines.append("")
+        lines.append("| with `train.cuda_graph = true` | precision | batch | steps/s | images/s | ratio to PyTorch "
+                     "| vs ours eager | peak GPU (MiB) |")
+        lines.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for r in graphed:
+            g = r["graph"]
+            lines.append(f"| {r['case']} | {r['precision']} | {r['batch']} | {g['steps_per_s']:.3f} "
+                         f"| {g['images_per_s']:.1f} | **{r['ratio_graph']:.2f}** "
+                         f"| {r['ours']['s_per_step'] / g['s_per_step']:.2f}× | {g['peak_gpu_mib'] or '–'} |")
     ddim = [r for r in results["training"] if "ddim" in r]
     if ddim:
         lines.append("")

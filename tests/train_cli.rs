@@ -496,6 +496,7 @@ fn config_errors_name_the_key_value_and_fix_and_write_nothing() {
         ("[train]\nlr = -0.1\n", &["bad.toml:2: train.lr: = -0.1: must be a number > 0"]),
         ("[train]\np_uncond = 1.0\n[data]\nlabels = true\n", &["train.p_uncond: = 1: must be in [0, 1)"]),
         ("[train]\nprecision = \"fp16\"\ndevice = \"cpu\"\n", &["train.precision", "fp16 autocast needs a CUDA device"]),
+        ("[train]\ncuda_graph = true\ndevice = \"cpu\"\n", &["bad.toml:2: train.cuda_graph", "CUDA graphs need a CUDA device", "set train.cuda_graph = false"]),
         ("[data]\ntoy = \"swiss-roll\"\nlabels = true\n", &["bad.toml:3: data.labels", "has no class labels"]),
         ("[data]\ntoy = \"two-moons\"\nvector_condition = true\n", &["data.vector_condition", "no condition vector"]),
         ("[train]\np_uncond = 0.1\n", &["train.p_uncond", "needs a condition"]),

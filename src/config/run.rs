@@ -275,6 +275,9 @@ pub struct TrainConfig {
     pub device: String,
     /// CPU threads for libtorch; 0 keeps libtorch's default.
     pub threads: i64,
+    /// Record the step's device work once as a CUDA graph and replay it
+    /// (after a few eager warm-up steps). CUDA devices only.
+    pub cuda_graph: bool,
     pub log_every: u64,
     pub checkpoint_every: u64,
     pub keep_checkpoints: usize,
@@ -300,6 +303,7 @@ impl Default for TrainConfig {
             seed: 0,
             device: "auto".into(),
             threads: 0,
+            cuda_graph: false,
             log_every: 50,
             checkpoint_every: 500,
             keep_checkpoints: 2,

@@ -264,6 +264,17 @@ pub fn validate(cfg: &RunConfig) -> Vec<Problem> {
                     format!("= \"fp16\" on the CPU (train.device = {:?}): fp16 autocast needs a CUDA device; use \"bf16\" or \"fp32\" on a CPU", t.device),
                 ));
             }
+            if t.cuda_graph && !dev.is_cuda() {
+                p.push(Problem::new(
+                    "train.cuda_graph",
+                    format!("= true on the CPU (train.device = {:?}): CUDA graphs need a CUDA device; set train.cuda_graph = false", t.device),
+                ));
+            } else if t.cuda_graph && !crate::train::cuda_graph::supported() {
+                p.push(Problem::new(
+                    "train.cuda_graph",
+                    "= true, but this build of ddpm-lab has no CUDA graph support (PyTorch's CUDA headers were not found when it was built); set train.cuda_graph = false".to_string(),
+                ));
+            }
             if let tch::Device::Cuda(i) = dev {
                 let n = tch::Cuda::device_count();
                 if i as i64 >= n {

@@ -23,6 +23,9 @@ pub struct Ema {
     pub update_after_step: u64,
     /// One flat buffer per decay.
     pub shadows: Vec<Tensor>,
+    /// Each shadow's interpolation weight 1 − μ_c for the next [`Ema::apply`]
+    /// (0-dim, on the device; 0 when the shadow is not updated this step).
+    pub lerp_weights: Vec<Tensor>,
     /// Optimizer steps seen (c).
     pub steps: u64,
 }
@@ -42,6 +45,11 @@ impl Ema {
                 _ => flat.detach().copy(),
             })
             .collect();
+        let lerp_weights = cfg
+            .decays
+            .iter()
+            .map(|_| Tensor::zeros([], (flat.kind(), flat.device())))
+            .collect();
         Ema {
             decays: cfg.decays.clone(),
             mode: cfg.mode,
@@ -49,6 +57,7 @@ impl Ema {
             power: cfg.power,
             update_after_step: cfg.update_after_step,
             shadows,
+            lerp_weights,
             steps: 0,
         }
     }
@@ -75,17 +84,33 @@ impl Ema {
         }
     }
 
-    /// Call once after every optimizer step.
+    /// Call once after every optimizer step: [`Ema::advance`], then [`Ema::apply`].
     pub fn update(&mut self, flat: &Tensor) {
+        self.advance();
+        self.apply(flat);
+    }
+
+    /// Count one more optimizer step and set the weights [`Ema::apply`] uses
+    /// (scalar fills on the device: no synchronisation).
+    pub fn advance(&mut self) {
         self.steps += 1;
         let c = self.steps;
+        for (i, &decay) in self.decays.iter().enumerate() {
+            let w = if self.mode == EmaMode::BiasCorrected && c <= self.update_after_step {
+                0.0 // no update counted yet; reads as θ
+            } else {
+                1.0 - self.decay_at(decay, c)
+            };
+            let _ = tch::no_grad(|| self.lerp_weights[i].fill_(w));
+        }
+    }
+
+    /// θ_ema ← θ_ema + w (θ − θ_ema) for every shadow, with the weights set by
+    /// [`Ema::advance`]. Only device work, so a CUDA graph can record it.
+    pub fn apply(&self, flat: &Tensor) {
         tch::no_grad(|| {
-            for (i, &decay) in self.decays.iter().enumerate() {
-                if self.mode == EmaMode::BiasCorrected && c <= self.update_after_step {
-                    continue; // no update counted yet; reads as θ
-                }
-                let d = self.decay_at(decay, c);
-                let _ = self.shadows[i].lerp_(flat, 1.0 - d);
+            for (shadow, w) in self.shadows.iter().zip(&self.lerp_weights) {
+                let _ = shadow.shallow_clone().lerp_tensor_(flat, w);
             }
         });
     }

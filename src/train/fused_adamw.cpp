@@ -11,14 +11,16 @@ extern "C" {
 
 // param, grad, exp_avg, exp_avg_sq: same-shape f32 tensors on one device.
 // step: 0-dim f32, already counting this update. found_inf: 0-dim f32, 1 = skip
-// this update (an fp16 overflow). Returns 0, or -1 if libtorch refused.
+// this update (an fp16 overflow). lr: 0-dim f32 on the same device (a tensor, so
+// that a captured CUDA graph reads each step's rate). Returns 0, or -1 if
+// libtorch refused.
 int ddpm_fused_adamw(const at::Tensor* param, const at::Tensor* grad, const at::Tensor* exp_avg,
                      const at::Tensor* exp_avg_sq, const at::Tensor* step,
-                     const at::Tensor* found_inf, double lr, double beta1, double beta2,
-                     double weight_decay, double eps) {
+                     const at::Tensor* found_inf, const at::Tensor* lr, double beta1,
+                     double beta2, double weight_decay, double eps) {
   try {
     at::NoGradGuard no_grad;
-    at::_fused_adamw_({*param}, {*grad}, {*exp_avg}, {*exp_avg_sq}, {}, {*step}, lr, beta1, beta2,
+    at::_fused_adamw_({*param}, {*grad}, {*exp_avg}, {*exp_avg_sq}, {}, {*step}, *lr, beta1, beta2,
                       weight_decay, eps, /*amsgrad=*/false, /*maximize=*/false,
                       /*grad_scale=*/::std::nullopt, *found_inf);
     return 0;

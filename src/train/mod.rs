@@ -2,6 +2,7 @@
 //! checkpoints, logs and the loop that ties them together.
 
 pub mod checkpoint;
+pub mod cuda_graph;
 pub mod ema;
 pub mod flat;
 pub mod log;

@@ -47,6 +47,8 @@ pub struct AdamW {
     pub exp_avg_sq: Tensor,
     /// Steps taken (not counting skipped ones), 0-dim f32 on the device.
     pub step: Tensor,
+    /// This step's learning rate, 0-dim f32 on the device (set by [`AdamW::set_lr`]).
+    pub lr: Tensor,
     /// Whether to use libtorch's fused kernel (turned off if it ever refuses).
     pub fused: bool,
 }
@@ -59,7 +61,7 @@ extern "C" {
         exp_avg_sq: *const std::ffi::c_void,
         step: *const std::ffi::c_void,
         found_inf: *const std::ffi::c_void,
-        lr: f64,
+        lr: *const std::ffi::c_void,
         beta1: f64,
         beta2: f64,
         weight_decay: f64,
@@ -69,7 +71,7 @@ extern "C" {
 
 /// libtorch's `_fused_adamw_` on the flat buffers (`opt.step` already counts
 /// this update; `skip` = 1 leaves everything as it is). False if refused.
-fn fused_update(opt: &AdamW, param: &Tensor, grad: &Tensor, lr: f64, skip: &Tensor) -> bool {
+fn fused_update(opt: &AdamW, param: &Tensor, grad: &Tensor, skip: &Tensor) -> bool {
     let p = |t: &Tensor| t.as_ptr() as *const std::ffi::c_void;
     // SAFETY: the pointers are live `at::Tensor`s owned by tch for the whole call;
     // the shim catches every C++ exception and reports it as −1.
@@ -81,7 +83,7 @@ fn fused_update(opt: &AdamW, param: &Tensor, grad: &Tensor, lr: f64, skip: &Tens
             p(&opt.exp_avg_sq),
             p(&opt.step),
             p(skip),
-            lr,
+            p(&opt.lr),
             opt.beta1,
             opt.beta2,
             opt.weight_decay,
@@ -101,36 +103,57 @@ impl AdamW {
             exp_avg: flat.zeros_like(),
             exp_avg_sq: flat.zeros_like(),
             step: Tensor::zeros([], (Kind::Float, flat.device())),
+            lr: Tensor::full([], cfg.lr, (Kind::Float, flat.device())),
             fused: true,
         }
     }
 
-    /// One update of `param` with gradient `grad`, scaled by `keep` (0-dim, 0 or 1).
+    /// One update of `param` with gradient `grad` at learning rate `lr`, scaled
+    /// by `keep` (0-dim, 0 or 1): [`AdamW::set_lr`], then [`AdamW::apply`].
+    pub fn update(&mut self, param: &Tensor, grad: &Tensor, lr: f64, keep: &Tensor) {
+        self.set_lr(lr);
+        self.apply(param, grad, keep);
+    }
+
+    /// Set the learning rate the next [`AdamW::apply`] uses (a scalar fill on the
+    /// device: no synchronisation).
+    pub fn set_lr(&mut self, lr: f64) {
+        let _ = tch::no_grad(|| self.lr.fill_(lr));
+    }
+
+    /// The update at the rate in `self.lr`. Only device work, with no value read
+    /// on the host, so a CUDA graph can record it.
     ///
     /// libtorch's fused AdamW kernel (one pass; [`fused_update`]) where it
     /// accepts the tensors, else the same update as separate tensor ops.
-    pub fn update(&mut self, param: &Tensor, grad: &Tensor, lr: f64, keep: &Tensor) {
+    pub fn apply(&mut self, param: &Tensor, grad: &Tensor, keep: &Tensor) {
         if self.fused {
             let _ = tch::no_grad(|| self.step.g_add_(keep));
             let skip = -keep + 1.0;
-            if fused_update(self, param, grad, lr, &skip) {
+            if fused_update(self, param, grad, &skip) {
                 return;
             }
             // Not accepted (never seen on CPU or CUDA f32): undo the count, go unfused.
             let _ = tch::no_grad(|| self.step.g_sub_(keep));
             self.fused = false;
         }
-        self.unfused_update(param, grad, lr, keep);
+        self.unfused_apply(param, grad, keep);
     }
 
-    /// The update as separate tensor ops (about ten passes over the buffers).
+    /// [`AdamW::update`] as separate tensor ops (about ten passes over the buffers).
     pub fn unfused_update(&mut self, param: &Tensor, grad: &Tensor, lr: f64, keep: &Tensor) {
+        self.set_lr(lr);
+        self.unfused_apply(param, grad, keep);
+    }
+
+    fn unfused_apply(&mut self, param: &Tensor, grad: &Tensor, keep: &Tensor) {
+        let lr = &self.lr;
         let mut param = param.shallow_clone();
         tch::no_grad(|| {
             let _ = self.step.g_add_(keep);
             // Decoupled weight decay: θ ← θ·(1 − lr·λ).
             if self.weight_decay != 0.0 {
-                let factor = keep * (-lr * self.weight_decay) + 1.0;
+                let factor = keep * lr * (-self.weight_decay) + 1.0;
                 let _ = param.g_mul_(&factor);
             }
             let _ = self
@@ -220,7 +243,10 @@ mod tests {
         let q = init.copy().set_requires_grad(false);
         let mut unfused = AdamW::new(&cfg, &q);
         let keep = Tensor::ones([], (Kind::Float, Device::Cpu));
-        for _ in 0..20 {
+        for i in 0..20 {
+            // A rate that changes every step: each update must use its own.
+            let lr = 1e-2 * (1 + i % 3) as f64;
+            opt.set_lr(lr);
             let loss = (&w - &target).square().sum(Kind::Float) * w.sin().sum(Kind::Float);
             opt.zero_grad();
             loss.backward();
@@ -232,8 +258,8 @@ mod tests {
             let our_g = pg.grad();
             assert!(our_g.allclose(&g, 1e-5, 1e-6, false));
             opt.step();
-            ours.update(&p, &our_g, 1e-2, &keep);
-            unfused.unfused_update(&q, &our_g, 1e-2, &keep);
+            ours.update(&p, &our_g, lr, &keep);
+            unfused.unfused_update(&q, &our_g, lr, &keep);
             assert!(ours.fused, "libtorch refused the fused kernel");
             assert!(p.allclose(&w.detach(), 1e-5, 1e-6, false), "{p:?} vs {w:?}");
             assert!(q.allclose(&w.detach(), 1e-5, 1e-6, false), "{q:?} vs {w:?}");

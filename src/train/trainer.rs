@@ -10,7 +10,10 @@
 //! device tensors, the fp16 skip decision stays on the device, and a non-finite
 //! loss is recorded on the device. The host reads them every `train.log_every`
 //! steps. (The `importance` and `loss-aware` samplers read per-sample losses
-//! back every step: they need them.)
+//! back every step: they need them.) Because of that, the step's device work
+//! can be recorded once as a CUDA graph and replayed (`train.cuda_graph`,
+//! [`super::cuda_graph`]): the per-step numbers it needs (learning rate, EMA
+//! weights, step index) are device tensors the host fills before each step.
 //!
 //! # Determinism
 //! At every step the random generators are re-seeded from (seed, step), and the
@@ -20,6 +23,7 @@
 //! rounding of non-deterministic CUDA kernels.
 
 use super::checkpoint::{self, CheckpointData, CheckpointState};
+use super::cuda_graph::{CudaGraph, SideStream, WARMUP_STEPS};
 use super::ema::{weights_name, Ema};
 use super::flat::FlatParams;
 use super::log::{LogRecord, MetricsLog};
@@ -118,6 +122,8 @@ pub fn config_hash(cfg: &RunConfig, for_resume: bool) -> String {
     c.train.checkpoint_every = 0;
     c.train.keep_checkpoints = 0;
     c.train.fail_at_step = 0;
+    // How the step is launched, not what it computes.
+    c.train.cuda_graph = false;
     if for_resume {
         c.train.steps = 0;
     }
@@ -125,8 +131,70 @@ pub fn config_hash(cfg: &RunConfig, for_resume: bool) -> String {
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
+/// The tensors one step's device work reads. Under a CUDA graph, the ones the
+/// graph was recorded with: each step's batch is copied into them.
+struct StepInputs {
+    x0: Tensor,
+    labels: Option<Tensor>,
+    condition: Option<Tensor>,
+    /// Timesteps and importance weights drawn on the host (the `importance`
+    /// and `loss-aware` samplers); None: drawn on the device within the step.
+    host_t: Option<(Tensor, Tensor)>,
+}
+
+impl StepInputs {
+    /// Copy `src`'s values into these tensors (same shapes; no new memory).
+    fn copy_from(&mut self, src: &StepInputs) {
+        fn copy(dst: &mut Tensor, src: &Tensor) {
+            dst.copy_(src);
+        }
+        tch::no_grad(|| {
+            copy(&mut self.x0, &src.x0);
+            for (d, s) in [
+                (self.labels.as_mut(), src.labels.as_ref()),
+                (self.condition.as_mut(), src.condition.as_ref()),
+            ] {
+                if let (Some(d), Some(s)) = (d, s) {
+                    copy(d, s);
+                }
+            }
+            if let (Some((dt, dw)), Some((st, sw))) = (self.host_t.as_mut(), src.host_t.as_ref()) {
+                copy(dt, st);
+                copy(dw, sw);
+            }
+        });
+    }
+}
+
+/// What a step's device work leaves for the host: per-sample losses and
+/// their timesteps (the loss-aware sampler's history).
+struct StepOutputs {
+    mse: Tensor,
+    t: Tensor,
+}
+
+/// How steps run: eagerly, or (`train.cuda_graph`) a few eager warm-up steps
+/// on a side stream, then one capture, then replays.
+enum StepMode {
+    Eager,
+    Warming {
+        stream: SideStream,
+        done: u64,
+    },
+    Replaying {
+        // Field order is drop order: wait for the device before freeing the graph.
+        _stream: SideStream,
+        graph: CudaGraph,
+        inputs: StepInputs,
+        outputs: StepOutputs,
+    },
+}
+
 /// Everything a step needs.
 struct Run {
+    /// First, so that it is dropped first: under a CUDA graph, dropping it
+    /// waits for the device before any tensor below is freed.
+    mode: StepMode,
     cfg: RunConfig,
     device: Device,
     st: crate::diffusion::ScheduleTensors,
@@ -144,6 +212,11 @@ struct Run {
     timesteps: i64,
     /// A tabular source's scaling, saved beside the run.
     data_stats: Option<Vec<data::tabular::ColumnStats>>,
+    /// The step being taken, 0-dim i64 on the device (for the non-finite record).
+    step_index: Tensor,
+    /// Set at the step whose device work was recorded as a CUDA graph, until
+    /// the loop has logged it.
+    captured_at: Option<u64>,
 }
 
 /// Device-side sums over a log interval.
@@ -176,10 +249,24 @@ impl Accum {
             started: Instant::now(),
         }
     }
+    /// Start a new interval. In place: a CUDA graph keeps adding into these
+    /// same tensors. `first_bad` is kept.
     fn reset(&mut self) {
-        let first_bad = self.first_bad.shallow_clone();
-        *self = Accum::new(self.loss.device());
-        self.first_bad = first_bad;
+        tch::no_grad(|| {
+            for t in [
+                &mut self.loss,
+                &mut self.unweighted,
+                &mut self.q_sum,
+                &mut self.q_count,
+                &mut self.grad_norm,
+                &mut self.skipped,
+            ] {
+                let _ = t.zero_();
+            }
+        });
+        self.steps = 0;
+        self.data_wait = 0.0;
+        self.started = Instant::now();
     }
     /// The first step whose loss was not finite, if any (reads the device).
     fn first_bad_step(&self) -> Option<u64> {
@@ -249,7 +336,18 @@ impl Run {
         } else {
             0
         };
+        let mode = if cfg.train.cuda_graph {
+            StepMode::Warming {
+                stream: SideStream::enter(device).map_err(|e| TrainError::Other(e.to_string()))?,
+                done: 0,
+            }
+        } else {
+            StepMode::Eager
+        };
         Ok(Run {
+            mode,
+            step_index: Tensor::zeros([], (Kind::Int64, device)),
+            captured_at: None,
             cfg: cfg.clone(),
             device,
             st,
@@ -268,12 +366,11 @@ impl Run {
         })
     }
 
-    /// Timesteps and importance weights for this step (None: all weights are 1).
-    fn timesteps(&mut self, step: u64, batch: i64) -> (Tensor, Option<Tensor>) {
+    /// Timesteps drawn on the device (uniform, stratified), within the step.
+    fn device_timesteps(&self, batch: i64) -> Tensor {
         let big_t = self.timesteps;
         let opts = (Kind::Int64, self.device);
         match self.cfg.diffusion.timestep_sampling {
-            TimestepSampling::Uniform => (Tensor::randint(big_t, [batch], opts), None),
             TimestepSampling::Stratified => {
                 let u = Tensor::rand([1], (Kind::Double, self.device));
                 let t = ((Tensor::arange(batch, (Kind::Double, self.device)) + u)
@@ -282,47 +379,143 @@ impl Run {
                     .clamp_max((big_t - 1) as f64)
                     .to_kind(Kind::Int64);
                 let order = Tensor::randperm(batch, opts);
-                (t.index_select(0, &order), None)
+                t.index_select(0, &order)
             }
+            _ => Tensor::randint(big_t, [batch], opts),
+        }
+    }
+
+    /// Timesteps and importance weights drawn on the host (importance,
+    /// loss-aware); None for the samplers that draw on the device.
+    fn host_timesteps(&mut self, step: u64, batch: i64) -> Option<(Tensor, Tensor)> {
+        match self.cfg.diffusion.timestep_sampling {
+            TimestepSampling::Uniform | TimestepSampling::Stratified => None,
             TimestepSampling::Importance | TimestepSampling::LossAware => {
                 let mut rng =
                     Pcg64::seed_from_u64(mix_seed(self.cfg.train.seed, step, TIMESTEP_TAG));
                 let TimestepBatch { t, weights } = self.sampler.sample(batch as usize, &mut rng);
                 let w: Vec<f32> = weights.iter().map(|&w| w as f32).collect();
-                (
+                Some((
                     Tensor::from_slice(&t).to_device(self.device),
-                    Some(Tensor::from_slice(&w).to_device(self.device)),
-                )
+                    Tensor::from_slice(&w).to_device(self.device),
+                ))
             }
         }
     }
 
-    /// One optimizer step. Accumulates metrics into `acc`.
+    /// One optimizer step. Accumulates metrics into `acc`, which must be the
+    /// same `Accum` at every step (a CUDA graph adds into its tensors).
+    ///
+    /// The host part (the batch, host-drawn timesteps, the seed, the learning
+    /// rate and EMA weights) runs every step; the device part
+    /// ([`Run::device_step`]) runs eagerly or as a replay of its graph.
     fn step(&mut self, step: u64, acc: &mut Accum) -> Result<(), TrainError> {
         let b = self.cfg.train.batch_size;
         let fetch = Instant::now();
         let batch = self.batcher.batch(step);
         acc.data_wait += fetch.elapsed().as_secs_f64();
         tch::manual_seed(mix_seed(self.cfg.train.seed, step, NOISE_TAG) as i64);
-        let (t, is_weights) = self.timesteps(step, b);
-        let x0 = batch.x0;
+        let inputs = StepInputs {
+            host_t: self.host_timesteps(step, b),
+            x0: batch.x0,
+            labels: batch.labels,
+            condition: batch.condition,
+        };
+        self.opt.set_lr(lr_at(&self.cfg.train, step));
+        self.ema.advance();
+        let _ = tch::no_grad(|| self.step_index.fill_(step as i64));
+        let graph_err =
+            |e: super::cuda_graph::GraphError| TrainError::Other(format!("at step {step}: {e}"));
+        let out = match std::mem::replace(&mut self.mode, StepMode::Eager) {
+            StepMode::Eager => self.device_step(&inputs, acc)?,
+            StepMode::Warming { stream, done } if done < WARMUP_STEPS => {
+                self.mode = StepMode::Warming {
+                    stream,
+                    done: done + 1,
+                };
+                self.device_step(&inputs, acc)?
+            }
+            StepMode::Warming { stream, .. } => {
+                // Recording runs nothing: replay once to take this step.
+                let (graph, out) =
+                    CudaGraph::capture(|| self.device_step(&inputs, acc)).map_err(graph_err)?;
+                let outputs = out?;
+                graph.replay().map_err(graph_err)?;
+                let seen = StepOutputs {
+                    mse: outputs.mse.shallow_clone(),
+                    t: outputs.t.shallow_clone(),
+                };
+                self.captured_at = Some(step);
+                self.mode = StepMode::Replaying {
+                    _stream: stream,
+                    graph,
+                    inputs,
+                    outputs,
+                };
+                seen
+            }
+            StepMode::Replaying {
+                _stream,
+                graph,
+                inputs: mut recorded,
+                outputs,
+            } => {
+                recorded.copy_from(&inputs);
+                graph.replay().map_err(graph_err)?;
+                let seen = StepOutputs {
+                    mse: outputs.mse.shallow_clone(),
+                    t: outputs.t.shallow_clone(),
+                };
+                self.mode = StepMode::Replaying {
+                    _stream,
+                    graph,
+                    inputs: recorded,
+                    outputs,
+                };
+                seen
+            }
+        };
+        acc.steps += 1;
+        if self.sampler.wants_losses() {
+            let losses: Vec<f64> = Vec::<f32>::try_from(out.mse.detach().to_device(Device::Cpu))
+                .unwrap_or_default()
+                .into_iter()
+                .map(f64::from)
+                .collect();
+            let ts: Vec<i64> = Vec::try_from(out.t.to_device(Device::Cpu)).unwrap_or_default();
+            self.sampler.update(&ts, &losses);
+        }
+        Ok(())
+    }
+
+    /// The step's device work: noising, the forward pass, the weighted loss,
+    /// backward, loss scaling, clipping, AdamW, the EMAs and the metric sums.
+    /// Nothing here reads a value on the host or depends on the step number
+    /// except through device tensors, so a CUDA graph can record it.
+    fn device_step(&mut self, inputs: &StepInputs, acc: &Accum) -> Result<StepOutputs, TrainError> {
+        let b = self.cfg.train.batch_size;
+        let (t, is_weights) = match &inputs.host_t {
+            Some((t, w)) => (t.shallow_clone(), Some(w)),
+            None => (self.device_timesteps(b), None),
+        };
+        let x0 = &inputs.x0;
         let noise = x0.randn_like();
-        let xt = self.st.q_sample(&x0, &t, &noise);
+        let xt = self.st.q_sample(x0, &t, &noise);
         // Classifier-free guidance dropout (chapter §5.2): with probability p_uncond a
         // sample's label becomes the null token and its condition vector the null embedding.
         let p = self.cfg.train.p_uncond;
         let drop = (p > 0.0).then(|| Tensor::rand([b], (Kind::Float, self.device)).lt(p));
         let cond = Conditioning {
-            labels: batch.labels.map(|l| match &drop {
+            labels: inputs.labels.as_ref().map(|l| match &drop {
                 Some(d) => l.masked_fill(d, self.num_classes),
-                None => l,
+                None => l.shallow_clone(),
             }),
-            vector_dropped: batch
+            vector_dropped: inputs
                 .condition
                 .as_ref()
                 .and(drop.as_ref())
                 .map(|d| d.shallow_clone()),
-            vector: batch.condition,
+            vector: inputs.condition.as_ref().map(|c| c.shallow_clone()),
         };
         let precision = self.cfg.train.precision;
         let out = autocast(precision, self.device, || {
@@ -331,13 +524,13 @@ impl Run {
         .to_kind(Kind::Float);
         let target = self
             .st
-            .target(self.cfg.diffusion.prediction, &x0, &t, &noise);
+            .target(self.cfg.diffusion.prediction, x0, &t, &noise);
         let mse = (out - target)
             .square()
             .flatten(1, -1)
             .mean_dim(1, false, Kind::Float);
         let mut w = self.weight_table.index_select(0, &t);
-        if let Some(iw) = &is_weights {
+        if let Some(iw) = is_weights {
             w *= iw;
         }
         let loss = (&mse * w).mean(Kind::Float);
@@ -345,9 +538,8 @@ impl Run {
         self.scaler.scale_loss(&loss).f_backward()?;
         let keep = self.scaler.unscale_and_update(&self.fp.grad);
         let norm = clip_grad_norm(&self.fp.grad, self.cfg.train.grad_clip);
-        let lr = lr_at(&self.cfg.train, step);
-        self.opt.update(&self.fp.flat, &self.fp.grad, lr, &keep);
-        self.ema.update(&self.fp.flat);
+        self.opt.apply(&self.fp.flat, &self.fp.grad, &keep);
+        self.ema.apply(&self.fp.flat);
 
         tch::no_grad(|| {
             let loss = loss.detach();
@@ -356,27 +548,27 @@ impl Run {
                 .isfinite()
                 .logical_not()
                 .logical_and(&acc.first_bad.lt(0));
-            // A scalar fill, not a host-to-device copy: no synchronisation.
-            let _ = acc.first_bad.masked_fill_(&bad, step as i64);
-            let _ = acc.loss.g_add_(&loss);
-            let _ = acc.unweighted.g_add_(&mse.mean(Kind::Float));
+            // A select on the device, not a host-to-device copy: no synchronisation.
+            let first_bad = self.step_index.where_self(&bad, &acc.first_bad);
+            acc.first_bad.shallow_clone().copy_(&first_bad);
+            let _ = acc.loss.shallow_clone().g_add_(&loss);
+            let _ = acc
+                .unweighted
+                .shallow_clone()
+                .g_add_(&mse.mean(Kind::Float));
             let q = (&t * 4).floor_divide_scalar(self.timesteps);
-            let _ = acc.q_sum.index_add_(0, &q, &mse);
-            let _ = acc.q_count.index_add_(0, &q, &mse.ones_like());
-            let _ = acc.grad_norm.g_add_(&norm);
-            let _ = acc.skipped.g_add_(&(-&keep + 1.0));
+            let _ = acc.q_sum.shallow_clone().index_add_(0, &q, &mse);
+            let _ = acc
+                .q_count
+                .shallow_clone()
+                .index_add_(0, &q, &mse.ones_like());
+            let _ = acc.grad_norm.shallow_clone().g_add_(&norm);
+            let _ = acc.skipped.shallow_clone().g_add_(&(-&keep + 1.0));
         });
-        acc.steps += 1;
-        if self.sampler.wants_losses() {
-            let losses: Vec<f64> = Vec::<f32>::try_from(mse.detach().to_device(Device::Cpu))
-                .unwrap_or_default()
-                .into_iter()
-                .map(f64::from)
-                .collect();
-            let ts: Vec<i64> = Vec::try_from(t.to_device(Device::Cpu)).unwrap_or_default();
-            self.sampler.update(&ts, &losses);
-        }
-        Ok(())
+        Ok(StepOutputs {
+            mse: mse.detach(),
+            t,
+        })
     }
 
     /// The log record of the steps accumulated in `acc`, ending at `step`
@@ -858,6 +1050,11 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<Outcome, TrainError
             progress.finish();
             text.line(&e.to_string());
             return Err(fail(&mut status, e, step, wall(&started)));
+        }
+        if let Some(at) = run.captured_at.take() {
+            text.line(&format!(
+                "CUDA graph: recorded the step's device work at step {at}, after {WARMUP_STEPS} eager warm-up steps; every later step replays it"
+            ));
         }
         step += 1;
         progress.tick(step, total);

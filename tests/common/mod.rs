@@ -7,8 +7,13 @@ use std::process::Command;
 /// The ddpm-lab binary, without a developer's DDPM_LAB_* variables. OpenMP
 /// threads wait passively: tests run several children at once on few cores,
 /// where spinning threads only steal each other's time.
+///
+/// `DDPMLAB_TEST_BIN` points the tests at another copy of the binary (a test
+/// binary carried to a GPU machine, where cargo's path does not exist).
 pub fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ddpm-lab"));
+    let exe = std::env::var_os("DDPMLAB_TEST_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_ddpm-lab").into());
+    let mut c = Command::new(exe);
     c.env("OMP_WAIT_POLICY", "passive");
     for (k, _) in std::env::vars() {
         if k.starts_with("DDPM_LAB_") {

@@ -1,0 +1,192 @@
+//! `train.cuda_graph = true` against the eager step on a CUDA device: the same
+//! run trained both ways must end at the same weights (raw and every EMA) and
+//! log the same losses, and the graph must really be used (train.log says at
+//! which step it was recorded).
+//!
+//! The comparison is relative to how far training moved the weights, so it
+//! catches what a graph gets wrong when it replays stale values: a learning
+//! rate or EMA weight frozen at the capture step (the configs below change
+//! both every step), a batch that is not refreshed, a host-drawn timestep that
+//! is not copied in. Each of those moves the weights by a large fraction of the
+//! run's own movement; kernel-level rounding moves them by far less.
+//!
+//! Without a CUDA device the tests print why they did nothing. To run them on
+//! a GPU machine from a build made elsewhere, carry this test binary and the
+//! `ddpm-lab` binary and set `DDPMLAB_TEST_BIN` to the latter.
+
+mod common;
+use common::{bin, text, write};
+
+use std::path::Path;
+use tch::Tensor;
+
+fn cuda() -> bool {
+    if tch::Cuda::is_available() {
+        return true;
+    }
+    eprintln!("no CUDA device: the CUDA graph tests have nothing to run here");
+    false
+}
+
+/// Train `body` on cuda with the given `train.cuda_graph`; returns the run dir.
+fn train(dir: &Path, name: &str, body: &str, graph: bool) -> std::path::PathBuf {
+    let cfg = write(dir, &format!("{name}.toml"), body);
+    let out = dir.join(name);
+    let o = bin()
+        .arg("train")
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&out)
+        .args(["--quiet", "--device", "cuda"])
+        .args(["--set", &format!("train.cuda_graph={graph}")])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{name}: {}", text(&o.stderr));
+    out
+}
+
+fn weights(path: &Path) -> Vec<(String, Tensor)> {
+    let mut w = Tensor::read_safetensors(path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    w.sort_by(|a, b| a.0.cmp(&b.0));
+    w
+}
+
+/// ‖a − b‖ over every tensor of the two files.
+fn distance(a: &Path, b: &Path) -> f64 {
+    let (a, b) = (weights(a), weights(b));
+    assert_eq!(a.len(), b.len());
+    let mut sq = 0.0;
+    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        let d = (ta - tb).to_kind(tch::Kind::Double);
+        sq += (&d * &d).sum(tch::Kind::Double).double_value(&[]);
+    }
+    sq.sqrt()
+}
+
+fn losses(out: &Path) -> Vec<f64> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Train `body` eagerly and with a graph; compare weights and losses.
+fn check_graph_matches_eager(body: &str, steps: u64, files: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let eager = train(dir.path(), "eager", body, false);
+    let graph = train(dir.path(), "graph", body, true);
+    let log = std::fs::read_to_string(graph.join("train.log")).unwrap();
+    assert!(
+        log.contains("CUDA graph: recorded the step's device work at step 3"),
+        "the graph run did not record a graph:\n{log}"
+    );
+    let eager_log = std::fs::read_to_string(eager.join("train.log")).unwrap();
+    assert!(!eager_log.contains("CUDA graph"), "{eager_log}");
+    let last = format!("step-{steps:09}");
+    let start = eager.join("snapshots/step-000000000/raw.safetensors");
+    for f in files {
+        let e = eager.join("checkpoints").join(&last).join(f);
+        let g = graph.join("checkpoints").join(&last).join(f);
+        let moved = distance(&e, &start);
+        let apart = distance(&e, &g);
+        eprintln!("{f}: training moved the weights {moved:.4e}; graph vs eager {apart:.4e}");
+        assert!(moved > 0.0, "{f}: training did not move the weights");
+        assert!(
+            apart < 0.02 * moved,
+            "{f}: graph and eager runs differ by {apart:.3e}, {:.1}% of training's movement {moved:.3e}",
+            100.0 * apart / moved
+        );
+    }
+    let (le, lg) = (losses(&eager), losses(&graph));
+    assert_eq!(le.len(), lg.len());
+    for (a, b) in le.iter().zip(&lg) {
+        assert!((a - b).abs() <= 0.02 * a.abs(), "losses {le:?} vs {lg:?}");
+    }
+}
+
+/// A UNet with labels, CFG dropout, v-prediction, min-SNR weighting, a warm-up
+/// then cosine learning rate and warm-up EMAs: every per-step number changes.
+#[test]
+fn a_graphed_unet_run_matches_the_eager_run() {
+    if !cuda() {
+        return;
+    }
+    check_graph_matches_eager(
+        r#"
+[data]
+source = "synthetic"
+shape = [3, 16, 16]
+n_samples = 256
+labels = true
+[model]
+preset = "unet-tiny"
+dropout = 0.1
+[diffusion]
+timesteps = 100
+prediction = "v"
+weighting = "min-snr"
+[train]
+steps = 40
+batch_size = 16
+lr = 1e-3
+lr_schedule = "cosine"
+warmup_steps = 20
+p_uncond = 0.2
+log_every = 10
+checkpoint_every = 40
+[ema]
+decays = [0.9, 0.99]
+mode = "warmup"
+"#,
+        40,
+        &[
+            "raw.safetensors",
+            "ema-0.9.safetensors",
+            "ema-0.99.safetensors",
+        ],
+    );
+}
+
+/// Host-drawn timesteps (the loss-aware sampler reads losses back each step),
+/// fp16 with its device-side loss scaler, and bias-corrected EMAs.
+#[test]
+fn a_graphed_run_with_host_timesteps_and_fp16_matches_the_eager_run() {
+    if !cuda() {
+        return;
+    }
+    check_graph_matches_eager(
+        r#"
+[data]
+source = "synthetic"
+shape = [1, 8, 8]
+n_samples = 128
+[model]
+preset = "unet-tiny"
+[diffusion]
+timesteps = 50
+timestep_sampling = "loss-aware"
+loss_aware_bins = 5
+[train]
+steps = 30
+batch_size = 16
+lr = 1e-3
+lr_schedule = "warmup"
+warmup_steps = 30
+precision = "fp16"
+log_every = 10
+checkpoint_every = 30
+[ema]
+decays = [0.95]
+mode = "bias-corrected"
+"#,
+        30,
+        &["raw.safetensors", "ema-0.95.safetensors"],
+    );
+}
