@@ -248,7 +248,19 @@ def bench_case(binary, work, case, device, precision, rounds, gpu, with_ddim):
     return row
 
 
-def sweep_spec(path, name, steps, seeds, decays):
+# A small evaluation: DDIM samples, the per-timestep loss and bits/dim, at
+# step 0 and the last step (the sweep always evaluates those two points).
+SMALL_EVAL = """eval.sampler = "ddim"
+eval.sampling_steps = 20
+eval.num_samples = 64
+eval.bpd_timesteps = 8
+eval.bpd_images = 32
+eval.probe_size = 32
+eval.timestep_bins = 5
+"""
+
+
+def sweep_spec(path, name, steps, seeds, decays, evaluate=False):
     path.write_text(f"""name = "{name}"
 description = "benchmark sweep"
 [base]
@@ -260,17 +272,17 @@ train.steps = {steps}
 train.batch_size = 32
 train.log_every = 50
 train.checkpoint_every = 1000000
-[sweep]
+{SMALL_EVAL if evaluate else ""}[sweep]
 seeds = {seeds}
 "ema.decay" = {decays}
 """)
 
 
-def timed_sweep(binary, work, spec, slots):
+def timed_sweep(binary, work, spec, slots, evaluate=False):
     results = work / "sweeps"
     start = time.perf_counter()
     out, rss, _ = rusage_run([binary, "sweep", str(spec), "--results", str(results), "--cpu-jobs", str(slots),
-                              "--no-eval", "--no-report", "--force", "--quiet"], False)
+                              *([] if evaluate else ["--no-eval"]), "--no-report", "--force", "--quiet"], False)
     wall = time.perf_counter() - start
     name = spec.stem
     summary = json.loads((results / name / "summary.json").read_text())
@@ -301,7 +313,27 @@ def bench_sweeps(binary, work):
     ema["ratio"] = ema["three_s"] / ema["one_s"]
     print(f"   EMA ablation (3 variants, one shared job) {ema['three_s']:.1f} s vs one run {ema['one_s']:.1f} s: "
           f"ratio {ema['ratio']:.3f}")
-    return {"efficiency": eff, "ema_ablation": ema}
+    # The same with evaluation: one training, then each variant's weights evaluated
+    # (a job's wall_s then includes its evaluation, so only sweep walls are used).
+    one_e = work / "bench_ema_one_eval.toml"
+    three_e = work / "bench_ema_three_eval.toml"
+    sweep_spec(one_e, "bench_ema_one_eval", 600, "[0]", "[0.9999]", evaluate=True)
+    sweep_spec(three_e, "bench_ema_three_eval", 600, "[0]", "[0, 0.999, 0.9999]", evaluate=True)
+    rows = {"one": [], "three": []}
+    for rnd in range(2):
+        for which, spec in ([("one", one_e), ("three", three_e)] if rnd == 0 else [("three", three_e), ("one", one_e)]):
+            wall, jobs = timed_sweep(binary, work, spec, 1, evaluate=True)
+            assert len(jobs) == 1, f"{spec.name} planned {len(jobs)} training jobs, expected 1"
+            rows[which].append(wall)
+    # Training alone: the same one-variant sweep without evaluation, above.
+    one_s, three_s, one_train = median(rows["one"]), median(rows["three"]), ema["one_s"]
+    ema_eval = {"one_s": one_s, "three_s": three_s, "ratio": three_s / one_s, "train_s": one_train,
+                "eval_one_s": one_s - one_train, "eval_three_s": three_s - one_train}
+    ema_eval["eval_ratio"] = ema_eval["eval_three_s"] / ema_eval["eval_one_s"]
+    print(f"   with evaluation: {three_s:.1f} s vs one run {one_s:.1f} s: ratio {ema_eval['ratio']:.3f} "
+          f"(training {one_train:.1f} s; evaluation {ema_eval['eval_three_s']:.1f} s vs {ema_eval['eval_one_s']:.1f} s, "
+          f"{ema_eval['eval_ratio']:.2f}x for 3 weight sets)")
+    return {"efficiency": eff, "ema_ablation": ema, "ema_ablation_eval": ema_eval}
 
 
 def fmt_md(results):
@@ -349,6 +381,12 @@ def fmt_md(results):
                      f"Σ(job time)/K = {e['ideal_s']:.1f} s: **{e['ratio']:.3f}×**.")
         lines.append(f"- EMA ablation (3 variants sharing one training job): {a['three_s']:.1f} s against one run's "
                      f"{a['one_s']:.1f} s: **{a['ratio']:.3f}×**.")
+        ae = results["sweeps"].get("ema_ablation_eval")
+        if ae:
+            lines.append(f"- The same with evaluation (DDIM 20 steps, 64 samples, bits/dim, per-timestep loss, at step 0 "
+                         f"and the last step): {ae['three_s']:.1f} s against {ae['one_s']:.1f} s: **{ae['ratio']:.3f}×**; "
+                         f"training {ae['train_s']:.1f} s, evaluation {ae['eval_three_s']:.1f} s for 3 weight sets "
+                         f"against {ae['eval_one_s']:.1f} s for one ({ae['eval_ratio']:.2f}×).")
     return "\n".join(lines) + "\n"
 
 
