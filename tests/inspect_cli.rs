@@ -273,6 +273,30 @@ fn devices_reports_what_libtorch_sees() {
     let text = stdout(&o);
     assert!(text.contains("cuda available: "));
     assert!(text.contains("cpu threads: "));
+    // With `just setup`'s CUDA build of PyTorch, build.rs finds the CUDA
+    // runtime headers of its wheel and compiles the CUDA graph shim.
+    let graphs = text
+        .lines()
+        .find_map(|l| l.strip_prefix("cuda graphs (train.cuda_graph): "))
+        .expect("a cuda graphs line");
+    let venv_lib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/lib");
+    let cuda_torch = std::fs::read_dir(&venv_lib)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|py| {
+            py.path()
+                .join("site-packages/torch/lib/libtorch_cuda.so")
+                .exists()
+        });
+    if cuda_torch {
+        assert_eq!(graphs, "built in");
+    } else {
+        assert!(
+            ["built in", "not in this build"].contains(&graphs),
+            "{graphs}"
+        );
+    }
 }
 
 #[test]

@@ -274,6 +274,14 @@ fn devices(c: DevicesCmd) -> anyhow::Result<()> {
     println!("cuda available: {}", tch::Cuda::is_available());
     println!("cuda devices: {n}");
     println!("cudnn available: {}", tch::Cuda::cudnn_is_available());
+    println!(
+        "cuda graphs (train.cuda_graph): {}",
+        if crate::train::cuda_graph::supported() {
+            "built in"
+        } else {
+            "not in this build"
+        }
+    );
     println!("cpu threads: {}", tch::get_num_threads());
     for i in 0..n.max(0) as usize {
         println!("cuda:{i}: {}", probe(tch::Device::Cuda(i)));
