@@ -5,6 +5,14 @@ use clap::Parser;
 use ddpm_lab::{cli, exit};
 
 fn main() {
+    // Rust ignores SIGPIPE, so printing into a closed pipe (`ddpm-lab inspect
+    // schedule | head`) would panic; end quietly instead, as Unix tools do.
+    #[cfg(unix)]
+    // SAFETY: restoring a signal's default disposition at start-up, before any
+    // thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let args = cli::Cli::parse(); // clap prints usage errors itself and exits with 2
     if let Err(err) = cli::run(args) {
         eprintln!("error: {err:#}");

@@ -299,6 +299,28 @@ fn devices_reports_what_libtorch_sees() {
     }
 }
 
+/// `ddpm-lab inspect devices | head -1`: a reader that goes away ends the process
+/// quietly (SIGPIPE), without a panic message.
+#[test]
+fn a_closed_pipe_ends_output_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ddpm-lab"))
+        .args(["inspect", "devices"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader leaves before anything is read
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        o.status.success() || o.status.signal() == Some(libc::SIGPIPE),
+        "{:?}: {err}",
+        o.status
+    );
+}
+
 #[test]
 fn devices_probe_computes_on_the_cpu() {
     let o = ddpm_lab(&["inspect", "devices"]);
