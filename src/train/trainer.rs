@@ -439,8 +439,16 @@ impl Run {
                 // Recording runs nothing: replay once to take this step.
                 let (graph, out) =
                     CudaGraph::capture(|| self.device_step(&inputs, acc)).map_err(graph_err)?;
-                let outputs = out?;
-                graph.replay().map_err(graph_err)?;
+                let outputs = match out {
+                    Ok(o) => o,
+                    Err(e) => {
+                        drop(stream); // wait for the device before the graph goes
+                        return Err(e);
+                    }
+                };
+                // Whatever the replay says, the graph goes back into `self.mode`,
+                // whose drop order waits for the device before freeing it.
+                let replayed = graph.replay();
                 let seen = StepOutputs {
                     mse: outputs.mse.shallow_clone(),
                     t: outputs.t.shallow_clone(),
@@ -452,6 +460,7 @@ impl Run {
                     inputs,
                     outputs,
                 };
+                replayed.map_err(graph_err)?;
                 seen
             }
             StepMode::Replaying {
@@ -461,7 +470,7 @@ impl Run {
                 outputs,
             } => {
                 recorded.copy_from(&inputs);
-                graph.replay().map_err(graph_err)?;
+                let replayed = graph.replay();
                 let seen = StepOutputs {
                     mse: outputs.mse.shallow_clone(),
                     t: outputs.t.shallow_clone(),
@@ -472,6 +481,7 @@ impl Run {
                     inputs: recorded,
                     outputs,
                 };
+                replayed.map_err(graph_err)?;
                 seen
             }
         };
