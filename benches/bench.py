@@ -300,6 +300,28 @@ def timed_sweep(binary, work, spec, slots, evaluate=False):
     return wall, jobs
 
 
+def ema_ablation(binary, work, evaluate):
+    """The 3-variant EMA ablation (one shared training job) against one run,
+    3 alternating rounds; medians of the sweeps' wall times."""
+    tag = "_eval" if evaluate else ""
+    one, three = work / f"bench_ema_one{tag}.toml", work / f"bench_ema_three{tag}.toml"
+    sweep_spec(one, f"bench_ema_one{tag}", 600, "[0]", "[0.9999]", evaluate)
+    sweep_spec(three, f"bench_ema_three{tag}", 600, "[0]", "[0, 0.999, 0.9999]", evaluate)
+    if evaluate:
+        # Untimed first: the first evaluation under a results root trains the
+        # evaluator network it caches (.evaluators), a one-time cost.
+        timed_sweep(binary, work, one, 1, evaluate)
+    rows = {"one": [], "three": []}
+    for rnd in range(3):
+        for which, spec in ([("one", one), ("three", three)] if rnd % 2 == 0 else [("three", three), ("one", one)]):
+            wall, jobs = timed_sweep(binary, work, spec, 1, evaluate)
+            assert len(jobs) == 1, f"{spec.name} planned {len(jobs)} training jobs, expected 1"
+            rows[which].append(wall)
+    res = {"one_s": median(rows["one"]), "three_s": median(rows["three"])}
+    res["ratio"] = res["three_s"] / res["one_s"]
+    return res
+
+
 def bench_sweeps(binary, work):
     print("== sweeps (unet-tiny 1×16×16, batch 32, CPU, --no-eval)", flush=True)
     j, k = 6, 2
@@ -309,43 +331,19 @@ def bench_sweeps(binary, work):
     eff = {"jobs": len(jobs), "slots": k, "wall_s": wall, "sum_job_s": sum(jobs),
            "ideal_s": sum(jobs) / k, "ratio": wall / (sum(jobs) / k)}
     print(f"   {len(jobs)} jobs on {k} slots: wall {wall:.1f} s, Σ/K {sum(jobs) / k:.1f} s, ratio {eff['ratio']:.3f}")
-    one = work / "bench_ema_one.toml"
-    three = work / "bench_ema_three.toml"
-    sweep_spec(one, "bench_ema_one", 600, "[0]", "[0.9999]")
-    sweep_spec(three, "bench_ema_three", 600, "[0]", "[0, 0.999, 0.9999]")
-    rows = {"one": [], "three": []}
-    for rnd in range(3):
-        for which, spec in ([("one", one), ("three", three)] if rnd % 2 == 0 else [("three", three), ("one", one)]):
-            wall, jobs = timed_sweep(binary, work, spec, 1)
-            assert len(jobs) == 1, f"{spec.name} planned {len(jobs)} training jobs, expected 1"
-            rows[which].append(wall)
-    ema = {"one_s": median(rows["one"]), "three_s": median(rows["three"])}
-    ema["ratio"] = ema["three_s"] / ema["one_s"]
+    ema = ema_ablation(binary, work, evaluate=False)
     print(f"   EMA ablation (3 variants, one shared job) {ema['three_s']:.1f} s vs one run {ema['one_s']:.1f} s: "
           f"ratio {ema['ratio']:.3f}")
-    # The same with evaluation: one training, then each variant's weights evaluated
-    # (a job's wall_s then includes its evaluation, so only sweep walls are used).
-    one_e = work / "bench_ema_one_eval.toml"
-    three_e = work / "bench_ema_three_eval.toml"
-    sweep_spec(one_e, "bench_ema_one_eval", 600, "[0]", "[0.9999]", evaluate=True)
-    sweep_spec(three_e, "bench_ema_three_eval", 600, "[0]", "[0, 0.999, 0.9999]", evaluate=True)
-    # Untimed first: the first evaluation under a results root trains the
-    # evaluator network it caches (.evaluators), a one-time cost.
-    timed_sweep(binary, work, one_e, 1, evaluate=True)
-    rows = {"one": [], "three": []}
-    for rnd in range(3):
-        for which, spec in ([("one", one_e), ("three", three_e)] if rnd % 2 == 0 else [("three", three_e), ("one", one_e)]):
-            wall, jobs = timed_sweep(binary, work, spec, 1, evaluate=True)
-            assert len(jobs) == 1, f"{spec.name} planned {len(jobs)} training jobs, expected 1"
-            rows[which].append(wall)
-    # Training alone: the same one-variant sweep without evaluation, above.
-    one_s, three_s, one_train = median(rows["one"]), median(rows["three"]), ema["one_s"]
-    ema_eval = {"one_s": one_s, "three_s": three_s, "ratio": three_s / one_s, "train_s": one_train,
-                "eval_one_s": one_s - one_train, "eval_three_s": three_s - one_train}
+    ema_eval = ema_ablation(binary, work, evaluate=True)
+    # Training alone: the one-variant sweep without evaluation, above (a job's
+    # wall_s includes its evaluation, so only sweep walls are used).
+    one_train = ema["one_s"]
+    ema_eval.update({"train_s": one_train, "eval_one_s": ema_eval["one_s"] - one_train,
+                     "eval_three_s": ema_eval["three_s"] - one_train})
     ema_eval["eval_ratio"] = ema_eval["eval_three_s"] / ema_eval["eval_one_s"]
-    print(f"   with evaluation: {three_s:.1f} s vs one run {one_s:.1f} s: ratio {ema_eval['ratio']:.3f} "
-          f"(training {one_train:.1f} s; evaluation {ema_eval['eval_three_s']:.1f} s vs {ema_eval['eval_one_s']:.1f} s, "
-          f"{ema_eval['eval_ratio']:.2f}x for 3 weight sets)")
+    print(f"   with evaluation: {ema_eval['three_s']:.1f} s vs one run {ema_eval['one_s']:.1f} s: ratio "
+          f"{ema_eval['ratio']:.3f} (training {one_train:.1f} s; evaluation {ema_eval['eval_three_s']:.1f} s vs "
+          f"{ema_eval['eval_one_s']:.1f} s, {ema_eval['eval_ratio']:.2f}x for 3 weight sets)")
     return {"efficiency": eff, "ema_ablation": ema, "ema_ablation_eval": ema_eval}
 
 
