@@ -8,7 +8,9 @@
 //! rate or EMA weight frozen at the capture step (the configs below change
 //! both every step), a batch that is not refreshed, a host-drawn timestep that
 //! is not copied in. Each of those moves the weights by a large fraction of the
-//! run's own movement; kernel-level rounding moves them by far less.
+//! run's own movement; kernel-level rounding moves them by far less. (The
+//! tolerance is 2% of that movement, or three times the distance between two
+//! eager runs where the GPU's kernels make those differ by more.)
 //!
 //! Without a CUDA device the tests print why they did nothing. To run them on
 //! a GPU machine from a build made elsewhere, carry this test binary and the
@@ -81,6 +83,9 @@ fn losses(out: &Path) -> Vec<f64> {
 fn check_graph_matches_eager(body: &str, steps: u64, files: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let eager = train(dir.path(), "eager", body, false);
+    // A second eager run: how far two runs of the same step drift apart on
+    // this GPU (cuDNN's autotuning may pick other kernels per process).
+    let eager2 = train(dir.path(), "eager2", body, false);
     let graph = train(dir.path(), "graph", body, true);
     let log = std::fs::read_to_string(graph.join("train.log")).unwrap();
     assert!(
@@ -94,21 +99,63 @@ fn check_graph_matches_eager(body: &str, steps: u64, files: &[&str]) {
     for f in files {
         let e = eager.join("checkpoints").join(&last).join(f);
         let g = graph.join("checkpoints").join(&last).join(f);
+        let e2 = eager2.join("checkpoints").join(&last).join(f);
         let moved = distance(&e, &start);
         let apart = distance(&e, &g);
-        eprintln!("{f}: training moved the weights {moved:.4e}; graph vs eager {apart:.4e}");
+        let noise = distance(&e, &e2);
+        eprintln!(
+            "{f}: training moved the weights {moved:.4e}; graph vs eager {apart:.4e}; eager vs eager {noise:.4e}"
+        );
         assert!(moved > 0.0, "{f}: training did not move the weights");
+        // A frozen learning rate or EMA weight, or a stale batch, moves them by
+        // most of `moved`; allow 2% of it, or 3× the eager runs' own drift.
+        let tolerance = (0.02 * moved).max(3.0 * noise);
         assert!(
-            apart < 0.02 * moved,
-            "{f}: graph and eager runs differ by {apart:.3e}, {:.1}% of training's movement {moved:.3e}",
+            tolerance < 0.3 * moved,
+            "{f}: two eager runs already differ by {noise:.3e} of {moved:.3e}: too noisy to compare"
+        );
+        assert!(
+            apart < tolerance,
+            "{f}: graph and eager runs differ by {apart:.3e}, {:.1}% of training's movement {moved:.3e} \
+             (tolerance {tolerance:.3e})",
             100.0 * apart / moved
         );
     }
-    let (le, lg) = (losses(&eager), losses(&graph));
+    let (le, le2, lg) = (losses(&eager), losses(&eager2), losses(&graph));
     assert_eq!(le.len(), lg.len());
-    for (a, b) in le.iter().zip(&lg) {
-        assert!((a - b).abs() <= 0.02 * a.abs(), "losses {le:?} vs {lg:?}");
+    for ((a, a2), b) in le.iter().zip(&le2).zip(&lg) {
+        let tol = (0.02 * a.abs()).max(3.0 * (a - a2).abs());
+        assert!(
+            (a - b).abs() <= tol,
+            "losses {le:?} vs {lg:?} (eager again: {le2:?})"
+        );
     }
+}
+
+/// The distance helpers on two CPU runs of one config (no GPU needed): the
+/// same run twice is at distance 0, and training moves the weights.
+#[test]
+fn the_distance_helpers_measure_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = "[data]\nsource = \"synthetic\"\nshape = [1, 8, 8]\nn_samples = 64\n[model]\npreset = \"unet-tiny\"\n\
+                [train]\nsteps = 4\nbatch_size = 8\nlog_every = 2\ncheckpoint_every = 4\nthreads = 1\n";
+    let cfg = write(dir.path(), "c.toml", body);
+    let runs: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|n| {
+            let out = dir.path().join(n);
+            common::train_cpu(&cfg, &out);
+            out
+        })
+        .collect();
+    let ck = |r: &Path| r.join("checkpoints/step-000000004/raw.safetensors");
+    assert_eq!(distance(&ck(&runs[0]), &ck(&runs[1])), 0.0);
+    let moved = distance(
+        &ck(&runs[0]),
+        &runs[0].join("snapshots/step-000000000/raw.safetensors"),
+    );
+    assert!(moved > 0.0);
+    assert_eq!(losses(&runs[0]).len(), 2);
 }
 
 /// A UNet with labels, CFG dropout, v-prediction, min-SNR weighting, a warm-up
