@@ -131,11 +131,7 @@ impl CudaGraph {
                     ddpm_graph_abort(g);
                     ddpm_graph_free(g);
                 }
-                let detail = payload
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
+                let detail = super::panic_message(payload.as_ref());
                 Err(GraphError {
                     what: "capture",
                     detail: detail.lines().next().unwrap_or("").to_string(),

@@ -173,6 +173,15 @@ struct StepOutputs {
     t: Tensor,
 }
 
+impl StepOutputs {
+    fn shallow_clone(&self) -> StepOutputs {
+        StepOutputs {
+            mse: self.mse.shallow_clone(),
+            t: self.t.shallow_clone(),
+        }
+    }
+}
+
 /// How steps run: eagerly, or (`train.cuda_graph`) a few eager warm-up steps
 /// on a side stream, then one capture, then replays.
 enum StepMode {
@@ -449,10 +458,7 @@ impl Run {
                 // Whatever the replay says, the graph goes back into `self.mode`,
                 // whose drop order waits for the device before freeing it.
                 let replayed = graph.replay();
-                let seen = StepOutputs {
-                    mse: outputs.mse.shallow_clone(),
-                    t: outputs.t.shallow_clone(),
-                };
+                let seen = outputs.shallow_clone();
                 self.captured_at = Some(step);
                 self.mode = StepMode::Replaying {
                     _stream: stream,
@@ -471,10 +477,7 @@ impl Run {
             } => {
                 recorded.copy_from(&inputs);
                 let replayed = graph.replay();
-                let seen = StepOutputs {
-                    mse: outputs.mse.shallow_clone(),
-                    t: outputs.t.shallow_clone(),
-                };
+                let seen = outputs.shallow_clone();
                 self.mode = StepMode::Replaying {
                     _stream,
                     graph,
@@ -1041,16 +1044,7 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<Outcome, TrainError
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(e),
             Err(payload) => {
-                let msg = payload
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                let msg = msg
-                    .split("\nException raised")
-                    .next()
-                    .unwrap_or("")
-                    .to_string();
+                let msg = super::panic_message(payload.as_ref());
                 Some(TrainError::Other(format!(
                     "libtorch failed at step {step}: {msg}"
                 )))
