@@ -17,10 +17,9 @@
 //! `ddpm-lab` binary and set `DDPMLAB_TEST_BIN` to the latter.
 
 mod common;
-use common::{bin, text, write};
+use common::{bin, distance, text, write};
 
 use std::path::Path;
-use tch::Tensor;
 
 fn cuda() -> bool {
     if tch::Cuda::is_available() {
@@ -45,26 +44,6 @@ fn train(dir: &Path, name: &str, body: &str, graph: bool) -> std::path::PathBuf 
         .unwrap();
     assert!(o.status.success(), "{name}: {}", text(&o.stderr));
     out
-}
-
-fn weights(path: &Path) -> Vec<(String, Tensor)> {
-    let mut w = Tensor::read_safetensors(path)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    w.sort_by(|a, b| a.0.cmp(&b.0));
-    w
-}
-
-/// ‖a − b‖ over every tensor of the two files.
-fn distance(a: &Path, b: &Path) -> f64 {
-    let (a, b) = (weights(a), weights(b));
-    assert_eq!(a.len(), b.len());
-    let mut sq = 0.0;
-    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
-        assert_eq!(na, nb);
-        let d = (ta - tb).to_kind(tch::Kind::Double);
-        sq += (&d * &d).sum(tch::Kind::Double).double_value(&[]);
-    }
-    sq.sqrt()
 }
 
 fn losses(out: &Path) -> Vec<f64> {
@@ -235,5 +214,42 @@ mode = "bias-corrected"
 "#,
         30,
         &["raw.safetensors", "ema-0.95.safetensors"],
+    );
+}
+
+/// bf16-pure: the graph also records the cast of the master weights into the
+/// network's bf16 copy and of its bf16 gradients into the f32 buffer; a copy
+/// left stale would freeze the network at the capture step's weights.
+#[test]
+fn a_graphed_bf16_pure_run_matches_the_eager_run() {
+    if !cuda() {
+        return;
+    }
+    check_graph_matches_eager(
+        r#"
+[data]
+source = "synthetic"
+shape = [3, 16, 16]
+n_samples = 256
+labels = true
+[model]
+preset = "unet-tiny"
+[diffusion]
+timesteps = 100
+[train]
+steps = 40
+batch_size = 16
+lr = 1e-3
+lr_schedule = "cosine"
+warmup_steps = 10
+p_uncond = 0.1
+precision = "bf16-pure"
+log_every = 10
+checkpoint_every = 40
+[ema]
+decays = [0.9]
+"#,
+        40,
+        &["raw.safetensors", "ema-0.9.safetensors"],
     );
 }

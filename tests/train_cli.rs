@@ -496,6 +496,7 @@ fn config_errors_name_the_key_value_and_fix_and_write_nothing() {
         ("[train]\nlr = -0.1\n", &["bad.toml:2: train.lr: = -0.1: must be a number > 0"]),
         ("[train]\np_uncond = 1.0\n[data]\nlabels = true\n", &["train.p_uncond: = 1: must be in [0, 1)"]),
         ("[train]\nprecision = \"fp16\"\ndevice = \"cpu\"\n", &["train.precision", "fp16 autocast needs a CUDA device"]),
+        ("[train]\nprecision = \"bf16pure\"\n", &["bad.toml:2: train.precision: unknown value \"bf16pure\"; allowed: fp32, bf16, fp16, bf16-pure"]),
         ("[train]\ncuda_graph = true\ndevice = \"cpu\"\n", &["bad.toml:2: train.cuda_graph", "CUDA graphs need a CUDA device", "set train.cuda_graph = false"]),
         ("[data]\ntoy = \"swiss-roll\"\nlabels = true\n", &["bad.toml:3: data.labels", "has no class labels"]),
         ("[data]\ntoy = \"two-moons\"\nvector_condition = true\n", &["data.vector_condition", "no condition vector"]),
@@ -602,6 +603,102 @@ fn bf16_autocast_trains_on_the_cpu() {
     let last = m.last().unwrap()["loss"].as_f64().unwrap();
     assert!(last.is_finite() && last < 1.0, "{last}");
     assert_eq!(status(&out)["state"], "completed");
+}
+
+/// A small UNet run for the bf16-pure tests: labels, CFG dropout, an EMA.
+const UNET_BF16_PURE: &str = r#"
+[data]
+source = "synthetic"
+shape = [3, 8, 8]
+n_samples = 128
+labels = true
+[model]
+preset = "unet-tiny"
+[diffusion]
+timesteps = 100
+[train]
+steps = 60
+batch_size = 16
+lr = 2e-3
+p_uncond = 0.1
+log_every = 10
+checkpoint_every = 60
+threads = 1
+[ema]
+decays = [0.9]
+"#;
+
+/// `precision = "bf16-pure"` runs the network in bf16 but keeps fp32 master
+/// weights: the checkpoint holds f32 values bf16 cannot represent, and the run
+/// follows the fp32 run of the same seed (same batches, timesteps and noise;
+/// only the network's rounding differs).
+#[test]
+fn bf16_pure_keeps_f32_master_weights_and_follows_the_fp32_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "u.toml", UNET_BF16_PURE);
+    let runs: Vec<PathBuf> = ["fp32", "bf16-pure"]
+        .iter()
+        .map(|p| {
+            let out = dir.path().join(p);
+            let o = train(&cfg, &out, &["--set", &format!("train.precision=\"{p}\"")]);
+            assert!(o.status.success(), "{p}: {}", text(&o.stderr));
+            out
+        })
+        .collect();
+    let raw = |r: &Path| r.join("checkpoints/step-000000060/raw.safetensors");
+    let init = runs[0].join("snapshots/step-000000000/raw.safetensors");
+    // Both start from the same f32 initialisation.
+    assert_eq!(
+        common::distance(
+            &init,
+            &runs[1].join("snapshots/step-000000000/raw.safetensors")
+        ),
+        0.0
+    );
+    // The master weights are f32 with bits below bf16's 8-bit mantissa.
+    let mut below_bf16 = 0i64;
+    for (name, t) in common::weights(&raw(&runs[1])) {
+        assert_eq!(t.kind(), tch::Kind::Float, "{name}");
+        below_bf16 += t
+            .ne_tensor(&t.to_kind(tch::Kind::BFloat16).to_kind(tch::Kind::Float))
+            .sum(tch::Kind::Int64)
+            .int64_value(&[]);
+    }
+    assert!(
+        below_bf16 > 1000,
+        "only {below_bf16} master weights are not bf16 values"
+    );
+    // bf16 rounding moves the run a little; a broken copy (stale weights, lost
+    // gradients) leaves it at its start or far off the fp32 run.
+    let moved = common::distance(&raw(&runs[0]), &init);
+    let apart = common::distance(&raw(&runs[0]), &raw(&runs[1]));
+    eprintln!("fp32 moved {moved:.4e}; bf16-pure vs fp32 {apart:.4e}");
+    assert!(moved > 0.0 && apart > 0.0);
+    assert!(
+        apart < 0.1 * moved,
+        "bf16-pure is {apart:.3e} from fp32, which moved {moved:.3e}"
+    );
+    let (a, b) = (metrics(&runs[0]), metrics(&runs[1]));
+    assert_eq!(a.len(), b.len());
+    for (ra, rb) in a.iter().zip(&b) {
+        let (la, lb) = (ra["loss"].as_f64().unwrap(), rb["loss"].as_f64().unwrap());
+        assert!(
+            (la - lb).abs() <= 0.05 * la,
+            "step {}: fp32 loss {la}, bf16-pure {lb}",
+            ra["step"]
+        );
+    }
+    assert!(a.last().unwrap()["loss"].as_f64().unwrap() < 0.8 * a[0]["loss"].as_f64().unwrap());
+}
+
+/// bf16-pure resumes bit for bit: the restored master weights reach the
+/// network's bf16 copy before the first resumed step.
+#[test]
+fn resume_is_exact_in_bf16_pure() {
+    let body = UNET_BF16_PURE
+        .replace("[train]\n", "[train]\nprecision = \"bf16-pure\"\n")
+        .replace("checkpoint_every = 60", "checkpoint_every = 10");
+    check_exact_resume(&body, 30);
 }
 
 #[test]

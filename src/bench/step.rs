@@ -42,7 +42,7 @@ impl BareStep {
             model,
             params,
         } = Untrained::new(cfg)?;
-        let fp = FlatParams::new(&vs, device);
+        let fp = FlatParams::new(&vs, device, cfg.train.precision.compute_kind());
         let opt = AdamW::new(&cfg.train, &fp.flat);
         let b = cfg.train.batch_size;
         let n = dataset.x.size()[0];
@@ -78,10 +78,12 @@ impl BareStep {
         })
         .to_kind(Kind::Float);
         let loss = (out - &noise).square().mean(Kind::Float);
-        let _ = self.fp.grad.shallow_clone().zero_();
+        self.fp.zero_grad();
         loss.backward();
+        self.fp.gather_grad();
         self.opt
             .update(&self.fp.flat, &self.fp.grad, self.cfg.train.lr, &self.keep);
+        self.fp.publish();
         loss.detach()
     }
 }

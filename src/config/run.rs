@@ -251,6 +251,21 @@ pub enum Precision {
     Bf16,
     /// fp16 autocast with dynamic loss scaling (CUDA only).
     Fp16,
+    /// The whole network in bf16: weights, activations and gradients, with no
+    /// autocast and so none of its per-op casts. The fp32 master weights, the
+    /// AdamW moments and the EMAs stay fp32: each step casts the master
+    /// buffer to bf16 once and the bf16 gradients to fp32 once.
+    Bf16Pure,
+}
+
+impl Precision {
+    /// The dtype the network's weights and activations are held in.
+    pub fn compute_kind(self) -> tch::Kind {
+        match self {
+            Precision::Bf16Pure => tch::Kind::BFloat16,
+            Precision::Fp32 | Precision::Bf16 | Precision::Fp16 => tch::Kind::Float,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

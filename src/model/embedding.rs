@@ -93,10 +93,13 @@ impl CondEmbedding {
     // in-place op on a tensor autograd saved, and break the backward pass.
     #[allow(clippy::assign_op_pattern)]
     pub fn forward(&self, t: &Tensor, cond: &Conditioning) -> Tensor {
+        // The sinusoids are computed in f32, then held in the weights' dtype
+        // (bf16 under bf16-pure; a no-op otherwise).
+        let kind = self.lin1.ws.kind();
         let mut emb = self.lin2.forward(
             &self
                 .lin1
-                .forward(&timestep_embedding(t, self.base_dim))
+                .forward(&timestep_embedding(t, self.base_dim).to_kind(kind))
                 .silu(),
         );
         if let (Some(e), Some(labels)) = (&self.label, &cond.labels) {
@@ -105,7 +108,7 @@ impl CondEmbedding {
         if let (Some(proj), Some(null), Some(v)) =
             (&self.vector_proj, &self.vector_null, &cond.vector)
         {
-            let mut c = proj.forward(v);
+            let mut c = proj.forward(&v.to_kind(kind));
             if let Some(drop) = &cond.vector_dropped {
                 c = c.where_self(&drop.logical_not().unsqueeze(1), &null.unsqueeze(0));
             }

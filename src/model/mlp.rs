@@ -71,6 +71,11 @@ impl Mlp {
         }
     }
 
+    /// The dtype of the weights (see [`super::Denoiser::weight_kind`]).
+    pub fn weight_kind(&self) -> tch::Kind {
+        self.input.ws.kind()
+    }
+
     /// # Shapes
     /// `x`: [B, D]; `t`: [B] (int64); result: [B, D].
     // Out of place on purpose: `h += …` would modify a tensor autograd saved.

@@ -14,7 +14,7 @@ pub use presets::{Family, ModelPreset};
 pub use unet::{UNet, UNetConfig};
 
 use serde::{Deserialize, Serialize};
-use tch::{nn, Tensor};
+use tch::{nn, Kind, Tensor};
 
 /// A fully resolved architecture: a preset with its overrides and the data's shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,13 +41,28 @@ impl Denoiser {
         }
     }
 
+    /// The dtype of the network's weights, which it computes in: f32, or bf16
+    /// when the trainer holds it in bf16 (`precision = "bf16-pure"`).
+    pub fn weight_kind(&self) -> Kind {
+        match self {
+            Denoiser::UNet(m) => m.weight_kind(),
+            Denoiser::Mlp(m) => m.weight_kind(),
+        }
+    }
+
     /// # Shapes
     /// `x`: [B, C, H, W] (UNet) or [B, D] (MLP); `t`: [B]; result: like `x`.
+    ///
+    /// `x` is cast to the weights' dtype on the way in; a result in another
+    /// dtype than `x`'s (bf16 weights, or autocast) is cast back on the way
+    /// out. Both casts are no-ops for an f32 network without autocast.
     pub fn forward(&self, x: &Tensor, t: &Tensor, cond: &Conditioning, train: bool) -> Tensor {
-        match self {
-            Denoiser::UNet(m) => m.forward(x, t, cond, train),
-            Denoiser::Mlp(m) => m.forward(x, t, cond, train),
-        }
+        let xin = x.to_kind(self.weight_kind());
+        let out = match self {
+            Denoiser::UNet(m) => m.forward(&xin, t, cond, train),
+            Denoiser::Mlp(m) => m.forward(&xin, t, cond, train),
+        };
+        out.to_kind(x.kind())
     }
 }
 
@@ -189,5 +204,57 @@ mod tests {
         let table = parameter_table(&vs);
         assert_eq!(table.iter().map(|r| r.1).sum::<i64>(), parameter_count(&vs));
         assert_eq!(table[0].0, "embedding");
+    }
+    /// Held in bf16 (as the trainer holds it under `precision = "bf16-pure"`),
+    /// a network computes in bf16, answers in the input's dtype, and stays
+    /// within bf16's rounding of the same network in f32, conditions included.
+    #[test]
+    fn a_bf16_network_computes_in_bf16_and_answers_in_the_inputs_dtype() {
+        let specs = [
+            ModelSpec::Unet(unet(ModelPreset::UnetTiny, 3, 8, 10)),
+            ModelSpec::Mlp(MlpConfig {
+                dim: 4,
+                hidden: 32,
+                depth: 2,
+                dropout: 0.0,
+                num_classes: 0,
+                cond_dim: 3,
+            }),
+        ];
+        for spec in specs {
+            tch::manual_seed(1);
+            let mut vs = nn::VarStore::new(Device::Cpu);
+            let net = Denoiser::new(vs.root(), &spec);
+            // Random weights everywhere (the output layers start at zero).
+            tch::no_grad(|| {
+                for mut v in vs.trainable_variables() {
+                    let r = v.randn_like() * 0.2;
+                    v.copy_(&r);
+                }
+            });
+            let (x, cond) = match &spec {
+                ModelSpec::Unet(_) => (
+                    Tensor::randn([3, 3, 8, 8], (Kind::Float, Device::Cpu)),
+                    Conditioning::labels(Tensor::from_slice(&[0i64, 4, 10])),
+                ),
+                ModelSpec::Mlp(_) => (
+                    Tensor::randn([3, 4], (Kind::Float, Device::Cpu)),
+                    Conditioning {
+                        vector: Some(Tensor::randn([3, 3], (Kind::Float, Device::Cpu))),
+                        ..Default::default()
+                    },
+                ),
+            };
+            let t = Tensor::from_slice(&[3i64, 400, 999]);
+            assert_eq!(net.weight_kind(), Kind::Float);
+            let y32 = net.forward(&x, &t, &cond, false);
+            vs.bfloat16();
+            assert_eq!(net.weight_kind(), Kind::BFloat16);
+            let y16 = net.forward(&x, &t, &cond, false);
+            assert_eq!(y16.kind(), Kind::Float, "answers in x's dtype");
+            let rel = (&y16 - &y32).norm().double_value(&[]) / y32.norm().double_value(&[]);
+            // bf16 keeps 8 bits of mantissa: a relative error near 2^-8, never 0.
+            assert!(rel > 1e-4 && rel < 0.05, "{spec:?}: relative error {rel}");
+        }
     }
 }

@@ -302,6 +302,11 @@ impl UNet {
         h
     }
 
+    /// The dtype of the weights (see [`super::Denoiser::weight_kind`]).
+    pub fn weight_kind(&self) -> tch::Kind {
+        self.conv_in.ws.kind()
+    }
+
     /// # Shapes
     /// `x`: [B, C, H, W]; `t`: [B] (int64); result: [B, C, H, W].
     pub fn forward(&self, x: &Tensor, t: &Tensor, cond: &Conditioning, train: bool) -> Tensor {

@@ -13,8 +13,23 @@
 //! accumulates into them in place (PyTorch's AccumulateGrad adds into an existing
 //! `.grad` when not building a graph), so `grad.zero_()` on the flat buffer
 //! resets them all.
+//!
+//! With `precision = "bf16-pure"` the network computes in bf16 (no autocast and
+//! so none of its ~700 per-step casts), while AdamW, clipping, the EMAs and
+//! checkpoints keep working on the fp32 buffers above: the variables then point
+//! into a bf16 copy of `flat` ([`Compute`]), refreshed from it by one cast after
+//! each update ([`FlatParams::publish`]), and autograd accumulates into a bf16
+//! gradient buffer that one cast brings into `grad` ([`FlatParams::gather_grad`]).
 
 use tch::{nn, Device, Kind, Tensor};
+
+/// The network's own low-precision copies of the flat buffers (bf16-pure).
+pub struct Compute {
+    /// [P] in the compute dtype: what the variables point into.
+    pub weights: Tensor,
+    /// [P] in the compute dtype: where autograd accumulates.
+    pub grad: Tensor,
+}
 
 /// The flat parameter and gradient buffers of a `VarStore`.
 pub struct FlatParams {
@@ -28,11 +43,14 @@ pub struct FlatParams {
     pub flat: Tensor,
     /// [P] f32: every gradient.
     pub grad: Tensor,
+    /// None: the variables are views of `flat` and `grad` themselves.
+    pub compute: Option<Compute>,
 }
 
 impl FlatParams {
-    /// Re-point every trainable variable of `vs` into one buffer on `device`.
-    pub fn new(vs: &nn::VarStore, device: Device) -> Self {
+    /// Re-point every trainable variable of `vs` into one buffer on `device`;
+    /// with a `compute` kind other than f32, into a copy of it in that kind.
+    pub fn new(vs: &nn::VarStore, device: Device, compute: Kind) -> Self {
         let mut named: Vec<(String, Tensor)> = vs
             .variables()
             .into_iter()
@@ -42,23 +60,39 @@ impl FlatParams {
         let total: i64 = named.iter().map(|(_, t)| t.numel() as i64).sum();
         let flat = Tensor::zeros([total], (Kind::Float, device));
         let grad = Tensor::zeros([total], (Kind::Float, device));
+        let compute = (compute != Kind::Float).then(|| Compute {
+            weights: Tensor::zeros([total], (compute, device)),
+            grad: Tensor::zeros([total], (compute, device)),
+        });
+        // What the variables and their gradients point into.
+        let (model_flat, model_grad) = match &compute {
+            Some(c) => (c.weights.shallow_clone(), c.grad.shallow_clone()),
+            None => (flat.shallow_clone(), grad.shallow_clone()),
+        };
         let mut names = vec![];
         let mut shapes = vec![];
         let mut offsets = vec![];
         let mut vars = vec![];
         let mut off = 0i64;
         tch::no_grad(|| {
-            for (name, mut var) in named {
+            for (name, var) in &named {
                 let n = var.numel() as i64;
                 let shape = var.size();
-                let mut view = flat.narrow(0, off, n).view(shape.as_slice());
-                view.copy_(&var);
-                var.set_data(&view);
-                names.push(name);
+                flat.narrow(0, off, n).view(shape.as_slice()).copy_(var);
+                names.push(name.clone());
                 shapes.push(shape);
                 offsets.push(off);
-                vars.push(var);
                 off += n;
+            }
+            if let Some(c) = &compute {
+                c.weights.shallow_clone().copy_(&flat);
+            }
+            for (i, (_, mut var)) in named.into_iter().enumerate() {
+                let view = model_flat
+                    .narrow(0, offsets[i], var.numel() as i64)
+                    .view(shapes[i].as_slice());
+                var.set_data(&view);
+                vars.push(var);
             }
         });
         // Create every .grad with a zero backward pass, then re-point them too.
@@ -67,13 +101,13 @@ impl FlatParams {
         tch::no_grad(|| {
             for (i, v) in vars.iter().enumerate() {
                 let mut g = v.grad();
-                let view = grad
+                let view = model_grad
                     .narrow(0, offsets[i], v.numel() as i64)
                     .view(shapes[i].as_slice());
                 g.set_data(&view);
             }
         });
-        let _ = grad.shallow_clone().zero_();
+        let _ = model_grad.shallow_clone().zero_();
         FlatParams {
             names,
             shapes,
@@ -81,6 +115,32 @@ impl FlatParams {
             vars,
             flat,
             grad,
+            compute,
+        }
+    }
+
+    /// Zero the buffer autograd accumulates into, before a backward pass.
+    pub fn zero_grad(&self) {
+        let g = match &self.compute {
+            Some(c) => &c.grad,
+            None => &self.grad,
+        };
+        let _ = tch::no_grad(|| g.shallow_clone().zero_());
+    }
+
+    /// After a backward pass: bring the network's gradients into `grad` (f32),
+    /// where clipping and AdamW read them (bf16-pure; otherwise they are there).
+    pub fn gather_grad(&self) {
+        if let Some(c) = &self.compute {
+            tch::no_grad(|| self.grad.shallow_clone().copy_(&c.grad));
+        }
+    }
+
+    /// After `flat` was written (an update, a restore): let the network see it
+    /// (bf16-pure: one cast into its copy; otherwise it is already there).
+    pub fn publish(&self) {
+        if let Some(c) = &self.compute {
+            tch::no_grad(|| c.weights.shallow_clone().copy_(&self.flat));
         }
     }
 
@@ -129,7 +189,7 @@ mod tests {
             v.sort_by(|a, b| a.0.cmp(&b.0));
             v
         };
-        let fp = FlatParams::new(&vs, Device::Cpu);
+        let fp = FlatParams::new(&vs, Device::Cpu, Kind::Float);
         assert_eq!(fp.len(), 3 * 4 + 4 + 4 * 2 + 2);
         assert_eq!(fp.names, vec!["a.bias", "a.weight", "b.bias", "b.weight"]);
         // Values survived the move.
@@ -169,5 +229,62 @@ mod tests {
             fp.vars[0].grad().abs().sum(Kind::Float).double_value(&[]),
             0.0
         );
+    }
+    #[test]
+    fn bf16_compute_copy_follows_the_f32_master_buffers() {
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let root = vs.root();
+        let l1 = nn::linear(&root / "a", 3, 4, Default::default());
+        let l2 = nn::linear(&root / "b", 4, 2, Default::default());
+        let mut init: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .map(|(n, t)| (n, t.copy()))
+            .collect();
+        init.sort_by(|a, b| a.0.cmp(&b.0));
+        let fp = FlatParams::new(&vs, Device::Cpu, Kind::BFloat16);
+        let c = fp.compute.as_ref().expect("a bf16 copy");
+        assert_eq!((fp.flat.kind(), fp.grad.kind()), (Kind::Float, Kind::Float));
+        assert_eq!(
+            (c.weights.kind(), c.grad.kind()),
+            (Kind::BFloat16, Kind::BFloat16)
+        );
+        for (i, (_, t)) in init.iter().enumerate() {
+            // The master keeps the f32 values; the network sees their bf16 rounding.
+            assert!(fp.view_of(&fp.flat, i).equal(t));
+            assert_eq!(fp.vars[i].kind(), Kind::BFloat16);
+            assert!(fp.vars[i].equal(&t.to_kind(Kind::BFloat16)));
+        }
+        let x = Tensor::randn([5, 3], (Kind::Float, Device::Cpu)).to_kind(Kind::BFloat16);
+        let y0 = l2.forward(&l1.forward(&x));
+        assert_eq!(y0.kind(), Kind::BFloat16);
+        // Backward lands in the bf16 buffer; gather_grad brings it to the f32 one.
+        y0.to_kind(Kind::Float).square().sum(Kind::Float).backward();
+        assert!(
+            c.grad
+                .to_kind(Kind::Float)
+                .abs()
+                .sum(Kind::Float)
+                .double_value(&[])
+                > 0.0
+        );
+        assert_eq!(fp.grad.abs().sum(Kind::Float).double_value(&[]), 0.0);
+        assert_eq!(fp.vars[0].grad().kind(), Kind::BFloat16);
+        fp.gather_grad();
+        assert!(fp.grad.equal(&c.grad.to_kind(Kind::Float)));
+        fp.zero_grad();
+        assert_eq!(
+            fp.vars[3].grad().abs().sum(Kind::Float).double_value(&[]),
+            0.0
+        );
+        // A write to the master is invisible to the network until published.
+        tch::no_grad(|| {
+            let _ = fp.flat.shallow_clone().g_mul_scalar_(2.0);
+        });
+        assert!(l2.forward(&l1.forward(&x)).equal(&y0));
+        fp.publish();
+        assert!(c.weights.equal(&fp.flat.to_kind(Kind::BFloat16)));
+        assert!(!l2.forward(&l1.forward(&x)).equal(&y0));
     }
 }

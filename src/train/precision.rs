@@ -1,4 +1,5 @@
-//! Mixed precision (chapter §4.3): autocast regions for bf16 and fp16, and the
+//! Mixed precision (chapter §4.3): autocast regions for bf16 and fp16 (bf16-pure
+//! needs none: its weights are bf16, see [`super::flat`]), and the
 //! dynamic loss scaler fp16 needs, which behaves like PyTorch's `GradScaler`:
 //! initial scale 2^16, ×2 after 2000 consecutive finite steps, ×0.5 and the step
 //! skipped when any gradient is inf/NaN, gradients unscaled before clipping.
@@ -18,7 +19,8 @@ extern "C" {
 /// Run `f` under autocast for `precision` on `device` (fp32: no autocast).
 pub fn autocast<T>(precision: Precision, device: Device, f: impl FnOnce() -> T) -> T {
     let dtype = match precision {
-        Precision::Fp32 => return f(),
+        // bf16-pure: the weights are bf16 already, so every op runs in bf16.
+        Precision::Fp32 | Precision::Bf16Pure => return f(),
         Precision::Bf16 => 0,
         Precision::Fp16 => 1,
     };

@@ -336,7 +336,7 @@ impl Run {
         tch::manual_seed(mix_seed(cfg.train.seed, u64::MAX, 0x1A17) as i64);
         let vs = nn::VarStore::new(device);
         let model = Denoiser::new(vs.root(), &spec);
-        let fp = FlatParams::new(&vs, device);
+        let fp = FlatParams::new(&vs, device, cfg.train.precision.compute_kind());
         let opt = AdamW::new(&cfg.train, &fp.flat);
         let ema = Ema::new(&cfg.ema, &fp.flat);
         let scaler = LossScaler::new(cfg.train.precision, device);
@@ -547,11 +547,13 @@ impl Run {
             w *= iw;
         }
         let loss = (&mse * w).mean(Kind::Float);
-        let _ = self.fp.grad.zero_();
+        self.fp.zero_grad();
         self.scaler.scale_loss(&loss).f_backward()?;
+        self.fp.gather_grad();
         let keep = self.scaler.unscale_and_update(&self.fp.grad);
         let norm = clip_grad_norm(&self.fp.grad, self.cfg.train.grad_clip);
         self.opt.apply(&self.fp.flat, &self.fp.grad, &keep);
+        self.fp.publish();
         self.ema.apply(&self.fp.flat);
 
         tch::no_grad(|| {
@@ -695,6 +697,7 @@ impl Run {
             Ok(())
         };
         load_flat("raw", &self.fp.flat)?;
+        self.fp.publish();
         for (i, &d) in self.ema.decays.clone().iter().enumerate() {
             let name = weights_name(d);
             if self.ema.mode == EmaMode::BiasCorrected {

@@ -46,3 +46,24 @@ pub fn train_cpu(cfg: &Path, out: &Path) {
         .unwrap();
     assert!(o.status.success(), "{}", text(&o.stderr));
 }
+
+/// Every tensor of a safetensors file, sorted by name.
+pub fn weights(path: &Path) -> Vec<(String, tch::Tensor)> {
+    let mut w = tch::Tensor::read_safetensors(path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    w.sort_by(|a, b| a.0.cmp(&b.0));
+    w
+}
+
+/// ‖a − b‖ over every tensor of two safetensors files with the same names.
+pub fn distance(a: &Path, b: &Path) -> f64 {
+    let (a, b) = (weights(a), weights(b));
+    assert_eq!(a.len(), b.len());
+    let mut sq = 0.0;
+    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        let d = ta.to_kind(tch::Kind::Double) - tb.to_kind(tch::Kind::Double);
+        sq += (&d * &d).sum(tch::Kind::Double).double_value(&[]);
+    }
+    sq.sqrt()
+}
