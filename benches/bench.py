@@ -11,6 +11,9 @@ Measured:
   * training steps/s and images/s per preset: `ddpm-lab train` (the full
     trainer: data, AdamW, clipping, EMA, logging; its metrics log gives the
     time of every block) against reference.DDPMTrainer;
+  * `--precisions` picks fp32, bf16 (autocast), fp16 or bf16-pure (our
+    network in bf16 with fp32 master weights; the reference, which knows
+    only autocast, then runs bf16 autocast: the table says so);
   * on CUDA, also `ddpm-lab train` with `train.cuda_graph = true` (the step
     recorded once as a CUDA graph and replayed), as a third side;
   * our trainer's overhead: `ddpm-lab bench step` times the trainer's full
@@ -174,6 +177,12 @@ def params_of(binary, work, case, device):
     return ours, ref["threads"]
 
 
+def ref_precision(precision):
+    """The reference's precision for ours: the chapter's trainer knows autocast only, so against our
+    bf16-pure (a bf16 network with fp32 master weights) it runs its own bf16 autocast."""
+    return "bf16" if precision == "bf16-pure" else precision
+
+
 def bench_case(binary, work, case, device, precision, rounds, gpu, with_ddim, graph_side):
     name, preset, c, r, batch, n, blocks, ddim_batch = case
     params, ref_threads = params_of(binary, work, case, device)
@@ -216,7 +225,7 @@ def bench_case(binary, work, case, device, precision, rounds, gpu, with_ddim, gr
                       f"({t['overhead'] * 100:+.1f}%)", flush=True)
                 continue
             else:
-                m = ref_json(ref_args("train", case, device, precision, n, n, blocks), gpu)
+                m = ref_json(ref_args("train", case, device, ref_precision(precision), n, n, blocks), gpu)
             res[who] += [s / m["per_repeat"] for s in m["secs"]]
             mem[who].append((m["rss"], m["gpu"]))
             print(f"   {who:5} round {rnd + 1}: {median(m['secs']) / m['per_repeat'] * 1000:8.1f} ms/step", flush=True)
@@ -358,7 +367,9 @@ def fmt_md(results):
     for r in results["training"]:
         o, p, b = r["ours"], r["ref"], r["bare"]
         g = (f"{o['peak_gpu_mib']} / {p['peak_gpu_mib']}" if o["peak_gpu_mib"] else "–")
-        lines.append(f"| {r['case']} | {r['precision']} | {r['batch']} | {o['steps_per_s']:.3f} | {p['steps_per_s']:.3f} "
+        prec = r["precision"] + ("" if ref_precision(r["precision"]) == r["precision"]
+                                 else f" (PyTorch: {ref_precision(r['precision'])} autocast)")
+        lines.append(f"| {r['case']} | {prec} | {r['batch']} | {o['steps_per_s']:.3f} | {p['steps_per_s']:.3f} "
                      f"| {o['images_per_s']:.1f} | {p['images_per_s']:.1f} | **{r['ratio']:.2f}** "
                      f"| {b['steps_per_s']:.3f} | {r['overhead'] * 100:+.1f}% "
                      f"| {o['peak_rss_mib']:.0f} / {p['peak_rss_mib']:.0f} | {g} |")

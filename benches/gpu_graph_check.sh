@@ -2,10 +2,15 @@
 # The CUDA graph checks, in one script for one device call (binaries built on a
 # CPU machine, carried stripped):
 #   1. tests/cuda_graph.rs: graph and eager runs end at the same weights;
-#   2. ddpm-cifar10, batch 128, bf16: steps/s of `ddpm-lab train` eager and
+#   2. ddpm-cifar10, batch 128: steps/s of `ddpm-lab train` in bf16 (autocast)
+#      and bf16-pure (a bf16 network, fp32 master weights), each eager and
 #      with train.cuda_graph, alternating, 300 steps each (the Ho et al.
 #      anchor is 21 steps/s);
-#   3. (PART=all) the whole GPU `just bench` with the graph side included.
+#   3. (PART=all, or PART=bench for this part alone) the GPU `just bench`
+#      with the graph side included (BENCH_ARGS, e.g. --precisions bf16,bf16-pure).
+#
+# Parts 1-2 take about 5 minutes on an H200; part 3 about 2 minutes per
+# precision, so a 10-minute device call fits PART=check, then PART=bench.
 #
 #   strip -o target/ddpm-lab-gpu target/release/ddpm-lab
 #   strip -o target/cuda-graph-test $(ls -t target/release/deps/cuda_graph-* | grep -v '\.d$' | head -1)
@@ -16,18 +21,19 @@ TEST=${TEST:-}
 OUT=${OUT:-/tmp/gpu-graph}
 PART=${PART:-check}
 STEPS=${STEPS:-300}
+DEVICE=${DEVICE:-cuda}   # DEVICE=cpu BATCH=2 STEPS=100: a dry run of the script's logic
+BATCH=${BATCH:-128}
 mkdir -p "$OUT"
 TORCH_LIB=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__))')/lib
 export LD_LIBRARY_PATH=$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 "$BIN" inspect devices
 
-if [ -n "$TEST" ]; then
+if [ -n "$TEST" ] && [ "$PART" != bench ]; then
   echo "== 1. graph against eager (tests/cuda_graph.rs)"
   DDPMLAB_TEST_BIN=$BIN "$TEST" --nocapture --test-threads 1 2>&1 | tail -20
 fi
 
-echo "== 2. ddpm-cifar10, batch 128, bf16, $STEPS steps: eager vs train.cuda_graph"
 W=$(mktemp -d)
 cat > "$W/c.toml" <<TOML
 [data]
@@ -38,11 +44,10 @@ n_samples = 1024
 preset = "ddpm-cifar10"
 [train]
 steps = $STEPS
-batch_size = 128
+batch_size = $BATCH
 log_every = 50
 checkpoint_every = 1000000
-device = "cuda"
-precision = "bf16"
+device = "$DEVICE"
 [ema]
 decays = [0.9999, 0.999]
 TOML
@@ -52,16 +57,22 @@ import json,statistics as s;r=[json.loads(l) for l in open('$1/metrics.jsonl')];
 b=[50/(w[i]-w[i-1]) for i in range(1,len(w))]
 print('$2', 'steps/s per 50-step block:', [round(x,2) for x in b], 'median', round(s.median(b),2), 'final loss', round(r[-1]['loss'],4))"
 }
-for round in 1 2; do
-  for g in false true; do
-    rm -rf "$W/run"
-    "$BIN" train "$W/c.toml" --out "$W/run" --quiet --set "train.cuda_graph=$g" 2>"$W/err" || { tail -5 "$W/err"; continue; }
-    rate "$W/run" "round $round cuda_graph=$g"
-    grep -h "CUDA graph" "$W/run/train.log" | head -1
+if [ "$PART" != bench ]; then
+  echo "== 2. ddpm-cifar10, batch $BATCH on $DEVICE, $STEPS steps: bf16 and bf16-pure, eager vs train.cuda_graph"
+  for round in 1 2; do
+    for p in bf16 bf16-pure; do
+      for g in false true; do
+        rm -rf "$W/run"
+        "$BIN" train "$W/c.toml" --out "$W/run" --quiet --set "train.cuda_graph=$g" \
+          --set "train.precision=\"$p\"" 2>"$W/err" || { tail -5 "$W/err"; continue; }
+        rate "$W/run" "round $round $p cuda_graph=$g"
+        grep -h "CUDA graph" "$W/run/train.log" | head -1
+      done
+    done
   done
-done
+fi
 
-if [ "$PART" = all ]; then
+if [ "$PART" = all ] || [ "$PART" = bench ]; then
   echo "== 3. just bench --device cuda (ours eager, ours with graphs, PyTorch)"
   python3 benches/bench.py --bin "$BIN" --device cuda --rounds "${ROUNDS:-2}" --out "$OUT/bench" ${BENCH_ARGS:-}
 fi
