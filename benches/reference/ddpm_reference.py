@@ -77,7 +77,9 @@ class CondEmbedding(nn.Module):
         self.label_embedding = nn.Embedding(num_classes + 1, dim) if num_classes > 0 else None
 
     def forward(self, t, labels=None):
-        emb = self.time_linear_2(F.silu(self.time_linear_1(timestep_embedding(t, self.base_dim))))
+        # In the weights' dtype (a no-op in f32; bf16 for a network held in bf16, as ddpm-lab's bf16-pure).
+        sin = timestep_embedding(t, self.base_dim).to(self.time_linear_1.weight.dtype)
+        emb = self.time_linear_2(F.silu(self.time_linear_1(sin)))
         if self.label_embedding is not None and labels is not None:
             emb = emb + self.label_embedding(labels)
         return emb
