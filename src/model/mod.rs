@@ -205,6 +205,7 @@ mod tests {
         assert_eq!(table.iter().map(|r| r.1).sum::<i64>(), parameter_count(&vs));
         assert_eq!(table[0].0, "embedding");
     }
+
     /// Held in bf16 (as the trainer holds it under `precision = "bf16-pure"`),
     /// a network computes in bf16, answers in the input's dtype, and stays
     /// within bf16's rounding of the same network in f32, conditions included.
