@@ -14,8 +14,8 @@
 //! `.grad` when not building a graph), so `grad.zero_()` on the flat buffer
 //! resets them all.
 //!
-//! With `precision = "bf16-pure"` the network computes in bf16 (no autocast and
-//! so none of its ~700 per-step casts), while AdamW, clipping, the EMAs and
+//! With `precision = "bf16-pure"` the network computes in bf16 (no autocast, so
+//! none of the casts it adds around every layer), while AdamW, clipping, the EMAs and
 //! checkpoints keep working on the fp32 buffers above: the variables then point
 //! into a bf16 copy of `flat` ([`Compute`]), refreshed from it by one cast after
 //! each update ([`FlatParams::publish`]), and autograd accumulates into a bf16
