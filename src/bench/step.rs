@@ -75,8 +75,7 @@ impl BareStep {
         let xt = self.st.q_sample(&self.x0, &t, &noise);
         let out = autocast(self.cfg.train.precision, self.device, || {
             self.model.forward(&xt, &t, &Conditioning::none(), true)
-        })
-        .to_kind(Kind::Float);
+        });
         let loss = (out - &noise).square().mean(Kind::Float);
         self.fp.zero_grad();
         loss.backward();

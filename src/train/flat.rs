@@ -57,75 +57,58 @@ impl FlatParams {
             .filter(|(_, t)| t.requires_grad())
             .collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
-        let total: i64 = named.iter().map(|(_, t)| t.numel() as i64).sum();
-        let flat = Tensor::zeros([total], (Kind::Float, device));
-        let grad = Tensor::zeros([total], (Kind::Float, device));
-        let compute = (compute != Kind::Float).then(|| Compute {
-            weights: Tensor::zeros([total], (compute, device)),
-            grad: Tensor::zeros([total], (compute, device)),
-        });
-        // What the variables and their gradients point into.
-        let (model_flat, model_grad) = match &compute {
-            Some(c) => (c.weights.shallow_clone(), c.grad.shallow_clone()),
-            None => (flat.shallow_clone(), grad.shallow_clone()),
-        };
-        let mut names = vec![];
-        let mut shapes = vec![];
+        let shapes: Vec<Vec<i64>> = named.iter().map(|(_, t)| t.size()).collect();
         let mut offsets = vec![];
-        let mut vars = vec![];
-        let mut off = 0i64;
-        tch::no_grad(|| {
-            for (name, var) in &named {
-                let n = var.numel() as i64;
-                let shape = var.size();
-                flat.narrow(0, off, n).view(shape.as_slice()).copy_(var);
-                names.push(name.clone());
-                shapes.push(shape);
-                offsets.push(off);
-                off += n;
-            }
-            if let Some(c) = &compute {
-                c.weights.shallow_clone().copy_(&flat);
-            }
-            for (i, (_, mut var)) in named.into_iter().enumerate() {
-                let view = model_flat
-                    .narrow(0, offsets[i], var.numel() as i64)
-                    .view(shapes[i].as_slice());
-                var.set_data(&view);
-                vars.push(var);
-            }
-        });
-        // Create every .grad with a zero backward pass, then re-point them too.
-        let zero: Tensor = vars.iter().map(|v| v.sum(Kind::Float) * 0.0).sum();
-        zero.backward();
-        tch::no_grad(|| {
-            for (i, v) in vars.iter().enumerate() {
-                let mut g = v.grad();
-                let view = model_grad
-                    .narrow(0, offsets[i], v.numel() as i64)
-                    .view(shapes[i].as_slice());
-                g.set_data(&view);
-            }
-        });
-        let _ = model_grad.shallow_clone().zero_();
-        FlatParams {
-            names,
+        let mut total = 0i64;
+        for (_, t) in &named {
+            offsets.push(total);
+            total += t.numel() as i64;
+        }
+        let mut fp = FlatParams {
+            names: named.iter().map(|(n, _)| n.clone()).collect(),
             shapes,
             offsets,
-            vars,
-            flat,
-            grad,
-            compute,
-        }
+            vars: vec![],
+            flat: Tensor::zeros([total], (Kind::Float, device)),
+            grad: Tensor::zeros([total], (Kind::Float, device)),
+            compute: (compute != Kind::Float).then(|| Compute {
+                weights: Tensor::zeros([total], (compute, device)),
+                grad: Tensor::zeros([total], (compute, device)),
+            }),
+        };
+        tch::no_grad(|| {
+            for (i, (_, mut var)) in named.into_iter().enumerate() {
+                fp.view_of(&fp.flat, i).copy_(&var);
+                var.set_data(&fp.view_of(fp.network_weights(), i));
+                fp.vars.push(var);
+            }
+        });
+        fp.publish();
+        // Create every .grad with a zero backward pass, then re-point them too.
+        let zero: Tensor = fp.vars.iter().map(|v| v.sum(Kind::Float) * 0.0).sum();
+        zero.backward();
+        tch::no_grad(|| {
+            for (i, v) in fp.vars.iter().enumerate() {
+                v.grad().set_data(&fp.view_of(fp.network_grad(), i));
+            }
+        });
+        fp.zero_grad();
+        fp
+    }
+
+    /// What the variables point into: `flat`, or its bf16 copy.
+    fn network_weights(&self) -> &Tensor {
+        self.compute.as_ref().map_or(&self.flat, |c| &c.weights)
+    }
+
+    /// Where autograd accumulates: `grad`, or its bf16 copy.
+    fn network_grad(&self) -> &Tensor {
+        self.compute.as_ref().map_or(&self.grad, |c| &c.grad)
     }
 
     /// Zero the buffer autograd accumulates into, before a backward pass.
     pub fn zero_grad(&self) {
-        let g = match &self.compute {
-            Some(c) => &c.grad,
-            None => &self.grad,
-        };
-        let _ = tch::no_grad(|| g.shallow_clone().zero_());
+        let _ = tch::no_grad(|| self.network_grad().shallow_clone().zero_());
     }
 
     /// After a backward pass: bring the network's gradients into `grad` (f32),

@@ -531,10 +531,10 @@ impl Run {
             vector: inputs.condition.as_ref().map(|c| c.shallow_clone()),
         };
         let precision = self.cfg.train.precision;
+        // f32, like `xt`, whatever the precision (Denoiser::forward casts back).
         let out = autocast(precision, self.device, || {
             self.model.forward(&xt, &t, &cond, true)
-        })
-        .to_kind(Kind::Float);
+        });
         let target = self
             .st
             .target(self.cfg.diffusion.prediction, x0, &t, &noise);
