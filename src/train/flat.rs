@@ -156,22 +156,26 @@ mod tests {
     use super::*;
     use tch::nn::Module;
 
-    #[test]
-    fn parameters_and_gradients_live_in_the_flat_buffers() {
+    /// Two linear layers `a` (3→4) and `b` (4→2) in one VarStore, and a copy
+    /// of their initial variables sorted by name.
+    fn two_linears() -> (nn::VarStore, nn::Linear, nn::Linear, Vec<(String, Tensor)>) {
         tch::manual_seed(0);
         let vs = nn::VarStore::new(Device::Cpu);
         let root = vs.root();
         let l1 = nn::linear(&root / "a", 3, 4, Default::default());
         let l2 = nn::linear(&root / "b", 4, 2, Default::default());
-        let before: Vec<(String, Tensor)> = {
-            let mut v: Vec<_> = vs
-                .variables()
-                .into_iter()
-                .map(|(n, t)| (n, t.copy()))
-                .collect();
-            v.sort_by(|a, b| a.0.cmp(&b.0));
-            v
-        };
+        let mut init: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .map(|(n, t)| (n, t.copy()))
+            .collect();
+        init.sort_by(|a, b| a.0.cmp(&b.0));
+        (vs, l1, l2, init)
+    }
+
+    #[test]
+    fn parameters_and_gradients_live_in_the_flat_buffers() {
+        let (vs, l1, l2, before) = two_linears();
         let fp = FlatParams::new(&vs, Device::Cpu, Kind::Float);
         assert_eq!(fp.len(), 3 * 4 + 4 + 4 * 2 + 2);
         assert_eq!(fp.names, vec!["a.bias", "a.weight", "b.bias", "b.weight"]);
@@ -213,19 +217,10 @@ mod tests {
             0.0
         );
     }
+
     #[test]
     fn bf16_compute_copy_follows_the_f32_master_buffers() {
-        tch::manual_seed(0);
-        let vs = nn::VarStore::new(Device::Cpu);
-        let root = vs.root();
-        let l1 = nn::linear(&root / "a", 3, 4, Default::default());
-        let l2 = nn::linear(&root / "b", 4, 2, Default::default());
-        let mut init: Vec<(String, Tensor)> = vs
-            .variables()
-            .into_iter()
-            .map(|(n, t)| (n, t.copy()))
-            .collect();
-        init.sort_by(|a, b| a.0.cmp(&b.0));
+        let (vs, l1, l2, init) = two_linears();
         let fp = FlatParams::new(&vs, Device::Cpu, Kind::BFloat16);
         let c = fp.compute.as_ref().expect("a bf16 copy");
         assert_eq!((fp.flat.kind(), fp.grad.kind()), (Kind::Float, Kind::Float));
