@@ -139,13 +139,7 @@ fn the_distance_helpers_measure_weights() {
 
 /// A UNet with labels, CFG dropout, v-prediction, min-SNR weighting, a warm-up
 /// then cosine learning rate and warm-up EMAs: every per-step number changes.
-#[test]
-fn a_graphed_unet_run_matches_the_eager_run() {
-    if !cuda() {
-        return;
-    }
-    check_graph_matches_eager(
-        r#"
+const UNET: &str = r#"
 [data]
 source = "synthetic"
 shape = [3, 16, 16]
@@ -170,14 +164,20 @@ checkpoint_every = 40
 [ema]
 decays = [0.9, 0.99]
 mode = "warmup"
-"#,
-        40,
-        &[
-            "raw.safetensors",
-            "ema-0.9.safetensors",
-            "ema-0.99.safetensors",
-        ],
-    );
+"#;
+
+const UNET_FILES: &[&str] = &[
+    "raw.safetensors",
+    "ema-0.9.safetensors",
+    "ema-0.99.safetensors",
+];
+
+#[test]
+fn a_graphed_unet_run_matches_the_eager_run() {
+    if !cuda() {
+        return;
+    }
+    check_graph_matches_eager(UNET, 40, UNET_FILES);
 }
 
 /// Host-drawn timesteps (the loss-aware sampler reads losses back each step),
@@ -217,39 +217,15 @@ mode = "bias-corrected"
     );
 }
 
-/// bf16-pure: the graph also records the cast of the master weights into the
-/// network's bf16 copy and of its bf16 gradients into the f32 buffer; a copy
-/// left stale would freeze the network at the capture step's weights.
+/// The same UNet run in bf16-pure: the graph also records the cast of the
+/// master weights into the network's bf16 copy and of its bf16 gradients into
+/// the f32 buffer; a copy left stale would freeze the network at the capture
+/// step's weights.
 #[test]
 fn a_graphed_bf16_pure_run_matches_the_eager_run() {
     if !cuda() {
         return;
     }
-    check_graph_matches_eager(
-        r#"
-[data]
-source = "synthetic"
-shape = [3, 16, 16]
-n_samples = 256
-labels = true
-[model]
-preset = "unet-tiny"
-[diffusion]
-timesteps = 100
-[train]
-steps = 40
-batch_size = 16
-lr = 1e-3
-lr_schedule = "cosine"
-warmup_steps = 10
-p_uncond = 0.1
-precision = "bf16-pure"
-log_every = 10
-checkpoint_every = 40
-[ema]
-decays = [0.9]
-"#,
-        40,
-        &["raw.safetensors", "ema-0.9.safetensors"],
-    );
+    let body = UNET.replace("[train]\n", "[train]\nprecision = \"bf16-pure\"\n");
+    check_graph_matches_eager(&body, 40, UNET_FILES);
 }
