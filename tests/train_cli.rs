@@ -727,3 +727,62 @@ decays = [0.99]
         8,
     );
 }
+
+/// The adaptive samplers learn from the loss training minimises, w(t)·MSE, not
+/// the plain MSE (improved-diffusion feeds its resampler the weighted loss). An
+/// x₀-model under `snr` weighting separates the two: its plain MSE is smallest
+/// at small t (x_t ≈ x₀ there), while w = snr² makes the weighted loss
+/// snr·(ε-MSE), largest at small t. So the loss-aware sampler's first bin must
+/// hold far more loss than its last, the opposite of what plain MSE gives.
+#[test]
+fn the_loss_aware_sampler_learns_from_the_weighted_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "run.toml",
+        r#"
+[data]
+source = "toy"
+toy = "eight-gaussians"
+n_samples = 500
+[model]
+preset = "mlp-small"
+[diffusion]
+timesteps = 100
+prediction = "x0"
+weighting = "snr"
+timestep_sampling = "loss-aware"
+loss_aware_bins = 4
+[train]
+steps = 20
+batch_size = 64
+lr = 1e-3
+log_every = 10
+checkpoint_every = 20
+threads = 1
+[ema]
+decays = [0.9]
+"#,
+    );
+    let out = dir.path().join("run");
+    let o = train(&cfg, &out, &[]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("checkpoints/step-000000020/state.json")).unwrap(),
+    )
+    .unwrap();
+    let sampler = &state["sampler"];
+    assert_eq!(sampler["sampler"], "loss-aware", "{sampler}");
+    let mean: Vec<f64> = sampler["mean"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(mean.len(), 4);
+    assert!(
+        mean[0] > 10.0 * mean[3],
+        "bin means {mean:?}: the first bin (small t, weight snr² ≫ 1) should hold \
+         far more weighted loss than the last"
+    );
+}

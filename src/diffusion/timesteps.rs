@@ -10,7 +10,8 @@
 //!   marginal probability 1/T, so w = 1.
 //! * `importance`: improved-diffusion's loss-second-moment resampler: the last 10
 //!   losses of every t; uniform until every t has its 10; then p ∝ √E[L²], mixed
-//!   with 0.001 uniform.
+//!   with 0.001 uniform. L is the weighted loss w(t)·MSE that training minimises
+//!   (before importance weights), as in improved-diffusion.
 //! * `loss-aware`: p ∝ a running mean (exponential, decay 0.9) of recent loss in
 //!   each of `bins` equal bins of [0, T), uniform within a bin, mixed with 0.001
 //!   uniform; uniform until every bin has been seen.
@@ -78,7 +79,8 @@ pub struct SamplerStateError(String);
 pub trait TimestepSampler: Send {
     /// Draw `batch` timesteps and their importance weights.
     fn sample(&mut self, batch: usize, rng: &mut Pcg64) -> TimestepBatch;
-    /// Feed back the per-sample (unweighted) losses of the drawn timesteps.
+    /// Feed back the per-sample losses of the drawn timesteps: w(t)·MSE, the loss
+    /// the objective weights, before importance weights.
     fn update(&mut self, _t: &[i64], _losses: &[f64]) {}
     /// Whether [`Self::update`] does anything: the trainer skips reading losses back otherwise.
     fn wants_losses(&self) -> bool {

@@ -169,14 +169,15 @@ impl StepInputs {
 /// What a step's device work leaves for the host: per-sample losses and
 /// their timesteps (the loss-aware sampler's history).
 struct StepOutputs {
-    mse: Tensor,
+    /// w(t)·MSE of each sample (before importance weights), for the adaptive samplers.
+    weighted: Tensor,
     t: Tensor,
 }
 
 impl StepOutputs {
     fn shallow_clone(&self) -> StepOutputs {
         StepOutputs {
-            mse: self.mse.shallow_clone(),
+            weighted: self.weighted.shallow_clone(),
             t: self.t.shallow_clone(),
         }
     }
@@ -490,7 +491,7 @@ impl Run {
         };
         acc.steps += 1;
         if self.sampler.wants_losses() {
-            let losses: Vec<f64> = Vec::<f32>::try_from(out.mse.detach().to_device(Device::Cpu))
+            let losses: Vec<f64> = Vec::<f32>::try_from(out.weighted.to_device(Device::Cpu))
                 .unwrap_or_default()
                 .into_iter()
                 .map(f64::from)
@@ -542,11 +543,14 @@ impl Run {
             .square()
             .flatten(1, -1)
             .mean_dim(1, false, Kind::Float);
-        let mut w = self.weight_table.index_select(0, &t);
-        if let Some(iw) = is_weights {
-            w *= iw;
-        }
-        let loss = (&mse * w).mean(Kind::Float);
+        // w(t)·MSE per sample: the loss the objective weights, and what the adaptive
+        // timestep samplers learn from (improved-diffusion feeds its resampler the
+        // same, before the importance weights).
+        let weighted = &mse * self.weight_table.index_select(0, &t);
+        let loss = match is_weights {
+            Some(iw) => (&weighted * iw).mean(Kind::Float),
+            None => weighted.mean(Kind::Float),
+        };
         self.fp.zero_grad();
         self.scaler.scale_loss(&loss).f_backward()?;
         self.fp.gather_grad();
@@ -581,7 +585,7 @@ impl Run {
             let _ = acc.skipped.shallow_clone().g_add_(&(-&keep + 1.0));
         });
         Ok(StepOutputs {
-            mse: mse.detach(),
+            weighted: weighted.detach(),
             t,
         })
     }
