@@ -786,3 +786,43 @@ decays = [0.9]
          far more weighted loss than the last"
     );
 }
+
+/// A schedule that ends with signal in x_T is valid, so it trains, but `train`
+/// says so first and names the fix.
+#[test]
+fn a_short_linear_schedule_trains_with_a_warning_that_names_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = TOY
+        .replace("timesteps = 100", "timesteps = 50")
+        .replace("steps = 300", "steps = 10");
+    let cfg = write(dir.path(), "run.toml", &body);
+    let o = train(&cfg, &dir.path().join("run"), &[]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    // Π(1 − β_i) for β = linspace(1e-4, 0.02, 50).
+    let a: f64 = (0..50)
+        .map(|i| 1.0 - (1e-4 + (0.02 - 1e-4) * i as f64 / 49.0))
+        .product();
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("warning: diffusion:"))
+        .unwrap_or_else(|| panic!("no schedule warning in: {err}"));
+    assert!(line.contains(&format!("ᾱ_T = {a:.3}")), "{line}");
+    assert!(
+        line.contains("diffusion.beta_start = 0.002, diffusion.beta_end = 0.4"),
+        "{line}"
+    );
+    // The chapter's T = 1000 gets no warning.
+    let o = train(
+        &write(
+            dir.path(),
+            "ok.toml",
+            &TOY.replace("timesteps = 100", "timesteps = 1000")
+                .replace("steps = 300", "steps = 10"),
+        ),
+        &dir.path().join("ok"),
+        &[],
+    );
+    assert!(o.status.success());
+    assert!(!text(&o.stderr).contains("warning"), "{}", text(&o.stderr));
+}

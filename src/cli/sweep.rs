@@ -5,6 +5,7 @@ use crate::config::SetArg;
 use crate::exit::{bad_input, Stopped};
 use crate::sweep::child::stop_children;
 use crate::sweep::devices::DeviceRequest;
+use crate::sweep::plan::Plan;
 use crate::sweep::results::Policy;
 use crate::sweep::runner::{self, SweepError, SweepOptions};
 use clap::Args;
@@ -63,6 +64,30 @@ fn wrap(e: SweepError) -> anyhow::Error {
     }
 }
 
+/// The config advice ([`crate::config::advice`]) of the sweep's training jobs:
+/// each message once, prefixed with how many jobs it concerns when not all.
+pub fn advice(plan: &Plan) -> Vec<String> {
+    let mut seen: Vec<(String, usize)> = vec![];
+    for job in &plan.jobs {
+        for w in crate::config::advice::advise(&job.config) {
+            match seen.iter_mut().find(|(m, _)| *m == w) {
+                Some((_, n)) => *n += 1,
+                None => seen.push((w, 1)),
+            }
+        }
+    }
+    let all = plan.jobs.len();
+    seen.into_iter()
+        .map(|(m, n)| {
+            if n == all {
+                m
+            } else {
+                format!("{n} of {all} training jobs: {m}")
+            }
+        })
+        .collect()
+}
+
 pub fn run(cmd: SweepCmd) -> anyhow::Result<()> {
     let opts = SweepOptions {
         spec: cmd.spec.clone(),
@@ -80,6 +105,9 @@ pub fn run(cmd: SweepCmd) -> anyhow::Result<()> {
         exe: std::env::current_exe()?,
     };
     let planned = runner::prepare(&opts).map_err(wrap)?;
+    for w in advice(&planned.plan) {
+        eprintln!("warning: {w}");
+    }
     if cmd.dry_run {
         if cmd.json {
             println!(

@@ -41,6 +41,12 @@ pub fn run(cmd: TrainCmd) -> anyhow::Result<()> {
         env: true,
     })
     .map_err(bad_input)?;
+    // Under a sweep (`--progress-jsonl`) the sweep has printed these already.
+    if !cmd.progress_jsonl {
+        for w in config::advice::advise(&cfg) {
+            eprintln!("warning: {w}");
+        }
+    }
     let run_dir = match (&cmd.out, cfg.output.dir.as_str()) {
         (Some(out), _) => out.clone(),
         (None, "") => config::load::default_run_dir(Some(&cmd.config)),

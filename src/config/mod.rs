@@ -1,8 +1,9 @@
 //! Run configuration: the serde tree ([`run`]), layered loading with figment
-//! ([`load`]), value checks ([`validate`]) and source locations for messages
-//! ([`locate`]). A validated [`run::RunConfig`] is the only thing that builds
+//! ([`load`]), value checks ([`validate`]), warnings on valid but doubtful
+//! settings ([`advice`]) and source locations for messages ([`locate`]). A validated [`run::RunConfig`] is the only thing that builds
 //! devices, models and data.
 
+pub mod advice;
 pub mod load;
 pub mod locate;
 pub mod run;
