@@ -149,6 +149,23 @@ fn a_conditional_toy_model_samples_each_class_near_its_gaussian_reproducibly() {
         );
         assert!(!p.exists());
     }
+    // A CUDA device the machine lacks: exit 2 naming the count, not a libtorch panic.
+    for cmd in ["sample", "eval"] {
+        let p = d.join("cuda.csv");
+        let mut c = bin();
+        c.arg(cmd).arg(&run).args(["--device", "cuda:63"]);
+        if cmd == "sample" {
+            c.arg("--out").arg(&p);
+        }
+        let o = c.output().unwrap();
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {err}");
+        assert!(
+            err.contains("--device cuda:63: this machine has"),
+            "{cmd}: {err}"
+        );
+        assert!(!p.exists() && !run.join("eval").exists(), "{cmd}");
+    }
     let o = sample(&run, &a, &[]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stderr).contains("never overwrites"));

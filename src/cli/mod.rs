@@ -54,11 +54,21 @@ pub enum Command {
 /// A `--device` argument (auto, cpu, cuda or cuda:N), resolved; a bad one is
 /// an input error (exit 2).
 pub(crate) fn device_arg(device: &str) -> anyhow::Result<tch::Device> {
-    Ok(crate::config::DeviceChoice::parse(device)
+    let d = crate::config::DeviceChoice::parse(device)
         .ok_or_else(|| {
             crate::exit::bad_input(format!("--device {device}: use auto, cpu, cuda or cuda:N"))
         })?
-        .resolve())
+        .resolve();
+    if let tch::Device::Cuda(i) = d {
+        let n = tch::Cuda::device_count();
+        if i as i64 >= n {
+            return Err(crate::exit::bad_input(format!(
+                "--device {device}: this machine has {n} CUDA device(s); use cpu, auto{}",
+                if n > 0 { ", or cuda:0…" } else { "" }
+            )));
+        }
+    }
+    Ok(d)
 }
 
 /// Run a parsed command line.

@@ -54,8 +54,55 @@ pub enum ExpandError {
     NotATable { what: &'static str, index: usize },
     #[error("sweep.exclude[{index}]: {key} is not a swept key, so the entry can never match; sweep it or remove it")]
     ExcludeUnknown { index: usize, key: String },
+    #[error("{place}: {value} is listed twice; the runs would repeat (and read as agreeing seeds in the report); remove one")]
+    Duplicate { place: String, value: String },
+    #[error(
+        "sweep.include[{index}]: repeats a run the sweep already has ({run}); remove the entry"
+    )]
+    IncludeRepeats { index: usize, run: String },
+    #[error("sweep: the exclusions remove every run, so there is nothing to run; loosen [[sweep.exclude]] or add values")]
+    NoRuns,
+    #[error("sweep.{key}: changes how runs are launched or logged, not what they train, so the runs would share one training job; set it in [base] or with --set")]
+    NotTraining { key: String },
     #[error("{0}")]
     Toml(String),
+}
+
+/// The first point of an axis that repeats an earlier one (1 and 1.0 match).
+fn check_distinct(
+    place: &str,
+    keys: &[String],
+    points: &[Vec<toml::Value>],
+) -> Result<(), ExpandError> {
+    for (j, pj) in points.iter().enumerate() {
+        if points[..j]
+            .iter()
+            .any(|pi| pi.iter().zip(pj).all(|(a, b)| same(a, b)))
+        {
+            let value = if keys.len() == 1 {
+                pj[0].to_string()
+            } else {
+                let parts: Vec<String> = keys
+                    .iter()
+                    .zip(pj)
+                    .map(|(k, v)| format!("{k} = {v}"))
+                    .collect();
+                format!("({})", parts.join(", "))
+            };
+            return Err(ExpandError::Duplicate {
+                place: place.to_string(),
+                value,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Two assignments as the same run: the same keys with the same values.
+fn same_run(a: &Assignment, b: &Assignment) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .all(|(k, v)| b.iter().any(|(bk, bv)| bk == k && same(bv, v)))
 }
 
 /// A toml_edit value as a `toml::Value` (they are the same TOML).
@@ -144,13 +191,19 @@ pub fn parse(text: &str) -> Result<Axes, ExpandError> {
             "zip" | "exclude" | "include" => continue,
             "seeds" => {
                 claim("train.seed", "seeds".into())?;
-                seeds = Some(list("seeds", item)?);
+                let s = list("seeds", item)?;
+                let points: Vec<Vec<toml::Value>> = s.iter().map(|v| vec![v.clone()]).collect();
+                check_distinct("sweep.seeds", &["train.seed".into()], &points)?;
+                seeds = Some(s);
             }
             _ => {
                 claim(&key, format!("sweep.{key}"))?;
+                let points: Vec<Vec<toml::Value>> =
+                    list(&key, item)?.into_iter().map(|v| vec![v]).collect();
+                check_distinct(&format!("sweep.{key}"), std::slice::from_ref(&key), &points)?;
                 axes.push(Axis {
                     keys: vec![key.clone()],
-                    points: list(&key, item)?.into_iter().map(|v| vec![v]).collect(),
+                    points,
                 });
             }
         }
@@ -181,11 +234,17 @@ pub fn parse(text: &str) -> Result<Axes, ExpandError> {
                 return Err(ExpandError::ZipLengths { group: g, lengths });
             }
             let n = lists.first().map_or(0, |l| l.len());
-            let points = (0..n)
+            let points: Vec<Vec<toml::Value>> = (0..n)
                 .map(|i| lists.iter().map(|l| l[i].clone()).collect())
                 .collect();
+            check_distinct(&format!("sweep.zip[{g}]"), &keys, &points)?;
             axes.push(Axis { keys, points });
         }
+    }
+    if let Some(key) = axes.iter().flat_map(|a| &a.keys).find(|k| {
+        k.starts_with("output.") || crate::train::trainer::LAUNCH_ONLY_KEYS.contains(&k.as_str())
+    }) {
+        return Err(ExpandError::NotTraining { key: key.clone() });
     }
     if let Some(s) = seeds {
         axes.push(Axis {
@@ -204,11 +263,26 @@ pub fn parse(text: &str) -> Result<Axes, ExpandError> {
         }
     }
     let include = assignments("include", sweep.get("include"))?;
-    Ok(Axes {
+    let axes = Axes {
         axes,
         exclude,
         include,
-    })
+    };
+    let runs = expand(&axes);
+    if runs.is_empty() {
+        return Err(ExpandError::NoRuns);
+    }
+    let product = runs.len() - axes.include.len();
+    for (i, run) in runs[product..].iter().enumerate() {
+        if runs[..product + i].iter().any(|r| same_run(r, run)) {
+            let shown: Vec<String> = run.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+            return Err(ExpandError::IncludeRepeats {
+                index: i,
+                run: shown.join(", "),
+            });
+        }
+    }
+    Ok(axes)
 }
 
 impl ExpandError {
@@ -235,6 +309,16 @@ impl ExpandError {
             ExpandError::ZipLengths { group, .. } => format!("sweep.zip.{group}"),
             ExpandError::NotATable { what, index } => format!("sweep.{what}.{index}"),
             ExpandError::ExcludeUnknown { index, key } => format!("sweep.exclude.{index}.{key}"),
+            ExpandError::Duplicate { place, .. } => {
+                if place.starts_with("sweep.zip[") {
+                    zip_form(place)
+                } else {
+                    place.clone()
+                }
+            }
+            ExpandError::IncludeRepeats { index, .. } => format!("sweep.include.{index}"),
+            ExpandError::NotTraining { key } => format!("sweep.{key}"),
+            ExpandError::NoRuns => "sweep.exclude".into(),
             ExpandError::Toml(_) => "sweep".into(),
         }
     }
@@ -390,5 +474,59 @@ seeds = [0, 1]
             e("[sweep]\n\"train.lr\" = [1]\n[[sweep.exclude]]\n\"train.steps\" = 5\n")
                 .contains("train.steps is not a swept key")
         );
+    }
+
+    /// A repeated value makes identical runs that a report would count as
+    /// independent seeds (n = 2, spread 0): refused, naming the value.
+    #[test]
+    fn repeated_values_and_runs_are_refused() {
+        let e = |t: &str| parse(t).unwrap_err();
+        let err = e("[sweep]\nseeds = [0, 1, 0]\n");
+        assert_eq!(
+            err.to_string(),
+            "sweep.seeds: 0 is listed twice; the runs would repeat (and read as agreeing seeds in the report); remove one"
+        );
+        assert_eq!(err.location(), "sweep.seeds");
+        // 0.9 and 0.90 are the same number; 1 and 1.0 the same setting.
+        let err = e("[sweep]\n\"ema.decay\" = [0.9, 0.90]\n");
+        assert!(
+            err.to_string()
+                .starts_with("sweep.ema.decay: 0.9 is listed twice"),
+            "{err}"
+        );
+        assert!(e("[sweep]\n\"train.steps\" = [1, 1.0]\n")
+            .to_string()
+            .contains("listed twice"));
+        // A zip group may repeat a value in one list, not a whole point.
+        parse("[sweep]\n[[sweep.zip]]\na = [1, 1]\nb = [2, 3]\n").unwrap();
+        let err = e("[sweep]\n[[sweep.zip]]\na = [1, 1]\nb = [2, 2]\n");
+        assert_eq!(
+            err.to_string(),
+            "sweep.zip[0]: (a = 1, b = 2) is listed twice; the runs would repeat (and read as agreeing seeds in the report); remove one"
+        );
+        assert_eq!(err.location(), "sweep.zip.0");
+        // An include that repeats a run of the product (keys in any order).
+        let err = e("[sweep]\na = [1, 2]\nb = [3]\n[[sweep.include]]\nb = 3\na = 5\n[[sweep.include]]\nb = 3\na = 2\n");
+        assert_eq!(
+            err.to_string(),
+            "sweep.include[1]: repeats a run the sweep already has (b = 3, a = 2); remove the entry"
+        );
+        assert_eq!(err.location(), "sweep.include.1");
+        // Launch and logging keys are not axes.
+        let err = e("[sweep]\n\"train.threads\" = [1, 2]\n");
+        assert!(
+            err.to_string()
+                .starts_with("sweep.train.threads: changes how runs are launched"),
+            "{err}"
+        );
+        assert_eq!(err.location(), "sweep.train.threads");
+        assert!(
+            e("[sweep]\n[[sweep.zip]]\n\"output.dir\" = [\"a\"]\n\"train.lr\" = [1]\n")
+                .to_string()
+                .contains("sweep.output.dir: changes how")
+        );
+        // Exclusions that leave nothing.
+        let err = e("[sweep]\na = [1, 2]\n[[sweep.exclude]]\na = 1\n[[sweep.exclude]]\na = 2\n");
+        assert!(err.to_string().contains("remove every run"), "{err}");
     }
 }

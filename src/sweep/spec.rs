@@ -55,6 +55,12 @@ pub struct Run {
     pub config: RunConfig,
 }
 
+/// Whether a sweep name is one plain path component: the sweep's folder is
+/// `<results>/<name>`, which must stay inside `<results>`.
+fn plain_name(name: &str) -> bool {
+    !name.starts_with('.') && !name.contains(['/', '\\']) && !name.contains('\0')
+}
+
 /// (key, value) pairs as a figment layer with a name of its own.
 struct Pairs {
     name: String,
@@ -192,6 +198,15 @@ pub fn read(path: &Path) -> Result<SweepSpec, ConfigError> {
                 ))])
             })?;
             let name = match table.get("name") {
+                Some(toml::Value::String(s)) if !s.trim().is_empty() && !plain_name(s) => {
+                    problems.push(problem_at(
+                        &current,
+                        &text,
+                        "name",
+                        format!("= {s:?}: the name becomes the folder <results>/<name>, so it must be one plain folder name (no /, \\, .., or a leading .), e.g. \"ema-ablation\""),
+                    ));
+                    String::new()
+                }
                 Some(toml::Value::String(s)) if !s.trim().is_empty() => s.clone(),
                 Some(_) => {
                     problems.push(problem_at(
@@ -621,6 +636,19 @@ mod tests {
         let p = spec(dir.path(), "bad3.toml", "nmae = \"x\"\n");
         let e = read(&p).unwrap_err().to_string();
         assert!(e.contains("bad3.toml:1: nmae: unknown key; a spec has name, description, extends, base, sweep"), "{e}");
+        // A name must be one folder name inside the results folder.
+        for bad in ["../../escaped", "/abs", ".", "..", "a/b", ".hidden"] {
+            let p = spec(dir.path(), "bad4.toml", &format!("name = {bad:?}\n"));
+            let e = read(&p).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!(
+                    "bad4.toml:1: name: = {bad:?}: the name becomes the folder"
+                )),
+                "{bad}: {e}"
+            );
+        }
+        let p = spec(dir.path(), "ok.toml", "name = \"ema-ablation_v2\"\n");
+        assert_eq!(read(&p).unwrap().name, "ema-ablation_v2");
         let p = spec(dir.path(), "bad4.toml", "extends = \"bad4.toml\"\n");
         assert!(read(&p).unwrap_err().to_string().contains("makes a cycle"));
         let p = spec(dir.path(), "bad5.toml", "extends = \"nope.toml\"\n");

@@ -109,6 +109,20 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> TrainErr
     move |source| TrainError::Io { context, source }
 }
 
+/// Keys that change how a run is launched, logged or checkpointed, not what it
+/// trains: [`config_hash`] leaves them (and every `output.*` key) out, so a
+/// sweep axis over one would only make runs that share one training job.
+pub const LAUNCH_ONLY_KEYS: [&str; 8] = [
+    "train.device",
+    "train.threads",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.fail_at_step",
+    "train.cuda_graph",
+    "output.dir",
+];
+
 /// Hash of everything that changes what training computes (not the run
 /// directory, device, threads, or logging and checkpoint cadence). With
 /// `for_resume`, `train.steps` is left out too, since a resume may extend a run.
@@ -1197,4 +1211,44 @@ fn write_checkpoint(
         checkpoint_state(run, step, hash, wall),
     )?;
     Ok(checkpoint::dir_name(step))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The default config with `key` changed from its default value.
+    fn changed(key: &str) -> RunConfig {
+        let mut t: toml::Table = toml::from_str(&RunConfig::default().to_toml()).unwrap();
+        let (section, field) = key.split_once('.').unwrap();
+        let table = t[section].as_table_mut().unwrap();
+        let new = match &table[field] {
+            toml::Value::Integer(i) => toml::Value::Integer(i + 7),
+            toml::Value::Float(f) => toml::Value::Float(f * 0.5),
+            toml::Value::Boolean(b) => toml::Value::Boolean(!b),
+            toml::Value::String(s) => toml::Value::String(format!("{s}x")),
+            other => panic!("{key} = {other}: not a scalar"),
+        };
+        table.insert(field.to_string(), new);
+        t.try_into().unwrap()
+    }
+
+    /// The sweep refuses axes over LAUNCH_ONLY_KEYS because the job hash
+    /// ignores them: the two lists must agree.
+    #[test]
+    fn launch_only_keys_leave_the_hash_alone_and_training_keys_do_not() {
+        let base = config_hash(&RunConfig::default(), false);
+        for key in LAUNCH_ONLY_KEYS {
+            assert_eq!(config_hash(&changed(key), false), base, "{key}");
+        }
+        for key in [
+            "train.lr",
+            "train.batch_size",
+            "train.seed",
+            "diffusion.timesteps",
+            "data.path",
+        ] {
+            assert_ne!(config_hash(&changed(key), false), base, "{key}");
+        }
+    }
 }
