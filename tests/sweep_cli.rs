@@ -391,6 +391,21 @@ fn every_validation_problem_is_reported_at_once_with_its_line_and_nothing_starts
         &[],
         &["zip.toml:4: sweep: sweep.zip[0]: lists of unequal length (train.seed: 2, train.warmup_steps: 1)"],
     );
+    // Data that is not there: refused before any job starts (a dry run warns).
+    let spec = write(
+        d,
+        "nodata.toml",
+        "[base]\ndata.source = \"tabular\"\ndata.path = \"no/such.csv\"\ndata.columns = [\"a\"]\nmodel.preset = \"mlp-small\"\n",
+    );
+    expect_bad(
+        &spec,
+        &results,
+        &[],
+        &["nodata.toml:3: data.path: = \"no/such.csv\": not found (a relative data.path is resolved from the folder ddpm-lab runs in", "point data.path at the CSV or Parquet file"],
+    );
+    let out = sweep(&spec, &results, &["--dry-run"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("warning: ") && text(&out.stderr).contains("no/such.csv"));
     // A bad --set on an axis, and a bad device list.
     let spec = write(d, "ok.toml", "[base]\ndata.source = \"toy\"\n");
     expect_bad(

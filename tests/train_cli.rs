@@ -826,3 +826,31 @@ fn a_short_linear_schedule_trains_with_a_warning_that_names_the_fix() {
     assert!(o.status.success());
     assert!(!text(&o.stderr).contains("warning"), "{}", text(&o.stderr));
 }
+
+/// An --out that cannot be the run's folder is an input error (exit 2) that
+/// says so once, and the file in the way is left as it was.
+#[test]
+fn an_out_path_that_is_a_file_or_under_one_is_an_input_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "run.toml",
+        &TOY.replace("steps = 300", "steps = 2"),
+    );
+    let file = write(dir.path(), "afile", "keep me");
+    for (out, want) in [
+        (
+            file.clone(),
+            "afile is a file, not a folder; --out (or output.dir) names the run's folder",
+        ),
+        (file.join("run"), "cannot create the run folder"),
+    ] {
+        let o = train(&cfg, &out, &[]);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains(want), "{err}");
+        // The cause is printed once, not twice.
+        assert!(err.matches("os error").count() <= 1, "{err}");
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+}

@@ -108,7 +108,11 @@ pub fn run(cmd: SweepCmd) -> anyhow::Result<()> {
     for w in advice(&planned.plan) {
         eprintln!("warning: {w}");
     }
+    let missing = runner::missing_data(&planned);
     if cmd.dry_run {
+        if let Err(e) = &missing {
+            eprintln!("warning: {e}");
+        }
         if cmd.json {
             println!(
                 "{}",
@@ -119,6 +123,7 @@ pub fn run(cmd: SweepCmd) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    missing.map_err(|e| wrap(e.into()))?;
     // Ctrl-C and SIGTERM: stop starting jobs, and ask the running ones to
     // checkpoint and stop.
     let _ = ctrlc::set_handler(stop_children);

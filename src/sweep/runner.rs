@@ -246,6 +246,56 @@ pub fn prepare(opts: &SweepOptions) -> Result<Planned, SweepError> {
     })
 }
 
+/// Data files that the jobs still to train or evaluate need and that are not
+/// there. `sweep` makes this an input error before anything starts or is
+/// written (rather than every job failing in turn); `--dry-run` a warning
+/// under the plan.
+pub fn missing_data(planned: &Planned) -> Result<(), ConfigError> {
+    use crate::config::run::DataSource;
+    let (spec, plan, jobs) = (&planned.spec, &planned.plan, &planned.jobs);
+    let text = &spec.bases.last().expect("a spec has its own base").text; // ok: read() pushes it
+    let mut problems: Vec<Problem> = vec![];
+    for (job, view) in plan.jobs.iter().zip(jobs) {
+        if matches!(view.action, Action::SkipCompleted | Action::SkipFailed) {
+            continue;
+        }
+        let d = &job.config.data;
+        let what = match d.source {
+            DataSource::Mnist => "run `ddpm-lab data mnist` (or `just data`) to build it, or point data.path at MNIST's IDX files",
+            DataSource::Cifar10 => "point data.path at the CIFAR-10 folder or archive",
+            DataSource::Folder => "point data.path at the image folder",
+            DataSource::Tabular => "point data.path at the CSV or Parquet file",
+            DataSource::Toy | DataSource::Synthetic => continue,
+        };
+        let path = d.resolved_path();
+        if path.exists() {
+            continue;
+        }
+        let cwd = std::env::current_dir().map_or_else(|_| ".".into(), |c| c.display().to_string());
+        let message = format!(
+            "= {:?}: not found (a relative data.path is resolved from the folder ddpm-lab runs in, {cwd}, not from the spec's); {what}",
+            path.display().to_string()
+        );
+        if problems.iter().any(|p| p.message == message) {
+            continue;
+        }
+        let line = crate::config::locate::line_of(text, "base.data.path")
+            .or_else(|| crate::config::locate::line_of(text, "sweep.data.path"));
+        problems.push(Problem::new("data.path", message).at(Some(match line {
+            Some(l) => format!("{}:{l}", spec.path.display()),
+            None => spec.path.display().to_string(),
+        })));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError {
+            origin: spec.path.display().to_string(),
+            problems,
+        })
+    }
+}
+
 /// The weight sets a job's runs are evaluated with, in plan order, and the
 /// raw weights always (the reference every EMA is compared against).
 fn eval_weights(plan: &Plan, job: &super::plan::Job) -> Vec<String> {

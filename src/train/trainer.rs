@@ -83,10 +83,10 @@ pub enum TrainError {
     Injected(u64),
     #[error(transparent)]
     Checkpoint(#[from] checkpoint::CheckpointError),
+    // The cause is in the message, not a `#[source]`: `{:#}` would print it twice.
     #[error("{context}: {source}")]
     Io {
         context: String,
-        #[source]
         source: std::io::Error,
     },
     #[error("libtorch: {0}")]
@@ -887,6 +887,12 @@ impl Progress {
 /// to resume from, if any.
 fn prepare_dir(cfg: &RunConfig, opts: &TrainOptions) -> Result<Option<PathBuf>, TrainError> {
     let dir = &opts.run_dir;
+    if dir.exists() && !dir.is_dir() {
+        return Err(TrainError::RunDir(format!(
+            "{} is a file, not a folder; --out (or output.dir) names the run's folder: choose a new folder path",
+            dir.display()
+        )));
+    }
     let status = RunStatus::read(dir);
     let nonempty = fs::read_dir(dir)
         .map(|mut d| d.next().is_some())
@@ -950,7 +956,18 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<Outcome, TrainError
     // Build everything (data included) before the run directory exists, so bad
     // data leaves nothing behind.
     let mut run = Run::build(cfg)?;
-    fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+    fs::create_dir_all(&dir).map_err(|e| match e.kind() {
+        std::io::ErrorKind::PermissionDenied
+        | std::io::ErrorKind::ReadOnlyFilesystem
+        | std::io::ErrorKind::NotADirectory => TrainError::RunDir(format!(
+            "cannot create the run folder {} ({e}); choose a writable --out (or output.dir)",
+            dir.display()
+        )),
+        _ => TrainError::Io {
+            context: format!("creating {}", dir.display()),
+            source: e,
+        },
+    })?;
     let started = Instant::now();
     let ck_root = dir.join("checkpoints");
     let hash = config_hash(cfg, false);
