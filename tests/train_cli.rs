@@ -340,6 +340,14 @@ fn start_long_run(dir: &Path, stderr: Stdio) -> (std::process::Child, PathBuf, P
 fn a_run_killed_with_sigkill_resumes_from_its_last_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, cfg, out) = start_long_run(dir.path(), Stdio::null());
+    // A second process cannot train the same folder while the first is alive.
+    let o = train(&cfg, &out, &["--resume"]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("is being trained right now by pid {}", child.id())),
+        "{err}"
+    );
     std::thread::sleep(Duration::from_millis(150));
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();

@@ -883,6 +883,16 @@ impl Progress {
     }
 }
 
+/// Whether `pid` is a live `ddpm-lab train` process: alive, and (where
+/// /proc tells) training, so a reused pid of another program does not hold a
+/// run that was killed.
+fn still_training(pid: u32) -> bool {
+    crate::sweep::lock::alive(pid)
+        && fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| c.split(|&b| b == 0).any(|arg| arg == b"train"))
+            .unwrap_or(true)
+}
+
 /// Check the run directory and decide where to start. Returns the checkpoint
 /// to resume from, if any.
 fn prepare_dir(cfg: &RunConfig, opts: &TrainOptions) -> Result<Option<PathBuf>, TrainError> {
@@ -913,6 +923,17 @@ fn prepare_dir(cfg: &RunConfig, opts: &TrainOptions) -> Result<Option<PathBuf>, 
             )));
         }
         return Ok(None);
+    }
+    if let Some(s) = status.as_ref().filter(|s| s.state == RunState::Running) {
+        if s.pid != std::process::id() && still_training(s.pid) {
+            return Err(TrainError::RunDir(format!(
+                "--resume: {} is being trained right now by pid {} (at step {}); wait for it to finish, or stop it (kill {}) and resume then",
+                dir.display(),
+                s.pid,
+                s.step,
+                s.pid
+            )));
+        }
     }
     if status.is_none() {
         return if nonempty {
