@@ -256,6 +256,52 @@ fn the_report_aggregates_known_numbers_lists_missing_runs_and_writes_everything(
     assert!(html.contains("data:image/png;base64,"), "charts inline");
     assert!(!html.contains("src=\"charts/"), "self-contained");
 
+    // An evaluation table that exists but cannot be read: named on stderr and
+    // in the report, and its rows left out (not a silent blank).
+    let mut tables: Vec<_> = std::fs::read_dir(root.join("jobs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("eval").join(metrics_table::FILE))
+        .filter(|p| p.exists())
+        .collect();
+    tables.sort();
+    std::fs::write(&tables[0], b"not parquet").unwrap();
+    let o = bin().arg("report").arg(&root).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    let shown = tables[0].display().to_string();
+    assert!(
+        err.contains(&format!("warning: {shown}")) && err.contains("left out of the report"),
+        "{err}"
+    );
+    let md = std::fs::read_to_string(root.join("report.md")).unwrap();
+    assert!(
+        md.contains("Evaluation tables that could not be read") && md.contains(&shown),
+        "{md}"
+    );
+    let s = read_csv(&root.join("tables/summary.csv"));
+    let n: f64 = s
+        .filter(
+            &s.column("metric")
+                .unwrap()
+                .str()
+                .unwrap()
+                .equal("fd_mnist-cnn"),
+        )
+        .unwrap()
+        .column("n")
+        .unwrap()
+        .cast(&DataType::Float64)
+        .unwrap()
+        .f64()
+        .unwrap()
+        .into_no_null_iter()
+        .sum();
+    assert_eq!(
+        n, 4.0,
+        "5 runs with numbers before, one job's table unreadable now"
+    );
+
     // Not a sweep folder: exit 2 with the fix.
     let o = bin().arg("report").arg(tmp.path()).output().unwrap();
     assert_eq!(o.status.code(), Some(2));

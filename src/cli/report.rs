@@ -40,6 +40,9 @@ pub fn run(cmd: ReportCmd) -> anyhow::Result<()> {
     for (run, why) in &out.not_completed {
         println!("  not in the numbers: {run} ({why})");
     }
+    for why in &out.unreadable {
+        eprintln!("warning: {why}; its rows are left out of the report (delete that eval/ folder and evaluate again)");
+    }
     println!("{}", out.report_html.display());
     Ok(())
 }

@@ -135,12 +135,17 @@ pub fn run(cmd: SweepCmd) -> anyhow::Result<()> {
         let root = std::path::PathBuf::from(&summary.results);
         let spec = std::fs::read_to_string(root.join("spec.toml")).unwrap_or_default();
         match crate::report::report(&root, &crate::report::options_from_spec(&spec)) {
-            Ok(r) => eprintln!(
-                "report: {} ({} of {} runs completed)",
-                r.report_md.display(),
-                r.completed,
-                r.runs
-            ),
+            Ok(r) => {
+                for why in &r.unreadable {
+                    eprintln!("warning: {why}; its rows are left out of the report (delete that eval/ folder and run the sweep again)");
+                }
+                eprintln!(
+                    "report: {} ({} of {} runs completed)",
+                    r.report_md.display(),
+                    r.completed,
+                    r.runs
+                )
+            }
             Err(e) => eprintln!("warning: the report was not written: {e}"),
         }
     }

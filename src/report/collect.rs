@@ -93,6 +93,9 @@ pub struct SweepData {
     /// Run folders under `runs/` that the current plan does not have (from
     /// an earlier version of the spec): listed, not aggregated.
     pub orphans: Vec<String>,
+    /// Evaluation tables that exist but cannot be read (each once, with why):
+    /// their rows are missing from the report, which says so.
+    pub unreadable: Vec<String>,
 }
 
 impl SweepData {
@@ -133,7 +136,7 @@ pub fn collect(root: &Path) -> Result<SweepData, CollectError> {
         CollectError::Input(format!("{}: not a sweep plan ({e})", plan_path.display()))
     })?;
     let runs = plan["runs"].as_array().cloned().unwrap_or_default();
-    let read_run = |r: &serde_json::Value| -> Result<RunData, CollectError> {
+    let read_run = |r: &serde_json::Value| -> Result<(RunData, Vec<String>), CollectError> {
         let id = r["id"].as_str().unwrap_or("").to_string();
         let job = r["job"].as_str().unwrap_or("").to_string();
         let weights = r["weights"].as_str().unwrap_or("raw").to_string();
@@ -165,35 +168,55 @@ pub fn collect(root: &Path) -> Result<SweepData, CollectError> {
             None => ("missing".to_string(), String::new(), 0.0, String::new()),
         };
         let eval_dir = job_dir.join("eval");
+        let mut unreadable = vec![];
         let timestep = read_timestep_rows(&eval_dir.join("timestep_loss.parquet"))
-            .unwrap_or_default()
+            .unwrap_or_else(|e| {
+                unreadable.push(e.to_string());
+                vec![]
+            })
             .into_iter()
             .filter(|t| t.weights == weights || t.weights == "raw")
             .collect();
         let eval = metrics_table::read(&eval_dir.join(metrics_table::FILE))
-            .unwrap_or_default()
+            .unwrap_or_else(|e| {
+                unreadable.push(e);
+                vec![]
+            })
             .into_iter()
             .filter(|m| m.weights == weights)
             .collect();
-        Ok(RunData {
-            id,
-            job,
-            weights,
-            swept,
-            config,
-            state,
-            reason,
-            wall_time_s: wall,
-            device,
-            log: read_log(&job_dir.join("metrics.jsonl")),
-            timestep,
-            eval,
-        })
+        Ok((
+            RunData {
+                id,
+                job,
+                weights,
+                swept,
+                config,
+                state,
+                reason,
+                wall_time_s: wall,
+                device,
+                log: read_log(&job_dir.join("metrics.jsonl")),
+                timestep,
+                eval,
+            },
+            unreadable,
+        ))
     };
-    let runs: Vec<RunData> = runs
+    let read: Vec<(RunData, Vec<String>)> = runs
         .par_iter()
         .map(read_run)
         .collect::<Result<Vec<_>, _>>()?;
+    let mut unreadable: Vec<String> = vec![];
+    let mut runs = Vec::with_capacity(read.len());
+    for (r, bad) in read {
+        for b in bad {
+            if !unreadable.contains(&b) {
+                unreadable.push(b);
+            }
+        }
+        runs.push(r);
+    }
     let planned: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
     let mut orphans: Vec<String> = walkdir::WalkDir::new(root.join("runs"))
         .min_depth(2)
@@ -214,6 +237,7 @@ pub fn collect(root: &Path) -> Result<SweepData, CollectError> {
     orphans.sort();
     Ok(SweepData {
         orphans,
+        unreadable,
         name: plan["name"].as_str().unwrap_or("").to_string(),
         description: plan["description"].as_str().unwrap_or("").to_string(),
         root: root.to_path_buf(),

@@ -59,6 +59,8 @@ pub struct ReportOutcome {
     pub runs: usize,
     pub completed: usize,
     pub not_completed: Vec<(String, String)>,
+    /// Evaluation tables that exist but could not be read (left out).
+    pub unreadable: Vec<String>,
 }
 
 /// The `[report]` table of a resolved spec (`spec.toml`), if any.
@@ -679,6 +681,16 @@ pub fn report(root: &Path, opts: &ReportOptions) -> Result<ReportOutcome, Report
                 .collect(),
         });
     }
+    if !s.unreadable.is_empty() {
+        b.push(Block::Heading(
+            3,
+            "Evaluation tables that could not be read".into(),
+        ));
+        b.push(Block::Para(
+            "Their rows are missing from the numbers below. Delete the job's `eval/` folder and run `ddpm-lab sweep` again (or `ddpm-lab eval` on the job) to evaluate it anew.".into(),
+        ));
+        b.push(Block::List(s.unreadable.clone()));
+    }
     if !s.orphans.is_empty() {
         b.push(Block::Para(format!(
             "Run folders not in the current plan (an earlier version of the spec), not aggregated: {}.",
@@ -789,5 +801,6 @@ pub fn report(root: &Path, opts: &ReportOptions) -> Result<ReportOutcome, Report
         runs: s.runs.len(),
         completed: done,
         not_completed: not_done,
+        unreadable: s.unreadable.clone(),
     })
 }
