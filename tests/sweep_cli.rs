@@ -181,6 +181,40 @@ fn a_smoke_spec_runs_end_to_end_and_a_second_invocation_trains_nothing() {
             "no training happened"
         );
     }
+    assert!(
+        !root.join("attic").exists(),
+        "the same spec moves nothing aside"
+    );
+
+    // The same folder with a changed spec (fewer seeds): the previous plan and
+    // its 16-run report move to the attic instead of being overwritten, and
+    // the jobs the new plan shares are reused.
+    let out = sweep(
+        &smoke("ema_cfg.toml"),
+        &results,
+        &["--set", "sweep.seeds=[0]"],
+    );
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("the spec differs from the last invocation's"),
+        "{err}"
+    );
+    let old: Vec<_> = std::fs::read_dir(root.join("attic"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(old.len(), 1, "{old:?}");
+    let old_md = std::fs::read_to_string(old[0].join("report.md")).unwrap();
+    assert!(
+        old_md.contains("16 runs in 8 variants; 16 completed."),
+        "{old_md}"
+    );
+    assert!(old[0].join("tables/summary.csv").exists() && old[0].join("plan.json").exists());
+    let md = std::fs::read_to_string(root.join("report.md")).unwrap();
+    assert!(md.contains("8 runs in 8 variants; 8 completed."), "{md}");
+    assert!(err.contains("nothing to train"), "{err}");
 }
 
 #[test]

@@ -10,7 +10,9 @@
 //!   jobs/<job-id>/         its run directory (`ddpm-lab train` layout)
 //!   logs/<job-id>.log      its child's stderr, appended per attempt
 //!   runs/<run-id>/         run.json (job, weights, swept values), config.toml
-//!   attic/                 job folders moved aside by --force or a restart
+//!   attic/                 job folders moved aside by --force or a restart, and
+//!                          plan-<time>/: an earlier plan's spec, plan, report,
+//!                          tables and charts, moved aside when the spec changed
 //! ```
 //!
 //! A job's folder is named by the hash of its training config, so a job whose
@@ -181,19 +183,58 @@ pub fn decide(state: &JobState, policy: Policy) -> Action {
     }
 }
 
-/// Move a job folder into the attic under a name that says when.
-pub fn retire(dir: &SweepDir, job: &str) -> io::Result<PathBuf> {
-    let attic = dir.attic();
-    fs::create_dir_all(&attic)?;
+/// What a sweep folder holds about its plan (rather than its jobs): moved
+/// aside together when the spec changes, so a new plan never overwrites the
+/// previous plan's report.
+pub const PLAN_FILES: [&str; 7] = [
+    "spec.toml",
+    "plan.json",
+    "summary.json",
+    "report.md",
+    "report.html",
+    "tables",
+    "charts",
+];
+
+/// When the resolved spec differs from the `spec.toml` an earlier invocation
+/// wrote, move that invocation's plan, summary, report, tables and charts to
+/// `attic/plan-<time>/` and return where; None when it is the same spec or
+/// the folder is new. Job folders stay: jobs shared with the new plan are reused.
+pub fn retire_changed_plan(dir: &SweepDir, spec_text: &str) -> io::Result<Option<PathBuf>> {
+    let old = dir.root.join("spec.toml");
+    match fs::read_to_string(&old) {
+        Ok(t) if t != spec_text => {}
+        _ => return Ok(None),
+    }
+    let to = unique(&dir.attic(), "plan")?;
+    fs::create_dir_all(&to)?;
+    for name in PLAN_FILES {
+        let from = dir.root.join(name);
+        if from.exists() {
+            fs::rename(&from, to.join(name))?;
+        }
+    }
+    Ok(Some(to))
+}
+
+/// A new path `<attic>/<stem>-<unix time>[-n]` (the attic is created).
+fn unique(attic: &Path, stem: &str) -> io::Result<PathBuf> {
+    fs::create_dir_all(attic)?;
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let mut to = attic.join(format!("{job}-{stamp}"));
+    let mut to = attic.join(format!("{stem}-{stamp}"));
     let mut n = 1;
     while to.exists() {
-        to = attic.join(format!("{job}-{stamp}-{n}"));
+        to = attic.join(format!("{stem}-{stamp}-{n}"));
         n += 1;
     }
+    Ok(to)
+}
+
+/// Move a job folder into the attic under a name that says when.
+pub fn retire(dir: &SweepDir, job: &str) -> io::Result<PathBuf> {
+    let to = unique(&dir.attic(), job)?;
     fs::rename(dir.job_dir(job), &to)?;
     Ok(to)
 }

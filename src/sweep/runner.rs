@@ -8,8 +8,8 @@ use super::lock;
 use super::plan::{plan, Plan};
 use super::progress::SweepProgress;
 use super::results::{
-    decide, swept_json, write_if_changed, write_json, write_plan_files, Action, JobState, Policy,
-    SweepDir,
+    decide, retire_changed_plan, swept_json, write_if_changed, write_json, write_plan_files,
+    Action, JobState, Policy, SweepDir,
 };
 use super::schedule::{queue_order, run_all, Task};
 use super::spec::{read, SweepSpec};
@@ -537,9 +537,17 @@ pub fn execute(p: &Planned, opts: &SweepOptions) -> Result<Summary, SweepError> 
         );
     }
     let root = &p.dir.root;
+    let spec_text = p.spec.resolved_toml(&p.run_sets);
+    if let Some(to) =
+        retire_changed_plan(&p.dir, &spec_text).map_err(io("moving the previous plan aside"))?
+    {
+        eprintln!(
+            "[sweep] the spec differs from the last invocation's: its plan and report moved to {} (finished jobs the new plan shares are reused)",
+            to.display()
+        );
+    }
     write_plan_files(&p.dir, &p.plan).map_err(io(format!("writing under {}", root.display())))?;
-    write_if_changed(&root.join("spec.toml"), &p.spec.resolved_toml(&p.run_sets))
-        .map_err(io("writing spec.toml"))?;
+    write_if_changed(&root.join("spec.toml"), &spec_text).map_err(io("writing spec.toml"))?;
     write_json(&root.join("plan.json"), &plan_json(p)).map_err(io("writing plan.json"))?;
 
     let to_run: Vec<usize> = (0..jobs.len()).filter(|&i| jobs[i].action.runs()).collect();
