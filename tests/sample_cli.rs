@@ -119,7 +119,7 @@ fn a_conditional_toy_model_samples_each_class_near_its_gaussian_reproducibly() {
     assert_eq!(labels[..9], [0, 1, 2, 3, 4, 5, 6, 7, 0]);
 
     // Input errors: exit 2, a message that says the fix, nothing written.
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
         (
             &["--weights", "ema-0.5"],
             "holds raw, ema-0.99; pick one of those",
@@ -137,6 +137,7 @@ fn a_conditional_toy_model_samples_each_class_near_its_gaussian_reproducibly() {
             &["--steps", "500"],
             "--steps 500: the run has 100 timesteps",
         ),
+        (&["--eta", "-1"], "--eta -1: must be in [0, 1]"),
     ];
     for (args, msg) in cases {
         let p = d.join("bad.csv");

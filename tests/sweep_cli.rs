@@ -370,7 +370,7 @@ fn every_validation_problem_is_reported_at_once_with_its_line_and_nothing_starts
             "bad.toml:5: data.labels: = true, but the toy source \"swiss-roll\" has no class labels",
             "bad.toml:6: train.lr: = -1: must be a number > 0",
             "bad.toml:7: train.stpes: unknown key; did you mean `train.steps`?",
-            "bad.toml:8: train.batch_size: expected i64, found string \"big\"",
+            "bad.toml:8: train.batch_size: expected a whole number, found string \"big\"",
             "bad.toml:9: diffusion.prediction: unknown value \"eps\"; allowed: epsilon, x0, v",
             "bad.toml:11: eval.guidance_scale: = 3: guidance mixes",
             "has 6 problems",

@@ -24,6 +24,8 @@ pub enum VarianceArg {
 }
 
 #[derive(Debug, Args)]
+// `--eta -1` or `--guidance -2` reach their own range checks, not clap's "unexpected argument".
+#[command(allow_negative_numbers = true)]
 pub struct SampleCmd {
     /// A run directory (from `ddpm-lab train`, or a sweep's results/<sweep>/jobs/<id>/).
     pub run_dir: PathBuf,

@@ -2,14 +2,15 @@
 //! intends: printed as warnings by `train` and by `sweep` before any work, never
 //! an error (a researcher may want exactly this setting).
 //!
-//! The one case today is a noise schedule that ends with signal left in x_T.
+//! Two cases: a warm-up longer than the run (the learning rate never reaches
+//! `train.lr`), and a noise schedule that ends with signal left in x_T.
 //! Training only sees t < T, but sampling starts from x_T ~ N(0, I), and the
 //! bits/dim prior term is KL(q(x_T|x₀) ‖ N(0, I)); both assume ᾱ_T ≈ 0. The
 //! chapter's linear schedule (β from 1e-4 to 0.02) gets there at T = 1000 only:
 //! with fewer steps it stops early (ᾱ_T = 0.13 at T = 200, 0.60 at T = 50).
 //! improved-diffusion scales both betas by 1000/T for this reason.
 
-use super::run::RunConfig;
+use super::run::{LrSchedule, RunConfig};
 use crate::diffusion::{NoiseSchedule, ScheduleConfig, ScheduleKind};
 
 /// ᾱ_T above this leaves √ᾱ_T > 10% of the data's amplitude in x_T.
@@ -24,6 +25,23 @@ fn terminal_alpha_bar(sc: &ScheduleConfig) -> Option<f64> {
 
 /// Warnings for `cfg`, each a sentence that names the keys and the fix.
 pub fn advise(cfg: &RunConfig) -> Vec<String> {
+    let mut out = vec![];
+    let t = &cfg.train;
+    if t.lr_schedule != LrSchedule::Constant && t.warmup_steps > t.steps {
+        out.push(format!(
+            "train: warmup_steps = {} is longer than the run (train.steps = {}), so the learning rate never reaches train.lr = {} (it ends at {:.3e}); lower train.warmup_steps (a few percent of the steps is usual)",
+            t.warmup_steps,
+            t.steps,
+            t.lr,
+            crate::train::optim::lr_at(t, t.steps.saturating_sub(1))
+        ));
+    }
+    out.extend(schedule_advice(cfg));
+    out
+}
+
+/// The noise schedule's advice (see the module notes).
+fn schedule_advice(cfg: &RunConfig) -> Vec<String> {
     let mut out = vec![];
     let sc = cfg.diffusion.schedule_config();
     let Some(a_t) = terminal_alpha_bar(&sc) else {
@@ -129,6 +147,31 @@ mod tests {
         let mut scaled = cfg(ScheduleKind::Linear, 200);
         (scaled.diffusion.beta_start, scaled.diffusion.beta_end) = (5e-4, 0.1);
         assert_eq!(advise(&scaled), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_warmup_longer_than_the_run_is_flagged_with_the_last_learning_rate() {
+        let mut c = RunConfig::default();
+        c.diffusion.timesteps = 1000;
+        (c.train.steps, c.train.warmup_steps, c.train.lr) = (200, 5000, 2e-4);
+        c.train.lr_schedule = LrSchedule::Warmup;
+        let w = advise(&c);
+        assert_eq!(w.len(), 1, "{w:?}");
+        // Linear warm-up: step 199 runs at 200/5000 of lr.
+        assert!(
+            w[0].contains(&format!("it ends at {:.3e}", 2e-4 * 200.0 / 5000.0)),
+            "{}",
+            w[0]
+        );
+        assert!(w[0].contains("warmup_steps = 5000 is longer than the run (train.steps = 200)"));
+        c.train.warmup_steps = 200;
+        assert_eq!(advise(&c), Vec::<String>::new());
+        (c.train.warmup_steps, c.train.lr_schedule) = (5000, LrSchedule::Constant);
+        assert_eq!(
+            advise(&c),
+            Vec::<String>::new(),
+            "no warm-up in a constant schedule"
+        );
     }
 
     #[test]

@@ -250,11 +250,32 @@ fn where_from(fig: &Figment, key: &str, texts: &[LayerText]) -> Option<String> {
     }
 }
 
+/// serde's name for an expected type in words a config author uses.
+fn plain_expected(expected: &str) -> String {
+    match expected {
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number ≥ 0".into(),
+        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number".into(),
+        "f32" | "f64" => "a number".into(),
+        "a boolean" | "bool" => "true or false".into(),
+        s if s.starts_with("struct ") => "a table of keys (a section such as [train])".into(),
+        s => s.to_string(),
+    }
+}
+
 fn kind_message(kind: &figment::error::Kind) -> String {
     use figment::error::Kind;
     match kind {
-        Kind::InvalidType(actual, expected) => format!("expected {expected}, found {actual}"),
-        Kind::InvalidValue(actual, expected) => format!("expected {expected}, found {actual}"),
+        Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) => {
+            let hint = if matches!(actual, figment::error::Actual::Seq) {
+                " (to try several values, make the key an axis under [sweep])"
+            } else {
+                ""
+            };
+            format!(
+                "expected {}, found {actual}{hint}",
+                plain_expected(expected)
+            )
+        }
         Kind::UnknownVariant(v, allowed) => {
             format!("unknown value {v:?}; allowed: {}", allowed.join(", "))
         }
