@@ -62,7 +62,7 @@ pub enum ExpandError {
     IncludeRepeats { index: usize, run: String },
     #[error("sweep: the exclusions remove every run, so there is nothing to run; loosen [[sweep.exclude]] or add values")]
     NoRuns,
-    #[error("sweep.{key}: changes how runs are launched or logged, not what they train, so the runs would share one training job; set it in [base] or with --set")]
+    #[error("sweep.{key}: changes how runs are launched or logged, not what they train, so runs that differ only in it would share one training job; set it in [base] or with --set")]
     NotTraining { key: String },
     #[error("{0}")]
     Toml(String),
@@ -241,11 +241,6 @@ pub fn parse(text: &str) -> Result<Axes, ExpandError> {
             axes.push(Axis { keys, points });
         }
     }
-    if let Some(key) = axes.iter().flat_map(|a| &a.keys).find(|k| {
-        k.starts_with("output.") || crate::train::trainer::LAUNCH_ONLY_KEYS.contains(&k.as_str())
-    }) {
-        return Err(ExpandError::NotTraining { key: key.clone() });
-    }
     if let Some(s) = seeds {
         axes.push(Axis {
             keys: vec!["train.seed".into()],
@@ -271,6 +266,27 @@ pub fn parse(text: &str) -> Result<Axes, ExpandError> {
     let runs = expand(&axes);
     if runs.is_empty() {
         return Err(ExpandError::NoRuns);
+    }
+    // Runs that differ only in launch-only keys would share one training job
+    // (its hash leaves those keys out), so the difference would be lost.
+    // Varying such a key together with a training key (a zip with the seed,
+    // say) is fine: each run keeps its own job.
+    let launch_only =
+        |k: &str| k.starts_with("output.") || crate::train::trainer::LAUNCH_ONLY_KEYS.contains(&k);
+    let rest = |r: &Assignment| -> Assignment {
+        r.iter().filter(|(k, _)| !launch_only(k)).cloned().collect()
+    };
+    let rests: Vec<Assignment> = runs.iter().map(rest).collect();
+    for (j, rj) in runs.iter().enumerate() {
+        // (Identical runs are the include check's below.)
+        let collides = |&i: &usize| same_run(&rests[i], &rests[j]) && !same_run(&runs[i], rj);
+        if let Some(ri) = (0..j).find(collides).map(|i| &runs[i]) {
+            let key = rj
+                .iter()
+                .find(|(k, v)| launch_only(k) && !ri.iter().any(|(ik, iv)| ik == k && same(iv, v)))
+                .map_or_else(String::new, |(k, _)| k.clone());
+            return Err(ExpandError::NotTraining { key });
+        }
     }
     let product = runs.len() - axes.include.len();
     for (i, run) in runs[product..].iter().enumerate() {
@@ -521,10 +537,13 @@ seeds = [0, 1]
         );
         assert_eq!(err.location(), "sweep.train.threads");
         assert!(
-            e("[sweep]\n[[sweep.zip]]\n\"output.dir\" = [\"a\"]\n\"train.lr\" = [1]\n")
+            e("[sweep]\n\"train.lr\" = [1, 2]\n\"output.dir\" = [\"a\", \"b\"]\n")
                 .to_string()
                 .contains("sweep.output.dir: changes how")
         );
+        // Varied together with a training key, each run keeps its own job:
+        // how the tests make one job of three fail.
+        parse("[sweep]\n[[sweep.zip]]\n\"train.seed\" = [0, 1, 2]\n\"train.fail_at_step\" = [0, 30, 0]\n").unwrap();
         // Exclusions that leave nothing.
         let err = e("[sweep]\na = [1, 2]\n[[sweep.exclude]]\na = 1\n[[sweep.exclude]]\na = 2\n");
         assert!(err.to_string().contains("remove every run"), "{err}");
