@@ -117,16 +117,15 @@ fn from_archive(
     bases: &[&str],
 ) -> Result<(Version, HashMap<String, Vec<u8>>), DataError> {
     let file = std::fs::File::open(path).map_err(DataError::io(path))?;
-    let mut head = [0u8; 2];
-    let gz = {
-        let mut f = &file;
-        f.read(&mut head).map_err(DataError::io(path))? == 2 && head == [0x1f, 0x8b]
-    };
-    let file = std::fs::File::open(path).map_err(DataError::io(path))?;
+    let mut buffered = std::io::BufReader::new(file);
+    // Peek at gzip's magic bytes without consuming them.
+    let gz = std::io::BufRead::fill_buf(&mut buffered)
+        .map_err(DataError::io(path))?
+        .starts_with(&[0x1f, 0x8b]);
     let reader: Box<dyn Read> = if gz {
-        Box::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)))
+        Box::new(flate2::read::GzDecoder::new(buffered))
     } else {
-        Box::new(std::io::BufReader::new(file))
+        Box::new(buffered)
     };
     let not_tar = |e: std::io::Error| {
         DataError::format(

@@ -149,24 +149,18 @@ pub fn prepare(opts: &SweepOptions) -> Result<Planned, SweepError> {
     .map_err(SweepError::Devices)?;
     let cpu_only = slots.iter().all(|s| s.device == SlotDevice::Cpu);
     if cpu_only {
-        let text = &spec.bases.last().expect("a spec has its own base").text; // ok: read() pushes it
         let fp16 = plan
             .jobs
             .iter()
             .any(|j| j.config.train.precision == Precision::Fp16);
         if fp16 {
-            let line = crate::config::locate::line_of(text, "base.train.precision")
-                .or_else(|| crate::config::locate::line_of(text, "sweep.train.precision"));
             return Err(ConfigError {
                 origin: spec.path.display().to_string(),
                 problems: vec![Problem::new(
                     "train.precision",
                     "= \"fp16\", but this sweep runs on the CPU only (no CUDA device, or --devices cpu): fp16 autocast needs CUDA; use \"bf16\" or \"fp32\"",
                 )
-                .at(Some(match line {
-                    Some(l) => format!("{}:{l}", spec.path.display()),
-                    None => spec.path.display().to_string(),
-                }))],
+                .at(Some(spec_origin(&spec, "train.precision")))],
             }
             .into());
         }
@@ -246,6 +240,18 @@ pub fn prepare(opts: &SweepOptions) -> Result<Planned, SweepError> {
     })
 }
 
+/// `spec:line` of a run-config key as the spec writes it (under `[base]`, else
+/// as a `[sweep]` axis), or the spec alone when neither is there.
+fn spec_origin(spec: &SweepSpec, key: &str) -> String {
+    let text = &spec.bases.last().expect("a spec has its own base").text; // ok: read() pushes it
+    let line = crate::config::locate::line_of(text, &format!("base.{key}"))
+        .or_else(|| crate::config::locate::line_of(text, &format!("sweep.{key}")));
+    match line {
+        Some(l) => format!("{}:{l}", spec.path.display()),
+        None => spec.path.display().to_string(),
+    }
+}
+
 /// Data files that the jobs still to train or evaluate need and that are not
 /// there. `sweep` makes this an input error before anything starts or is
 /// written (rather than every job failing in turn); `--dry-run` a warning
@@ -253,7 +259,6 @@ pub fn prepare(opts: &SweepOptions) -> Result<Planned, SweepError> {
 pub fn missing_data(planned: &Planned) -> Result<(), ConfigError> {
     use crate::config::run::DataSource;
     let (spec, plan, jobs) = (&planned.spec, &planned.plan, &planned.jobs);
-    let text = &spec.bases.last().expect("a spec has its own base").text; // ok: read() pushes it
     let mut problems: Vec<Problem> = vec![];
     for (job, view) in plan.jobs.iter().zip(jobs) {
         if matches!(view.action, Action::SkipCompleted | Action::SkipFailed) {
@@ -279,12 +284,7 @@ pub fn missing_data(planned: &Planned) -> Result<(), ConfigError> {
         if problems.iter().any(|p| p.message == message) {
             continue;
         }
-        let line = crate::config::locate::line_of(text, "base.data.path")
-            .or_else(|| crate::config::locate::line_of(text, "sweep.data.path"));
-        problems.push(Problem::new("data.path", message).at(Some(match line {
-            Some(l) => format!("{}:{l}", spec.path.display()),
-            None => spec.path.display().to_string(),
-        })));
+        problems.push(Problem::new("data.path", message).at(Some(spec_origin(spec, "data.path"))));
     }
     if problems.is_empty() {
         Ok(())
