@@ -152,6 +152,13 @@ fn the_per_timestep_loss_covers_every_point_and_weight_set_and_falls_with_traini
         metrics_table::read(&run.join("eval/eval_metrics.parquet")).unwrap(),
         m
     );
+    // ema-0.90 and EMA-0.9 name the same weights as ema-0.9, once.
+    let o = eval(&["--weights", "ema-0.90,EMA-0.9"]);
+    assert!(
+        text(&o.stderr).contains("evaluated 0 (step, weights) pair(s), 3 already there"),
+        "{}",
+        text(&o.stderr)
+    );
     let o = eval(&["--weights", "ema-0.5"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(

@@ -311,3 +311,39 @@ fn the_report_aggregates_known_numbers_lists_missing_runs_and_writes_everything(
         text(&o.stderr)
     );
 }
+
+#[test]
+fn a_smoothing_window_below_one_is_refused_and_the_report_is_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("fixture");
+    std::fs::create_dir_all(&root).unwrap();
+    fixture(&root);
+    let o = bin().arg("report").arg(&root).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let before = std::fs::read(root.join("report.md")).unwrap();
+    for bad in ["0", "-2", "1.5"] {
+        let o = bin()
+            .arg("report")
+            .arg(&root)
+            .arg(format!("--smoothing={bad}"))
+            .output()
+            .unwrap();
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {err}");
+        assert!(
+            err.contains(&format!(
+                "invalid value '{bad}' for '--smoothing <SMOOTHING>'"
+            )) && err.contains("whole number of log points ≥ 1"),
+            "{bad}: {err}"
+        );
+        assert_eq!(std::fs::read(root.join("report.md")).unwrap(), before);
+    }
+    // 1 is allowed: no smoothing.
+    let o = bin()
+        .arg("report")
+        .arg(&root)
+        .args(["--smoothing", "1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+}

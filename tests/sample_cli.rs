@@ -115,6 +115,25 @@ fn a_conditional_toy_model_samples_each_class_near_its_gaussian_reproducibly() {
     );
     assert_eq!(ta, tb);
     assert_ne!(ta, tc);
+    // The weights are named by their decay as a number: EMA-0.990 is ema-0.99,
+    // the default here (the run's first EMA).
+    let a2 = d.join("a2.csv");
+    let o = sample(
+        &run,
+        &a2,
+        &[
+            "-n",
+            "16",
+            "--seed",
+            "5",
+            "--guidance",
+            "2",
+            "--weights",
+            "EMA-0.990",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(std::fs::read_to_string(&a2).unwrap(), ta);
     let labels: Vec<i64> = rows(&a).iter().map(|r| r.2.unwrap()).collect();
     assert_eq!(labels[..9], [0, 1, 2, 3, 4, 5, 6, 7, 0]);
 

@@ -689,6 +689,66 @@ fn a_held_lock_refuses_a_stale_one_is_taken_over_and_force_retrains() {
         .collect();
     assert_eq!(attic.len(), 1);
     assert!(attic[0].path().join("status.json").exists());
+
+    // A job that another live process is training (say, `ddpm-lab train
+    // --resume` by hand) is shown as busy and left alone, even by --force.
+    let job = std::fs::read_dir(root.join("jobs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+        .unwrap();
+    let mut trainer = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let mut status = json(&job.join("status.json"));
+    status["state"] = "running".into();
+    status["pid"] = trainer.id().into();
+    let busy_status = serde_json::to_string_pretty(&status).unwrap();
+    std::fs::write(job.join("status.json"), &busy_status).unwrap();
+    let out = bin()
+        .arg("sweep")
+        .arg(&spec)
+        .arg("--results")
+        .arg(&results)
+        .args(["--devices", "cpu", "--dry-run", "--force"])
+        .output()
+        .unwrap();
+    let plan = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        plan.contains("busy") && plan.contains("skip (another process is training it)"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("estimated cost: 0 job(s) to train, 0.000e0 training MACs"),
+        "{plan}"
+    );
+    let out = sweep(&spec, &results, &["--force"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "another process (pid {}) is training it",
+            trainer.id()
+        )) && err
+            .contains("1 of 1 job(s) were being trained by other processes and were left alone"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(job.join("status.json")).unwrap(),
+        busy_status
+    );
+    assert_eq!(std::fs::read_dir(root.join("attic")).unwrap().count(), 1);
+    // Once that process is gone, the job is an interrupted one: resumed.
+    trainer.kill().unwrap();
+    trainer.wait().unwrap();
+    let out = sweep(&spec, &results, &[]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("(1 resumed)"), "{err}");
+    assert_eq!(json(&job.join("status.json"))["state"], "completed");
 }
 
 /// Every shipped spec plans: the CPU-scale exercises, the finance example

@@ -515,6 +515,11 @@ fn config_errors_name_the_key_value_and_fix_and_write_nothing() {
         ("[train]\nsteps = -5\n", &["bad.toml:2: train.steps: expected a whole number ≥ 0, found signed int `-5`"]),
         ("[train]\nlr = [1e-3, 1e-4]\n", &["bad.toml:2: train.lr: expected a number, found sequence", "make the key an axis under [sweep]"]),
         ("train = 5\n", &["train: expected a table of keys (a section such as [train])"]),
+        // A badly typed key is one problem: the default standing in for it
+        // raises no second one in the checks that read it.
+        ("[train]\np_uncond = 0.1\n[data]\nlabels = \"yes\"\n", &["has 1 problem:", "data.labels: expected"]),
+        ("model = 5\n[data]\nsource = \"synthetic\"\nshape = [3, 32, 32]\n", &["has 1 problem:", "model: expected a table of keys"]),
+        ("[train]\nlr = 0\n[data]\nlabels = \"yes\"\n", &["has 2 problems:", "train.lr", "data.labels"]),
         ("[diffusion]\nprediction = \"score\"\n", &["diffusion.prediction", "score", "epsilon, x0, v"]),
         ("[diffusion]\nzero_terminal_snr = true\n", &["diffusion.zero_terminal_snr", "use prediction \"v\""]),
         ("[model]\npreset = \"ddpm-cifar10\"\n", &["model.preset", "is a UNet for images"]),

@@ -12,15 +12,24 @@ pub struct ReportCmd {
     pub sweep_dir: PathBuf,
     /// Moving-average window of the training curves, in log points (default:
     /// the spec's [report] smoothing, else 5).
-    #[arg(long)]
+    #[arg(long, value_parser = smoothing_window)]
     pub smoothing: Option<usize>,
+}
+
+/// `--smoothing`: a window of at least one log point, as a spec's
+/// `[report] smoothing` must be.
+fn smoothing_window(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(w) if w >= 1 => Ok(w),
+        _ => Err("the smoothing window is a whole number of log points ≥ 1 (5 is typical; 1 is no smoothing)".into()),
+    }
 }
 
 pub fn run(cmd: ReportCmd) -> anyhow::Result<()> {
     let spec = std::fs::read_to_string(cmd.sweep_dir.join("spec.toml")).unwrap_or_default();
     let mut opts = options_from_spec(&spec);
     if let Some(w) = cmd.smoothing {
-        opts.smoothing = w.max(1);
+        opts.smoothing = w;
     }
     let out = report(&cmd.sweep_dir, &opts).map_err(|e| {
         if e.is_bad_input() {

@@ -156,6 +156,13 @@ pub fn run(cmd: SweepCmd) -> anyhow::Result<()> {
         ))
         .into());
     }
+    if summary.busy > 0 && summary.failed == 0 {
+        anyhow::bail!(
+            "{} of {} job(s) were being trained by other processes and were left alone; run the same command again when they end",
+            summary.busy,
+            summary.jobs.len()
+        );
+    }
     if summary.failed > 0 {
         anyhow::bail!(
             "{} of {} job(s) failed (details above and in {}/summary.json); fix the cause and re-run with --rerun-failed",

@@ -201,11 +201,9 @@ pub fn extract(fig: &Figment, texts: &[LayerText]) -> Result<RunConfig, Vec<Prob
     }
     if let Some(config) = &config {
         for p in validate(config) {
-            // A stand-in default of a reported key is not a second problem.
-            if reported
-                .iter()
-                .any(|k| p.key == *k || p.key.starts_with(&format!("{k}[")))
-            {
+            // A stand-in default of a reported key is not a second problem,
+            // nor is a check that reads it (its message names it).
+            if reported.iter().any(|k| stands_in(&p, k)) {
                 continue;
             }
             let at = locate(&p.key);
@@ -216,6 +214,23 @@ pub fn extract(fig: &Figment, texts: &[LayerText]) -> Result<RunConfig, Vec<Prob
         Some(c) if problems.is_empty() => Ok(c),
         _ => Err(problems),
     }
+}
+
+/// Whether value problem `p` may come from the default that stands in for the
+/// reported key `k`: it is about `k` or a key inside it, or its message names
+/// `k` as a word (`set data.labels = true` names `data` and `data.labels`).
+fn stands_in(p: &Problem, k: &str) -> bool {
+    let inside = |s: &str| {
+        s == k
+            || s.strip_prefix(k)
+                .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+    };
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    inside(&p.key)
+        || p.message.match_indices(k).any(|(i, _)| {
+            !word(p.message[..i].chars().next_back())
+                && !word(p.message[i + k.len()..].chars().next())
+        })
 }
 
 /// Remove a dotted key from nested dicts; whether it was there.

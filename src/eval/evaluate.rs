@@ -199,15 +199,20 @@ pub fn evaluate(
     let weights = if opts.weights.is_empty() {
         all.clone()
     } else {
-        for w in &opts.weights {
-            if !all.contains(w) {
+        let mut chosen: Vec<String> = Vec::new();
+        for given in &opts.weights {
+            let w = crate::train::ema::canonical_weights(given);
+            if !all.contains(&w) {
                 return Err(EvalError::Input(format!(
-                    "--weights {w}: the run has {}",
+                    "--weights {given}: the run has {}",
                     all.join(", ")
                 )));
             }
+            if !chosen.contains(&w) {
+                chosen.push(w);
+            }
         }
-        opts.weights.clone()
+        chosen
     };
     std::fs::create_dir_all(&opts.out).map_err(|e| table_err(&opts.out, e))?;
     let path = opts.out.join("timestep_loss.parquet");

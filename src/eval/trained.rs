@@ -116,6 +116,7 @@ pub fn load(
         })?,
     };
     let (_, data) = checkpoint::read(&dir)?;
+    let weights = &crate::train::ema::canonical_weights(weights);
     if !data.files.iter().any(|(f, _)| f == weights) {
         let have: Vec<&str> = data
             .files

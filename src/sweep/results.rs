@@ -75,6 +75,12 @@ pub enum JobState {
     },
     /// A folder without a readable status.json (a start that died early).
     Unknown,
+    /// Another live process (a `ddpm-lab train` by hand) is training it: left
+    /// alone, even by --force and --rerun-failed.
+    Busy {
+        step: u64,
+        pid: u32,
+    },
 }
 
 impl JobState {
@@ -102,10 +108,9 @@ impl JobState {
                 }
             }
             // Someone is training it right now outside this sweep.
-            RunState::Running => JobState::Failed {
+            RunState::Running => JobState::Busy {
                 step: s.step,
-                reason: format!("being trained by another process (pid {})", s.pid),
-                checkpoint: false,
+                pid: s.pid,
             },
             RunState::Failed => JobState::Failed {
                 step: s.step,
@@ -122,6 +127,7 @@ impl JobState {
             JobState::Interrupted { .. } => "interrupted",
             JobState::Failed { .. } => "failed",
             JobState::Unknown => "unknown",
+            JobState::Busy { .. } => "busy",
         }
     }
 }
@@ -141,6 +147,8 @@ pub enum Action {
     SkipFailed,
     /// Trained, but its evaluation is missing or incomplete: evaluate only.
     Evaluate,
+    /// Another process is training it now.
+    SkipBusy,
 }
 
 impl Action {
@@ -164,11 +172,13 @@ pub struct Policy {
 pub fn decide(state: &JobState, policy: Policy) -> Action {
     if policy.force {
         return match state {
+            JobState::Busy { .. } => Action::SkipBusy,
             JobState::New => Action::Train,
             _ => Action::Restart,
         };
     }
     match state {
+        JobState::Busy { .. } => Action::SkipBusy,
         JobState::New => Action::Train,
         JobState::Completed { .. } => Action::SkipCompleted,
         JobState::Interrupted {
@@ -343,6 +353,11 @@ mod tests {
         );
         assert_eq!(decide(&JobState::New, force), Action::Train);
         assert_eq!(decide(&JobState::Unknown, p), Action::Restart);
+        // A job another process is training is never touched.
+        let busy = JobState::Busy { step: 3, pid: 7 };
+        for policy in [p, rerun, force] {
+            assert_eq!(decide(&busy, policy), Action::SkipBusy);
+        }
     }
 
     #[test]
@@ -377,6 +392,24 @@ mod tests {
             JobState::Completed { step: 40 }
         );
         assert_eq!(JobState::read(dir.path(), "other"), JobState::Unknown);
+        // A live process other than this one: busy.
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let mut live = status.clone();
+        live.pid = sleeper.id();
+        live.write(dir.path()).unwrap();
+        let state = JobState::read(dir.path(), "abc");
+        let _ = sleeper.kill();
+        let _ = sleeper.wait();
+        assert_eq!(
+            state,
+            JobState::Busy {
+                step: 40,
+                pid: live.pid
+            }
+        );
         assert_eq!(
             JobState::read(&dir.path().join("nope"), "abc"),
             JobState::New

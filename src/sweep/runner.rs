@@ -123,6 +123,7 @@ fn will(action: Action) -> &'static str {
         Action::SkipCompleted => "skip (completed)",
         Action::SkipFailed => "skip (failed; --rerun-failed retries)",
         Action::Evaluate => "evaluate",
+        Action::SkipBusy => "skip (another process is training it)",
     }
 }
 
@@ -261,7 +262,10 @@ pub fn missing_data(planned: &Planned) -> Result<(), ConfigError> {
     let (spec, plan, jobs) = (&planned.spec, &planned.plan, &planned.jobs);
     let mut problems: Vec<Problem> = vec![];
     for (job, view) in plan.jobs.iter().zip(jobs) {
-        if matches!(view.action, Action::SkipCompleted | Action::SkipFailed) {
+        if matches!(
+            view.action,
+            Action::SkipCompleted | Action::SkipFailed | Action::SkipBusy
+        ) {
             continue;
         }
         let d = &job.config.data;
@@ -475,7 +479,7 @@ pub fn plan_text(p: &Planned) -> String {
     }
     let _ = writeln!(s, "\ndevices: {}", devices::describe(&p.slots));
     let train: Vec<&JobView> = p.jobs.iter().filter(|j| j.action.trains()).collect();
-    let macs: f64 = train.iter().map(|j| j.macs).sum();
+    let macs: f64 = train.iter().fold(0.0, |sum, j| sum + j.macs); // (an empty `sum()` is -0.0)
     let _ = writeln!(
         s,
         "estimated cost: {} job(s) to train, {:.3e} training MACs, about {} of wall time (rough: a calibrated MAC rate, see BENCHMARKS.md)",
@@ -511,6 +515,8 @@ pub struct Summary {
     pub results: String,
     pub jobs: Vec<JobReport>,
     pub failed: usize,
+    /// Jobs that other processes were training, left alone.
+    pub busy: usize,
     pub interrupted: bool,
     pub trained: usize,
 }
@@ -568,11 +574,7 @@ pub fn execute(p: &Planned, opts: &SweepOptions) -> Result<Summary, SweepError> 
             "[sweep] {}: nothing to train; {skipped_done} of {} job(s) already completed with the same config{}",
             p.spec.name,
             jobs.len(),
-            if skipped_done < jobs.len() {
-                " (the others failed earlier: --rerun-failed retries them)"
-            } else {
-                ""
-            }
+            others_note(&jobs)
         );
     } else {
         eprintln!(
@@ -629,12 +631,32 @@ pub fn execute(p: &Planned, opts: &SweepOptions) -> Result<Summary, SweepError> 
         name: p.spec.name.clone(),
         results: root.display().to_string(),
         failed: reports.iter().filter(|r| r.state == "failed").count(),
+        busy: reports.iter().filter(|r| r.state == "busy").count(),
         interrupted,
         trained: reports.iter().filter(|r| r.trained).count(),
         jobs: reports,
     };
     write_json(&root.join("summary.json"), &summary).map_err(io("writing summary.json"))?;
     Ok(summary)
+}
+
+/// Why the jobs neither completed nor run are skipped, for "nothing to train".
+fn others_note(jobs: &[JobView]) -> String {
+    let count = |a: Action| jobs.iter().filter(|j| j.action == a).count();
+    let mut why = vec![];
+    match count(Action::SkipFailed) {
+        0 => {}
+        n => why.push(format!("{n} failed earlier: --rerun-failed retries them")),
+    }
+    match count(Action::SkipBusy) {
+        0 => {}
+        n => why.push(format!("{n} being trained by another process")),
+    }
+    if why.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", why.join("; "))
+    }
 }
 
 fn report(j: &JobView, o: Option<JobOutcome>) -> JobReport {
@@ -682,6 +704,14 @@ fn report(j: &JobView, o: Option<JobOutcome>) -> JobReport {
                 ..base
             }
         }
+        (None, JobState::Busy { step, pid }) => JobReport {
+            state: "busy".into(),
+            step: *step,
+            reason: format!(
+                "another process (pid {pid}) is training it; left alone — run the sweep again when it ends"
+            ),
+            ..base
+        },
         (None, _) => JobReport {
             state: "not-started".into(),
             reason: "the sweep stopped before it started".into(),
