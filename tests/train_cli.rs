@@ -485,6 +485,48 @@ fn a_non_finite_loss_stops_the_run_naming_the_step_and_the_last_checkpoint() {
     assert!(s["reason"].as_str().unwrap().contains("NaN"));
 }
 
+/// A checkpoint that cannot be written (here a file in its way; a full disk
+/// alike) fails the run with how to go on, leaves no half-written folder, and
+/// the run resumes once the cause is gone.
+#[test]
+fn a_checkpoint_that_cannot_be_written_fails_the_run_and_it_resumes_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "toy.toml", TOY);
+    let out = dir.path().join("run");
+    let o = train(&cfg, &out, &["--set", "train.steps=100"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let ck = out.join("checkpoints");
+    let blocker = ck.join("step-000000200");
+    std::fs::write(&blocker, "in the way").unwrap();
+    let o = train(&cfg, &out, &["--resume", "--set", "train.steps=200"]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let hint = format!(
+        "Training stopped; fix the cause, then continue with `ddpm-lab train <config> --out <this run> --resume` from {}",
+        ck.join("step-000000100").display()
+    );
+    assert!(
+        err.contains("writing checkpoint") && err.contains(&hint),
+        "{err}"
+    );
+    let s = status(&out);
+    assert_eq!(s["state"], "failed");
+    assert!(s["reason"].as_str().unwrap().contains(&hint), "{s}");
+    assert_eq!(s["last_checkpoint"], "step-000000100");
+    let mut left: Vec<String> = std::fs::read_dir(&ck)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["step-000000100", "step-000000200"], "no .tmp-* left");
+    std::fs::remove_file(&blocker).unwrap();
+    let o = train(&cfg, &out, &["--resume", "--set", "train.steps=200"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(status(&out)["state"], "completed");
+    assert_eq!(status(&out)["step"], 200);
+}
+
 #[test]
 fn an_injected_failure_is_recorded() {
     let dir = tempfile::tempdir().unwrap();
@@ -526,6 +568,7 @@ fn config_errors_name_the_key_value_and_fix_and_write_nothing() {
         ("[ema]\ndecays = [0.999, 1.5]\n", &["ema.decays[1]: = 1.5: must be in (0, 1)"]),
         ("[data]\nsource = \"synthetic\"\nshape = [1, 28, 28]\n[model]\npreset = \"ddpm-cifar10\"\n", &["has 4 levels", "divisible by 8"]),
         ("[train]\nlr = 0\nbatch_size = 0\n", &["has 2 problems", "train.lr", "train.batch_size"]),
+        ("[train]\nbatch_size = 100000000000\n", &["bad.toml:2: train.batch_size: = 100000000000: at most 1048576 (2^20)"]),
         ("[train\nlr = 1\n", &["not valid TOML"]),
     ];
     for (body, needles) in cases {

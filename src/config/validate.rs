@@ -175,6 +175,10 @@ fn at_least(p: &mut Vec<Problem>, key: &str, v: i64, min: i64, hint: &str) {
     }
 }
 
+/// The largest `train.batch_size` accepted: past it the process only dies for
+/// want of memory, without a word.
+pub const MAX_BATCH: i64 = 1 << 20;
+
 /// Every problem with `cfg`; empty when it can run.
 pub fn validate(cfg: &RunConfig) -> Vec<Problem> {
     let mut p = vec![];
@@ -208,6 +212,15 @@ pub fn validate(cfg: &RunConfig) -> Vec<Problem> {
         1,
         "64–256 is typical",
     );
+    if t.batch_size > MAX_BATCH {
+        p.push(Problem::new(
+            "train.batch_size",
+            format!(
+                "= {}: at most {MAX_BATCH} (2^20); a batch that large does not fit in memory for any model here (64–256 is typical)",
+                t.batch_size
+            ),
+        ));
+    }
     if !(t.grad_clip.is_finite() && t.grad_clip >= 0.0) {
         p.push(Problem::new(
             "train.grad_clip",

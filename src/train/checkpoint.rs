@@ -110,6 +110,24 @@ pub fn write(
         fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
     fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    // A write that fails (a full disk, say) takes its half-written folder with it.
+    fill_and_rename(&tmp, &final_dir, data, &mut state).inspect_err(|_| {
+        let _ = fs::remove_dir_all(&tmp);
+    })?;
+    Ok(final_dir)
+}
+
+/// Write the files and state.json into `tmp`, then rename it to `final_dir`.
+fn fill_and_rename(
+    tmp: &Path,
+    final_dir: &Path,
+    data: &CheckpointData,
+    state: &mut CheckpointState,
+) -> Result<(), CheckpointError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CheckpointError::Io { path, source }
+    };
     state.files.clear();
     for (stem, tensors) in &data.files {
         let name = format!("{stem}.safetensors");
@@ -125,14 +143,13 @@ pub fn write(
         let (bytes, sha) = sha256_file(&path).map_err(io(&path))?;
         state.files.push((name, bytes, sha));
     }
-    let json = serde_json::to_string_pretty(&state).expect("state serializes"); // ok: plain data
+    let json = serde_json::to_string_pretty(&*state).expect("state serializes"); // ok: plain data
     let state_path = tmp.join("state.json");
     fs::write(&state_path, json).map_err(io(&state_path))?;
     if final_dir.exists() {
-        fs::remove_dir_all(&final_dir).map_err(io(&final_dir))?;
+        fs::remove_dir_all(final_dir).map_err(io(final_dir))?;
     }
-    fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
-    Ok(final_dir)
+    fs::rename(tmp, final_dir).map_err(io(final_dir))
 }
 
 /// Checkpoint folders under `root`, oldest first.
@@ -246,6 +263,21 @@ mod tests {
                 vec![("w".into(), Tensor::from_slice(&[1.0f32, 2.0, 3.0]))],
             )],
         }
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_temporary_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file where the checkpoint folder goes: the last step of the write fails.
+        std::fs::write(dir.path().join(dir_name(5)), "in the way").unwrap();
+        let e = write(dir.path(), &data(), state(5)).unwrap_err();
+        assert!(e.to_string().starts_with("writing checkpoint"), "{e}");
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, [dir_name(5)]);
     }
 
     #[test]

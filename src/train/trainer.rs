@@ -1082,6 +1082,23 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<Outcome, TrainError
     };
 
     let mut step = start;
+    // A run that cannot write its logs, snapshots or checkpoints (a full disk,
+    // say) is recorded as failed, with how to continue, rather than left
+    // "running".
+    macro_rules! or_fail {
+        ($e:expr) => {
+            match $e {
+                Ok(v) => v,
+                Err(e) => {
+                    progress.finish();
+                    let e = saving_failed(e.into(), status.last_checkpoint.as_deref(), &ck_root);
+                    text.line(&e.to_string());
+                    return Err(fail(&mut status, e, step, wall(&started)));
+                }
+            }
+        };
+    }
+
     while step < total {
         if STOP.load(Ordering::SeqCst) {
             break;
@@ -1140,25 +1157,31 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<Outcome, TrainError
             let rec = run.record(&acc, step, wall(&started));
             text.line(&serde_json::to_string(&rec).unwrap_or_default());
             progress.record(&rec, total);
-            metrics
+            or_fail!(metrics
                 .push(rec)
-                .map_err(io_err("appending to metrics.jsonl"))?;
+                .map_err(io_err("appending to metrics.jsonl")));
             acc.reset();
         }
         if cfg.eval.is_point(step, total) {
-            write_snapshot(&run, &dir, step, &hash, wall(&started))?;
+            or_fail!(write_snapshot(&run, &dir, step, &hash, wall(&started)));
         }
         if ck_now {
-            let ck = write_checkpoint(&run, &ck_root, step, &hash, wall(&started))?;
-            checkpoint::prune(&ck_root, cfg.train.keep_checkpoints)
-                .map_err(io_err("pruning checkpoints"))?;
-            metrics
+            let ck = or_fail!(write_checkpoint(
+                &run,
+                &ck_root,
+                step,
+                &hash,
+                wall(&started)
+            ));
+            or_fail!(checkpoint::prune(&ck_root, cfg.train.keep_checkpoints)
+                .map_err(io_err("pruning checkpoints")));
+            or_fail!(metrics
                 .flush_parquet()
-                .map_err(|e| TrainError::Other(format!("writing metrics.parquet: {e}")))?;
+                .map_err(|e| TrainError::Other(format!("writing metrics.parquet: {e}"))));
             status.step = step;
             status.wall_time_s = wall(&started);
             status.last_checkpoint = Some(ck);
-            status.write(&dir).map_err(io_err("writing status.json"))?;
+            or_fail!(status.write(&dir).map_err(io_err("writing status.json")));
         }
     }
     progress.finish();
@@ -1193,6 +1216,30 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<Outcome, TrainError
         step,
         already: false,
     })
+}
+
+/// A failure to save (logs, snapshot, checkpoint), with how to go on: free
+/// space when the disk is full, then resume from the last good checkpoint.
+fn saving_failed(e: TrainError, last: Option<&str>, ck_root: &Path) -> TrainError {
+    let full = match &e {
+        TrainError::Io { source, .. } => source.kind() == std::io::ErrorKind::StorageFull,
+        _ => false,
+    } || {
+        let text = e.to_string();
+        text.contains("No space left on device") || text.contains("os error 28")
+    };
+    let from = match last {
+        Some(c) => format!("from {}", ck_root.join(c).display()),
+        None => "(there is no checkpoint yet, so it starts over)".into(),
+    };
+    let fix = if full {
+        "the disk is full: free space, then"
+    } else {
+        "fix the cause, then"
+    };
+    TrainError::Other(format!(
+        "{e}. Training stopped; {fix} continue with `ddpm-lab train <config> --out <this run> --resume` {from}"
+    ))
 }
 
 /// The weights (raw and every EMA) at an evaluation point, into
@@ -1254,6 +1301,33 @@ fn write_checkpoint(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_disk_says_to_free_space_and_resume() {
+        let root = Path::new("/runs/x/checkpoints");
+        let full = TrainError::Io {
+            context: "appending to metrics.jsonl".into(),
+            source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+        };
+        let e = saving_failed(full, Some("step-000000100"), root).to_string();
+        assert!(e.starts_with("appending to metrics.jsonl: "), "{e}");
+        assert!(
+            e.contains("the disk is full: free space, then continue with `ddpm-lab train <config> --out <this run> --resume` from /runs/x/checkpoints/step-000000100"),
+            "{e}"
+        );
+        // libtorch's own write errors carry the OS text only.
+        let torch = TrainError::Other("writing raw.safetensors: No space left on device".into());
+        let e = saving_failed(torch, None, root).to_string();
+        assert!(
+            e.contains("the disk is full")
+                && e.contains("(there is no checkpoint yet, so it starts over)"),
+            "{e}"
+        );
+        let other = TrainError::Other("writing metrics.parquet: boom".into());
+        assert!(saving_failed(other, None, root)
+            .to_string()
+            .contains("fix the cause, then"));
+    }
 
     /// The default config with `key` changed from its default value.
     fn changed(key: &str) -> RunConfig {
