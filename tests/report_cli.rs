@@ -13,7 +13,8 @@ use ddpm_lab::train::log::LogRecord;
 use ddpm_lab::train::status::{RunState, RunStatus};
 use polars::prelude::*;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Output;
 
 /// Two variants (prediction epsilon / v) × 3 seeds; v's seed 2 never ran.
 /// fd at the final step: epsilon 10, 12, 14; v 8, 9.
@@ -138,6 +139,16 @@ fn fixture(root: &Path) {
     .unwrap();
 }
 
+/// The fixture sweep under `dir`/fixture, and `ddpm-lab report`'s output on it.
+fn reported_fixture(dir: &Path) -> (PathBuf, Output) {
+    let root = dir.join("fixture");
+    std::fs::create_dir_all(&root).unwrap();
+    fixture(&root);
+    let o = bin().arg("report").arg(&root).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    (root, o)
+}
+
 fn read_csv(p: &Path) -> DataFrame {
     CsvReadOptions::default()
         .try_into_reader_with_file_path(Some(p.to_path_buf()))
@@ -149,11 +160,7 @@ fn read_csv(p: &Path) -> DataFrame {
 #[test]
 fn the_report_aggregates_known_numbers_lists_missing_runs_and_writes_everything() {
     let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("fixture");
-    std::fs::create_dir_all(&root).unwrap();
-    fixture(&root);
-    let o = bin().arg("report").arg(&root).output().unwrap();
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    let (root, o) = reported_fixture(tmp.path());
     let out = text(&o.stdout);
     assert!(out.contains("5 of 6 runs completed"), "{out}");
     assert!(
@@ -315,11 +322,7 @@ fn the_report_aggregates_known_numbers_lists_missing_runs_and_writes_everything(
 #[test]
 fn a_smoothing_window_below_one_is_refused_and_the_report_is_kept() {
     let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("fixture");
-    std::fs::create_dir_all(&root).unwrap();
-    fixture(&root);
-    let o = bin().arg("report").arg(&root).output().unwrap();
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    let (root, _) = reported_fixture(tmp.path());
     let before = std::fs::read(root.join("report.md")).unwrap();
     for bad in ["0", "-2", "1.5"] {
         let o = bin()
