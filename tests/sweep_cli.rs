@@ -352,6 +352,79 @@ fn expect_bad(spec: &Path, results: &Path, extra: &[&str], wanted: &[&str]) {
     assert!(!results.exists(), "nothing under results/ changes");
 }
 
+/// `--set` and the environment get the checks a spec file gets: a value for a
+/// swept key (which would give every run one value under different ids), an
+/// axis with a value twice, an axis over a launch-only key, and a sweep too
+/// big to plan.
+#[test]
+fn set_and_environment_values_cannot_bypass_the_axis_checks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let spec = smoke("ema_cfg.toml");
+    let swept = "swept, so this would give every run one value while their ids and the report still tell them apart by it";
+    expect_bad(
+        &spec,
+        &results,
+        &["--set", "train.p_uncond=0.3"],
+        &[
+            "--set train.p_uncond=0.3: train.p_uncond: ",
+            swept,
+            "--set 'sweep.train.p_uncond=[…]'",
+        ],
+    );
+    expect_bad(
+        &spec,
+        &results,
+        &["--set", "train={p_uncond=0.3, lr=1e-3}"],
+        &["train.p_uncond: swept"],
+    );
+    let out = bin()
+        .arg("sweep")
+        .arg(&spec)
+        .arg("--results")
+        .arg(&results)
+        .args(["--devices", "cpu"])
+        .env("DDPM_LAB_TRAIN__SEED", "3")
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("$DDPM_LAB_TRAIN__SEED: train.seed: swept")
+            && err.contains("--set 'sweep.seeds=[…]'"),
+        "{err}"
+    );
+    // A key that is not swept may still be set.
+    let plan = dry_json(&spec, &["--set", "train={lr=1e-3}"], &[]);
+    assert_eq!(plan["runs"].as_array().unwrap().len(), 16);
+    expect_bad(
+        &spec,
+        &results,
+        &["--set", "sweep.train.lr=[1e-3, 0.001]"],
+        &["--set sweep.train.lr=[1e-3, 0.001]: sweep.train.lr: 0.001 is listed twice"],
+    );
+    expect_bad(
+        &spec,
+        &results,
+        &["--set", "sweep.seeds=[0, 0]"],
+        &["sweep.seeds: 0 is listed twice"],
+    );
+    expect_bad(
+        &spec,
+        &results,
+        &["--set", "sweep.train.threads=[1, 2]"],
+        &["sweep.train.threads: changes how runs are launched or logged"],
+    );
+    let many: Vec<String> = (0..700).map(|i| format!("{}e-5", i + 1)).collect();
+    let set = format!("sweep.train.lr=[{}]", many.join(", "));
+    expect_bad(
+        &spec,
+        &results,
+        &["--set", &set],
+        &["the axes make 11200 runs, more than 10000: train.p_uncond (2) × ema.decay (2) × eval.guidance_scale (2) × train.lr (700) × train.seed (2)"],
+    );
+}
+
 #[test]
 fn every_validation_problem_is_reported_at_once_with_its_line_and_nothing_starts() {
     let tmp = tempfile::tempdir().unwrap();

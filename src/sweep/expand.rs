@@ -64,12 +64,14 @@ pub enum ExpandError {
     NoRuns,
     #[error("sweep.{key}: changes how runs are launched or logged, not what they train, so runs that differ only in it would share one training job; set it in [base] or with --set")]
     NotTraining { key: String },
+    #[error("sweep: the axes make {count} runs, more than {MAX_RUNS}: {sizes}; sweep fewer values, vary keys together in a [[sweep.zip]] group, or split the study into several specs")]
+    TooMany { count: String, sizes: String },
     #[error("{0}")]
     Toml(String),
 }
 
 /// The first point of an axis that repeats an earlier one (1 and 1.0 match).
-fn check_distinct(
+pub fn check_distinct(
     place: &str,
     keys: &[String],
     points: &[Vec<toml::Value>],
@@ -263,7 +265,36 @@ pub fn parse(text: &str) -> Result<Axes, ExpandError> {
         exclude,
         include,
     };
-    let runs = expand(&axes);
+    check_runs(&axes)?;
+    Ok(axes)
+}
+
+/// The most runs a sweep may have. Past it, planning alone would take
+/// gigabytes (each run carries its full config), and no machine trains that
+/// many DDPMs.
+pub const MAX_RUNS: usize = 10_000;
+
+/// The checks over the expanded runs (also after `--set sweep.<key>=[…]`
+/// changes an axis): not too many, not none, none that would share a job by
+/// differing only in launch-only keys, no include repeating a run.
+pub fn check_runs(axes: &Axes) -> Result<(), ExpandError> {
+    let count = axes
+        .axes
+        .iter()
+        .try_fold(1usize, |n, a| n.checked_mul(a.points.len()))
+        .and_then(|n| n.checked_add(axes.include.len()));
+    if count.is_none_or(|n| n > MAX_RUNS) {
+        let sizes: Vec<String> = axes
+            .axes
+            .iter()
+            .map(|a| format!("{} ({})", a.keys.join(" + "), a.points.len()))
+            .collect();
+        return Err(ExpandError::TooMany {
+            count: count.map_or_else(|| "more than 2^64".into(), |n| n.to_string()),
+            sizes: sizes.join(" × "),
+        });
+    }
+    let runs = expand(axes);
     if runs.is_empty() {
         return Err(ExpandError::NoRuns);
     }
@@ -298,7 +329,7 @@ pub fn parse(text: &str) -> Result<Axes, ExpandError> {
             });
         }
     }
-    Ok(axes)
+    Ok(())
 }
 
 impl ExpandError {
@@ -335,6 +366,7 @@ impl ExpandError {
             ExpandError::IncludeRepeats { index, .. } => format!("sweep.include.{index}"),
             ExpandError::NotTraining { key } => format!("sweep.{key}"),
             ExpandError::NoRuns => "sweep.exclude".into(),
+            ExpandError::TooMany { .. } => "sweep".into(),
             ExpandError::Toml(_) => "sweep".into(),
         }
     }
@@ -490,6 +522,38 @@ seeds = [0, 1]
             e("[sweep]\n\"train.lr\" = [1]\n[[sweep.exclude]]\n\"train.steps\" = 5\n")
                 .contains("train.steps is not a swept key")
         );
+    }
+
+    /// A sweep too big to plan is refused from the axis sizes alone, before
+    /// any run is built (10^8 runs used to eat all memory).
+    #[test]
+    fn too_many_runs_are_refused_before_expanding() {
+        let list = |n: usize| {
+            let v: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+            format!("[{}]", v.join(", "))
+        };
+        let text = format!(
+            "[sweep]\na = {}\nb = {}\nc = {}\nd = {}\n",
+            list(100),
+            list(100),
+            list(100),
+            list(100)
+        );
+        let err = parse(&text).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "sweep: the axes make 100000000 runs, more than 10000: a (100) × b (100) × c (100) × d (100); sweep fewer values, vary keys together in a [[sweep.zip]] group, or split the study into several specs"
+        );
+        // Exactly the limit is fine.
+        parse(&format!("[sweep]\na = {}\nb = {}\n", list(100), list(100))).unwrap();
+        // An include past the limit counts too.
+        let err = parse(&format!(
+            "[sweep]\na = {}\nb = {}\n[[sweep.include]]\na = 1000\n",
+            list(100),
+            list(100)
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("make 10001 runs"), "{err}");
     }
 
     /// A repeated value makes identical runs that a report would count as

@@ -341,6 +341,16 @@ impl SweepSpec {
             };
             let key = if key == "seeds" { "train.seed" } else { key };
             let points: Vec<Vec<toml::Value>> = values.into_iter().map(|v| vec![v]).collect();
+            // The checks a spec file's axis gets: no value twice.
+            let place = if key == "train.seed" {
+                "sweep.seeds".to_string()
+            } else {
+                format!("sweep.{key}")
+            };
+            if let Err(e) = expand::check_distinct(&place, &[key.to_string()], &points) {
+                problems.push(bad(unplaced(&e.to_string(), &place)));
+                continue;
+            }
             if let Some(axis) = self.axes.axes.iter_mut().find(|a| a.keys == [key]) {
                 axis.points = points;
             } else if self
@@ -363,6 +373,22 @@ impl SweepSpec {
                         keys: vec![key.to_string()],
                         points,
                     },
+                );
+            }
+        }
+        // And the checks over the runs they make (too many, launch-only keys,
+        // includes repeated), now that the axes changed.
+        let axis_sets: Vec<&str> = sets
+            .iter()
+            .filter(|s| s.key.starts_with("sweep."))
+            .map(|s| s.raw.as_str())
+            .collect();
+        if problems.is_empty() && !axis_sets.is_empty() {
+            if let Err(e) = expand::check_runs(&self.axes) {
+                let at = e.location();
+                problems.push(
+                    Problem::new(&at, unplaced(&e.to_string(), &at))
+                        .at(Some(format!("--set {}", axis_sets.join(" --set ")))),
                 );
             }
         }
@@ -460,6 +486,71 @@ impl SweepSpec {
         self.resolve_with(sets, env, |a| a.clone())
     }
 
+    /// A `--set` or `DDPM_LAB_*` value for a swept key would give every run the
+    /// same value while ids and the report still tell the runs apart by it:
+    /// refused, pointing at the axis form.
+    fn check_overrides(&self, sets: &[SetArg], env: bool) -> Result<(), ConfigError> {
+        // A table value merges into the config key by key: its leaves count.
+        fn leaves_of(key: &str, v: &toml::Value, origin: &str, out: &mut Vec<(String, String)>) {
+            match v {
+                toml::Value::Table(t) => {
+                    for (k, v) in t {
+                        leaves_of(&format!("{key}.{k}"), v, origin, out);
+                    }
+                }
+                _ => out.push((key.to_string(), origin.to_string())),
+            }
+        }
+        let mut given: Vec<(String, String)> = vec![];
+        for s in sets {
+            leaves_of(&s.key, &s.value, &format!("--set {}", s.raw), &mut given);
+        }
+        if env {
+            for (k, _) in std::env::vars() {
+                if let Some(rest) = k.strip_prefix(crate::config::load::ENV_PREFIX) {
+                    given.push((rest.to_lowercase().replace("__", "."), format!("${k}")));
+                }
+            }
+        }
+        let mut problems = vec![];
+        for (key, origin) in given {
+            let swept = self.axes.axes.iter().flat_map(|a| &a.keys).find(|k| {
+                **k == key
+                    || k.strip_prefix(key.as_str())
+                        .is_some_and(|rest| rest.starts_with('.'))
+            });
+            if let Some(axis) = swept {
+                let form = if axis == "train.seed" {
+                    "sweep.seeds".to_string()
+                } else {
+                    format!("sweep.{axis}")
+                };
+                let what = if *axis == key {
+                    "swept".to_string()
+                } else {
+                    format!("holds the swept key {axis}")
+                };
+                problems.push(
+                    Problem::new(
+                        &key,
+                        format!(
+                            "{what}, so this would give every run one value while their ids and the report still tell them apart by it; change the axis instead, e.g. --set '{form}=[…]', or remove it from [sweep]"
+                        ),
+                    )
+                    .at(Some(origin)),
+                );
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError {
+                origin: self.path.display().to_string(),
+                problems,
+            })
+        }
+    }
+
     /// Like [`Self::resolve`], with `layer` choosing which of a run's swept
     /// values go into its config (the planner keeps eval-only keys out).
     pub fn resolve_with(
@@ -468,6 +559,7 @@ impl SweepSpec {
         env: bool,
         layer: impl Fn(&Assignment) -> Assignment,
     ) -> Result<Vec<Run>, ConfigError> {
+        self.check_overrides(sets, env)?;
         // Each distinct problem, the first run that has it, and how many runs do.
         let mut problems: Vec<(Problem, String, usize)> = vec![];
         let mut runs = vec![];
@@ -546,6 +638,16 @@ impl SweepSpec {
             problems,
         })
     }
+}
+
+/// An expansion error's message without its leading `place: ` (the problem
+/// line names the key already).
+fn unplaced(message: &str, place: &str) -> String {
+    message
+        .strip_prefix(place)
+        .and_then(|m| m.strip_prefix(": "))
+        .unwrap_or(message)
+        .to_string()
 }
 
 #[cfg(test)]
