@@ -169,6 +169,46 @@ fn a_conditional_toy_model_samples_each_class_near_its_gaussian_reproducibly() {
         );
         assert!(!p.exists());
     }
+    // A training key edited after training: refused for sample and eval alike.
+    let config = run.join("config.toml");
+    let original = std::fs::read_to_string(&config).unwrap();
+    assert!(original.contains("timesteps = 100"));
+    std::fs::write(
+        &config,
+        original.replace("timesteps = 100", "timesteps = 50"),
+    )
+    .unwrap();
+    for cmd in ["sample", "eval"] {
+        let p = d.join("edited.csv");
+        let mut c = bin();
+        c.arg(cmd).arg(&run);
+        if cmd == "sample" {
+            c.arg("--out").arg(&p);
+        }
+        let o = c.output().unwrap();
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {err}");
+        assert!(
+            err.contains("differs from the config the run was trained with")
+                && err.contains("a training key was edited after training"),
+            "{cmd}: {err}"
+        );
+        assert!(!p.exists() && !run.join("eval").exists(), "{cmd}");
+    }
+    // An evaluation setting may change.
+    let eval_edit: Vec<String> = original
+        .lines()
+        .map(|l| match l.starts_with("num_samples = ") {
+            true => "num_samples = 17".to_string(),
+            false => l.to_string(),
+        })
+        .collect();
+    assert_ne!(eval_edit.join("\n"), original.trim_end());
+    std::fs::write(&config, eval_edit.join("\n")).unwrap();
+    let p = d.join("eval-edit.csv");
+    let o = sample(&run, &p, &["-n", "4"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    std::fs::write(&config, &original).unwrap();
     // A CUDA device the machine lacks: exit 2 naming the count, not a libtorch panic.
     for cmd in ["sample", "eval"] {
         let p = d.join("cuda.csv");

@@ -40,12 +40,26 @@ pub fn run_config(run_dir: &Path) -> Result<RunConfig, TrainedError> {
             path.display()
         ))
     })?;
-    toml::from_str(&text).map_err(|e| {
+    let cfg: RunConfig = toml::from_str(&text).map_err(|e| {
         TrainedError::Input(format!(
             "{}: not a ddpm-lab run config ({e})",
             path.display()
         ))
-    })
+    })?;
+    // The weights were trained under the config whose hash status.json
+    // records; sampling or evaluating them under another (an edited schedule,
+    // say) would give numbers that belong to neither.
+    if let Some(status) = crate::train::status::RunStatus::read(run_dir) {
+        let hash = crate::train::trainer::config_hash(&cfg, false);
+        if !status.config_hash.is_empty() && status.config_hash != hash {
+            return Err(TrainedError::Input(format!(
+                "{}: differs from the config the run was trained with (its hash is {hash}, status.json records {}): a training key was edited after training. Restore it; only eval.*, output.* and how training is launched or logged may change",
+                path.display(),
+                status.config_hash
+            )));
+        }
+    }
+    Ok(cfg)
 }
 
 /// The weight sets a checkpoint holds: `raw`, then each `ema-<decay>`.
