@@ -71,22 +71,14 @@ fn a_conditional_toy_model_samples_each_class_near_its_gaussian_reproducibly() {
     train_cpu(&cfg, &run);
 
     // Class k of eight-gaussians is centred at 2(cos 2πk/8, sin 2πk/8).
-    for (k, sampler) in [(3i64, "ddpm"), (6, "ddim")] {
+    for (k, sampler, steps) in [(3i64, "ddpm", None), (6, "ddim", Some("50"))] {
         let p = d.join(format!("k{k}.csv"));
-        let o = sample(
-            &run,
-            &p,
-            &[
-                "--label",
-                &k.to_string(),
-                "-n",
-                "200",
-                "--sampler",
-                sampler,
-                "--steps",
-                "50",
-            ],
-        );
+        let k_text = k.to_string();
+        let mut args = vec!["--label", &k_text, "-n", "200", "--sampler", sampler];
+        if let Some(s) = steps {
+            args.extend(["--steps", s]);
+        }
+        let o = sample(&run, &p, &args);
         assert!(o.status.success(), "{}", text(&o.stderr));
         let r = rows(&p);
         assert_eq!(r.len(), 200);
@@ -138,7 +130,7 @@ fn a_conditional_toy_model_samples_each_class_near_its_gaussian_reproducibly() {
     assert_eq!(labels[..9], [0, 1, 2, 3, 4, 5, 6, 7, 0]);
 
     // Input errors: exit 2, a message that says the fix, nothing written.
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 10] = [
         (
             &["--weights", "ema-0.5"],
             "holds raw, ema-0.99; pick one of those",
@@ -153,10 +145,29 @@ fn a_conditional_toy_model_samples_each_class_near_its_gaussian_reproducibly() {
             "guidance needs a condition",
         ),
         (
-            &["--steps", "500"],
+            &["--sampler", "ddim", "--steps", "500"],
             "--steps 500: the run has 100 timesteps",
         ),
-        (&["--eta", "-1"], "--eta -1: must be in [0, 1]"),
+        (
+            &["--sampler", "ddim", "--eta", "-1"],
+            "--eta -1: must be in [0, 1]",
+        ),
+        (
+            &["--guidance", "inf"],
+            "--guidance inf: must be a finite number ≥ 0",
+        ),
+        (
+            &["--sampler", "ddpm", "--steps", "10"],
+            "--steps applies to the DDIM sampler, and this draw uses DDPM (all 100 steps); add --sampler ddim",
+        ),
+        (
+            &["--sampler", "ddpm", "--eta", "0.5"],
+            "--eta applies to the DDIM sampler",
+        ),
+        (
+            &["--guidance", "1e30", "--weights", "raw"],
+            "samples came out NaN or infinite, so nothing was written: guidance 1000000000000000000000000000000",
+        ),
     ];
     for (args, msg) in cases {
         let p = d.join("bad.csv");

@@ -82,6 +82,15 @@ pub struct SampleCmd {
     pub device: String,
 }
 
+/// How many samples (rows along the first dimension) hold a NaN or ±inf.
+fn non_finite_samples(x: &tch::Tensor) -> i64 {
+    if x.numel() == 0 {
+        return 0;
+    }
+    let bad = x.isfinite().logical_not().flatten(1, -1).any_dim(1, false);
+    bad.sum(tch::Kind::Int64).int64_value(&[])
+}
+
 pub fn run(cmd: SampleCmd) -> anyhow::Result<()> {
     let input = |e: TrainedError| match e {
         TrainedError::Input(_) => bad_input(e),
@@ -109,6 +118,20 @@ pub fn run(cmd: SampleCmd) -> anyhow::Result<()> {
             SamplerArg::Ddpm => SamplerKind::Ddpm,
             SamplerArg::Ddim => SamplerKind::Ddim,
         };
+    }
+    if opts.sampler == SamplerKind::Ddpm {
+        // DDPM's ancestral sampler walks every timestep with its own noise.
+        for (flag, given) in [
+            ("--steps", cmd.steps.is_some()),
+            ("--eta", cmd.eta.is_some()),
+        ] {
+            if given {
+                return Err(bad_input(format!(
+                    "{flag} applies to the DDIM sampler, and this draw uses DDPM (all {} steps); add --sampler ddim",
+                    cfg.diffusion.timesteps
+                )));
+            }
+        }
     }
     if let Some(s) = cmd.steps {
         if s > cfg.diffusion.timesteps as u64 {
@@ -139,7 +162,14 @@ pub fn run(cmd: SampleCmd) -> anyhow::Result<()> {
     }
     let guidance = cmd.guidance.unwrap_or(cfg.eval.guidance_scale);
     if !(guidance.is_finite() && guidance >= 0.0) {
-        return Err(bad_input(format!("--guidance {guidance}: must be ≥ 0")));
+        return Err(bad_input(format!(
+            "--guidance {guidance}: must be a finite number ≥ 0 (1 is the conditional model alone; 1–8 is typical)"
+        )));
+    }
+    if let Some(bad) = cmd.condition.iter().flatten().find(|x| !x.is_finite()) {
+        return Err(bad_input(format!(
+            "--condition: {bad} is not a finite number; give one finite value per condition column"
+        )));
     }
     let stats: Option<Vec<crate::data::tabular::ColumnStats>> =
         std::fs::read_to_string(cmd.run_dir.join("data_stats.json"))
@@ -175,6 +205,13 @@ pub fn run(cmd: SampleCmd) -> anyhow::Result<()> {
     };
     let start = std::time::Instant::now();
     let x = draw(&tm, &opts, guidance, &condition, cmd.n, cmd.seed, device).map_err(bad_input)?;
+    let broken = non_finite_samples(&x);
+    if broken > 0 {
+        return Err(bad_input(format!(
+            "{broken} of {} samples came out NaN or infinite, so nothing was written: guidance {guidance} (or the condition) is too extreme for this model, or its {} weights at step {} are broken; lower --guidance, or try other --weights or --step",
+            cmd.n, tm.weights, tm.step
+        )));
+    }
     if let Some(dir) = cmd.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
