@@ -163,9 +163,38 @@ fn table_format_is_aligned_with_a_header() {
 }
 
 /// Each bad argument: exit code 2, no panic, and a message naming the flag and what is accepted.
+/// `--set` applies to a preset's config too (it used to be ignored).
+#[test]
+fn a_preset_takes_set_values() {
+    let o = ddpm_lab(&["inspect", "model", "--preset", "unet-tiny"]);
+    assert_eq!(stdout(&o).lines().last(), Some("parameters: 163985"));
+    let o = ddpm_lab(&[
+        "inspect",
+        "model",
+        "--preset",
+        "unet-tiny",
+        "--set",
+        "model.ch=32",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Every convolution and linear is 2× wider on both sides: about 4× the parameters.
+    let n: f64 = stdout(&o)
+        .lines()
+        .last()
+        .and_then(|l| l.strip_prefix("parameters: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((3.5..4.1).contains(&(n / 163985.0)), "{n}");
+}
+
 #[test]
 fn bad_arguments_exit_2_with_the_flag_and_accepted_values() {
     let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["inspect", "model", "--preset", "mlp-small", "--set", "model.hidden=1000000"],
+            &["--preset mlp-small has 1 problem", "--set model.hidden=1000000: model.hidden: makes a model of about 9.0e12 parameters"],
+        ),
         (
             &["inspect", "schedule", "--schedule", "quadratic"],
             &["--schedule", "linear, cosine, scaled-linear"],

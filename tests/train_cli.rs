@@ -568,6 +568,12 @@ fn config_errors_name_the_key_value_and_fix_and_write_nothing() {
         ("[ema]\ndecays = [0.999, 1.5]\n", &["ema.decays[1]: = 1.5: must be in (0, 1)"]),
         ("[data]\nsource = \"synthetic\"\nshape = [1, 28, 28]\n[model]\npreset = \"ddpm-cifar10\"\n", &["has 4 levels", "divisible by 8"]),
         ("[train]\nlr = 0\nbatch_size = 0\n", &["has 2 problems", "train.lr", "train.batch_size"]),
+        // Sizes that would end in libtorch's allocation panic or an abort.
+        ("[model]\nhidden = 1000000\n", &["model.hidden: makes a model of about 9.0e12 parameters, more than 2e9"]),
+        ("[data]\nsource = \"synthetic\"\nshape = [3, 32, 32]\n[model]\npreset = \"ddpm-cifar10\"\nch = 4096\n", &["model.ch: makes a model of about"]),
+        ("[data]\nsource = \"synthetic\"\nshape = [1, 100000, 100000]\n[model]\npreset = \"unet-tiny\"\n", &["data.shape: makes images of [1, 100000, 100000]: at most 1024 pixels a side"]),
+        ("[data]\nn_samples = 2000000000\n", &["data.n_samples: = 2000000000: 2000000000 samples of [2] are 14.9 GiB in memory, more than 8 GiB"]),
+        ("[data]\nsource = \"synthetic\"\nshape = [5, 8, 8]\n[model]\npreset = \"unet-tiny\"\n", &["data.shape: = [5, 8, 8]: images have 1 channel (grayscale) or 3 (RGB)"]),
         ("[train]\nbatch_size = 100000000000\n", &["bad.toml:2: train.batch_size: = 100000000000: at most 1048576 (2^20)"]),
         ("[train\nlr = 1\n", &["not valid TOML"]),
     ];

@@ -99,8 +99,8 @@ pub struct ModelCmd {
     /// A run config: the model it would train.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Override a config key (with --config), e.g. --set model.ch=64.
-    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = SetArg::parse, requires = "config")]
+    /// Override a config key of the preset's or the file's config, e.g. --set model.ch=64.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = SetArg::parse)]
     pub sets: Vec<SetArg>,
 }
 
@@ -232,7 +232,20 @@ pub fn preset_config(preset: ModelPreset) -> RunConfig {
 
 fn model(c: ModelCmd) -> anyhow::Result<()> {
     let cfg = match (&c.preset, &c.config) {
-        (Some(p), _) => preset_config(*p),
+        (Some(p), _) => {
+            // The preset's config under the --set values, checked like any config.
+            let mut fig =
+                figment::Figment::from(figment::providers::Serialized::defaults(preset_config(*p)));
+            for s in &c.sets {
+                fig = fig.merge(s.clone());
+            }
+            config::load::extract(&fig, &[]).map_err(|problems| {
+                bad_input(config::ConfigError {
+                    origin: format!("--preset {}", p.name()),
+                    problems,
+                })
+            })?
+        }
         (None, Some(path)) => config::load(&Sources {
             file: Some(path.clone()),
             sets: c.sets.clone(),

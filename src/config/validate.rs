@@ -179,6 +179,13 @@ fn at_least(p: &mut Vec<Problem>, key: &str, v: i64, min: i64, hint: &str) {
 /// want of memory, without a word.
 pub const MAX_BATCH: i64 = 1 << 20;
 
+/// The largest image side (`data.resolution`, or a synthetic `data.shape`).
+pub const MAX_SIDE: i64 = 1024;
+
+/// The most values a generated (toy or synthetic) dataset may hold: 2^31
+/// f32s, 8 GiB. Past what the machine has, the allocation aborts the process.
+const MAX_GENERATED_VALUES: f64 = (1u64 << 31) as f64;
+
 /// Every problem with `cfg`; empty when it can run.
 pub fn validate(cfg: &RunConfig) -> Vec<Problem> {
     let mut p = vec![];
@@ -370,6 +377,47 @@ pub fn validate(cfg: &RunConfig) -> Vec<Problem> {
                 cfg.data.shape
             ),
         ));
+    }
+    if cfg.data.source == DataSource::Synthetic
+        && cfg.data.shape.len() == 3
+        && ![1, 3].contains(&cfg.data.shape[0])
+    {
+        p.push(Problem::new(
+            "data.shape",
+            format!(
+                "= {:?}: images have 1 channel (grayscale) or 3 (RGB); samples are written as PNG grids and scored by image evaluators",
+                cfg.data.shape
+            ),
+        ));
+    }
+    if cfg.data.resolution > MAX_SIDE
+        || shape.is_image() && shape.sample[1..].iter().any(|&s| s > MAX_SIDE)
+    {
+        p.push(Problem::new(
+            if cfg.data.resolution > MAX_SIDE { "data.resolution" } else { "data.shape" },
+            format!("makes images of {:?}: at most {MAX_SIDE} pixels a side (64 or 32 is typical for DDPM experiments)", shape.sample),
+        ));
+    } else if matches!(cfg.data.source, DataSource::Toy | DataSource::Synthetic) {
+        // A generated dataset is held in memory as f32.
+        let values = cfg.data.n_samples as f64
+            * shape
+                .sample
+                .iter()
+                .map(|&s| s.max(1) as f64)
+                .product::<f64>();
+        if values > MAX_GENERATED_VALUES {
+            p.push(Problem::new(
+                "data.n_samples",
+                format!(
+                    "= {}: {} samples of {:?} are {:.1} GiB in memory, more than {} GiB; lower data.n_samples",
+                    cfg.data.n_samples,
+                    cfg.data.n_samples,
+                    shape.sample,
+                    values * 4.0 / (1u64 << 30) as f64,
+                    MAX_GENERATED_VALUES as u64 * 4 >> 30
+                ),
+            ));
+        }
     }
     validate_data_source(cfg, &mut p);
     if cfg.data.labels && shape.num_classes.is_none() && cfg.data.source != DataSource::Folder {
@@ -639,6 +687,13 @@ fn validate_model(cfg: &RunConfig, shape: &DataShape, p: &mut Vec<Problem>) {
             1,
             "number of residual blocks",
         );
+        // Each residual block holds three hidden × hidden linears.
+        let (hidden, depth) = (m.hidden.unwrap_or(v.hidden), m.depth.unwrap_or(v.depth));
+        too_big(
+            p,
+            "model.hidden",
+            3.0 * depth as f64 * (hidden as f64).powi(2),
+        );
         return;
     }
     let ch = m.ch.unwrap_or(v.ch);
@@ -705,5 +760,32 @@ fn validate_model(cfg: &RunConfig, shape: &DataShape, p: &mut Vec<Problem>) {
             ));
             break;
         }
+    }
+    // 3×3 convolutions per level: down blocks (2 convs of c²), up blocks (of
+    // up to 2c inputs, and one more), the resampling conv; then the middle.
+    let blocks = m.num_res_blocks.unwrap_or(v.num_res_blocks) as f64;
+    let per_level = 9.0 * (2.0 * blocks + 3.0 * (blocks + 1.0) + 2.0);
+    let widest = (ch * ch_mult.iter().max().copied().unwrap_or(1)) as f64;
+    let estimate = ch_mult
+        .iter()
+        .map(|&mult| per_level * ((ch * mult) as f64).powi(2))
+        .sum::<f64>()
+        + 40.0 * widest * widest;
+    too_big(p, "model.ch", estimate);
+}
+
+/// The most parameters a model may have: 2·10⁹ is 8 GB of fp32 weights, and
+/// training holds four to six times that (gradients, AdamW moments, EMAs).
+/// Past it libtorch cannot allocate the model and panics.
+const MAX_PARAMETERS: f64 = 2e9;
+
+/// A model whose estimated parameter count (`estimate`, within ~15% for the
+/// presets) is past [`MAX_PARAMETERS`].
+fn too_big(p: &mut Vec<Problem>, key: &str, estimate: f64) {
+    if estimate > MAX_PARAMETERS {
+        p.push(Problem::new(
+            key,
+            format!("makes a model of about {estimate:.1e} parameters, more than {MAX_PARAMETERS:.0e} (its weights, gradients and optimizer state would not fit in memory); make it smaller (the largest preset, ddpm-cifar10, has 3.6e7)"),
+        ));
     }
 }
