@@ -159,6 +159,63 @@ fn the_per_timestep_loss_covers_every_point_and_weight_set_and_falls_with_traini
         "{}",
         text(&o.stderr)
     );
+    // Another run (another learning rate) may not write into this run's
+    // evaluation folder, nor take its rows for its own.
+    let other = d.join("other");
+    let o = bin()
+        .arg("train")
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&other)
+        .args([
+            "--quiet",
+            "--device",
+            "cpu",
+            "--set",
+            "train.lr=1e-3",
+            "--set",
+            "train.steps=200",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let before = std::fs::read(run.join("eval/timestep_loss.parquet")).unwrap();
+    let o = bin()
+        .arg("eval")
+        .arg(&other)
+        .arg("--out")
+        .arg(run.join("eval"))
+        .args(["--device", "cpu", "--quiet"])
+        .output()
+        .unwrap();
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("holds the evaluation of another run")
+            && err.contains(&run.display().to_string())
+            && err.contains("give each run its own folder"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(run.join("eval/timestep_loss.parquet")).unwrap(),
+        before
+    );
+    // --out naming a file.
+    let o = bin()
+        .arg("eval")
+        .arg(&other)
+        .arg("--out")
+        .arg(&cfg)
+        .args(["--device", "cpu", "--quiet"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("is a file; name a folder"),
+        "{}",
+        text(&o.stderr)
+    );
+
     let o = eval(&["--weights", "ema-0.5"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(

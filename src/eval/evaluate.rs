@@ -214,7 +214,7 @@ pub fn evaluate(
         }
         chosen
     };
-    std::fs::create_dir_all(&opts.out).map_err(|e| table_err(&opts.out, e))?;
+    claim_out(&opts.out, &opts.run_dir, &cfg)?;
     let path = opts.out.join("timestep_loss.parquet");
     let mpath = opts.out.join(metrics_table::FILE);
     let mut rows = read_timestep_rows(&path)?;
@@ -497,6 +497,51 @@ fn write_samples(
         )
         .map_err(write_err)
     }
+}
+
+/// Names the run an evaluation folder belongs to, so that a second run's
+/// evaluation never lands among the first's rows (or reads them as its own).
+pub const OWNER_FILE: &str = "evaluated_run.json";
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct EvalOwner {
+    run_dir: String,
+    /// The run's config hash without `train.steps` (a resumed, longer run
+    /// is the same run).
+    config_hash: String,
+}
+
+/// Make `out` this run's evaluation folder, or say whose it is.
+fn claim_out(out: &Path, run_dir: &Path, cfg: &crate::config::RunConfig) -> Result<(), EvalError> {
+    let owner = EvalOwner {
+        run_dir: run_dir.display().to_string(),
+        config_hash: crate::train::trainer::config_hash(cfg, true),
+    };
+    let file = out.join(OWNER_FILE);
+    if let Some(other) = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|t| serde_json::from_str::<EvalOwner>(&t).ok())
+    {
+        if other.config_hash != owner.config_hash {
+            return Err(EvalError::Input(format!(
+                "--out {}: holds the evaluation of another run ({}, config {}; this run's is {}); give each run its own folder (the default is RUN_DIR/eval)",
+                out.display(),
+                other.run_dir,
+                other.config_hash,
+                owner.config_hash
+            )));
+        }
+        return Ok(());
+    }
+    if out.exists() && !out.is_dir() {
+        return Err(EvalError::Input(format!(
+            "--out {}: is a file; name a folder for the evaluation tables (the default is RUN_DIR/eval)",
+            out.display()
+        )));
+    }
+    std::fs::create_dir_all(out).map_err(|e| table_err(out, e))?;
+    // A folder from before this file existed is taken to be this run's.
+    crate::train::status::write_json_atomic(&file, &owner).map_err(|e| table_err(&file, e))
 }
 
 /// Written when an evaluation has covered every point of the run for these
