@@ -350,3 +350,35 @@ fn a_smoothing_window_below_one_is_refused_and_the_report_is_kept() {
         .unwrap();
     assert!(o.status.success(), "{}", text(&o.stderr));
 }
+
+/// A chart left by an earlier report that this one does not draw is removed;
+/// a plan without runs is an input error, not an empty report.
+#[test]
+fn stale_charts_go_and_an_empty_plan_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, _) = reported_fixture(tmp.path());
+    let charts = root.join("charts");
+    let drawn = std::fs::read_dir(&charts).unwrap().count();
+    for stale in ["old_variant_curve.png", "old_variant_curve.svg"] {
+        std::fs::write(charts.join(stale), "from an earlier report").unwrap();
+    }
+    std::fs::write(charts.join("notes.txt"), "the user's").unwrap();
+    let o = bin().arg("report").arg(&root).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(!charts.join("old_variant_curve.png").exists());
+    assert!(!charts.join("old_variant_curve.svg").exists());
+    assert!(charts.join("notes.txt").exists(), "only charts are removed");
+    assert_eq!(std::fs::read_dir(&charts).unwrap().count(), drawn + 1);
+
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::write(empty.join("plan.json"), "{}").unwrap();
+    let o = bin().arg("report").arg(&empty).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("lists no runs, so there is nothing to report"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(!empty.join("report.md").exists());
+}

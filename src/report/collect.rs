@@ -135,7 +135,15 @@ pub fn collect(root: &Path) -> Result<SweepData, CollectError> {
     let plan: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
         CollectError::Input(format!("{}: not a sweep plan ({e})", plan_path.display()))
     })?;
-    let runs = plan["runs"].as_array().cloned().unwrap_or_default();
+    let runs = match plan["runs"].as_array() {
+        Some(runs) if !runs.is_empty() => runs.clone(),
+        _ => {
+            return Err(CollectError::Input(format!(
+                "{}: lists no runs, so there is nothing to report; give a sweep folder (results/<sweep>) that `ddpm-lab sweep` has planned",
+                plan_path.display()
+            )))
+        }
+    };
     let read_run = |r: &serde_json::Value| -> Result<(RunData, Vec<String>), CollectError> {
         let id = r["id"].as_str().unwrap_or("").to_string();
         let job = r["job"].as_str().unwrap_or("").to_string();

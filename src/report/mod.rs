@@ -611,6 +611,17 @@ pub fn report(root: &Path, opts: &ReportOptions) -> Result<ReportOutcome, Report
         }
     }
 
+    // Charts of an earlier report that this one did not draw (fewer
+    // variants, say) would sit beside the new ones as if current.
+    let drawn: Vec<_> = chart_paths.iter().filter_map(|p| p.file_stem()).collect();
+    for e in std::fs::read_dir(&cdir).into_iter().flatten().flatten() {
+        let p = e.path();
+        let chart = p.extension().is_some_and(|x| x == "png" || x == "svg");
+        if chart && !p.file_stem().is_some_and(|s| drawn.contains(&s)) {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+
     // The document.
     let mut b = vec![Block::Heading(1, format!("Report: {}", s.name))];
     if !s.description.is_empty() {
