@@ -513,6 +513,21 @@ fn every_validation_problem_is_reported_at_once_with_its_line_and_nothing_starts
     let out = sweep(&spec, &results, &["--dry-run"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("warning: ") && text(&out.stderr).contains("no/such.csv"));
+    // A folder where a table file belongs.
+    let folder = d.join("tables");
+    std::fs::create_dir_all(&folder).unwrap();
+    expect_bad(
+        &spec,
+        &results,
+        &[
+            "--set",
+            &format!("data.path={:?}", folder.display().to_string()),
+        ],
+        &[
+            "data.path: = ",
+            "tables\": is a folder; point data.path at the CSV or Parquet file",
+        ],
+    );
     // A bad --set on an axis, and a bad device list.
     let spec = write(d, "ok.toml", "[base]\ndata.source = \"toy\"\n");
     expect_bad(

@@ -27,8 +27,8 @@ pub struct EvalCmd {
     /// Only the per-timestep loss (no sampling, no bits/dim).
     #[arg(long)]
     pub loss_only: bool,
-    /// CPU threads for libtorch (0 = its default).
-    #[arg(long, default_value_t = 0)]
+    /// CPU threads for libtorch (0 = its default; at most 1024).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=1024))]
     pub threads: i32,
     /// No progress lines.
     #[arg(long, short)]

@@ -179,6 +179,9 @@ fn at_least(p: &mut Vec<Problem>, key: &str, v: i64, min: i64, hint: &str) {
 /// want of memory, without a word.
 pub const MAX_BATCH: i64 = 1 << 20;
 
+/// The most CPU threads libtorch is asked for (100,000 hung the process).
+pub const MAX_THREADS: i64 = 1024;
+
 /// The largest image side (`data.resolution`, or a synthetic `data.shape`).
 pub const MAX_SIDE: i64 = 1024;
 
@@ -271,6 +274,12 @@ pub fn validate(cfg: &RunConfig) -> Vec<Problem> {
         0,
         "0 keeps libtorch's default",
     );
+    if t.threads > MAX_THREADS {
+        p.push(Problem::new(
+            "train.threads",
+            format!("= {}: at most {MAX_THREADS}; one per physical core is best, 0 keeps libtorch's default", t.threads),
+        ));
+    }
     match DeviceChoice::parse(&t.device) {
         None => p.push(Problem::new(
             "train.device",

@@ -277,14 +277,24 @@ pub fn missing_data(planned: &Planned) -> Result<(), ConfigError> {
             DataSource::Toy | DataSource::Synthetic => continue,
         };
         let path = d.resolved_path();
-        if path.exists() {
-            continue;
-        }
-        let cwd = std::env::current_dir().map_or_else(|_| ".".into(), |c| c.display().to_string());
-        let message = format!(
-            "= {:?}: not found (a relative data.path is resolved from the folder ddpm-lab runs in, {cwd}, not from the spec's); {what}",
-            path.display().to_string()
-        );
+        let shown = path.display().to_string();
+        let message = match d.source {
+            // The kind of path matters for these two: a folder of images, one table file.
+            DataSource::Folder if path.is_file() => {
+                format!("= {shown:?}: is a file; {what}")
+            }
+            DataSource::Tabular if path.is_dir() => {
+                format!("= {shown:?}: is a folder; {what}")
+            }
+            _ if path.exists() => continue,
+            _ => {
+                let cwd = std::env::current_dir()
+                    .map_or_else(|_| ".".into(), |c| c.display().to_string());
+                format!(
+                    "= {shown:?}: not found (a relative data.path is resolved from the folder ddpm-lab runs in, {cwd}, not from the spec's); {what}"
+                )
+            }
+        };
         if problems.iter().any(|p| p.message == message) {
             continue;
         }
