@@ -189,6 +189,37 @@ fn cifar10_python_version_trains_from_its_folder() {
     assert!(out.join("checkpoints").exists());
 }
 
+/// An unreadable image stops training before it starts, whichever split it
+/// falls in (one in the held-out split used to surface only at evaluation).
+#[test]
+fn an_unreadable_image_in_either_split_stops_training() {
+    for bad in ["a.png", "b.png"] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("imgs");
+        std::fs::create_dir_all(&root).unwrap();
+        for name in ["a.png", "b.png"] {
+            if name == bad {
+                std::fs::write(root.join(name), b"not an image").unwrap();
+            } else {
+                image::RgbImage::from_pixel(8, 8, image::Rgb([9, 99, 199]))
+                    .save(root.join(name))
+                    .unwrap();
+            }
+        }
+        let (o, out) = train(
+            dir.path(),
+            &format!("[data]\nsource = \"folder\"\npath = {:?}\nresolution = 8\ntest_fraction = 0.5\n[model]\npreset = \"unet-tiny\"\n{TINY_TRAIN}", root.to_str().unwrap()),
+        );
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {err}");
+        assert!(
+            err.contains(bad) && err.contains("cannot decode it"),
+            "{bad}: {err}"
+        );
+        assert!(!out.join("checkpoints").exists(), "{bad}: trained anyway");
+    }
+}
+
 #[test]
 fn an_image_folder_trains_with_labels_from_subfolders() {
     let dir = tempfile::tempdir().unwrap();

@@ -337,6 +337,11 @@ impl Run {
         let st = schedule.tensors(device);
         let sampler = create_sampler(d.timestep_sampling, d.timesteps, d.loss_aware_bins);
         let dataset = data::load(cfg, data::Split::Train)?;
+        if cfg.data.source == config::run::DataSource::Folder && cfg.data.test_fraction > 0.0 {
+            // Evaluation decodes the held-out images: one that cannot be read
+            // stops the run now, not after training.
+            data::load(cfg, data::Split::Test)?;
+        }
         let batcher = Batcher::new(
             &dataset,
             device,
