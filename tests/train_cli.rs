@@ -574,6 +574,8 @@ fn config_errors_name_the_key_value_and_fix_and_write_nothing() {
         ("[data]\nsource = \"synthetic\"\nshape = [1, 100000, 100000]\n[model]\npreset = \"unet-tiny\"\n", &["data.shape: makes images of [1, 100000, 100000]: at most 1024 pixels a side"]),
         ("[data]\nn_samples = 2000000000\n", &["data.n_samples: = 2000000000: 2000000000 samples of [2] are 14.9 GiB in memory, more than 8 GiB"]),
         ("[data]\nsource = \"synthetic\"\nshape = [5, 8, 8]\n[model]\npreset = \"unet-tiny\"\n", &["data.shape: = [5, 8, 8]: images have 1 channel (grayscale) or 3 (RGB)"]),
+        ("[data]\nsource = \"tabular\"\npath = \"x.csv\"\ncolumns = [\"a\", \"a\"]\n", &["data.columns: lists \"a\" twice"]),
+        ("[data]\nsource = \"tabular\"\npath = \"x.csv\"\ncolumns = [\"a\", \"b\"]\ncondition_columns = [\"b\"]\nvector_condition = true\n", &["data.condition_columns: lists \"b\", which data.columns models too"]),
         ("[train]\nthreads = 100000\n", &["train.threads: = 100000: at most 1024"]),
         ("[train]\nbatch_size = 100000000000\n", &["bad.toml:2: train.batch_size: = 100000000000: at most 1048576 (2^20)"]),
         ("[train\nlr = 1\n", &["not valid TOML"]),

@@ -652,6 +652,28 @@ fn validate_data_source(cfg: &RunConfig, p: &mut Vec<Problem>) {
             "is empty: name the modelled columns of the file, e.g. [\"spx\", \"ndx\"]",
         ));
     }
+    // Each column once: the model's columns, then its condition columns.
+    let all: Vec<(&str, &String)> = d
+        .columns
+        .iter()
+        .map(|c| ("data.columns", c))
+        .chain(
+            d.condition_columns
+                .iter()
+                .map(|c| ("data.condition_columns", c)),
+        )
+        .collect();
+    for (i, (key, c)) in all.iter().enumerate() {
+        if let Some((first, _)) = all[..i].iter().find(|(_, o)| o == c) {
+            let message = if first == key {
+                format!("lists {c:?} twice; name each column once")
+            } else {
+                format!("lists {c:?}, which data.columns models too; a column is either modelled or a condition, not both")
+            };
+            p.push(Problem::new(key, message));
+            break;
+        }
+    }
     if d.source != DataSource::Tabular && !(d.columns.is_empty() && d.condition_columns.is_empty())
     {
         p.push(Problem::new(
