@@ -119,6 +119,24 @@ fn the_finance_smoke_spec_models_returns_with_their_tail_metrics() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
+    // Only a .csv file: not a .parquet name (it got CSV text), not a folder.
+    for (out, why) in [
+        (tmp.path().join("r.parquet"), "returns are written as CSV"),
+        (tmp.path().to_path_buf(), "is a folder"),
+    ] {
+        let o = bin()
+            .args(["data", "returns", "--force", "--out"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains(why) && err.contains("name a .csv file"),
+            "{err}"
+        );
+    }
+    assert!(!tmp.path().join("r.parquet").exists());
     let root = sweep(
         "finance.toml",
         &tmp.path().join("results"),

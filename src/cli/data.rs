@@ -21,12 +21,13 @@ pub struct ReturnsArgs {
     /// The CSV to write (refused if it exists, unless --force).
     #[arg(long, default_value = "data/returns.csv")]
     pub out: PathBuf,
-    /// Trading days.
+    /// Trading days (50 to 10,000,000).
     #[arg(long, default_value_t = 5000)]
     pub days: usize,
-    /// Assets (columns r0, r1, …).
+    /// Assets (columns r0, r1, …; 1 to 1,000).
     #[arg(long, default_value_t = 3)]
     pub assets: usize,
+    /// Random seed: the same seed writes the same file.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Overwrite an existing file.
@@ -51,10 +52,26 @@ pub fn run(cmd: DataCmd) -> anyhow::Result<()> {
     match cmd {
         DataCmd::Returns(a) => {
             use crate::data::garch;
-            if a.days < 50 || a.assets == 0 {
-                return Err(bad_input(
-                    "--days must be at least 50 and --assets at least 1",
-                ));
+            if !(50..=10_000_000).contains(&a.days) || !(1..=1000).contains(&a.assets) {
+                return Err(bad_input(format!(
+                    "--days {} --assets {}: --days must be 50 to 10,000,000 and --assets 1 to 1,000",
+                    a.days, a.assets
+                )));
+            }
+            let is_csv = a
+                .out
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+            if a.out.is_dir() || !is_csv {
+                return Err(bad_input(format!(
+                    "--out {}: {}; name a .csv file, e.g. data/returns.csv",
+                    a.out.display(),
+                    if a.out.is_dir() {
+                        "is a folder"
+                    } else {
+                        "returns are written as CSV"
+                    }
+                )));
             }
             if a.out.exists() && !a.force {
                 return Err(bad_input(format!(

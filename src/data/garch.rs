@@ -86,9 +86,20 @@ pub fn write_csv(path: &Path, rows: &[Vec<f64>]) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    let k = rows.first().map_or(0, |r| r.len());
     let tmp = path.with_extension("csv.tmp");
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    // A write that fails (a full disk) leaves no half-written file behind.
+    write_rows(&tmp, rows)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+}
+
+/// The CSV text of `rows` (with the day index and the portfolio's trailing
+/// 20-day volatility) into `tmp`.
+fn write_rows(tmp: &Path, rows: &[Vec<f64>]) -> std::io::Result<()> {
+    let k = rows.first().map_or(0, |r| r.len());
+    let mut f = std::io::BufWriter::new(std::fs::File::create(tmp)?);
     let names: Vec<String> = (0..k).map(|i| format!("r{i}")).collect();
     writeln!(f, "day,{},vol20", names.join(","))?;
     let port: Vec<f64> = rows
@@ -106,9 +117,7 @@ pub fn write_csv(path: &Path, rows: &[Vec<f64>]) -> std::io::Result<()> {
         let vals: Vec<String> = r.iter().map(|v| format!("{v:.8}")).collect();
         writeln!(f, "{d},{},{vol:.8}", vals.join(","))?;
     }
-    f.flush()?;
-    drop(f);
-    std::fs::rename(&tmp, path)
+    f.flush()
 }
 
 #[cfg(test)]
