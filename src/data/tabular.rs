@@ -103,8 +103,11 @@ fn read_frame(path: &Path) -> Result<DataFrame, DataError> {
         let f = std::fs::File::open(path).map_err(DataError::io(path))?;
         ParquetReader::new(f).finish()
     } else {
+        // Types from every row, not the first 100: a column of whole numbers
+        // with a 1.5 further down is a float column, not a parse error.
         CsvReadOptions::default()
             .with_has_header(true)
+            .with_infer_schema_length(None)
             .try_into_reader_with_file_path(Some(path.to_path_buf()))
             .and_then(|r| r.finish())
     };
@@ -258,6 +261,29 @@ mod tests {
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
+    }
+
+    /// Column types come from every row: 150 whole numbers and then 1.5 is a
+    /// float column (polars' default looks at the first 100 rows and failed).
+    #[test]
+    fn a_float_after_many_whole_numbers_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("late.csv");
+        let mut text = "a\n".to_string();
+        for i in 0..150 {
+            text.push_str(&format!("{}\n", i % 7));
+        }
+        text.push_str("1.5\n2\n3\n4\n");
+        std::fs::write(&csv, text).unwrap();
+        let cols = s(&["a"]);
+        let spec = TabularSpec {
+            test_fraction: 4.0 / 154.0,
+            ..spec(&cols, &[], Scaling::Minmax, false)
+        };
+        let (train, test) = load(&csv, &spec).unwrap();
+        assert_eq!((train.rows, test.rows), (150, 4));
+        // Train rows span [0, 6] → [−1, 1]; 1.5 maps to 1.5/3 − 1 = −0.5.
+        assert!((test.values[0] - -0.5).abs() < 1e-6, "{:?}", test.values);
     }
 
     #[test]
