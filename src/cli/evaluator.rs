@@ -37,7 +37,8 @@ pub struct TrainArgs {
     /// The cache folder.
     #[arg(long, default_value = "results/.evaluators")]
     pub evaluators: PathBuf,
-    /// Training epochs.
+    /// Training epochs, at least: a small dataset gets as many more as it
+    /// takes to reach 400 optimizer steps.
     #[arg(long, default_value_t = TrainOptions::default().epochs)]
     pub epochs: usize,
     /// Retrain even if one is cached (the old one is replaced only when the new one is written).
@@ -157,6 +158,9 @@ fn print_info(i: &evaluator::EvaluatorInfo, dir: &std::path::Path) {
         i.epochs,
         i.seconds
     );
+    if let Some(w) = i.near_chance() {
+        eprintln!("warning: {w}");
+    }
 }
 
 fn show(a: ShowArgs) -> anyhow::Result<()> {

@@ -332,6 +332,9 @@ pub fn evaluate(
                             info.test_accuracy * 100.0,
                             info.test_images
                         ));
+                        if let Some(w) = info.near_chance() {
+                            progress(&format!("warning: {w}"));
+                        }
                     }
                     reference = Some(r);
                 }

@@ -112,6 +112,23 @@ pub struct Evaluator {
     device: Device,
 }
 
+impl EvaluatorInfo {
+    /// A warning when the held-out accuracy is within 1.5× of chance: the
+    /// metrics built on its features would say little.
+    pub fn near_chance(&self) -> Option<String> {
+        let chance = 1.0 / self.num_classes.max(1) as f64;
+        (self.num_classes > 1 && self.test_accuracy < 1.5 * chance).then(|| {
+            format!(
+                "the evaluator {} classifies {:.1}% of the held-out images right, near chance ({:.1}% for {} classes): the fd_/is_/precision_/recall_ metrics from its features will say little. Check the labels, or use more data",
+                self.name,
+                self.test_accuracy * 100.0,
+                chance * 100.0,
+                self.num_classes
+            )
+        })
+    }
+}
+
 /// How to train an evaluator.
 #[derive(Debug, Clone, Copy)]
 pub struct TrainOptions {
@@ -429,6 +446,33 @@ mod tests {
         c.data.n_samples = 400;
         c.data.shape = vec![1, 16, 16];
         c
+    }
+
+    #[test]
+    fn an_evaluator_near_chance_is_flagged() {
+        let info = |classes: i64, accuracy: f64| EvaluatorInfo {
+            name: "cnn".into(),
+            key: "k".into(),
+            architecture: "a".into(),
+            channels: 1,
+            resolution: 8,
+            num_classes: classes,
+            train_images: 10,
+            test_images: 10,
+            test_accuracy: accuracy,
+            epochs: 1,
+            seconds: 0.0,
+        };
+        let w = info(2, 0.5).near_chance().unwrap();
+        assert!(
+            w.contains("50.0% of the held-out images right, near chance (50.0% for 2 classes)"),
+            "{w}"
+        );
+        assert!(info(2, 0.74).near_chance().is_some());
+        assert!(info(2, 0.76).near_chance().is_none());
+        assert!(info(10, 0.14).near_chance().is_some());
+        assert!(info(10, 0.98).near_chance().is_none());
+        assert!(info(1, 0.0).near_chance().is_none());
     }
 
     #[test]
