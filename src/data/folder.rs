@@ -41,7 +41,12 @@ pub fn list(root: &Path) -> Result<Vec<(PathBuf, Option<String>)>, DataError> {
         ));
     }
     let mut out = vec![];
-    for entry in walkdir::WalkDir::new(root).sort_by_file_name() {
+    // Symlinked images and class folders count (datasets are often assembled
+    // from links); walkdir reports a link loop as an error.
+    for entry in walkdir::WalkDir::new(root)
+        .follow_links(true)
+        .sort_by_file_name()
+    {
         let entry = entry.map_err(|e| DataError::format(root, format!("cannot walk it ({e})")))?;
         if entry.file_type().is_file() && is_image(entry.path()) {
             let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
@@ -156,6 +161,21 @@ pub mod tests {
         assert_eq!((px[0], px[64], px[128]), (100, 50, 200));
         let gray = load_image(&files[0].0, 8, ColorMode::Grayscale).unwrap();
         assert_eq!(gray.len(), 64);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinked_images_and_class_folders_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        write_fake(&store, &["cat", "ant"], 2, 8, 8);
+        let root = dir.path().join("linked");
+        std::fs::create_dir_all(root.join("owl")).unwrap();
+        std::os::unix::fs::symlink(store.join("cat"), root.join("cat")).unwrap();
+        std::os::unix::fs::symlink(store.join("ant/000.png"), root.join("owl/a.png")).unwrap();
+        let files = list(&root).unwrap();
+        assert_eq!(files.len(), 3, "{files:?}");
+        assert_eq!(class_names(&files, &root).unwrap(), vec!["cat", "owl"]);
     }
 
     #[test]
