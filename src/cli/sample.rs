@@ -239,12 +239,16 @@ pub fn run(cmd: SampleCmd) -> anyhow::Result<()> {
         })?;
     }
     eprintln!(
-        "{}: {} samples from step {} ({}), {:?} sampler{}, guidance {guidance}, seed {} in {:.1}s",
+        "{}: {} sample{} from step {} ({}), {} sampler{}, guidance {guidance}, seed {} in {:.1}s",
         cmd.out.display(),
         cmd.n,
+        if cmd.n == 1 { "" } else { "s" },
         tm.step,
         tm.weights,
-        opts.sampler,
+        match opts.sampler {
+            SamplerKind::Ddpm => "DDPM",
+            SamplerKind::Ddim => "DDIM",
+        },
         if opts.sampler == SamplerKind::Ddim {
             format!(
                 " ({} steps, η {})",

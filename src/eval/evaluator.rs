@@ -157,8 +157,8 @@ pub fn dataset_key(cfg: &RunConfig) -> Result<String, EvaluatorError> {
     let shape = crate::config::data_shape(cfg).sample;
     if shape.len() != 3 {
         return Err(EvaluatorError::Input(format!(
-            "the evaluator network needs image data; data.source = {:?} has samples of shape {shape:?}",
-            d.source
+            "the evaluator network needs image data; data.source = {} has samples of shape {shape:?}",
+            toml::Value::try_from(d.source).map_or_else(|_| "?".into(), |v| v.to_string())
         )));
     }
     let what = match d.source {

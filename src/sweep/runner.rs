@@ -424,10 +424,12 @@ pub fn plan_text(p: &Planned) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "sweep {}: {} runs in {} training jobs{}",
+        "sweep {}: {} run{} in {} training job{}{}",
         p.spec.name,
         p.plan.runs.len(),
+        if p.plan.runs.len() == 1 { "" } else { "s" },
         p.plan.jobs.len(),
+        if p.plan.jobs.len() == 1 { "" } else { "s" },
         if p.plan.jobs.len() < p.plan.runs.len() {
             " (runs that differ only in ema.decay or eval.* share a job)"
         } else {
