@@ -415,6 +415,20 @@ fn set_and_environment_values_cannot_bypass_the_axis_checks() {
         &["--set", "sweep.train.threads=[1, 2]"],
         &["sweep.train.threads: changes how runs are launched or logged"],
     );
+    // A bad value in a --set axis names the flag, not the spec's [sweep] line;
+    // TOML's quoting of the dotted key is understood.
+    expect_bad(
+        &spec,
+        &results,
+        &["--set", "sweep.seeds=[-1]"],
+        &["--set sweep.seeds=[-1]: train.seed: expected a whole number ≥ 0"],
+    );
+    expect_bad(
+        &spec,
+        &results,
+        &["--set", "sweep.\"train.p_uncond\"=[2.0]"],
+        &["train.p_uncond: = 2: must be in [0, 1)"],
+    );
     let many: Vec<String> = (0..700).map(|i| format!("{}e-5", i + 1)).collect();
     let set = format!("sweep.train.lr=[{}]", many.join(", "));
     expect_bad(

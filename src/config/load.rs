@@ -51,7 +51,9 @@ impl SetArg {
         let (key, value) = raw
             .split_once('=')
             .ok_or_else(|| format!("--set {raw}: expected key=value, e.g. --set train.lr=1e-4"))?;
-        let key = key.trim();
+        // `sweep."train.lr"` (TOML's quoting of a dotted key) means sweep.train.lr.
+        let unquoted = key.trim().replace(['"', '\''], "");
+        let key = unquoted.as_str();
         if key.is_empty() || key.split('.').any(|p| p.is_empty()) {
             return Err(format!(
                 "--set {raw}: the key must be a dotted path like train.lr"

@@ -35,6 +35,9 @@ pub struct SweepSpec {
     /// `extends` chain). Keys: `smoothing` (moving-average window of training
     /// curves, ≥ 1).
     pub report: Option<toml::Table>,
+    /// Axes given or replaced by `--set sweep.<key>=[…]`: (run-config key, the
+    /// flag as written), so their problems name the flag, not the file.
+    pub set_axes: Vec<(String, String)>,
 }
 
 /// The `[base]` of one spec file.
@@ -278,6 +281,7 @@ pub fn read(path: &Path) -> Result<SweepSpec, ConfigError> {
         bases,
         axes,
         report,
+        set_axes: vec![],
     })
 }
 
@@ -340,6 +344,7 @@ impl SweepSpec {
                 }
             };
             let key = if key == "seeds" { "train.seed" } else { key };
+            self.set_axes.push((key.to_string(), s.raw.clone()));
             let points: Vec<Vec<toml::Value>> = values.into_iter().map(|v| vec![v]).collect();
             // The checks a spec file's axis gets: no value twice.
             let place = if key == "train.seed" {
@@ -606,7 +611,10 @@ impl SweepSpec {
             match extract(&fig, &texts) {
                 Ok(config) => runs.push(Run { assignment, config }),
                 Err(ps) => {
-                    for p in ps {
+                    for mut p in ps {
+                        if let Some((_, raw)) = self.set_axes.iter().find(|(k, _)| *k == p.key) {
+                            p.origin = Some(format!("--set {raw}"));
+                        }
                         match problems.iter_mut().find(|(q, _, _)| q == &p) {
                             Some(entry) => entry.2 += 1,
                             None => problems.push((p, slug(&assignment), 1)),
