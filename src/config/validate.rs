@@ -423,7 +423,7 @@ pub fn validate(cfg: &RunConfig) -> Vec<Problem> {
                     cfg.data.n_samples,
                     shape.sample,
                     values * 4.0 / (1u64 << 30) as f64,
-                    MAX_GENERATED_VALUES as u64 * 4 >> 30
+                    (MAX_GENERATED_VALUES as u64 * 4) >> 30
                 ),
             ));
         }
