@@ -189,23 +189,32 @@ fn a_conditional_toy_model_samples_each_class_near_its_gaussian_reproducibly() {
         original.replace("timesteps = 100", "timesteps = 50"),
     )
     .unwrap();
-    for cmd in ["sample", "eval"] {
-        let p = d.join("edited.csv");
-        let mut c = bin();
-        c.arg(cmd).arg(&run);
-        if cmd == "sample" {
-            c.arg("--out").arg(&p);
+    // `sample` and `eval` both refuse with exit 2, messages holding `needles`,
+    // and write nothing.
+    let both_refuse = |extra: &[&str], needles: &[&str]| {
+        for cmd in ["sample", "eval"] {
+            let p = d.join("refused.csv");
+            let mut c = bin();
+            c.arg(cmd).arg(&run).args(extra);
+            if cmd == "sample" {
+                c.arg("--out").arg(&p);
+            }
+            let o = c.output().unwrap();
+            let err = text(&o.stderr);
+            assert_eq!(o.status.code(), Some(2), "{cmd}: {err}");
+            for n in needles {
+                assert!(err.contains(n), "{cmd}: {err}");
+            }
+            assert!(!p.exists() && !run.join("eval").exists(), "{cmd}");
         }
-        let o = c.output().unwrap();
-        let err = text(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "{cmd}: {err}");
-        assert!(
-            err.contains("differs from the config the run was trained with")
-                && err.contains("a training key was edited after training"),
-            "{cmd}: {err}"
-        );
-        assert!(!p.exists() && !run.join("eval").exists(), "{cmd}");
-    }
+    };
+    both_refuse(
+        &[],
+        &[
+            "differs from the config the run was trained with",
+            "a training key was edited after training",
+        ],
+    );
     // An evaluation setting may change.
     let eval_edit: Vec<String> = original
         .lines()
@@ -221,22 +230,10 @@ fn a_conditional_toy_model_samples_each_class_near_its_gaussian_reproducibly() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     std::fs::write(&config, &original).unwrap();
     // A CUDA device the machine lacks: exit 2 naming the count, not a libtorch panic.
-    for cmd in ["sample", "eval"] {
-        let p = d.join("cuda.csv");
-        let mut c = bin();
-        c.arg(cmd).arg(&run).args(["--device", "cuda:63"]);
-        if cmd == "sample" {
-            c.arg("--out").arg(&p);
-        }
-        let o = c.output().unwrap();
-        let err = text(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "{cmd}: {err}");
-        assert!(
-            err.contains("--device cuda:63: this machine has"),
-            "{cmd}: {err}"
-        );
-        assert!(!p.exists() && !run.join("eval").exists(), "{cmd}");
-    }
+    both_refuse(
+        &["--device", "cuda:63"],
+        &["--device cuda:63: this machine has"],
+    );
     let o = sample(&run, &a, &[]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stderr).contains("never overwrites"));

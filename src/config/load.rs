@@ -27,6 +27,20 @@ pub struct ConfigError {
     pub problems: Vec<Problem>,
 }
 
+impl ConfigError {
+    /// Ok when there is no problem; else every problem, from `origin`.
+    pub fn unless_empty(origin: &Path, problems: Vec<Problem>) -> Result<(), ConfigError> {
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError {
+                origin: origin.display().to_string(),
+                problems,
+            })
+        }
+    }
+}
+
 fn render(origin: &str, problems: &[Problem]) -> String {
     let n = problems.len();
     let mut s = format!("{origin} has {n} problem{}:", if n == 1 { "" } else { "s" });

@@ -300,14 +300,7 @@ pub fn missing_data(planned: &Planned) -> Result<(), ConfigError> {
         }
         problems.push(Problem::new("data.path", message).at(Some(spec_origin(spec, "data.path"))));
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(ConfigError {
-            origin: spec.path.display().to_string(),
-            problems,
-        })
-    }
+    ConfigError::unless_empty(&spec.path, problems)
 }
 
 /// The weight sets a job's runs are evaluated with, in plan order, and the

@@ -491,9 +491,9 @@ impl SweepSpec {
         self.resolve_with(sets, env, |a| a.clone())
     }
 
-    /// A `--set` or `DDPM_LAB_*` value for a swept key would give every run the
-    /// same value while ids and the report still tell the runs apart by it:
-    /// refused, pointing at the axis form.
+    /// A `--set` or `DDPM_LAB_*` value for a swept training key would give
+    /// every run the same value while ids and the report still tell the runs
+    /// apart by it: refused, pointing at the axis form.
     fn check_overrides(&self, sets: &[SetArg], env: bool) -> Result<(), ConfigError> {
         // A table value merges into the config key by key: its leaves count.
         fn leaves_of(key: &str, v: &toml::Value, origin: &str, out: &mut Vec<(String, String)>) {
@@ -524,7 +524,9 @@ impl SweepSpec {
                     || k.strip_prefix(key.as_str())
                         .is_some_and(|rest| rest.starts_with('.'))
             });
-            if let Some(axis) = swept {
+            // A key that does not change training (the test hook, logging
+            // cadence) may be overridden: the runs' jobs stay apart.
+            if let Some(axis) = swept.filter(|a| !crate::train::trainer::is_launch_only(a)) {
                 let form = if axis == "train.seed" {
                     "sweep.seeds".to_string()
                 } else {
@@ -546,14 +548,7 @@ impl SweepSpec {
                 );
             }
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError {
-                origin: self.path.display().to_string(),
-                problems,
-            })
-        }
+        ConfigError::unless_empty(&self.path, problems)
     }
 
     /// Like [`Self::resolve`], with `layer` choosing which of a run's swept

@@ -123,6 +123,12 @@ pub const LAUNCH_ONLY_KEYS: [&str; 8] = [
     "output.dir",
 ];
 
+/// Whether a dotted run-config key changes only how a run is launched,
+/// logged or checkpointed ([`LAUNCH_ONLY_KEYS`] and every `output.*` key).
+pub fn is_launch_only(key: &str) -> bool {
+    key.starts_with("output.") || LAUNCH_ONLY_KEYS.contains(&key)
+}
+
 /// Hash of everything that changes what training computes (not the run
 /// directory, device, threads, or logging and checkpoint cadence). With
 /// `for_resume`, `train.steps` is left out too, since a resume may extend a run.
