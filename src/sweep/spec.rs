@@ -347,11 +347,7 @@ impl SweepSpec {
             self.set_axes.push((key.to_string(), s.raw.clone()));
             let points: Vec<Vec<toml::Value>> = values.into_iter().map(|v| vec![v]).collect();
             // The checks a spec file's axis gets: no value twice.
-            let place = if key == "train.seed" {
-                "sweep.seeds".to_string()
-            } else {
-                format!("sweep.{key}")
-            };
+            let place = axis_name(key);
             if let Err(e) = expand::check_distinct(&place, &[key.to_string()], &points) {
                 problems.push(bad(unplaced(&e.to_string(), &place)));
                 continue;
@@ -397,14 +393,7 @@ impl SweepSpec {
                 );
             }
         }
-        if problems.is_empty() {
-            Ok(rest)
-        } else {
-            Err(ConfigError {
-                origin: self.path.display().to_string(),
-                problems,
-            })
-        }
+        ConfigError::unless_empty(&self.path, problems).map(|()| rest)
     }
 
     /// The spec with `extends` flattened and the axes as they are now, as TOML
@@ -527,11 +516,7 @@ impl SweepSpec {
             // A key that does not change training (the test hook, logging
             // cadence) may be overridden: the runs' jobs stay apart.
             if let Some(axis) = swept.filter(|a| !crate::train::trainer::is_launch_only(a)) {
-                let form = if axis == "train.seed" {
-                    "sweep.seeds".to_string()
-                } else {
-                    format!("sweep.{axis}")
-                };
+                let form = axis_name(axis);
                 let what = if *axis == key {
                     "swept".to_string()
                 } else {
@@ -640,6 +625,16 @@ impl SweepSpec {
             origin: self.path.display().to_string(),
             problems,
         })
+    }
+}
+
+/// How a spec names the axis over run-config key `key`: `sweep.seeds` for
+/// `train.seed`, else `sweep.<key>`.
+fn axis_name(key: &str) -> String {
+    if key == "train.seed" {
+        "sweep.seeds".to_string()
+    } else {
+        format!("sweep.{key}")
     }
 }
 
