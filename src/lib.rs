@@ -14,5 +14,6 @@ pub mod exit;
 pub mod model;
 pub mod report;
 pub mod rng;
+pub mod run;
 pub mod sweep;
 pub mod train;

@@ -76,7 +76,7 @@ fn the_per_timestep_loss_covers_every_point_and_weight_set_and_falls_with_traini
     assert_eq!(rows.len(), 3 * 2 * 5, "points × weight sets × bins");
     let at = |step: u64, w: &str| -> Vec<f64> {
         rows.iter()
-            .filter(|r| r.step == step && r.weights == w)
+            .filter(|r| r.step == step && r.weights.to_string() == w)
             .map(|r| r.loss_unweighted)
             .collect()
     };
@@ -100,7 +100,7 @@ fn the_per_timestep_loss_covers_every_point_and_weight_set_and_falls_with_traini
     let m = metrics_table::read(&run.join("eval/eval_metrics.parquet")).unwrap();
     let get = |step: u64, w: &str, metric: &str| -> &MetricRow {
         m.iter()
-            .find(|r| r.step == step && r.weights == w && r.metric == metric)
+            .find(|r| r.step == step && r.weights.to_string() == w && r.metric == metric)
             .unwrap_or_else(|| panic!("no {metric} at {step} {w}: {m:?}"))
     };
     for step in [0, 200, 400] {
@@ -286,7 +286,7 @@ probe_size = 32
     for step in [0u64, 20] {
         let bpd = m
             .iter()
-            .find(|r| r.step == step && r.weights == "raw" && r.metric == "bpd")
+            .find(|r| r.step == step && r.weights.to_string() == "raw" && r.metric == "bpd")
             .unwrap_or_else(|| panic!("{m:?}"));
         assert_eq!((bpd.guidance, bpd.sampler.as_str()), (None, ""));
         let se = bpd.stderr.unwrap();
@@ -295,7 +295,7 @@ probe_size = 32
         assert!(m.iter().any(|r| r.step == step && r.metric == "bpd_prior"));
         let dec = m
             .iter()
-            .find(|r| r.step == step && r.weights == "raw" && r.metric == "bpd_decoder")
+            .find(|r| r.step == step && r.weights.to_string() == "raw" && r.metric == "bpd_decoder")
             .unwrap();
         assert!(
             dec.value > 0.0 && dec.value < bpd.value,
@@ -313,7 +313,7 @@ probe_size = 32
                     .iter()
                     .find(|r| {
                         r.step == step
-                            && r.weights == "raw"
+                            && r.weights.to_string() == "raw"
                             && r.guidance == Some(g)
                             && r.metric == metric
                     })

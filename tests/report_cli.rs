@@ -9,8 +9,8 @@ use common::{bin, text};
 use ddpm_lab::config::RunConfig;
 use ddpm_lab::eval::evaluate::{write_timestep_rows, TimestepRow};
 use ddpm_lab::eval::metrics_table::{self, MetricRow};
-use ddpm_lab::train::log::LogRecord;
-use ddpm_lab::train::status::{RunState, RunStatus};
+use ddpm_lab::run::records::{LogRecord, PlanFile, PlanRun};
+use ddpm_lab::run::{JobState, RunStatus, Weights};
 use polars::prelude::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -36,18 +36,23 @@ fn fixture(root: &Path) {
             let mut cfg = RunConfig::default();
             cfg.train.seed = seed as u64;
             cfg.train.steps = 100;
-            runs.push(serde_json::json!({
-                "id": id, "job": job, "weights": "raw",
-                "swept": {"diffusion.prediction": pred, "seed": seed},
-                "config": serde_json::to_value(&cfg).unwrap(),
-            }));
+            let mut swept = serde_json::Map::new();
+            swept.insert("diffusion.prediction".into(), pred.into());
+            swept.insert("seed".into(), seed.into());
+            runs.push(PlanRun {
+                id: id.clone(),
+                job: job.clone(),
+                weights: Weights::Raw,
+                swept,
+                config: cfg,
+            });
             let Some(&value) = fd.get(&(pred, seed)) else {
                 continue; // never started: no job folder at all
             };
             let jd = root.join("jobs").join(&job);
             std::fs::create_dir_all(jd.join("eval")).unwrap();
             RunStatus {
-                state: RunState::Completed,
+                state: JobState::Completed,
                 reason: String::new(),
                 step: 100,
                 total_steps: 100,
@@ -82,7 +87,7 @@ fn fixture(root: &Path) {
             let row = |step: u64, metric: &str, value: f64, g: Option<f64>| MetricRow {
                 run: job.clone(),
                 step,
-                weights: "raw".into(),
+                weights: Weights::Raw,
                 guidance: g,
                 sampler: "ddpm-1000".into(),
                 metric: metric.into(),
@@ -93,7 +98,7 @@ fn fixture(root: &Path) {
             // Per-timestep loss: two bins; training lowers the first by 80%, the second by 10%.
             let tl = |step: u64, bin: usize, loss: f64| TimestepRow {
                 step,
-                weights: "raw".into(),
+                weights: Weights::Raw,
                 bin,
                 t_lo: bin as i64 * 500,
                 t_hi: (bin as i64 + 1) * 500,
@@ -124,17 +129,30 @@ fn fixture(root: &Path) {
             .unwrap();
         }
     }
-    std::fs::write(
-        root.join("plan.json"),
-        serde_json::to_string_pretty(&serde_json::json!({
-            "name": "fixture", "description": "A hand-made sweep", "devices": ["cpu"], "runs": runs
-        }))
-        .unwrap(),
-    )
-    .unwrap();
+    write_plan(root, runs);
     std::fs::write(
         root.join("spec.toml"),
         "name = \"fixture\"\n[report]\nsmoothing = 3\n",
+    )
+    .unwrap();
+}
+
+/// A plan.json with these runs (and no job views: the report reads runs).
+fn write_plan(root: &Path, runs: Vec<PlanRun>) {
+    let plan = PlanFile {
+        name: "fixture".into(),
+        description: "A hand-made sweep".into(),
+        spec: "fixture.toml".into(),
+        results: root.display().to_string(),
+        sets: vec![],
+        devices: vec!["cpu".into()],
+        estimated_wall_s: 0.0,
+        runs,
+        jobs: vec![],
+    };
+    std::fs::write(
+        root.join("plan.json"),
+        serde_json::to_string_pretty(&plan).unwrap(),
     )
     .unwrap();
 }
@@ -373,6 +391,14 @@ fn stale_charts_go_and_an_empty_plan_is_refused() {
     let empty = tmp.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     std::fs::write(empty.join("plan.json"), "{}").unwrap();
+    let o = bin().arg("report").arg(&empty).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("not a sweep plan this version can read (missing field `name`"),
+        "{}",
+        text(&o.stderr)
+    );
+    write_plan(&empty, vec![]);
     let o = bin().arg("report").arg(&empty).output().unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
     assert!(

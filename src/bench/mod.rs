@@ -105,7 +105,7 @@ impl Untrained {
     pub fn new(cfg: &crate::config::RunConfig) -> Result<Self, String> {
         let device = crate::train::trainer::prepare_device(cfg);
         let dataset =
-            crate::data::load(cfg, crate::data::Split::Train).map_err(|e| e.to_string())?;
+            crate::data::load(&cfg.data, crate::data::Split::Train).map_err(|e| e.to_string())?;
         let schedule = crate::diffusion::NoiseSchedule::new(cfg.diffusion.schedule_config())
             .map_err(|e| e.to_string())?;
         let spec = crate::config::model_spec(cfg, dataset.num_classes);

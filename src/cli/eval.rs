@@ -13,7 +13,7 @@ pub struct EvalCmd {
     pub run_dir: PathBuf,
     /// Weight sets to evaluate, e.g. --weights raw,ema-0.9999 (default: all).
     #[arg(long, value_delimiter = ',')]
-    pub weights: Vec<String>,
+    pub weights: Vec<crate::run::Weights>,
     /// Where the tables go (default: RUN_DIR/eval).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -33,14 +33,25 @@ pub struct EvalCmd {
     /// No progress lines.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Progress and failures as JSON lines on stdout (for the sweep runner).
+    #[arg(long, hide = true)]
+    pub progress_jsonl: bool,
 }
 
 pub fn run(cmd: EvalCmd) -> anyhow::Result<()> {
+    let jsonl = cmd.progress_jsonl;
+    super::report_failure(jsonl, eval(cmd))
+}
+
+fn eval(cmd: EvalCmd) -> anyhow::Result<()> {
     let device = super::device_arg(&cmd.device)?;
     if cmd.threads > 0 {
         tch::set_num_threads(cmd.threads);
     }
-    let out = cmd.out.clone().unwrap_or_else(|| cmd.run_dir.join("eval"));
+    let out = cmd
+        .out
+        .clone()
+        .unwrap_or_else(|| crate::run::RunDir::new(&cmd.run_dir).eval());
     let opts = EvalOptions {
         run_dir: cmd.run_dir.clone(),
         weights: cmd.weights.clone(),
@@ -49,9 +60,14 @@ pub fn run(cmd: EvalCmd) -> anyhow::Result<()> {
         evaluators: cmd.evaluators.clone(),
         loss_only: cmd.loss_only,
     };
-    let quiet = cmd.quiet;
+    let (quiet, jsonl) = (cmd.quiet, cmd.progress_jsonl);
     let report = evaluate(&opts, |line| {
-        if !quiet {
+        if jsonl {
+            let line = crate::run::records::ProgressLine::Eval {
+                message: line.to_string(),
+            };
+            println!("{}", line.to_line());
+        } else if !quiet {
             eprintln!("[eval] {line}");
         }
     })

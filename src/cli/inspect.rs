@@ -254,7 +254,7 @@ fn model(c: ModelCmd) -> anyhow::Result<()> {
         .map_err(bad_input)?,
         (None, None) => unreachable!("clap requires --preset or --config"),
     };
-    let classes = crate::data::num_classes(&cfg).map_err(bad_input)?;
+    let classes = crate::data::num_classes(&cfg.data).map_err(bad_input)?;
     let spec = config::model_spec(&cfg, classes);
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let _model = Denoiser::new(vs.root(), &spec);

@@ -71,6 +71,23 @@ pub(crate) fn device_arg(device: &str) -> anyhow::Result<tch::Device> {
     Ok(d)
 }
 
+/// Under a sweep (`--progress-jsonl`), a child's error is also written on
+/// its progress channel as a [`ProgressLine::Failed`], which the sweep
+/// reports as the job's failure reason. A stop by signal is not a failure.
+///
+/// [`ProgressLine::Failed`]: crate::run::records::ProgressLine::Failed
+pub(crate) fn report_failure<T>(progress_jsonl: bool, r: anyhow::Result<T>) -> anyhow::Result<T> {
+    if let (true, Err(e)) = (progress_jsonl, &r) {
+        if crate::exit::code_for(e) != crate::exit::INTERRUPTED {
+            let line = crate::run::records::ProgressLine::Failed {
+                reason: format!("{e:#}"),
+            };
+            println!("{}", line.to_line());
+        }
+    }
+    r
+}
+
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {

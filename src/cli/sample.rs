@@ -3,7 +3,7 @@
 //! data's original units).
 
 use crate::config::run::SamplerKind;
-use crate::diffusion::sampling::{SamplingOptions, Variance};
+use crate::diffusion::sampling::Variance;
 use crate::eval::output::{write_png_grid, write_vectors};
 use crate::eval::samples::{draw, Condition};
 use crate::eval::trained::{self, TrainedError};
@@ -34,7 +34,7 @@ pub struct SampleCmd {
     pub out: PathBuf,
     /// The weights: raw or ema-<decay> (default: the run's first EMA, else raw).
     #[arg(long)]
-    pub weights: Option<String>,
+    pub weights: Option<crate::run::Weights>,
     /// The checkpoint's step (default: the latest).
     #[arg(long)]
     pub step: Option<u64>,
@@ -104,15 +104,15 @@ pub fn run(cmd: SampleCmd) -> anyhow::Result<()> {
         )));
     }
     let cfg = trained::run_config(&cmd.run_dir).map_err(input)?;
-    let weights = cmd.weights.clone().unwrap_or_else(|| {
+    let weights = cmd.weights.unwrap_or_else(|| {
         trained::weight_sets(&cfg)
             .get(1)
-            .cloned()
-            .unwrap_or_else(|| "raw".into())
+            .copied()
+            .unwrap_or(crate::run::Weights::Raw)
     });
-    let tm = trained::load(&cmd.run_dir, cmd.step, &weights, device).map_err(input)?;
+    let tm = trained::load(&cmd.run_dir, cmd.step, weights, device).map_err(input)?;
     let is_image = crate::config::data_shape(&cfg).is_image();
-    let mut opts = SamplingOptions::from_eval(&cfg.eval, is_image);
+    let mut opts = cfg.eval.sampling_options(is_image);
     if let Some(s) = cmd.sampler {
         opts.sampler = match s {
             SamplerArg::Ddpm => SamplerKind::Ddpm,

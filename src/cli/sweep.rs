@@ -116,7 +116,7 @@ pub fn run(cmd: SweepCmd) -> anyhow::Result<()> {
         if cmd.json {
             println!(
                 "{}",
-                serde_json::to_string_pretty(&runner::plan_json(&planned))?
+                serde_json::to_string_pretty(&runner::plan_file(&planned))?
             );
         } else {
             print!("{}", runner::plan_text(&planned));
@@ -127,13 +127,19 @@ pub fn run(cmd: SweepCmd) -> anyhow::Result<()> {
     // Ctrl-C and SIGTERM: stop starting jobs, and ask the running ones to
     // checkpoint and stop.
     let _ = ctrlc::set_handler(stop_children);
-    let summary = runner::execute(&planned, &opts).map_err(wrap)?;
+    let exec = crate::sweep::child::ProcessExecutor {
+        exe: opts.exe.clone(),
+        dir: planned.dir.clone(),
+    };
+    let summary =
+        runner::execute(&planned, &opts, &exec, &crate::run::StopToken::process()).map_err(wrap)?;
     eprint!("{}", runner::summary_text(&summary));
     if !cmd.no_report {
         // The report of whatever is there, partial sweeps included; a report
         // that cannot be written is a warning, not a failed sweep.
         let root = std::path::PathBuf::from(&summary.results);
-        let spec = std::fs::read_to_string(root.join("spec.toml")).unwrap_or_default();
+        let spec =
+            std::fs::read_to_string(crate::run::SweepDir::at(&root).spec()).unwrap_or_default();
         match crate::report::report(&root, &crate::report::options_from_spec(&spec)) {
             Ok(r) => {
                 for why in &r.unreadable {

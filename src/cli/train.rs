@@ -31,6 +31,11 @@ pub struct TrainCmd {
 }
 
 pub fn run(cmd: TrainCmd) -> anyhow::Result<()> {
+    let jsonl = cmd.progress_jsonl;
+    super::report_failure(jsonl, train(cmd))
+}
+
+fn train(cmd: TrainCmd) -> anyhow::Result<()> {
     let mut sets = cmd.sets.clone();
     if let Some(d) = &cmd.device {
         sets.push(SetArg::parse(&format!("train.device={d:?}")).map_err(bad_input)?);
@@ -52,7 +57,9 @@ pub fn run(cmd: TrainCmd) -> anyhow::Result<()> {
         (None, "") => config::load::default_run_dir(Some(&cmd.config)),
         (None, dir) => PathBuf::from(dir),
     };
-    install_signal_handler();
+    // Ctrl-C and SIGTERM ask the trainer to checkpoint and stop.
+    let stop = crate::run::StopToken::process();
+    let _ = ctrlc::set_handler(|| crate::run::StopToken::process().stop());
     let outcome = train::train(
         &cfg,
         &TrainOptions {
@@ -60,6 +67,7 @@ pub fn run(cmd: TrainCmd) -> anyhow::Result<()> {
             resume: cmd.resume,
             quiet: cmd.quiet,
             progress_jsonl: cmd.progress_jsonl,
+            stop,
         },
     )
     .map_err(|e| {
@@ -85,11 +93,4 @@ pub fn run(cmd: TrainCmd) -> anyhow::Result<()> {
         Outcome::Interrupted { step } => return Err(Interrupted(step).into()),
     }
     Ok(())
-}
-
-/// Ctrl-C and SIGTERM ask the trainer to checkpoint and stop.
-fn install_signal_handler() {
-    let _ = ctrlc::set_handler(|| {
-        train::trainer::STOP.store(true, std::sync::atomic::Ordering::SeqCst);
-    });
 }

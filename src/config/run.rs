@@ -24,119 +24,7 @@ pub struct RunConfig {
     pub output: OutputConfig,
 }
 
-/// Where training data comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DataSource {
-    /// Generated 2-D distributions (`data.toy`).
-    Toy,
-    /// Generated images of Gaussian blobs, labelled by quadrant: for smoke tests and benchmarks.
-    Synthetic,
-    /// MNIST IDX files (plain or gzip) in `data.path` (default `data/mnist`, built by `ddpm-lab data mnist`).
-    Mnist,
-    /// The CIFAR-10 binary version in `data.path`.
-    Cifar10,
-    /// PNG/JPEG images under `data.path`; classes from subfolder names.
-    Folder,
-    /// A CSV or Parquet file `data.path`; `data.columns` modelled, `data.condition_columns` conditioning.
-    Tabular,
-}
-
-/// The generated 2-D distributions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ToyKind {
-    /// 8 Gaussians (σ = 0.2) on a circle of radius 2; labelled by Gaussian (8 classes).
-    EightGaussians,
-    /// Two interleaved half circles with noise σ = 0.1; labelled by moon (2 classes).
-    TwoMoons,
-    /// A 2-D Swiss roll; unlabelled.
-    SwissRoll,
-    /// The 8 filled squares of a 4×4 checkerboard on [−2, 2]²; labelled by half (x < 0 or ≥ 0).
-    Checkerboard,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DataConfig {
-    pub source: DataSource,
-    /// Which 2-D distribution, for `source = "toy"`.
-    pub toy: ToyKind,
-    /// How many samples a generated source makes.
-    pub n_samples: usize,
-    /// [C, H, W] of `source = "synthetic"`.
-    pub shape: Vec<i64>,
-    /// Condition the model on the source's class labels.
-    pub labels: bool,
-    /// Condition the model on the source's continuous condition vector
-    /// (toy: eight-gaussians' centre direction, swiss-roll's position along the roll).
-    pub vector_condition: bool,
-    /// Seed of the generated data (the training seed is `train.seed`).
-    pub seed: u64,
-    /// The file or folder of `mnist`, `cifar10`, `folder` and `tabular` (mnist: `data/mnist` when empty).
-    pub path: String,
-    /// Side of the (square) images: resample with area averaging (mnist, cifar10,
-    /// synthetic; at most the native size) or resize and centre-crop (folder). 0 = native.
-    pub resolution: i64,
-    /// Random horizontal flips of training images (as Ho et al. did on CIFAR-10).
-    pub flip: bool,
-    /// `rgb` or `grayscale` (folder).
-    pub color: crate::data::folder::ColorMode,
-    /// Share of the data held out as the test split (folder: a seeded choice; tabular: the last rows).
-    pub test_fraction: f64,
-    /// Modelled columns (tabular).
-    pub columns: Vec<String>,
-    /// Conditioning columns (tabular); the model is conditioned on them when listed.
-    pub condition_columns: Vec<String>,
-    /// Per-column scaling (tabular): `minmax` (to [−1, 1]) or `standardize`.
-    pub scaling: crate::data::tabular::Scaling,
-    /// Drop rows with missing values in the used columns (tabular), instead of an error.
-    pub drop_nulls: bool,
-    /// How batches reach the trainer: `auto`, `device` (the dataset on the
-    /// training device) or `prefetch` (host memory, a background thread).
-    pub loader: crate::data::LoaderKind,
-}
-
-impl DataConfig {
-    /// Whether the model is conditioned on a continuous vector.
-    pub fn uses_vector_condition(&self) -> bool {
-        self.vector_condition
-            || (self.source == DataSource::Tabular && !self.condition_columns.is_empty())
-    }
-
-    /// `data.path`, with the MNIST default.
-    pub fn resolved_path(&self) -> std::path::PathBuf {
-        if self.path.is_empty() && self.source == DataSource::Mnist {
-            std::path::PathBuf::from("data/mnist")
-        } else {
-            std::path::PathBuf::from(&self.path)
-        }
-    }
-}
-
-impl Default for DataConfig {
-    fn default() -> Self {
-        DataConfig {
-            source: DataSource::Toy,
-            toy: ToyKind::EightGaussians,
-            n_samples: 10_000,
-            shape: vec![1, 28, 28],
-            labels: false,
-            vector_condition: false,
-            seed: 0,
-            path: String::new(),
-            resolution: 0,
-            flip: false,
-            color: crate::data::folder::ColorMode::Rgb,
-            test_fraction: 0.2,
-            columns: vec![],
-            condition_columns: vec![],
-            scaling: crate::data::tabular::Scaling::Minmax,
-            drop_nulls: false,
-            loader: crate::data::LoaderKind::Auto,
-        }
-    }
-}
+pub use crate::data::spec::{DataConfig, DataSource, ToyKind};
 
 /// `model.preset`, and overrides of any of its values (unset = the preset's).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -362,15 +250,7 @@ impl Default for EmaConfig {
     }
 }
 
-/// The reverse process used to draw samples.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SamplerKind {
-    /// Ancestral sampling, p(x_{t-1} | x_t) (Ho et al. 2020).
-    Ddpm,
-    /// Deterministic DDIM (Song et al. 2021) on a subsequence of timesteps.
-    Ddim,
-}
+pub use crate::diffusion::sampling::SamplerKind;
 
 /// How a trained run is evaluated. Every key here is evaluation-only: runs of a
 /// sweep that differ only in `eval.*` (or `ema.decay`) share one training job.
@@ -419,6 +299,18 @@ pub struct EvalConfig {
 }
 
 impl EvalConfig {
+    /// The sampler options this section asks for; `images`: whether the
+    /// data are images in [−1, 1] (x̂_0 is clipped by default only then).
+    pub fn sampling_options(&self, images: bool) -> crate::diffusion::sampling::SamplingOptions {
+        crate::diffusion::sampling::SamplingOptions {
+            sampler: self.sampler,
+            steps: self.sampling_steps as usize,
+            eta: self.eta,
+            variance: self.variance,
+            clip_x0: self.clip_x0.unwrap_or(images),
+        }
+    }
+
     /// The guidance scales to evaluate.
     pub fn scales(&self) -> Vec<f64> {
         if self.guidance_scales.is_empty() {

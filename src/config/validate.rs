@@ -2,6 +2,7 @@
 //! the key, the value, and what is allowed. All problems are reported at once.
 
 use super::run::{DataSource, Precision, RunConfig};
+pub use crate::data::spec::DataShape;
 use crate::diffusion::{Prediction, ScheduleConfig};
 use crate::model::Family;
 use std::fmt;
@@ -75,77 +76,9 @@ impl DeviceChoice {
     }
 }
 
-/// The shape of one data sample and its labels, as the model sees it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DataShape {
-    /// [D] for vectors, [C, H, W] for images.
-    pub sample: Vec<i64>,
-    /// Number of classes, if the source has labels.
-    pub num_classes: Option<i64>,
-    /// Width of the condition vector, if the source has one.
-    pub cond_dim: Option<i64>,
-}
-
-impl DataShape {
-    pub fn is_image(&self) -> bool {
-        self.sample.len() == 3
-    }
-}
-
-/// What a source yields, without loading it.
+/// What a config's data source yields, without loading it.
 pub fn data_shape(cfg: &RunConfig) -> DataShape {
-    match cfg.data.source {
-        DataSource::Toy => DataShape {
-            sample: vec![2],
-            num_classes: crate::data::toy::num_classes(cfg.data.toy),
-            cond_dim: crate::data::toy::condition_dim(cfg.data.toy),
-        },
-        DataSource::Synthetic => {
-            let mut sample = cfg.data.shape.clone();
-            if cfg.data.resolution > 0 && sample.len() == 3 {
-                sample[1] = cfg.data.resolution;
-                sample[2] = cfg.data.resolution;
-            }
-            DataShape {
-                sample,
-                num_classes: Some(crate::data::synthetic::NUM_CLASSES),
-                cond_dim: None,
-            }
-        }
-        DataSource::Mnist | DataSource::Cifar10 => {
-            let (c, native) = if cfg.data.source == DataSource::Mnist {
-                (1, 28)
-            } else {
-                (3, 32)
-            };
-            let r = if cfg.data.resolution > 0 {
-                cfg.data.resolution
-            } else {
-                native
-            };
-            DataShape {
-                sample: vec![c, r, r],
-                num_classes: Some(10),
-                cond_dim: None,
-            }
-        }
-        DataSource::Folder => DataShape {
-            sample: vec![
-                cfg.data.color.channels(),
-                cfg.data.resolution,
-                cfg.data.resolution,
-            ],
-            // Known once the folder is listed (class subfolders).
-            num_classes: None,
-            cond_dim: None,
-        },
-        DataSource::Tabular => DataShape {
-            sample: vec![cfg.data.columns.len() as i64],
-            num_classes: None,
-            cond_dim: (!cfg.data.condition_columns.is_empty())
-                .then_some(cfg.data.condition_columns.len() as i64),
-        },
-    }
+    crate::data::spec::data_shape(&cfg.data)
 }
 
 fn finite_pos(p: &mut Vec<Problem>, key: &str, v: f64, hint: &str) {

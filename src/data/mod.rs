@@ -17,14 +17,15 @@ pub mod garch;
 pub mod idx;
 pub mod loader;
 pub mod mnist;
+pub mod spec;
 pub mod synthetic;
 pub mod tabular;
 pub mod toy;
 
 pub use error::DataError;
 pub use loader::{Batch, Batcher, LoaderKind};
+pub use spec::{data_shape, DataConfig, DataShape, DataSource, ToyKind};
 
-use crate::config::run::{DataConfig, DataSource, RunConfig};
 use crate::rng::mix_seed;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -98,9 +99,8 @@ fn labels_tensor(labels: &[u8]) -> Tensor {
 /// Tag of the seed that generates a generated source's test split.
 const TEST_SPLIT_TAG: u64 = 0x7E57;
 
-/// Load one split of the dataset a validated config names.
-pub fn load(cfg: &RunConfig, split: Split) -> Result<Dataset, DataError> {
-    let d = &cfg.data;
+/// Load one split of the dataset a validated `[data]` section names.
+pub fn load(d: &DataConfig, split: Split) -> Result<Dataset, DataError> {
     let gen_seed = match split {
         Split::Train => d.seed,
         Split::Test => mix_seed(d.seed, 0, TEST_SPLIT_TAG),
@@ -240,19 +240,18 @@ fn load_folder(d: &DataConfig, split: Split) -> Result<Dataset, DataError> {
 
 /// The number of classes of the configured source, listing an image folder if
 /// needed (without decoding it).
-pub fn num_classes(cfg: &RunConfig) -> Result<Option<i64>, DataError> {
-    if cfg.data.source == DataSource::Folder && cfg.data.labels {
-        let root = cfg.data.resolved_path();
+pub fn num_classes(d: &DataConfig) -> Result<Option<i64>, DataError> {
+    if d.source == DataSource::Folder && d.labels {
+        let root = d.resolved_path();
         let files = folder::list(&root)?;
         return Ok(Some(folder::class_names(&files, &root)?.len() as i64));
     }
-    Ok(crate::config::data_shape(cfg).num_classes)
+    Ok(data_shape(d).num_classes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::run::RunConfig;
 
     /// A small MNIST folder in IDX form: label i % 10, a bar of ink on row 2 + 2·label.
     fn fake_mnist(dir: &std::path::Path, n: usize) {
@@ -276,9 +275,11 @@ mod tests {
     fn mnist_loads_in_range_with_label_counts_and_area_averaging_keeps_the_mean() {
         let dir = tempfile::tempdir().unwrap();
         fake_mnist(dir.path(), 30);
-        let mut cfg = RunConfig::default();
-        cfg.data.source = DataSource::Mnist;
-        cfg.data.path = dir.path().to_string_lossy().into_owned();
+        let mut cfg = DataConfig {
+            source: DataSource::Mnist,
+            path: dir.path().to_string_lossy().into_owned(),
+            ..DataConfig::default()
+        };
         let ds = load(&cfg, Split::Train).unwrap();
         assert_eq!(ds.x.size(), vec![30, 1, 28, 28]);
         assert_eq!(ds.x.min().double_value(&[]), -1.0);
@@ -288,13 +289,13 @@ mod tests {
             assert_eq!(labels.iter().filter(|&&l| l == c).count(), 3);
         }
         // 28 → 14 is exact 2×2 averaging, so every image keeps its mean.
-        cfg.data.resolution = 14;
+        cfg.resolution = 14;
         let small = load(&cfg, Split::Train).unwrap();
         assert_eq!(small.x.size(), vec![30, 1, 14, 14]);
         let m = |t: &Tensor| t.mean_dim([1i64, 2, 3].as_slice(), false, Kind::Double);
         assert!(m(&small.x).allclose(&m(&ds.x), 1e-6, 1e-6, false));
         // 28 → 16 (not a divisor) averages overlapping areas: still in range, mean close.
-        cfg.data.resolution = 16;
+        cfg.resolution = 16;
         let odd = load(&cfg, Split::Train).unwrap();
         assert_eq!(odd.x.size(), vec![30, 1, 16, 16]);
         assert!(odd.x.min().double_value(&[]) >= -1.0 && odd.x.max().double_value(&[]) <= 1.0);
@@ -304,7 +305,7 @@ mod tests {
 
     #[test]
     fn generated_sources_have_a_different_test_split() {
-        let cfg = RunConfig::default();
+        let cfg = DataConfig::default();
         let (a, b) = (
             load(&cfg, Split::Train).unwrap(),
             load(&cfg, Split::Test).unwrap(),

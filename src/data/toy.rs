@@ -2,7 +2,7 @@
 //! and their densities are known, so metrics on them can be exact. Seeded:
 //! the same `data.seed` always gives the same points.
 
-use crate::config::run::ToyKind;
+use super::spec::ToyKind;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 use rand_pcg::Pcg64;

@@ -2,12 +2,14 @@
 //! objectives and timestep samplers. Nothing here knows about models or data.
 
 pub mod likelihood;
+pub mod losses;
 pub mod objective;
 pub mod process;
 pub mod sampling;
 pub mod schedule;
 pub mod timesteps;
 
+pub use losses::{training_losses, Losses};
 pub use objective::{LossWeighting, Prediction, WeightingKind};
 pub use schedule::{NoiseSchedule, ScheduleConfig, ScheduleKind, ScheduleTensors};
 pub use timesteps::{create_sampler, SamplerState, TimestepSampler, TimestepSampling};

@@ -22,10 +22,19 @@
 
 use super::objective::Prediction;
 use super::schedule::{NoiseSchedule, ScheduleTensors};
-use crate::config::run::SamplerKind;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 use tch::{Device, Kind, Tensor};
+
+/// The reverse process used to draw samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SamplerKind {
+    /// Ancestral sampling, p(x_{t-1} | x_t) (Ho et al. 2020).
+    Ddpm,
+    /// Deterministic DDIM (Song et al. 2021) on a subsequence of timesteps.
+    Ddim,
+}
 
 /// The variance of DDPM's reverse steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -46,20 +55,6 @@ pub struct SamplingOptions {
     pub eta: f64,
     pub variance: Variance,
     pub clip_x0: bool,
-}
-
-impl SamplingOptions {
-    /// The options a run's `[eval]` asks for; `images`: whether the data are
-    /// images in [−1, 1] (x̂_0 is clipped by default only then).
-    pub fn from_eval(e: &crate::config::run::EvalConfig, images: bool) -> SamplingOptions {
-        SamplingOptions {
-            sampler: e.sampler,
-            steps: e.sampling_steps as usize,
-            eta: e.eta,
-            variance: e.variance,
-            clip_x0: e.clip_x0.unwrap_or(images),
-        }
-    }
 }
 
 const NOISE_TAG: u64 = 0x5A3F_0001;

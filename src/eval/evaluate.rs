@@ -21,6 +21,8 @@ use crate::config::RunConfig;
 use crate::diffusion::likelihood::{mean_and_stderr, Estimate, Likelihood};
 use crate::diffusion::sampling::SamplingOptions;
 use crate::diffusion::NoiseSchedule;
+use crate::run::records::EvalDone;
+use crate::run::{atomic, identity, EvalDir, Weights};
 use polars::prelude::*;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -50,7 +52,7 @@ impl EvalError {
 pub struct EvalOptions {
     pub run_dir: PathBuf,
     /// Weight sets; empty = every one the run has.
-    pub weights: Vec<String>,
+    pub weights: Vec<Weights>,
     /// Where the tables go (default: `<run_dir>/eval`).
     pub out: PathBuf,
     pub device: Device,
@@ -64,7 +66,7 @@ pub struct EvalOptions {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TimestepRow {
     pub step: u64,
-    pub weights: String,
+    pub weights: Weights,
     pub bin: usize,
     pub t_lo: i64,
     pub t_hi: i64,
@@ -90,10 +92,13 @@ pub fn read_timestep_rows(path: &Path) -> Result<Vec<TimestepRow>, EvalError> {
         .map_err(|e| table_err(path, e))?;
     let col = |name: &str| df.column(name).map_err(|e| table_err(path, e));
     let steps = col("step")?.u64().map_err(|e| table_err(path, e))?.clone();
-    let weights = col("weights")?
+    let cells: Vec<String> = col("weights")?
         .str()
         .map_err(|e| table_err(path, e))?
-        .clone();
+        .iter()
+        .map(|v| v.unwrap_or("").to_string())
+        .collect();
+    let weights = metrics_table::parse_weights(path, &cells).map_err(EvalError::Input)?;
     let bins = col("bin")?.u64().map_err(|e| table_err(path, e))?.clone();
     let lo = col("t_lo")?.i64().map_err(|e| table_err(path, e))?.clone();
     let hi = col("t_hi")?.i64().map_err(|e| table_err(path, e))?.clone();
@@ -112,7 +117,7 @@ pub fn read_timestep_rows(path: &Path) -> Result<Vec<TimestepRow>, EvalError> {
     Ok((0..df.height())
         .map(|i| TimestepRow {
             step: steps.get(i).unwrap_or(0),
-            weights: weights.get(i).unwrap_or("").to_string(),
+            weights: weights[i],
             bin: bins.get(i).unwrap_or(0) as usize,
             t_lo: lo.get(i).unwrap_or(0),
             t_hi: hi.get(i).unwrap_or(0),
@@ -135,7 +140,9 @@ pub fn write_timestep_rows(path: &Path, rows: &[TimestepRow]) -> Result<(), Eval
             ),
             Column::new(
                 "weights".into(),
-                rows.iter().map(|r| r.weights.as_str()).collect::<Vec<_>>(),
+                rows.iter()
+                    .map(|r| r.weights.to_string())
+                    .collect::<Vec<_>>(),
             ),
             Column::new(
                 "bin".into(),
@@ -166,18 +173,19 @@ pub fn write_timestep_rows(path: &Path, rows: &[TimestepRow]) -> Result<(), Eval
         ],
     )
     .map_err(|e| table_err(path, e))?;
-    let tmp = path.with_extension("parquet.tmp");
-    ParquetWriter::new(File::create(&tmp).map_err(|e| table_err(path, e))?)
-        .finish(&mut df)
-        .map_err(|e| table_err(path, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| table_err(path, e))
+    atomic::write_with(path, |tmp| {
+        ParquetWriter::new(File::create(tmp)?)
+            .finish(&mut df)
+            .map(|_| ())
+    })
+    .map_err(|e: PolarsError| table_err(path, e))
 }
 
 /// What an evaluation did.
 #[derive(Debug, Clone, Default)]
 pub struct EvalReport {
     /// (step, weights) pairs evaluated now.
-    pub evaluated: Vec<(u64, String)>,
+    pub evaluated: Vec<(u64, Weights)>,
     /// Pairs found already in the tables.
     pub kept: usize,
 }
@@ -199,37 +207,37 @@ pub fn evaluate(
     let weights = if opts.weights.is_empty() {
         all.clone()
     } else {
-        let mut chosen: Vec<String> = Vec::new();
-        for given in &opts.weights {
-            let w = crate::train::ema::canonical_weights(given);
-            if !all.contains(&w) {
+        let mut chosen: Vec<Weights> = Vec::new();
+        for &given in &opts.weights {
+            if !all.contains(&given) {
                 return Err(EvalError::Input(format!(
                     "--weights {given}: the run has {}",
-                    all.join(", ")
+                    crate::run::weights::join(&all)
                 )));
             }
-            if !chosen.contains(&w) {
-                chosen.push(w);
+            if !chosen.contains(&given) {
+                chosen.push(given);
             }
         }
         chosen
     };
     claim_out(&opts.out, &opts.run_dir, &cfg)?;
-    let path = opts.out.join("timestep_loss.parquet");
-    let mpath = opts.out.join(metrics_table::FILE);
+    let eval_dir = EvalDir::new(&opts.out);
+    let path = eval_dir.timestep_loss();
+    let mpath = eval_dir.metrics();
     let mut rows = read_timestep_rows(&path)?;
     let mut mrows = metrics_table::read(&mpath).map_err(EvalError::Input)?;
     let mut report = EvalReport::default();
     // The held-out split, read once: the probe, bits/dim and the reference
     // statistics all come from it.
-    let test = crate::data::load(&cfg, crate::data::Split::Test)
+    let test = crate::data::load(&cfg.data, crate::data::Split::Test)
         .map_err(|e| EvalError::Input(format!("the held-out split: {e}")))?;
     let probe = Probe::new(&cfg, &test, opts.device)
         .map_err(|e| EvalError::Input(format!("building the held-out probe: {e}")))?;
     let images = crate::config::data_shape(&cfg).sample.len() == 3;
     let bpd_data =
         images.then(|| HeldOut::first(&cfg, &test, cfg.eval.bpd_images as i64, opts.device));
-    let sampling = SamplingOptions::from_eval(&cfg.eval, images);
+    let sampling = cfg.eval.sampling_options(images);
     let tag = sampler_tag(&cfg, &sampling);
     let scales = cfg.eval.scales();
     let run = opts
@@ -242,7 +250,7 @@ pub fn evaluate(
     // Built on first need: the reference statistics.
     let mut reference: Option<Reference> = None;
     for (step, dir) in &points {
-        for w in &weights {
+        for &w in &weights {
             let rel = dir
                 .strip_prefix(&opts.run_dir)
                 .unwrap_or(dir)
@@ -250,10 +258,10 @@ pub fn evaluate(
                 .to_string();
             let has = |m: &[MetricRow], g: Option<f64>, sampler: &str| {
                 m.iter().any(|r| {
-                    r.step == *step && &r.weights == w && r.guidance == g && r.sampler == sampler
+                    r.step == *step && r.weights == w && r.guidance == g && r.sampler == sampler
                 })
             };
-            let need_loss = !rows.iter().any(|r| r.step == *step && &r.weights == w);
+            let need_loss = !rows.iter().any(|r| r.step == *step && r.weights == w);
             let need_bpd = !opts.loss_only && images && !has(&mrows, None, "");
             let need_scales: Vec<f64> = if opts.loss_only {
                 vec![]
@@ -273,7 +281,7 @@ pub fn evaluate(
                 let curve = probe.evaluate(&tm.model);
                 rows.extend(curve.into_iter().map(|b| TimestepRow {
                     step: *step,
-                    weights: w.clone(),
+                    weights: w,
                     bin: b.bin,
                     t_lo: b.t_lo,
                     t_hi: b.t_hi,
@@ -281,7 +289,13 @@ pub fn evaluate(
                     loss_weighted: b.weighted,
                     checkpoint: rel.clone(),
                 }));
-                rows.sort_by(|a, b| (a.step, &a.weights, a.bin).cmp(&(b.step, &b.weights, b.bin)));
+                rows.sort_by(|a, b| {
+                    (a.step, a.weights.to_string(), a.bin).cmp(&(
+                        b.step,
+                        b.weights.to_string(),
+                        b.bin,
+                    ))
+                });
                 // Written after every piece of work: a stop loses at most one.
                 write_timestep_rows(&path, &rows)?;
                 progress(&format!("step {step} {w}: per-timestep loss"));
@@ -291,7 +305,7 @@ pub fn evaluate(
                     MetricRow {
                         run: run.clone(),
                         step: *step,
-                        weights: w.clone(),
+                        weights: w,
                         guidance: g,
                         sampler: sampler.to_string(),
                         metric,
@@ -391,15 +405,14 @@ pub fn evaluate(
                     summary.join(", ")
                 ));
             }
-            report.evaluated.push((*step, w.clone()));
+            report.evaluated.push((*step, w));
         }
     }
     let done = EvalDone {
         steps: points.iter().map(|(s, _)| *s).collect(),
         weights: weights.clone(),
     };
-    crate::train::status::write_json_atomic(&opts.out.join(DONE_FILE), &done)
-        .map_err(|e| table_err(&opts.out, e))?;
+    atomic::write_json(&eval_dir.done(), &done).map_err(|e| table_err(&opts.out, e))?;
     Ok(report)
 }
 
@@ -471,10 +484,10 @@ fn write_samples(
     labels: Option<&[i64]>,
     out: &Path,
     step: u64,
-    weights: &str,
+    weights: Weights,
     guidance: f64,
 ) -> Result<(), EvalError> {
-    let dir = out.join("samples");
+    let dir = EvalDir::new(out).samples();
     std::fs::create_dir_all(&dir).map_err(|e| table_err(&dir, e))?;
     let stem = format!("step-{step}_{weights}_g{guidance}");
     let write_err = |e: super::output::OutputError| EvalError::Table {
@@ -502,10 +515,6 @@ fn write_samples(
     }
 }
 
-/// Names the run an evaluation folder belongs to, so that a second run's
-/// evaluation never lands among the first's rows (or reads them as its own).
-pub const OWNER_FILE: &str = "evaluated_run.json";
-
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct EvalOwner {
     run_dir: String,
@@ -514,13 +523,15 @@ struct EvalOwner {
     config_hash: String,
 }
 
-/// Make `out` this run's evaluation folder, or say whose it is.
+/// Make `out` this run's evaluation folder, or say whose it is: a second
+/// run's evaluation never lands among the first's rows (or reads them as
+/// its own).
 fn claim_out(out: &Path, run_dir: &Path, cfg: &crate::config::RunConfig) -> Result<(), EvalError> {
     let owner = EvalOwner {
         run_dir: run_dir.display().to_string(),
-        config_hash: crate::train::trainer::config_hash(cfg, true),
+        config_hash: identity::resume_hash(cfg),
     };
-    let file = out.join(OWNER_FILE);
+    let file = EvalDir::new(out).owner();
     if let Some(other) = std::fs::read_to_string(&file)
         .ok()
         .and_then(|t| serde_json::from_str::<EvalOwner>(&t).ok())
@@ -544,26 +555,13 @@ fn claim_out(out: &Path, run_dir: &Path, cfg: &crate::config::RunConfig) -> Resu
     }
     std::fs::create_dir_all(out).map_err(|e| table_err(out, e))?;
     // A folder from before this file existed is taken to be this run's.
-    crate::train::status::write_json_atomic(&file, &owner).map_err(|e| table_err(&file, e))
-}
-
-/// Written when an evaluation has covered every point of the run for these
-/// weight sets; the sweep uses it to skip finished evaluations.
-pub const DONE_FILE: &str = "done.json";
-
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct EvalDone {
-    pub steps: Vec<u64>,
-    pub weights: Vec<String>,
+    atomic::write_json(&file, &owner).map_err(|e| table_err(&file, e))
 }
 
 /// Whether `out` holds a finished evaluation covering `weights` and every
 /// evaluation point the run has now.
-pub fn is_done(run_dir: &Path, out: &Path, weights: &[String]) -> bool {
-    let Some(done) = std::fs::read_to_string(out.join(DONE_FILE))
-        .ok()
-        .and_then(|t| serde_json::from_str::<EvalDone>(&t).ok())
-    else {
+pub fn is_done(run_dir: &Path, out: &Path, weights: &[Weights]) -> bool {
+    let Ok(Some(done)) = atomic::read_json::<EvalDone>(&EvalDir::new(out).done()) else {
         return false;
     };
     let points: Vec<u64> = trained::eval_points(run_dir)

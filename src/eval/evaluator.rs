@@ -352,7 +352,7 @@ impl Evaluator {
         self._vs
             .save(tmp.join(WEIGHTS_FILE))
             .map_err(|e| io_err(&tmp.join(WEIGHTS_FILE), e))?;
-        crate::train::status::write_json_atomic(&tmp.join(INFO_FILE), &self.info)
+        crate::run::atomic::write_json(&tmp.join(INFO_FILE), &self.info)
             .map_err(|e| io_err(&tmp.join(INFO_FILE), e))?;
         if dir.join(INFO_FILE).exists() {
             // Someone else finished first: theirs stands.
@@ -413,8 +413,8 @@ pub fn load_or_train(
     }
     let data_err =
         |e: crate::data::DataError| EvaluatorError::Input(format!("the evaluator's data: {e}"));
-    let train = data::load(cfg, Split::Train).map_err(data_err)?;
-    let test = data::load(cfg, Split::Test).map_err(data_err)?;
+    let train = data::load(&cfg.data, Split::Train).map_err(data_err)?;
+    let test = data::load(&cfg.data, Split::Test).map_err(data_err)?;
     progress(&format!(
         "training the evaluator network for {key} ({} images, at least {} epochs)",
         train.len(),
@@ -487,7 +487,7 @@ mod tests {
         let ev = load_or_train(&cfg, dir.path(), opts, Device::Cpu, |_| {}).unwrap();
         assert!(ev.info.test_accuracy > 0.9, "{:?}", ev.info);
         assert_eq!(ev.info.name, "synthetic-cnn");
-        let test = data::load(&cfg, Split::Test).unwrap();
+        let test = data::load(&cfg.data, Split::Test).unwrap();
         let (f, p) = ev.embed(&test.x);
         assert_eq!(f.size(), vec![400, FEATURES]);
         assert!(

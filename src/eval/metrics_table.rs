@@ -6,6 +6,7 @@
 //! apply, e.g. bits/dim), sampler (empty where no sampling was involved),
 //! metric, value, stderr (null where the number has none), checkpoint.
 
+use crate::run::Weights;
 use polars::prelude::*;
 use std::fs::File;
 use std::path::Path;
@@ -14,7 +15,7 @@ use std::path::Path;
 pub struct MetricRow {
     pub run: String,
     pub step: u64,
-    pub weights: String,
+    pub weights: Weights,
     pub guidance: Option<f64>,
     pub sampler: String,
     pub metric: String,
@@ -63,11 +64,12 @@ pub fn read(path: &Path) -> Result<Vec<MetricRow>, String> {
         .map(|v| v.unwrap_or(0))
         .collect();
     let (guidance, value, stderr) = (f("guidance")?, f("value")?, f("stderr")?);
+    let weights = parse_weights(path, &weights)?;
     Ok((0..df.height())
         .map(|i| MetricRow {
             run: run[i].clone(),
             step: steps[i],
-            weights: weights[i].clone(),
+            weights: weights[i],
             guidance: guidance[i],
             sampler: sampler[i].clone(),
             metric: metric[i].clone(),
@@ -76,6 +78,15 @@ pub fn read(path: &Path) -> Result<Vec<MetricRow>, String> {
             checkpoint: checkpoint[i].clone(),
         })
         .collect())
+}
+
+/// A table's `weights` column, parsed; a cell that names no weight set is
+/// an error naming the file.
+pub fn parse_weights(path: &Path, cells: &[String]) -> Result<Vec<Weights>, String> {
+    cells
+        .iter()
+        .map(|c| c.parse::<Weights>().map_err(|e| err(path, e)))
+        .collect()
 }
 
 /// Write the table atomically.
@@ -89,7 +100,12 @@ pub fn write(path: &Path, rows: &[MetricRow]) -> Result<(), String> {
                 "step".into(),
                 rows.iter().map(|r| r.step).collect::<Vec<_>>(),
             ),
-            Column::new("weights".into(), strs(|r| r.weights.as_str())),
+            Column::new(
+                "weights".into(),
+                rows.iter()
+                    .map(|r| r.weights.to_string())
+                    .collect::<Vec<_>>(),
+            ),
             Column::new(
                 "guidance".into(),
                 rows.iter().map(|r| r.guidance).collect::<Vec<_>>(),
@@ -108,11 +124,12 @@ pub fn write(path: &Path, rows: &[MetricRow]) -> Result<(), String> {
         ],
     )
     .map_err(|e| err(path, e))?;
-    let tmp = path.with_extension("parquet.tmp");
-    ParquetWriter::new(File::create(&tmp).map_err(|e| err(path, e))?)
-        .finish(&mut df)
-        .map_err(|e| err(path, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| err(path, e))
+    crate::run::atomic::write_with(path, |tmp| {
+        ParquetWriter::new(File::create(tmp)?)
+            .finish(&mut df)
+            .map(|_| ())
+    })
+    .map_err(|e: PolarsError| err(path, e))
 }
 
 #[cfg(test)]
@@ -128,7 +145,7 @@ mod tests {
             MetricRow {
                 run: "r".into(),
                 step: 10,
-                weights: "ema-0.999".into(),
+                weights: Weights::ema(0.999),
                 guidance: None,
                 sampler: String::new(),
                 metric: "bpd".into(),
@@ -139,7 +156,7 @@ mod tests {
             MetricRow {
                 run: "r".into(),
                 step: 10,
-                weights: "raw".into(),
+                weights: Weights::Raw,
                 guidance: Some(3.0),
                 sampler: "ddim-50".into(),
                 metric: "fd_mnist-cnn".into(),

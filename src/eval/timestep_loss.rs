@@ -15,7 +15,7 @@ use super::held_out::HeldOut;
 use crate::config::RunConfig;
 use crate::data::{DataError, Dataset};
 use crate::diffusion::sampling::noise;
-use crate::diffusion::NoiseSchedule;
+use crate::diffusion::{training_losses, Losses, NoiseSchedule};
 use crate::model::Denoiser;
 use crate::rng::mix_seed;
 use rand::{Rng, SeedableRng};
@@ -113,21 +113,21 @@ impl Probe {
                 .enumerate()
                 .map(|(b, &(lo, hi))| {
                     let t = self.t.get(b as i64);
-                    let eps = &self.noise[b];
-                    let xt = self.schedule.q_sample(x0, &t, eps);
-                    let out = model.forward(&xt, &t, &cond, false);
-                    let target = self.schedule.target(self.prediction, x0, &t, eps);
-                    let dims: Vec<i64> = (1..out.dim() as i64).collect();
-                    let mse = (out - target)
-                        .square()
-                        .mean_dim(dims.as_slice(), false, Kind::Float);
-                    let w = self.weights.index_select(0, &t);
+                    let Losses { mse, weighted } = training_losses(
+                        &self.schedule,
+                        self.prediction,
+                        &self.weights,
+                        x0,
+                        &t,
+                        &self.noise[b],
+                        |xt| model.forward(xt, &t, &cond, false),
+                    );
                     BinLoss {
                         bin: b,
                         t_lo: lo,
                         t_hi: hi,
                         unweighted: mse.mean(Kind::Double).double_value(&[]),
-                        weighted: (&mse * w).mean(Kind::Double).double_value(&[]),
+                        weighted: weighted.mean(Kind::Double).double_value(&[]),
                     }
                 })
                 .collect()
@@ -171,7 +171,8 @@ mod tests {
     #[test]
     fn the_curve_is_stable_for_a_fixed_probe_and_matches_a_zero_model() {
         let c = cfg();
-        let probe = Probe::new(&c, &data::load(&c, Split::Test).unwrap(), Device::Cpu).unwrap();
+        let probe =
+            Probe::new(&c, &data::load(&c.data, Split::Test).unwrap(), Device::Cpu).unwrap();
         assert_eq!(probe.len(), 64);
         let vs = nn::VarStore::new(Device::Cpu);
         let spec = crate::config::model_spec(&c, None);
@@ -186,7 +187,7 @@ mod tests {
             }
         });
         let a = probe.evaluate(&model);
-        let again = Probe::new(&c, &data::load(&c, Split::Test).unwrap(), Device::Cpu)
+        let again = Probe::new(&c, &data::load(&c.data, Split::Test).unwrap(), Device::Cpu)
             .unwrap()
             .evaluate(&model);
         assert_eq!(a, again, "same probe, same numbers");

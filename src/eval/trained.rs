@@ -5,7 +5,8 @@
 
 use crate::config::RunConfig;
 use crate::model::{Denoiser, ModelSpec};
-use crate::train::checkpoint;
+use crate::run::checkpoint;
+use crate::run::{identity, RunDir, RunStatus, Weights};
 use std::path::{Path, PathBuf};
 use tch::{nn, Device};
 
@@ -25,7 +26,7 @@ pub struct TrainedModel {
     /// Owns the weights; dropping it frees them.
     pub vs: nn::VarStore,
     pub step: u64,
-    pub weights: String,
+    pub weights: Weights,
     /// Class count of the model's label embedding (0 = unconditional).
     pub num_classes: i64,
     pub checkpoint: PathBuf,
@@ -33,7 +34,7 @@ pub struct TrainedModel {
 
 /// The run's config as it was trained (`config.toml` in the run directory).
 pub fn run_config(run_dir: &Path) -> Result<RunConfig, TrainedError> {
-    let path = run_dir.join("config.toml");
+    let path = RunDir::new(run_dir).config();
     let text = std::fs::read_to_string(&path).map_err(|e| {
         TrainedError::Input(format!(
             "{}: cannot read it ({e}); give a run directory written by `ddpm-lab train` or a sweep's jobs/<id>/",
@@ -49,8 +50,8 @@ pub fn run_config(run_dir: &Path) -> Result<RunConfig, TrainedError> {
     // The weights were trained under the config whose hash status.json
     // records; sampling or evaluating them under another (an edited schedule,
     // say) would give numbers that belong to neither.
-    if let Some(status) = crate::train::status::RunStatus::read(run_dir) {
-        let hash = crate::train::trainer::config_hash(&cfg, false);
+    if let Some(status) = RunStatus::read(run_dir) {
+        let hash = identity::training_hash(&cfg);
         if !status.config_hash.is_empty() && status.config_hash != hash {
             return Err(TrainedError::Input(format!(
                 "{}: differs from the config the run was trained with (its hash is {hash}, status.json records {}): a training key was edited after training. Restore it; only eval.*, output.* and how training is launched or logged may change",
@@ -62,24 +63,18 @@ pub fn run_config(run_dir: &Path) -> Result<RunConfig, TrainedError> {
     Ok(cfg)
 }
 
-/// The weight sets a checkpoint holds: `raw`, then each `ema-<decay>`.
-pub fn weight_sets(cfg: &RunConfig) -> Vec<String> {
-    let mut out = vec!["raw".to_string()];
-    out.extend(
-        cfg.ema
-            .decays
-            .iter()
-            .map(|&d| crate::train::ema::weights_name(d)),
-    );
-    out
+/// The weight sets a checkpoint holds: raw, then each EMA.
+pub fn weight_sets(cfg: &RunConfig) -> Vec<Weights> {
+    Weights::of_run(&cfg.ema.decays)
 }
 
 /// Every saved weight state of a run, oldest first: the evaluation-point
 /// snapshots (`snapshots/`), and any checkpoint (`checkpoints/`) at a step
 /// with no snapshot.
 pub fn saved_steps(run_dir: &Path) -> Vec<(u64, PathBuf)> {
-    let mut all = checkpoint::list(&run_dir.join("snapshots"));
-    for (s, p) in checkpoint::list(&run_dir.join("checkpoints")) {
+    let layout = RunDir::new(run_dir);
+    let mut all = checkpoint::list(&layout.snapshots());
+    for (s, p) in checkpoint::list(&layout.checkpoints()) {
         if !all.iter().any(|(k, _)| *k == s) {
             all.push((s, p));
         }
@@ -91,9 +86,10 @@ pub fn saved_steps(run_dir: &Path) -> Vec<(u64, PathBuf)> {
 /// The evaluation points of a run: its snapshots, or (for a run trained before
 /// snapshots existed) its checkpoints.
 pub fn eval_points(run_dir: &Path) -> Vec<(u64, PathBuf)> {
-    let snaps = checkpoint::list(&run_dir.join("snapshots"));
+    let layout = RunDir::new(run_dir);
+    let snaps = checkpoint::list(&layout.snapshots());
     if snaps.is_empty() {
-        checkpoint::list(&run_dir.join("checkpoints"))
+        checkpoint::list(&layout.checkpoints())
     } else {
         snaps
     }
@@ -103,7 +99,7 @@ pub fn eval_points(run_dir: &Path) -> Vec<(u64, PathBuf)> {
 pub fn load(
     run_dir: &Path,
     step: Option<u64>,
-    weights: &str,
+    weights: Weights,
     device: Device,
 ) -> Result<TrainedModel, TrainedError> {
     let config = run_config(run_dir)?;
@@ -130,8 +126,8 @@ pub fn load(
         })?,
     };
     let (_, data) = checkpoint::read(&dir)?;
-    let weights = &crate::train::ema::canonical_weights(weights);
-    if !data.files.iter().any(|(f, _)| f == weights) {
+    let stem = weights.to_string();
+    if !data.files.iter().any(|(f, _)| *f == stem) {
         let have: Vec<&str> = data
             .files
             .iter()
@@ -147,14 +143,14 @@ pub fn load(
     // The class count from the checkpoint itself (an image folder's classes
     // are only known from its data).
     let num_classes = data
-        .get(weights, "embedding.label_embedding.weight")
+        .get(&stem, "embedding.label_embedding.weight")
         .map_or(0, |w| w.size()[0] - 1);
     let spec = crate::config::model_spec(&config, (num_classes > 0).then_some(num_classes));
     let mut vs = nn::VarStore::new(device);
     let model = Denoiser::new(vs.root(), &spec);
     tch::no_grad(|| -> Result<(), TrainedError> {
         for (name, mut var) in vs.variables() {
-            let src = data.get(weights, &name).ok_or_else(|| {
+            let src = data.get(&stem, &name).ok_or_else(|| {
                 TrainedError::Input(format!(
                     "checkpoint {} has no tensor {name} in {weights}: it was written by another model",
                     dir.display()
@@ -179,7 +175,7 @@ pub fn load(
         model,
         vs,
         step,
-        weights: weights.to_string(),
+        weights,
         num_classes,
         checkpoint: dir,
     })

@@ -164,19 +164,21 @@ mod tests {
     #[test]
     fn the_cifar_unet_is_about_six_gmacs() {
         // DDPM's CIFAR-10 model is usually quoted at ~6 GFLOPs (MACs) per image.
-        let cfg = crate::config::RunConfig {
-            model: crate::config::run::ModelConfig {
-                preset: crate::model::ModelPreset::DdpmCifar10,
-                ..Default::default()
-            },
-            data: crate::config::run::DataConfig {
-                source: crate::config::run::DataSource::Synthetic,
-                shape: vec![3, 32, 32],
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let c = model_cost(&crate::config::model_spec(&cfg, None));
+        let v = crate::model::ModelPreset::DdpmCifar10.values();
+        let spec = crate::model::ModelSpec::Unet(crate::model::UNetConfig {
+            in_channels: 3,
+            resolution: 32,
+            ch: v.ch,
+            ch_mult: v.ch_mult,
+            num_res_blocks: v.num_res_blocks,
+            attn_resolutions: v.attn_resolutions,
+            dropout: v.dropout,
+            norm_groups: v.norm_groups,
+            attn_heads: v.attn_heads,
+            num_classes: 0,
+            cond_dim: 0,
+        });
+        let c = model_cost(&spec);
         assert_eq!(c.parameters, 35_746_307);
         let g = c.macs_per_sample / 1e9;
         assert!((5.0..7.5).contains(&g), "{g} GMACs");

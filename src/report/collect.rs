@@ -6,8 +6,8 @@
 use crate::config::RunConfig;
 use crate::eval::evaluate::{read_timestep_rows, TimestepRow};
 use crate::eval::metrics_table::{self, MetricRow};
-use crate::train::log::LogRecord;
-use crate::train::status::{RunState, RunStatus};
+use crate::run::records::{LogRecord, PlanFile, PlanRun};
+use crate::run::{EvalDir, JobState, RunStatus, SweepDir, Weights};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -22,13 +22,13 @@ pub enum CollectError {
 pub struct RunData {
     pub id: String,
     pub job: String,
-    /// `raw` or `ema-<decay>`.
-    pub weights: String,
+    pub weights: Weights,
     /// The swept values, in axis order (`seed` included).
     pub swept: Vec<(String, serde_json::Value)>,
     pub config: RunConfig,
-    /// `completed`, `failed`, `interrupted`, `running` or `missing` (never started).
-    pub state: String,
+    /// What its job's status.json says; New when there is none (never
+    /// started), Unknown when it cannot be read.
+    pub state: JobState,
     pub reason: String,
     pub wall_time_s: f64,
     pub device: String,
@@ -39,7 +39,20 @@ pub struct RunData {
     pub eval: Vec<MetricRow>,
 }
 
+/// How the report names a run's state: a planned run whose job never
+/// started is `missing` from the numbers.
+pub fn state_label(state: JobState) -> &'static str {
+    match state {
+        JobState::New => "missing",
+        other => other.name(),
+    }
+}
+
 impl RunData {
+    pub fn completed(&self) -> bool {
+        self.state == JobState::Completed
+    }
+
     /// The swept values without the seed: what makes a variant.
     pub fn variant(&self) -> Vec<(String, serde_json::Value)> {
         self.swept
@@ -125,96 +138,28 @@ fn read_log(path: &Path) -> Vec<LogRecord> {
 
 /// Read `results/<sweep>/` (as `ddpm-lab sweep` wrote it).
 pub fn collect(root: &Path) -> Result<SweepData, CollectError> {
-    let plan_path = root.join("plan.json");
+    let sweep = SweepDir::at(root);
+    let plan_path = sweep.plan();
     let text = std::fs::read_to_string(&plan_path).map_err(|e| {
         CollectError::Input(format!(
             "{}: cannot read it ({e}); give a sweep folder (results/<sweep>) that `ddpm-lab sweep` has planned",
             plan_path.display()
         ))
     })?;
-    let plan: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-        CollectError::Input(format!("{}: not a sweep plan ({e})", plan_path.display()))
-    })?;
-    let runs = match plan["runs"].as_array() {
-        Some(runs) if !runs.is_empty() => runs.clone(),
-        _ => {
-            return Err(CollectError::Input(format!(
-                "{}: lists no runs, so there is nothing to report; give a sweep folder (results/<sweep>) that `ddpm-lab sweep` has planned",
-                plan_path.display()
-            )))
-        }
-    };
-    let read_run = |r: &serde_json::Value| -> Result<(RunData, Vec<String>), CollectError> {
-        let id = r["id"].as_str().unwrap_or("").to_string();
-        let job = r["job"].as_str().unwrap_or("").to_string();
-        let weights = r["weights"].as_str().unwrap_or("raw").to_string();
-        let swept: Vec<(String, serde_json::Value)> = r["swept"]
-            .as_object()
-            .map(|o| o.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default();
-        let config: RunConfig = serde_json::from_value(r["config"].clone()).map_err(|e| {
-            CollectError::Input(format!(
-                "{}: run {id} has a config this version cannot read ({e})",
-                plan_path.display()
-            ))
-        })?;
-        let job_dir = root.join("jobs").join(&job);
-        let status = RunStatus::read(&job_dir);
-        let (state, reason, wall, device) = match &status {
-            Some(s) => (
-                match s.state {
-                    RunState::Running => "running",
-                    RunState::Completed => "completed",
-                    RunState::Failed => "failed",
-                    RunState::Interrupted => "interrupted",
-                }
-                .to_string(),
-                s.reason.clone(),
-                s.wall_time_s,
-                s.device.clone(),
-            ),
-            None => ("missing".to_string(), String::new(), 0.0, String::new()),
-        };
-        let eval_dir = job_dir.join("eval");
-        let mut unreadable = vec![];
-        let timestep = read_timestep_rows(&eval_dir.join("timestep_loss.parquet"))
-            .unwrap_or_else(|e| {
-                unreadable.push(e.to_string());
-                vec![]
-            })
-            .into_iter()
-            .filter(|t| t.weights == weights || t.weights == "raw")
-            .collect();
-        let eval = metrics_table::read(&eval_dir.join(metrics_table::FILE))
-            .unwrap_or_else(|e| {
-                unreadable.push(e);
-                vec![]
-            })
-            .into_iter()
-            .filter(|m| m.weights == weights)
-            .collect();
-        Ok((
-            RunData {
-                id,
-                job,
-                weights,
-                swept,
-                config,
-                state,
-                reason,
-                wall_time_s: wall,
-                device,
-                log: read_log(&job_dir.join("metrics.jsonl")),
-                timestep,
-                eval,
-            },
-            unreadable,
+    let plan: PlanFile = serde_json::from_str(&text).map_err(|e| {
+        CollectError::Input(format!(
+            "{}: not a sweep plan this version can read ({e}); run `ddpm-lab sweep` on its spec again to rewrite it",
+            plan_path.display()
         ))
-    };
-    let read: Vec<(RunData, Vec<String>)> = runs
-        .par_iter()
-        .map(read_run)
-        .collect::<Result<Vec<_>, _>>()?;
+    })?;
+    if plan.runs.is_empty() {
+        return Err(CollectError::Input(format!(
+            "{}: lists no runs, so there is nothing to report; give a sweep folder (results/<sweep>) that `ddpm-lab sweep` has planned",
+            plan_path.display()
+        )));
+    }
+    let read_run = |r: &PlanRun| read_run(&sweep, r);
+    let read: Vec<(RunData, Vec<String>)> = plan.runs.par_iter().map(read_run).collect();
     let mut unreadable: Vec<String> = vec![];
     let mut runs = Vec::with_capacity(read.len());
     for (r, bad) in read {
@@ -226,7 +171,7 @@ pub fn collect(root: &Path) -> Result<SweepData, CollectError> {
         runs.push(r);
     }
     let planned: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
-    let mut orphans: Vec<String> = walkdir::WalkDir::new(root.join("runs"))
+    let mut orphans: Vec<String> = walkdir::WalkDir::new(sweep.runs())
         .min_depth(2)
         .max_depth(2)
         .into_iter()
@@ -246,18 +191,73 @@ pub fn collect(root: &Path) -> Result<SweepData, CollectError> {
     Ok(SweepData {
         orphans,
         unreadable,
-        name: plan["name"].as_str().unwrap_or("").to_string(),
-        description: plan["description"].as_str().unwrap_or("").to_string(),
+        name: plan.name,
+        description: plan.description,
         root: root.to_path_buf(),
-        spec_text: std::fs::read_to_string(root.join("spec.toml")).unwrap_or_default(),
-        devices: plan["devices"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|d| d.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default(),
+        spec_text: std::fs::read_to_string(sweep.spec()).unwrap_or_default(),
+        devices: plan.devices,
         runs,
     })
+}
+
+/// One planned run and what its job left; with the tables and files that
+/// exist but cannot be read (each with why).
+fn read_run(sweep: &SweepDir, r: &PlanRun) -> (RunData, Vec<String>) {
+    let job = sweep.job(&r.job);
+    let mut unreadable = vec![];
+    let status = RunStatus::read_checked(&job.root).unwrap_or_else(|e| {
+        unreadable.push(format!("the job's status ({e})"));
+        Some(RunStatus {
+            state: JobState::Unknown,
+            reason: "its status.json cannot be read".into(),
+            step: 0,
+            total_steps: 0,
+            wall_time_s: 0.0,
+            device: String::new(),
+            pid: 0,
+            config_hash: String::new(),
+            last_checkpoint: None,
+        })
+    });
+    let (state, reason, wall, device) = match status {
+        Some(s) => (s.state, s.reason, s.wall_time_s, s.device),
+        None => (JobState::New, String::new(), 0.0, String::new()),
+    };
+    let eval_dir = EvalDir::new(job.eval());
+    let weights = r.weights;
+    let timestep = read_timestep_rows(&eval_dir.timestep_loss())
+        .unwrap_or_else(|e| {
+            unreadable.push(e.to_string());
+            vec![]
+        })
+        .into_iter()
+        .filter(|t| t.weights == weights || t.weights == Weights::Raw)
+        .collect();
+    let eval = metrics_table::read(&eval_dir.metrics())
+        .unwrap_or_else(|e| {
+            unreadable.push(e);
+            vec![]
+        })
+        .into_iter()
+        .filter(|m| m.weights == weights)
+        .collect();
+    let data = RunData {
+        id: r.id.clone(),
+        job: r.job.clone(),
+        weights,
+        swept: r
+            .swept
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        config: r.config.clone(),
+        state,
+        reason,
+        wall_time_s: wall,
+        device,
+        log: read_log(&job.metrics_jsonl()),
+        timestep,
+        eval,
+    };
+    (data, unreadable)
 }

@@ -7,6 +7,7 @@
 use super::collect::SweepData;
 use super::stats::{relative_change, Summary};
 use super::tables::SummaryRow;
+use crate::run::Weights;
 
 /// Whether lower is better for a metric (None: no direction, e.g. learning rate).
 pub fn lower_is_better(metric: &str) -> Option<bool> {
@@ -143,15 +144,15 @@ pub fn timestep_notes(variants: &[(String, Vec<&crate::report::collect::RunData>
     use std::collections::BTreeMap;
     let mut out = vec![];
     for (label, runs) in variants {
-        let done: Vec<_> = runs.iter().filter(|r| r.state == "completed").collect();
+        let done: Vec<_> = runs.iter().filter(|r| r.completed()).collect();
         let Some(first) = done.first() else { continue };
-        let w = first.weights.clone();
+        let w = first.weights;
         // (weights, step, bin) → values over runs; bin bounds by bin.
         let mut acc: BTreeMap<(String, u64, usize), Vec<f64>> = BTreeMap::new();
         let mut bounds: BTreeMap<usize, (i64, i64)> = BTreeMap::new();
         for r in &done {
             for t in &r.timestep {
-                acc.entry((t.weights.clone(), t.step, t.bin))
+                acc.entry((t.weights.to_string(), t.step, t.bin))
                     .or_default()
                     .push(t.loss_unweighted);
                 bounds.insert(t.bin, (t.t_lo, t.t_hi));
@@ -160,7 +161,11 @@ pub fn timestep_notes(variants: &[(String, Vec<&crate::report::collect::RunData>
         let mean =
             |k: &(String, u64, usize)| acc.get(k).map(|v| v.iter().sum::<f64>() / v.len() as f64);
         let steps: Vec<u64> = {
-            let mut s: Vec<u64> = acc.keys().filter(|k| k.0 == w).map(|k| k.1).collect();
+            let mut s: Vec<u64> = acc
+                .keys()
+                .filter(|k| k.0 == w.to_string())
+                .map(|k| k.1)
+                .collect();
             s.sort();
             s.dedup();
             s
@@ -174,7 +179,10 @@ pub fn timestep_notes(variants: &[(String, Vec<&crate::report::collect::RunData>
         let drops: Vec<(usize, f64)> = bounds
             .keys()
             .filter_map(|&b| {
-                let (a, z) = (mean(&(w.clone(), s0, b))?, mean(&(w.clone(), s1, b))?);
+                let (a, z) = (
+                    mean(&(w.to_string(), s0, b))?,
+                    mean(&(w.to_string(), s1, b))?,
+                );
                 (a > 0.0).then_some((b, 1.0 - z / a))
             })
             .collect();
@@ -203,11 +211,12 @@ pub fn timestep_notes(variants: &[(String, Vec<&crate::report::collect::RunData>
             span(worst.0),
             100.0 * worst.1
         ));
-        if w != "raw" {
+        if w != Weights::Raw {
             let ratios: Vec<f64> = bounds
                 .keys()
                 .filter_map(|&b| {
-                    Some(mean(&(w.clone(), s1, b))? / mean(&("raw".to_string(), s1, b))?)
+                    let of = |w: Weights| mean(&(w.to_string(), s1, b));
+                    Some(of(w)? / of(Weights::Raw)?)
                 })
                 .collect();
             if !ratios.is_empty() {
@@ -227,11 +236,7 @@ pub fn timestep_notes(variants: &[(String, Vec<&crate::report::collect::RunData>
 pub fn ema_warmup_notes(s: &SweepData) -> Vec<String> {
     let mut out: Vec<String> = vec![];
     for r in &s.runs {
-        let Some(mu) = r
-            .weights
-            .strip_prefix("ema-")
-            .and_then(|d| d.parse::<f64>().ok())
-        else {
+        let Some(mu) = r.weights.decay() else {
             continue;
         };
         let horizon = 1.0 / (1.0 - mu);

@@ -15,6 +15,7 @@ pub mod findings;
 pub mod stats;
 pub mod tables;
 
+use crate::run::Weights;
 use charts::{Body, Chart, Line};
 use collect::{RunData, SweepData};
 use document::Block;
@@ -79,10 +80,7 @@ pub fn options_from_spec(spec_text: &str) -> ReportOptions {
 }
 
 fn completed<'a>(runs: &[&'a RunData]) -> Vec<&'a RunData> {
-    runs.iter()
-        .copied()
-        .filter(|r| r.state == "completed")
-        .collect()
+    runs.iter().copied().filter(|r| r.completed()).collect()
 }
 
 /// Mean over runs of a per-run series keyed by x.
@@ -172,8 +170,8 @@ fn build_charts(
         steps.sort();
         steps.dedup();
         let mut lines = vec![];
-        for w in [r.weights.clone(), "raw".to_string()] {
-            if w == "raw" && r.weights == "raw" && !lines.is_empty() {
+        for w in [r.weights, Weights::Raw] {
+            if w == Weights::Raw && r.weights == Weights::Raw && !lines.is_empty() {
                 break;
             }
             for &st in &steps {
@@ -187,7 +185,7 @@ fn build_charts(
                     lines.push(Line {
                         label: format!("step {st} ({w})"),
                         points: pts,
-                        dashed: w == "raw" && r.weights != "raw",
+                        dashed: w == Weights::Raw && r.weights != Weights::Raw,
                         markers_only: false,
                     });
                 }
@@ -322,7 +320,7 @@ fn build_charts(
 /// (p_uncond, guidance) → mean final value of `metric` over distinct jobs.
 fn guidance_grid(s: &SweepData, metric: &str) -> GuidanceGrid {
     let mut grid = GuidanceGrid::new();
-    let all: Vec<&RunData> = s.runs.iter().filter(|r| r.state == "completed").collect();
+    let all: Vec<&RunData> = s.runs.iter().filter(|r| r.completed()).collect();
     for r in unique_jobs(&all) {
         let Some(last) = r
             .eval
@@ -627,7 +625,7 @@ pub fn report(root: &Path, opts: &ReportOptions) -> Result<ReportOutcome, Report
     if !s.description.is_empty() {
         b.push(Block::Para(s.description.clone()));
     }
-    let done = s.runs.iter().filter(|r| r.state == "completed").count();
+    let done = s.runs.iter().filter(|r| r.completed()).count();
     let wall: f64 = {
         let all: Vec<&RunData> = s.runs.iter().collect();
         unique_jobs(&all).iter().map(|r| r.wall_time_s).sum()
@@ -661,13 +659,13 @@ pub fn report(root: &Path, opts: &ReportOptions) -> Result<ReportOutcome, Report
     let not_done: Vec<(String, String)> = s
         .runs
         .iter()
-        .filter(|r| r.state != "completed")
+        .filter(|r| !r.completed())
         .map(|r| {
             (
                 r.id.clone(),
                 format!(
                     "{}{}",
-                    r.state,
+                    collect::state_label(r.state),
                     if r.reason.is_empty() {
                         String::new()
                     } else {

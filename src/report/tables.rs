@@ -79,11 +79,7 @@ pub struct SummaryRow {
 pub fn summary_rows(s: &SweepData) -> Vec<SummaryRow> {
     let mut out = vec![];
     for (variant, runs) in by_variant(s) {
-        let done: Vec<&RunData> = runs
-            .iter()
-            .copied()
-            .filter(|r| r.state == "completed")
-            .collect();
+        let done: Vec<&RunData> = runs.iter().copied().filter(|r| r.completed()).collect();
         for (metric, values) in variant_values(&done) {
             out.push(SummaryRow {
                 variant: variant.clone(),
@@ -134,7 +130,7 @@ pub fn runs_table(s: &SweepData) -> PolarsResult<DataFrame> {
         str_col("run", &|r| r.id.clone()),
         str_col("job", &|r| r.job.clone()),
         str_col("variant", &|r| variant_label(&r.variant())),
-        str_col("weights", &|r| r.weights.clone()),
+        str_col("weights", &|r| r.weights.to_string()),
     ];
     for axis in s.axes() {
         cols.push(Column::new(
@@ -154,7 +150,9 @@ pub fn runs_table(s: &SweepData) -> PolarsResult<DataFrame> {
         "seed".into(),
         s.runs.iter().map(|r| r.seed()).collect::<Vec<_>>(),
     ));
-    cols.push(str_col("state", &|r| r.state.clone()));
+    cols.push(str_col("state", &|r| {
+        crate::report::collect::state_label(r.state).to_string()
+    }));
     cols.push(str_col("reason", &|r| r.reason.clone()));
     cols.push(Column::new(
         "wall_time_s".into(),
@@ -237,7 +235,7 @@ pub fn timestep_table(s: &SweepData) -> PolarsResult<DataFrame> {
         Column::new(
             "weights".into(),
             rows.iter()
-                .map(|(_, t)| t.weights.as_str())
+                .map(|(_, t)| t.weights.to_string())
                 .collect::<Vec<_>>(),
         ),
         Column::new(
@@ -288,7 +286,7 @@ pub fn eval_table(s: &SweepData) -> PolarsResult<DataFrame> {
         Column::new(
             "weights".into(),
             rows.iter()
-                .map(|(_, m)| m.weights.as_str())
+                .map(|(_, m)| m.weights.to_string())
                 .collect::<Vec<_>>(),
         ),
         Column::new(

@@ -9,21 +9,18 @@
 //! exits with 130; children also get SIGTERM if the sweep process dies.
 
 use super::devices::{Slot, SlotDevice};
+use super::executor::{Executor, JobOutcome, JobTicket};
 use super::progress::SweepProgress;
-use super::results::{retire, Action, SweepDir};
-use super::schedule::{Executor, Task};
-use crate::train::status::{RunState, RunStatus};
+use super::results::Action;
+use crate::run::records::ProgressLine;
+use crate::run::{JobState, RunStatus, StopToken, SweepDir};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
-
-/// Set on Ctrl-C or SIGTERM: start nothing new, stop the children.
-pub static STOP: AtomicBool = AtomicBool::new(false);
 
 /// The pids of the running children.
 static CHILDREN: Mutex<Vec<u32>> = Mutex::new(vec![]);
@@ -31,9 +28,11 @@ static CHILDREN: Mutex<Vec<u32>> = Mutex::new(vec![]);
 /// Lines of a failed job's stderr kept for its report.
 pub const STDERR_TAIL: usize = 12;
 
-/// Ask every running child to checkpoint and stop (SIGTERM).
+/// The signal handler of `ddpm-lab sweep`: set the process's stop token
+/// (start nothing new) and ask every running child to checkpoint and stop
+/// (SIGTERM).
 pub fn stop_children() {
-    STOP.store(true, Ordering::SeqCst);
+    StopToken::process().stop();
     let pids = CHILDREN.lock().unwrap_or_else(|p| p.into_inner()).clone();
     for pid in pids {
         // SAFETY: sending a signal to a pid we spawned and have not reaped.
@@ -43,65 +42,20 @@ pub fn stop_children() {
     }
 }
 
-/// How a job ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Ended {
-    Completed,
-    Failed,
-    Interrupted,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct JobOutcome {
-    pub ended: Ended,
-    /// The child's exit code (None if a signal killed it, or it never started).
-    pub exit_code: Option<i32>,
-    /// Why it failed or stopped.
-    pub reason: String,
-    pub stderr_tail: Vec<String>,
-    pub step: u64,
-    pub wall_s: f64,
-    pub device: String,
-}
-
-/// One job as the executor sees it.
-#[derive(Debug, Clone)]
-pub struct JobTicket {
-    pub id: String,
-    pub action: Action,
-    /// Evaluate after training (or only evaluate, for `Action::Evaluate`).
-    pub evaluate: bool,
-    /// The weight sets to evaluate.
-    pub eval_weights: Vec<String>,
-    pub total_steps: u64,
-    /// A short description for progress lines (its runs).
-    pub label: String,
-}
-
 /// Runs jobs as children of this same binary.
-pub struct ProcessExecutor<'a> {
+pub struct ProcessExecutor {
     pub exe: PathBuf,
     pub dir: SweepDir,
-    pub jobs: Vec<JobTicket>,
-    pub progress: &'a SweepProgress,
 }
 
-impl ProcessExecutor<'_> {
-    fn fail(&self, slot: &Slot, reason: String) -> JobOutcome {
-        JobOutcome {
-            ended: Ended::Failed,
-            exit_code: None,
-            reason,
-            stderr_tail: vec![],
-            step: 0,
-            wall_s: 0.0,
-            device: slot.label(),
-        }
-    }
+/// What a child said on its progress channel besides progress: its
+/// failure reason.
+#[derive(Default)]
+struct Said {
+    failed: Option<String>,
 }
 
-impl ProcessExecutor<'_> {
+impl ProcessExecutor {
     /// A child of this binary on `slot`: only its GPU visible, no
     /// `DDPM_LAB_*` layer (the job's files are the whole truth), stdout and
     /// stderr piped, SIGTERM if this process dies.
@@ -131,15 +85,17 @@ impl ProcessExecutor<'_> {
     }
 
     /// Run a child to its end: stderr appended to the job's log (its tail
-    /// kept), each stdout line given to `on_line`.
+    /// kept), each progress line on stdout given to `on_line`, and its
+    /// failure reason, if it reports one, kept.
     fn run_child(
         &self,
         job: &JobTicket,
         slot: &Slot,
         what: &str,
         mut cmd: Command,
-        mut on_line: impl FnMut(&str),
-    ) -> Result<(std::process::ExitStatus, Vec<String>), String> {
+        stop: &StopToken,
+        mut on_line: impl FnMut(&ProgressLine),
+    ) -> Result<(std::process::ExitStatus, Vec<String>, Said), String> {
         let log_path = self.dir.job_log(&job.id);
         let mut log = std::fs::OpenOptions::new()
             .create(true)
@@ -152,7 +108,7 @@ impl ProcessExecutor<'_> {
             .map_err(|e| format!("starting {}: {e}", self.exe.display()))?;
         let pid = child.id();
         CHILDREN.lock().unwrap_or_else(|p| p.into_inner()).push(pid);
-        if STOP.load(Ordering::SeqCst) {
+        if stop.is_stopped() {
             // A stop arrived between the pick and the spawn.
             // SAFETY: our own child.
             unsafe {
@@ -161,6 +117,7 @@ impl ProcessExecutor<'_> {
         }
         let stderr = child.stderr.take().expect("piped"); // ok: piped by command()
         let stdout = child.stdout.take().expect("piped"); // ok: piped by command()
+        let mut said = Said::default();
         let tail = std::thread::scope(|scope| {
             let reader = scope.spawn(move || {
                 let mut tail: VecDeque<String> = VecDeque::new();
@@ -174,7 +131,11 @@ impl ProcessExecutor<'_> {
                 tail
             });
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                on_line(&line);
+                match ProgressLine::parse(&line) {
+                    Some(ProgressLine::Failed { reason }) => said.failed = Some(reason),
+                    Some(p) => on_line(&p),
+                    None => {}
+                }
             }
             reader.join().unwrap_or_default()
         });
@@ -184,43 +145,42 @@ impl ProcessExecutor<'_> {
             .unwrap_or_else(|p| p.into_inner())
             .retain(|&p| p != pid);
         let status = status.map_err(|e| format!("waiting for the child: {e}"))?;
-        Ok((status, tail.into_iter().collect()))
+        Ok((status, tail.into_iter().collect(), said))
     }
 
-    /// How a child ended, as (ended, exit code, reason).
+    /// How a child ended, as (ended, exit code, reason): the reason its
+    /// status.json records, else the one it reported, else its exit.
     fn judge(
         status: std::process::ExitStatus,
         run_status: Option<&RunStatus>,
-        tail: &[String],
-    ) -> (Ended, Option<i32>, String) {
-        let last_error = tail
-            .iter()
-            .rev()
-            .find_map(|l| l.strip_prefix("error: "))
-            .map(str::to_string);
+        said: Said,
+        stop: &StopToken,
+    ) -> (JobState, Option<i32>, String) {
         match (status.code(), status.signal()) {
-            (Some(0), _) => (Ended::Completed, Some(0), String::new()),
+            (Some(0), _) => (JobState::Completed, Some(0), String::new()),
             (Some(130), _) => (
-                Ended::Interrupted,
+                JobState::Interrupted,
                 Some(130),
                 "stopped by a signal; the next run of the sweep resumes it".into(),
             ),
             (Some(code), _) => {
                 let reason = match run_status {
-                    Some(r) if r.state == RunState::Failed && !r.reason.is_empty() => {
+                    Some(r) if r.state == JobState::Failed && !r.reason.is_empty() => {
                         r.reason.clone()
                     }
-                    _ => last_error.unwrap_or_else(|| format!("exited with code {code}")),
+                    _ => said
+                        .failed
+                        .unwrap_or_else(|| format!("exited with code {code}")),
                 };
-                (Ended::Failed, Some(code), reason)
+                (JobState::Failed, Some(code), reason)
             }
-            (None, Some(sig)) if STOP.load(Ordering::SeqCst) => (
-                Ended::Interrupted,
+            (None, Some(sig)) if stop.is_stopped() => (
+                JobState::Interrupted,
                 None,
                 format!("ended by signal {sig} while the sweep stopped"),
             ),
             (None, Some(sig)) => (
-                Ended::Failed,
+                JobState::Failed,
                 None,
                 format!(
                     "killed by signal {sig}{}",
@@ -231,24 +191,19 @@ impl ProcessExecutor<'_> {
                     }
                 ),
             ),
-            (None, None) => (Ended::Failed, None, "ended without a status".into()),
+            (None, None) => (JobState::Failed, None, "ended without a status".into()),
         }
     }
 
-    fn train(&self, task: &Task, slot: &Slot, job: &JobTicket) -> JobOutcome {
+    fn train(
+        &self,
+        key: usize,
+        slot: &Slot,
+        job: &JobTicket,
+        progress: &SweepProgress,
+        stop: &StopToken,
+    ) -> JobOutcome {
         let out = self.dir.job_dir(&job.id);
-        if job.action == Action::Restart && out.exists() {
-            match retire(&self.dir, &job.id) {
-                Ok(to) => self.progress.println(&format!(
-                    "job {}: moved the earlier attempt to {}",
-                    job.id,
-                    to.display()
-                )),
-                Err(e) => {
-                    return self.fail(slot, format!("moving {} to the attic: {e}", out.display()))
-                }
-            }
-        }
         let mut cmd = self.command(slot);
         cmd.arg("train")
             .arg(self.dir.job_config(&job.id))
@@ -262,20 +217,19 @@ impl ProcessExecutor<'_> {
             cmd.arg("--resume");
         }
         let started = Instant::now();
-        let ran = self.run_child(job, slot, "train", cmd, |line| {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
-                let step = v["step"].as_u64().unwrap_or(0);
-                let total = v["total"].as_u64().unwrap_or(job.total_steps);
-                self.progress
-                    .update(task.job, step, total, v["loss"].as_f64());
-            }
+        let ran = self.run_child(job, slot, "train", cmd, stop, |line| match *line {
+            ProgressLine::Step { step, total } => progress.update(key, step, total, None),
+            ProgressLine::Record {
+                step, total, loss, ..
+            } => progress.update(key, step, total, Some(loss.unwrap_or(-1.0))),
+            _ => {}
         });
-        let (status, tail) = match ran {
+        let (status, tail, said) = match ran {
             Ok(r) => r,
-            Err(e) => return self.fail(slot, e),
+            Err(e) => return JobOutcome::failed_to_start(slot, e),
         };
         let run_status = RunStatus::read(&out);
-        let (ended, exit_code, reason) = Self::judge(status, run_status.as_ref(), &tail);
+        let (ended, exit_code, reason) = Self::judge(status, run_status.as_ref(), said, stop);
         JobOutcome {
             ended,
             exit_code,
@@ -288,7 +242,13 @@ impl ProcessExecutor<'_> {
     }
 
     /// Evaluate a trained job (`ddpm-lab eval`); a failure becomes the job's.
-    fn evaluate(&self, slot: &Slot, job: &JobTicket, trained: JobOutcome) -> JobOutcome {
+    fn evaluate(
+        &self,
+        slot: &Slot,
+        job: &JobTicket,
+        trained: JobOutcome,
+        stop: &StopToken,
+    ) -> JobOutcome {
         let out = self.dir.job_dir(&job.id);
         let mut cmd = self.command(slot);
         // Evaluation is many small ops with host syncs: spinning OpenMP
@@ -299,29 +259,29 @@ impl ProcessExecutor<'_> {
         cmd.arg("eval")
             .arg(&out)
             .arg("--weights")
-            .arg(job.eval_weights.join(","))
+            .arg(
+                job.eval_weights
+                    .iter()
+                    .map(|w| w.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
             .args(["--device", slot.train_device()])
             .arg("--threads")
             .arg(slot.threads.to_string())
             // One cache of evaluator networks for every sweep under the results root.
             .arg("--evaluators")
-            .arg(
-                self.dir
-                    .root
-                    .parent()
-                    .unwrap_or(&self.dir.root)
-                    .join(".evaluators"),
-            )
-            .arg("--quiet");
+            .arg(self.dir.results().join(".evaluators"))
+            .args(["--quiet", "--progress-jsonl"]);
         let started = Instant::now();
-        let (status, tail) = match self.run_child(job, slot, "eval", cmd, |_| {}) {
+        let (status, tail, said) = match self.run_child(job, slot, "eval", cmd, stop, |_| {}) {
             Ok(r) => r,
-            Err(e) => return self.fail(slot, e),
+            Err(e) => return JobOutcome::failed_to_start(slot, e),
         };
-        let (ended, exit_code, reason) = Self::judge(status, None, &tail);
+        let (ended, exit_code, reason) = Self::judge(status, None, said, stop);
         let wall_s = trained.wall_s + started.elapsed().as_secs_f64();
         match ended {
-            Ended::Completed => JobOutcome { wall_s, ..trained },
+            JobState::Completed => JobOutcome { wall_s, ..trained },
             _ => JobOutcome {
                 ended,
                 exit_code,
@@ -334,23 +294,20 @@ impl ProcessExecutor<'_> {
     }
 }
 
-impl Executor for ProcessExecutor<'_> {
-    type Output = JobOutcome;
-
-    fn run(&self, task: &Task, slot: &Slot) -> JobOutcome {
-        let job = &self.jobs[task.job];
-        self.progress.start(
-            task.job,
-            &job.id,
-            &job.label,
-            &slot.label(),
-            job.total_steps,
-        );
+impl Executor for ProcessExecutor {
+    fn run(
+        &self,
+        job: &JobTicket,
+        slot: &Slot,
+        progress: &SweepProgress,
+        stop: &StopToken,
+    ) -> JobOutcome {
+        let key = job.key;
         let mut outcome = if job.action.trains() {
-            self.train(task, slot, job)
+            self.train(key, slot, job, progress, stop)
         } else {
             JobOutcome {
-                ended: Ended::Completed,
+                ended: JobState::Completed,
                 exit_code: Some(0),
                 reason: String::new(),
                 stderr_tail: vec![],
@@ -359,12 +316,10 @@ impl Executor for ProcessExecutor<'_> {
                 device: slot.label(),
             }
         };
-        if outcome.ended == Ended::Completed && job.evaluate && !STOP.load(Ordering::SeqCst) {
-            self.progress
-                .update(task.job, job.total_steps, job.total_steps, None);
-            outcome = self.evaluate(slot, job, outcome);
+        if outcome.ended == JobState::Completed && job.evaluate && !stop.is_stopped() {
+            progress.update(key, job.total_steps, job.total_steps, None);
+            outcome = self.evaluate(slot, job, outcome, stop);
         }
-        self.progress.finish(task.job, &job.id, &outcome);
         outcome
     }
 }

@@ -302,7 +302,7 @@ pub fn check_runs(axes: &Axes) -> Result<(), ExpandError> {
     // (its hash leaves those keys out), so the difference would be lost.
     // Varying such a key together with a training key (a zip with the seed,
     // say) is fine: each run keeps its own job.
-    let launch_only = crate::train::trainer::is_launch_only;
+    let launch_only = crate::run::identity::is_launch_only;
     let rest = |r: &Assignment| -> Assignment {
         r.iter().filter(|(k, _)| !launch_only(k)).cloned().collect()
     };

@@ -6,6 +6,7 @@
 //! lock whose process is gone is stale and is taken over. The lock is removed
 //! when its owner drops it.
 
+use crate::run::status::alive;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -39,16 +40,6 @@ pub struct SweepLock {
     pid: u32,
     /// The pid of a stale lock this one replaced, if any.
     pub took_over: Option<u32>,
-}
-
-/// Whether a process with this pid exists.
-pub fn alive(pid: u32) -> bool {
-    if pid == 0 || pid > i32::MAX as u32 {
-        return false;
-    }
-    // SAFETY: kill with signal 0 sends nothing; it only checks the pid.
-    let r = unsafe { libc::kill(pid as i32, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 fn now() -> u64 {

@@ -4,6 +4,7 @@
 
 pub mod child;
 pub mod devices;
+pub mod executor;
 pub mod expand;
 pub mod lock;
 pub mod plan;
@@ -14,5 +15,5 @@ pub mod schedule;
 pub mod spec;
 
 pub use expand::{expand, Assignment, Axes, ExpandError};
-pub use plan::{plan, Job, Plan, PlannedRun, EVAL_ONLY_KEYS};
+pub use plan::{plan, Job, Plan, PlannedRun};
 pub use spec::{read, slug, Run, SweepSpec};

@@ -1,7 +1,7 @@
 //! Planning: which runs can share one training job.
 //!
 //! Some keys change only how a trained model is evaluated, not how it is
-//! trained ([`EVAL_ONLY_KEYS`]). Runs that differ only in those keys share one
+//! trained (evaluation-only keys, [`crate::run::identity`]). Runs that differ only in those keys share one
 //! training job: its EMAs are tracked together (an `ema.decay` axis becomes
 //! one job whose `ema.decays` is the union of the decays), and each run then
 //! reads its own weights. The chapter's EMA ablation thus costs one training
@@ -14,13 +14,7 @@ use super::expand::Assignment;
 use super::spec::{slug, SweepSpec};
 use crate::config::load::{ConfigError, SetArg};
 use crate::config::{Problem, RunConfig};
-use crate::train::trainer::config_hash;
-
-/// Keys that only change evaluation: `ema.decay` picks the EMA weights a run is
-/// evaluated with (the job tracks every decay of its runs), and every `eval.*`
-/// key (sampler, sampling steps, guidance scale, number of samples) is applied
-/// to the same checkpoints.
-pub const EVAL_ONLY_KEYS: [&str; 2] = ["ema.decay", "eval.*"];
+use crate::run::{identity, Weights};
 
 /// One run of the plan.
 #[derive(Debug, Clone)]
@@ -29,8 +23,8 @@ pub struct PlannedRun {
     pub assignment: Assignment,
     /// Index into [`Plan::jobs`].
     pub job: usize,
-    /// The weights this run is evaluated with: `raw` or `ema-<decay>`.
-    pub weights: String,
+    /// The weights this run is evaluated with.
+    pub weights: Weights,
     /// The run's whole config: its job's training config plus its own `eval.*`.
     pub config: RunConfig,
 }
@@ -48,11 +42,6 @@ pub struct Job {
 pub struct Plan {
     pub runs: Vec<PlannedRun>,
     pub jobs: Vec<Job>,
-}
-
-/// Whether a swept key changes only evaluation (see [`EVAL_ONLY_KEYS`]).
-pub fn is_eval_only(key: &str) -> bool {
-    key == "ema.decay" || key.starts_with("eval.")
 }
 
 /// Split runs into training jobs.
@@ -76,7 +65,7 @@ pub fn plan(spec: &SweepSpec, sets: &[SetArg], env: bool) -> Result<Plan, Config
             .iter()
             .find(|(k, _)| k == "ema.decay")
             .and_then(|(_, v)| v.as_float().or(v.as_integer().map(|x| x as f64)));
-        let key = config_hash(&r.config, false);
+        let key = identity::training_hash(&r.config);
         let j = match keys.iter().position(|k| *k == key) {
             Some(j) => j,
             None => {
@@ -110,8 +99,8 @@ pub fn plan(spec: &SweepSpec, sets: &[SetArg], env: bool) -> Result<Plan, Config
         }
         jobs[j].config.eval.guidance_scales = scales;
         let weights = match decay {
-            Some(d) if d > 0.0 => crate::train::ema::weights_name(d),
-            _ => "raw".to_string(),
+            Some(d) if d > 0.0 => Weights::ema(d),
+            _ => Weights::Raw,
         };
         runs.push(PlannedRun {
             id: String::new(),
@@ -156,7 +145,7 @@ pub fn plan(spec: &SweepSpec, sets: &[SetArg], env: bool) -> Result<Plan, Config
     }
     for job in &mut jobs {
         job.config.ema.decays.sort_by(|a, b| a.total_cmp(b));
-        job.id = config_hash(&job.config, false)[..8].to_string();
+        job.id = identity::training_hash(&job.config)[..8].to_string();
     }
     for run in &mut runs {
         run.id = format!("{}-{}", slug(&run.assignment), &jobs[run.job].id[..6]);
@@ -186,9 +175,9 @@ mod tests {
             assert_eq!(job.config.ema.decays, vec![0.999, 0.9999]);
             assert_eq!(job.runs.len(), 2);
         }
-        assert_eq!(plan.runs[0].weights, "ema-0.999");
+        assert_eq!(plan.runs[0].weights, Weights::ema(0.999));
         // Seeds vary fastest: run 3 is decay 0.9999 with seed 0, run 0's job.
-        assert_eq!(plan.runs[3].weights, "ema-0.9999");
+        assert_eq!(plan.runs[3].weights, Weights::ema(0.9999));
         assert_eq!(plan.runs[0].job, plan.runs[3].job);
         // Ids: unique, readable, and carry the job's hash.
         let ids: std::collections::BTreeSet<&str> =
@@ -216,8 +205,8 @@ mod tests {
         let plan = plan(&super::super::spec::read(&p).unwrap(), &[], false).unwrap();
         assert_eq!(plan.jobs.len(), 1);
         assert_eq!(plan.jobs[0].config.ema.decays, vec![0.999]);
-        assert_eq!(plan.runs[0].weights, "raw");
-        assert_eq!(plan.runs[1].weights, "ema-0.999");
+        assert_eq!(plan.runs[0].weights, Weights::Raw);
+        assert_eq!(plan.runs[1].weights, Weights::ema(0.999));
     }
 
     #[test]
@@ -245,7 +234,7 @@ mod tests {
         .unwrap();
         let plan = plan(&super::super::spec::read(&p).unwrap(), &[], false).unwrap();
         assert_eq!(plan.jobs.len(), 3);
-        assert!(plan.runs.iter().all(|r| r.weights == "raw"));
+        assert!(plan.runs.iter().all(|r| r.weights == Weights::Raw));
     }
 
     #[test]
@@ -270,7 +259,6 @@ mod tests {
             plan.jobs[0].config.eval.guidance_scale, 1.0,
             "the first run's"
         );
-        assert!(is_eval_only("eval.num_samples") && !is_eval_only("ema.decays"));
         // The shared job evaluates every scale its runs ask for.
         assert_eq!(plan.jobs[0].config.eval.scales(), vec![1.0, 3.0, 5.0]);
     }

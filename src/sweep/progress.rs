@@ -4,7 +4,8 @@
 //! log file), plain lines: each job's start and end, and its progress every
 //! quarter of its steps.
 
-use super::child::{Ended, JobOutcome};
+use super::executor::JobOutcome;
+use crate::run::JobState;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -121,9 +122,9 @@ impl SweepProgress {
     pub fn finish(&self, key: usize, id: &str, outcome: &JobOutcome) {
         let n = self.done.fetch_add(1, Ordering::SeqCst) + 1;
         let what = match outcome.ended {
-            Ended::Completed => format!("completed at step {}", outcome.step),
-            Ended::Interrupted => format!("interrupted at step {}", outcome.step),
-            Ended::Failed => format!("FAILED at step {}: {}", outcome.step, outcome.reason),
+            JobState::Completed => format!("completed at step {}", outcome.step),
+            JobState::Interrupted => format!("interrupted at step {}", outcome.step),
+            _ => format!("FAILED at step {}: {}", outcome.step, outcome.reason),
         };
         let line = format!(
             "[sweep] {n}/{} {id} on {}: {what} ({:.1}s)",

@@ -2,26 +2,25 @@
 //! until it is valid), find the devices, look at what earlier invocations
 //! left, then train what is missing and summarise.
 
-use super::child::{Ended, JobOutcome, JobTicket, ProcessExecutor, STOP};
 use super::devices::{self, DeviceRequest, Slot, SlotDevice};
+use super::executor::{Executor, JobOutcome, JobTicket};
 use super::lock;
 use super::plan::{plan, Plan};
 use super::progress::SweepProgress;
 use super::results::{
-    decide, retire_changed_plan, swept_json, write_if_changed, write_json, write_plan_files,
-    Action, JobState, Policy, SweepDir,
+    decide, retire, retire_changed_plan, swept_json, write_plan_files, Action, Policy,
 };
-use super::schedule::{queue_order, run_all, Task};
+use super::schedule::{queue_order, run_all, SlotWorker, Task};
 use super::spec::{read, SweepSpec};
 use crate::config::load::{ConfigError, SetArg};
 use crate::config::run::Precision;
-use crate::config::Problem;
+use crate::config::{Problem, RunConfig};
 use crate::model::cost::{model_cost, ModelCost};
-use crate::train::trainer::config_hash;
+use crate::run::atomic::{write_if_changed, write_json};
+use crate::run::records::{JobReport, PlanFile, PlanJob, PlanRun, Summary};
+use crate::run::{identity, JobState, Observed, StopToken, SweepDir, Weights};
 use rayon::prelude::*;
-use serde::Serialize;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 
 /// Training MACs per second per CPU thread, calibrated on a 2-core x86 machine
 /// (BENCHMARKS.md: unet-mnist-small, 277 MMAC per 28×28 image, at batch 64
@@ -82,7 +81,7 @@ pub struct SweepOptions {
 }
 
 /// One training job with what the planner knows about it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct JobView {
     pub id: String,
     pub hash: String,
@@ -95,14 +94,32 @@ pub struct JobView {
     pub macs: f64,
     /// Estimated seconds on its kind of slot.
     pub est_s: f64,
-    pub state: String,
     /// The weight sets its runs are evaluated with.
-    pub eval_weights: Vec<String>,
-    #[serde(skip)]
-    pub job_state: JobState,
-    #[serde(skip)]
+    pub eval_weights: Vec<Weights>,
+    /// Its folder as found.
+    pub seen: Observed,
     pub action: Action,
-    pub will: &'static str,
+}
+
+impl JobView {
+    /// Its entry in `plan.json`.
+    fn record(&self, config: &RunConfig) -> PlanJob {
+        PlanJob {
+            id: self.id.clone(),
+            hash: self.hash.clone(),
+            runs: self.runs.clone(),
+            steps: self.steps,
+            batch_size: self.batch_size,
+            parameters: self.parameters,
+            macs_per_sample: self.macs_per_sample,
+            macs: self.macs,
+            est_s: self.est_s,
+            state: self.seen.state,
+            eval_weights: self.eval_weights.clone(),
+            will: will(self.action).to_string(),
+            config: config.clone(),
+        }
+    }
 }
 
 /// A validated plan on concrete devices.
@@ -188,23 +205,21 @@ pub fn prepare(opts: &SweepOptions) -> Result<Planned, SweepError> {
         .zip(specs.par_iter())
         .map(|(job, ms)| {
             let cost = costs[distinct.iter().position(|d| d == ms).unwrap_or(0)];
-            let hash = config_hash(&job.config, false);
-            let state = JobState::read(&dir.job_dir(&job.id), &hash);
+            let hash = identity::training_hash(&job.config);
+            let seen = Observed::read(&dir.job_dir(&job.id), &hash);
             let eval_weights = eval_weights(&plan, job);
             let action = with_eval(
-                decide(&state, opts.policy),
+                decide(&seen, opts.policy),
                 &dir,
                 &job.id,
                 &eval_weights,
                 opts.no_eval,
             );
             let steps = job.config.train.steps;
-            let done = match (&state, action) {
-                (
-                    JobState::Interrupted { step, .. } | JobState::Failed { step, .. },
-                    Action::Resume,
-                ) => *step,
-                _ => 0,
+            let done = if action == Action::Resume {
+                seen.step
+            } else {
+                0
             };
             let left = steps.saturating_sub(done) as f64;
             let macs = cost.train_step_macs(job.config.train.batch_size) * left;
@@ -223,11 +238,9 @@ pub fn prepare(opts: &SweepOptions) -> Result<Planned, SweepError> {
                 macs_per_sample: cost.macs_per_sample,
                 macs,
                 est_s: JOB_STARTUP_S + macs / rate + left * STEP_OVERHEAD_S,
-                state: state.name().to_string(),
                 eval_weights,
-                job_state: state,
+                seen,
                 action,
-                will: will(action),
             }
         })
         .collect();
@@ -305,16 +318,16 @@ pub fn missing_data(planned: &Planned) -> Result<(), ConfigError> {
 
 /// The weight sets a job's runs are evaluated with, in plan order, and the
 /// raw weights always (the reference every EMA is compared against).
-fn eval_weights(plan: &Plan, job: &super::plan::Job) -> Vec<String> {
-    let mut out: Vec<String> = vec![];
+fn eval_weights(plan: &Plan, job: &super::plan::Job) -> Vec<Weights> {
+    let mut out: Vec<Weights> = vec![];
     for &r in &job.runs {
-        let w = &plan.runs[r].weights;
-        if !out.contains(w) {
-            out.push(w.clone());
+        let w = plan.runs[r].weights;
+        if !out.contains(&w) {
+            out.push(w);
         }
     }
-    if !out.iter().any(|w| w == "raw") {
-        out.push("raw".into());
+    if !out.contains(&Weights::Raw) {
+        out.push(Weights::Raw);
     }
     out
 }
@@ -324,7 +337,7 @@ fn with_eval(
     action: Action,
     dir: &SweepDir,
     id: &str,
-    weights: &[String],
+    weights: &[Weights],
     no_eval: bool,
 ) -> Action {
     let job_dir = dir.job_dir(id);
@@ -372,43 +385,35 @@ pub fn human_secs(s: f64) -> String {
     }
 }
 
-/// The plan as JSON (`--dry-run --json`, and `plan.json`).
-pub fn plan_json(p: &Planned) -> serde_json::Value {
-    let runs: Vec<serde_json::Value> = p
-        .plan
-        .runs
-        .iter()
-        .map(|r| {
-            serde_json::json!({
-                "id": r.id,
-                "job": p.plan.jobs[r.job].id,
-                "weights": r.weights,
-                "swept": swept_json(r),
-                "config": r.config,
+/// The plan as `plan.json` holds it (and `--dry-run --json` prints it).
+pub fn plan_file(p: &Planned) -> PlanFile {
+    PlanFile {
+        name: p.spec.name.clone(),
+        description: p.spec.description.clone(),
+        spec: p.spec.path.display().to_string(),
+        results: p.dir.root.display().to_string(),
+        sets: p.run_sets.iter().map(|s| s.raw.clone()).collect(),
+        devices: p.slots.iter().map(|s| s.label()).collect(),
+        estimated_wall_s: makespan(&p.jobs, p.slots.len()),
+        runs: p
+            .plan
+            .runs
+            .iter()
+            .map(|r| PlanRun {
+                id: r.id.clone(),
+                job: p.plan.jobs[r.job].id.clone(),
+                weights: r.weights,
+                swept: swept_json(r),
+                config: r.config.clone(),
             })
-        })
-        .collect();
-    let jobs: Vec<serde_json::Value> = p
-        .jobs
-        .iter()
-        .zip(&p.plan.jobs)
-        .map(|(v, j)| {
-            let mut o = serde_json::to_value(v).unwrap_or_default();
-            o["config"] = serde_json::to_value(&j.config).unwrap_or_default();
-            o
-        })
-        .collect();
-    serde_json::json!({
-        "name": p.spec.name,
-        "description": p.spec.description,
-        "spec": p.spec.path.display().to_string(),
-        "results": p.dir.root.display().to_string(),
-        "sets": p.run_sets.iter().map(|s| s.raw.clone()).collect::<Vec<_>>(),
-        "devices": p.slots.iter().map(|s| s.label()).collect::<Vec<_>>(),
-        "estimated_wall_s": makespan(&p.jobs, p.slots.len()),
-        "runs": runs,
-        "jobs": jobs,
-    })
+            .collect(),
+        jobs: p
+            .jobs
+            .iter()
+            .zip(&p.plan.jobs)
+            .map(|(v, j)| v.record(&j.config))
+            .collect(),
+    }
 }
 
 /// The plan for people.
@@ -478,8 +483,8 @@ pub fn plan_text(p: &Planned) -> String {
             j.parameters,
             j.macs_per_sample / 1e6,
             human_secs(j.est_s),
-            j.state,
-            j.will
+            j.seen.state,
+            will(j.action)
         );
     }
     let _ = writeln!(s, "\ndevices: {}", devices::describe(&p.slots));
@@ -495,41 +500,16 @@ pub fn plan_text(p: &Planned) -> String {
     s
 }
 
-/// How one job ended in this invocation (or why it did not run).
-#[derive(Debug, Clone, Serialize)]
-pub struct JobReport {
-    pub job: String,
-    pub runs: Vec<String>,
-    /// completed, failed, interrupted, skipped, or not-started.
-    pub state: String,
-    pub step: u64,
-    pub steps: u64,
-    pub device: String,
-    pub wall_s: f64,
-    pub exit_code: Option<i32>,
-    pub reason: String,
-    pub stderr_tail: Vec<String>,
-    /// Whether it trained in this invocation.
-    pub trained: bool,
-}
-
-/// The end of a sweep.
-#[derive(Debug, Clone, Serialize)]
-pub struct Summary {
-    pub name: String,
-    pub results: String,
-    pub jobs: Vec<JobReport>,
-    pub failed: usize,
-    /// Jobs that other processes were training, left alone.
-    pub busy: usize,
-    pub interrupted: bool,
-    pub trained: usize,
-}
-
-/// Lock the folder, write the plan files, run what needs running.
-pub fn execute(p: &Planned, opts: &SweepOptions) -> Result<Summary, SweepError> {
-    let _lock = lock::acquire(&p.dir.root)?;
-    if let Some(pid) = _lock.took_over {
+/// Lock the folder, write the plan files, and run what needs running with
+/// `exec`, until every job has run or `stop` is set.
+pub fn execute(
+    p: &Planned,
+    opts: &SweepOptions,
+    exec: &impl Executor,
+    stop: &StopToken,
+) -> Result<Summary, SweepError> {
+    let lock = lock::acquire(&p.dir.root)?;
+    if let Some(pid) = lock.took_over {
         eprintln!(
             "[sweep] took over a stale lock on {} (its process {pid} is gone)",
             p.dir.root.display()
@@ -538,16 +518,66 @@ pub fn execute(p: &Planned, opts: &SweepOptions) -> Result<Summary, SweepError> 
     // Read the states again under the lock: another sweep may have just ended.
     let mut jobs = p.jobs.clone();
     for j in &mut jobs {
-        j.job_state = JobState::read(&p.dir.job_dir(&j.id), &j.hash);
+        j.seen = Observed::read(&p.dir.job_dir(&j.id), &j.hash);
         j.action = with_eval(
-            decide(&j.job_state, opts.policy),
+            decide(&j.seen, opts.policy),
             &p.dir,
             &j.id,
             &j.eval_weights,
             opts.no_eval,
         );
     }
-    let root = &p.dir.root;
+    write_plan(p)?;
+    let to_run: Vec<usize> = (0..jobs.len()).filter(|&i| jobs[i].action.runs()).collect();
+    announce(p, &jobs, &to_run);
+    let progress = SweepProgress::new(to_run.len(), opts.quiet);
+    let worker = Dispatch {
+        exec,
+        dir: &p.dir,
+        tickets: jobs
+            .iter()
+            .enumerate()
+            .map(|(i, j)| ticket(i, j, opts))
+            .collect(),
+        progress: &progress,
+        stop,
+    };
+    let tasks: Vec<Task> = to_run
+        .iter()
+        .map(|&i| Task {
+            job: i,
+            cost: jobs[i].est_s,
+        })
+        .collect();
+    let done = run_all(tasks, &p.slots, &worker, stop);
+    progress.close();
+    let mut outcomes: Vec<Option<JobOutcome>> = vec![None; jobs.len()];
+    for d in done {
+        outcomes[d.task.job] = Some(d.output);
+    }
+    let reports: Vec<JobReport> = jobs
+        .iter()
+        .zip(outcomes)
+        .map(|(j, o)| report(j, o))
+        .collect();
+    let count = |state: JobState| reports.iter().filter(|r| r.state == state).count();
+    let summary = Summary {
+        name: p.spec.name.clone(),
+        results: p.dir.root.display().to_string(),
+        failed: count(JobState::Failed),
+        busy: count(JobState::Busy),
+        interrupted: stop.is_stopped(),
+        trained: reports.iter().filter(|r| r.trained).count(),
+        jobs: reports,
+    };
+    write_json(&p.dir.summary(), &summary).map_err(io("writing summary.json"))?;
+    drop(lock);
+    Ok(summary)
+}
+
+/// Write the spec, plan, job configs and run records; an earlier plan of
+/// another spec moves to the attic first.
+fn write_plan(p: &Planned) -> Result<(), SweepError> {
     let spec_text = p.spec.resolved_toml(&p.run_sets);
     if let Some(to) =
         retire_changed_plan(&p.dir, &spec_text).map_err(io("moving the previous plan aside"))?
@@ -557,11 +587,14 @@ pub fn execute(p: &Planned, opts: &SweepOptions) -> Result<Summary, SweepError> 
             to.display()
         );
     }
-    write_plan_files(&p.dir, &p.plan).map_err(io(format!("writing under {}", root.display())))?;
-    write_if_changed(&root.join("spec.toml"), &spec_text).map_err(io("writing spec.toml"))?;
-    write_json(&root.join("plan.json"), &plan_json(p)).map_err(io("writing plan.json"))?;
+    write_plan_files(&p.dir, &p.plan)
+        .map_err(io(format!("writing under {}", p.dir.root.display())))?;
+    write_if_changed(&p.dir.spec(), &spec_text).map_err(io("writing spec.toml"))?;
+    write_json(&p.dir.plan(), &plan_file(p)).map_err(io("writing plan.json"))
+}
 
-    let to_run: Vec<usize> = (0..jobs.len()).filter(|&i| jobs[i].action.runs()).collect();
+/// The line that says what this invocation will do.
+fn announce(p: &Planned, jobs: &[JobView], to_run: &[usize]) {
     let to_train = to_run.iter().filter(|&&i| jobs[i].action.trains()).count();
     let skipped_done = jobs
         .iter()
@@ -579,7 +612,7 @@ pub fn execute(p: &Planned, opts: &SweepOptions) -> Result<Summary, SweepError> 
             "[sweep] {}: nothing to train; {skipped_done} of {} job(s) already completed with the same config{}",
             p.spec.name,
             jobs.len(),
-            others_note(&jobs)
+            others_note(jobs)
         );
     } else {
         eprintln!(
@@ -593,56 +626,68 @@ pub fn execute(p: &Planned, opts: &SweepOptions) -> Result<Summary, SweepError> 
             devices::describe(&p.slots)
         );
     }
-    let progress = SweepProgress::new(to_run.len(), opts.quiet);
-    let exec = ProcessExecutor {
-        exe: opts.exe.clone(),
-        dir: p.dir.clone(),
-        jobs: jobs
-            .iter()
-            .map(|j| JobTicket {
-                id: j.id.clone(),
-                action: j.action,
-                evaluate: !opts.no_eval,
-                eval_weights: j.eval_weights.clone(),
-                total_steps: j.steps,
-                label: match j.runs.len() {
-                    1 => format!("run {}", j.runs[0]),
-                    n => format!("{n} runs ({} …)", j.runs[0]),
-                },
-            })
-            .collect(),
-        progress: &progress,
-    };
-    let tasks: Vec<Task> = to_run
-        .iter()
-        .map(|&i| Task {
-            job: i,
-            cost: jobs[i].est_s,
-        })
-        .collect();
-    let done = run_all(tasks, &p.slots, &exec, &STOP);
-    progress.close();
-    let mut outcomes: Vec<Option<JobOutcome>> = vec![None; jobs.len()];
-    for d in done {
-        outcomes[d.task.job] = Some(d.output);
+}
+
+fn ticket(key: usize, j: &JobView, opts: &SweepOptions) -> JobTicket {
+    JobTicket {
+        key,
+        id: j.id.clone(),
+        action: j.action,
+        evaluate: !opts.no_eval,
+        eval_weights: j.eval_weights.clone(),
+        total_steps: j.steps,
+        label: match j.runs.len() {
+            1 => format!("run {}", j.runs[0]),
+            n => format!("{n} runs ({} …)", j.runs[0]),
+        },
     }
-    let interrupted = STOP.load(Ordering::SeqCst);
-    let reports: Vec<JobReport> = jobs
-        .iter()
-        .zip(outcomes)
-        .map(|(j, o)| report(j, o))
-        .collect();
-    let summary = Summary {
-        name: p.spec.name.clone(),
-        results: root.display().to_string(),
-        failed: reports.iter().filter(|r| r.state == "failed").count(),
-        busy: reports.iter().filter(|r| r.state == "busy").count(),
-        interrupted,
-        trained: reports.iter().filter(|r| r.trained).count(),
-        jobs: reports,
-    };
-    write_json(&root.join("summary.json"), &summary).map_err(io("writing summary.json"))?;
-    Ok(summary)
+}
+
+/// Hands each scheduled task to the executor, with its progress bar around it.
+struct Dispatch<'a, E> {
+    exec: &'a E,
+    dir: &'a SweepDir,
+    tickets: Vec<JobTicket>,
+    progress: &'a SweepProgress,
+    stop: &'a StopToken,
+}
+
+impl<E> Dispatch<'_, E> {
+    /// A restarted job's earlier attempt moves to the attic first.
+    fn prepare(&self, job: &JobTicket) -> Result<(), String> {
+        let out = self.dir.job_dir(&job.id);
+        if job.action == Action::Restart && out.exists() {
+            let to = retire(self.dir, &job.id)
+                .map_err(|e| format!("moving {} to the attic: {e}", out.display()))?;
+            self.progress.println(&format!(
+                "job {}: moved the earlier attempt to {}",
+                job.id,
+                to.display()
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl<E: Executor> SlotWorker for Dispatch<'_, E> {
+    type Output = JobOutcome;
+
+    fn run(&self, task: &Task, slot: &Slot) -> JobOutcome {
+        let job = &self.tickets[task.job];
+        self.progress.start(
+            task.job,
+            &job.id,
+            &job.label,
+            &slot.label(),
+            job.total_steps,
+        );
+        let outcome = match self.prepare(job) {
+            Ok(()) => self.exec.run(job, slot, self.progress, self.stop),
+            Err(reason) => JobOutcome::failed_to_start(slot, reason),
+        };
+        self.progress.finish(task.job, &job.id, &outcome);
+        outcome
+    }
 }
 
 /// Why the jobs neither completed nor run are skipped, for "nothing to train".
@@ -664,12 +709,13 @@ fn others_note(jobs: &[JobView]) -> String {
     }
 }
 
+/// How a job ended in this invocation, or why it did not run.
 fn report(j: &JobView, o: Option<JobOutcome>) -> JobReport {
     let base = JobReport {
         job: j.id.clone(),
         runs: j.runs.clone(),
-        state: String::new(),
-        step: 0,
+        state: JobState::NotStarted,
+        step: j.seen.step,
         steps: j.steps,
         device: String::new(),
         wall_s: 0.0,
@@ -678,14 +724,9 @@ fn report(j: &JobView, o: Option<JobOutcome>) -> JobReport {
         stderr_tail: vec![],
         trained: false,
     };
-    match (o, &j.job_state) {
-        (Some(o), _) => JobReport {
-            state: match o.ended {
-                Ended::Completed => "completed",
-                Ended::Failed => "failed",
-                Ended::Interrupted => "interrupted",
-            }
-            .into(),
+    if let Some(o) = o {
+        return JobReport {
+            state: o.ended,
             step: o.step,
             device: o.device,
             wall_s: o.wall_s,
@@ -694,31 +735,32 @@ fn report(j: &JobView, o: Option<JobOutcome>) -> JobReport {
             stderr_tail: o.stderr_tail,
             trained: true,
             ..base
-        },
-        (None, JobState::Completed { step }) => JobReport {
-            state: "completed".into(),
-            step: *step,
+        };
+    }
+    match (j.seen.state, j.action) {
+        (JobState::Completed, _) => JobReport {
+            state: JobState::Completed,
             reason: "already completed; skipped".into(),
             ..base
         },
-        (None, JobState::Failed { step, reason, .. }) if j.action == Action::SkipFailed => {
-            JobReport {
-                state: "failed".into(),
-                step: *step,
-                reason: format!("{reason} (from an earlier invocation; --rerun-failed retries it)"),
-                ..base
-            }
-        }
-        (None, JobState::Busy { step, pid }) => JobReport {
-            state: "busy".into(),
-            step: *step,
+        (JobState::Failed, Action::SkipFailed) => JobReport {
+            state: JobState::Failed,
             reason: format!(
-                "another process (pid {pid}) is training it; left alone — run the sweep again when it ends"
+                "{} (from an earlier invocation; --rerun-failed retries it)",
+                j.seen.reason
             ),
             ..base
         },
-        (None, _) => JobReport {
-            state: "not-started".into(),
+        (JobState::Busy, _) => JobReport {
+            state: JobState::Busy,
+            reason: format!(
+                "another process (pid {}) is training it; left alone — run the sweep again when it ends",
+                j.seen.pid
+            ),
+            ..base
+        },
+        _ => JobReport {
+            step: 0,
             reason: "the sweep stopped before it started".into(),
             ..base
         },
@@ -736,8 +778,8 @@ pub fn summary_text(s: &Summary) -> String {
         "job", "runs", "state", "steps", "device", "wall"
     );
     for r in &s.jobs {
-        let note = match r.state.as_str() {
-            "failed" => match r.exit_code {
+        let note = match r.state {
+            JobState::Failed => match r.exit_code {
                 Some(c) => format!("exit {c}: {}", first_line(&r.reason)),
                 None => first_line(&r.reason),
             },
@@ -759,7 +801,11 @@ pub fn summary_text(s: &Summary) -> String {
             note
         );
     }
-    for r in s.jobs.iter().filter(|r| r.state == "failed" && r.trained) {
+    for r in s
+        .jobs
+        .iter()
+        .filter(|r| r.state == JobState::Failed && r.trained)
+    {
         let _ = writeln!(
             out,
             "\njob {} failed (exit code {}): {}\n  runs: {}\n  last lines of its stderr (all of it: logs/{}.log):",
@@ -782,5 +828,319 @@ fn first_line(s: &str) -> String {
         format!("{}…", l.chars().take(99).collect::<String>())
     } else {
         l.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The real planner and runner, driven by an executor that only writes
+    //! what a trainer would (status.json), so every path through skip,
+    //! resume, failure, --rerun-failed, --force, the lock and a stop is
+    //! tested without training.
+    use super::*;
+    use crate::run::RunStatus;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    #[derive(Clone, Copy, PartialEq)]
+    enum Script {
+        Complete,
+        /// Fail at step 5, with a checkpoint there.
+        Fail,
+        /// Set the stop token, then end as a trainer stopped by a signal.
+        Interrupt,
+    }
+
+    struct Mock {
+        dir: SweepDir,
+        script: HashMap<String, Script>,
+        calls: Mutex<Vec<(String, Action)>>,
+    }
+
+    impl Executor for Mock {
+        fn run(
+            &self,
+            job: &JobTicket,
+            slot: &Slot,
+            _progress: &SweepProgress,
+            stop: &StopToken,
+        ) -> JobOutcome {
+            self.calls
+                .lock()
+                .unwrap()
+                .push((job.id.clone(), job.action));
+            let text = std::fs::read_to_string(self.dir.job_config(&job.id)).unwrap();
+            let cfg: RunConfig = toml::from_str(&text).unwrap();
+            let script = self
+                .script
+                .get(&job.id)
+                .copied()
+                .unwrap_or(Script::Complete);
+            let (state, step) = match script {
+                Script::Complete => (JobState::Completed, job.total_steps),
+                Script::Fail => (JobState::Failed, 5),
+                Script::Interrupt => {
+                    stop.stop();
+                    (JobState::Interrupted, 5)
+                }
+            };
+            let out = self.dir.job_dir(&job.id);
+            std::fs::create_dir_all(&out).unwrap();
+            RunStatus {
+                state,
+                reason: if state == JobState::Failed {
+                    "mock failure".into()
+                } else {
+                    String::new()
+                },
+                step,
+                total_steps: job.total_steps,
+                wall_time_s: 1.0,
+                device: slot.label(),
+                pid: 0,
+                config_hash: identity::training_hash(&cfg),
+                last_checkpoint: Some(crate::run::checkpoint::dir_name(step)),
+            }
+            .write(&out)
+            .unwrap();
+            JobOutcome {
+                ended: state,
+                exit_code: Some(if state == JobState::Completed { 0 } else { 1 }),
+                reason: if state == JobState::Failed {
+                    "mock failure".into()
+                } else {
+                    String::new()
+                },
+                stderr_tail: vec![],
+                step,
+                wall_s: 1.0,
+                device: slot.label(),
+            }
+        }
+    }
+
+    struct Sweep {
+        _tmp: tempfile::TempDir,
+        opts: SweepOptions,
+    }
+
+    /// A three-job toy sweep (one per seed) on one CPU slot.
+    fn sweep() -> Sweep {
+        let tmp = tempfile::tempdir().unwrap();
+        let spec = tmp.path().join("mock.toml");
+        std::fs::write(
+            &spec,
+            "name = \"mock\"\n[base]\ntrain.steps = 10\nema.decays = []\n[sweep]\nseeds = [0, 1, 2]\n",
+        )
+        .unwrap();
+        let opts = SweepOptions {
+            spec,
+            sets: vec![],
+            results: tmp.path().join("results"),
+            devices: DeviceRequest::Cpu,
+            jobs_per_device: 1,
+            cpu_jobs: 1,
+            policy: Policy::default(),
+            quiet: true,
+            no_eval: true,
+            exe: PathBuf::from("/nonexistent/ddpm-lab"),
+        };
+        Sweep { _tmp: tmp, opts }
+    }
+
+    /// Plan and execute once; the mock's calls and the summary.
+    fn invoke(
+        s: &Sweep,
+        policy: Policy,
+        script: &[(usize, Script)],
+    ) -> (Vec<(String, Action)>, Summary, Planned) {
+        let opts = SweepOptions {
+            policy,
+            ..s.opts.clone()
+        };
+        let p = prepare(&opts).unwrap();
+        let mock = Mock {
+            dir: p.dir.clone(),
+            script: script
+                .iter()
+                .map(|&(i, sc)| (p.jobs[i].id.clone(), sc))
+                .collect(),
+            calls: Mutex::new(vec![]),
+        };
+        let summary = execute(&p, &opts, &mock, &StopToken::new()).unwrap();
+        let calls = mock.calls.into_inner().unwrap();
+        (calls, summary, p)
+    }
+
+    fn states(s: &Summary) -> Vec<JobState> {
+        s.jobs.iter().map(|j| j.state).collect()
+    }
+
+    #[test]
+    fn completed_jobs_are_skipped_and_force_restarts_them_into_the_attic() {
+        let s = sweep();
+        let (calls, summary, p) = invoke(&s, Policy::default(), &[]);
+        assert_eq!(p.jobs.len(), 3);
+        assert!(calls.iter().all(|(_, a)| *a == Action::Train), "{calls:?}");
+        assert_eq!((summary.trained, summary.failed), (3, 0));
+        assert_eq!(states(&summary), vec![JobState::Completed; 3]);
+        let written: Summary = crate::run::atomic::read_json(&p.dir.summary())
+            .unwrap()
+            .unwrap();
+        assert_eq!(written, summary);
+        let plan: PlanFile = crate::run::atomic::read_json(&p.dir.plan())
+            .unwrap()
+            .unwrap();
+        assert_eq!(plan.runs.len(), 3);
+
+        let (calls, summary, _) = invoke(&s, Policy::default(), &[]);
+        assert!(calls.is_empty(), "{calls:?}");
+        assert_eq!(summary.trained, 0);
+        assert!(summary
+            .jobs
+            .iter()
+            .all(|j| j.state == JobState::Completed && j.reason == "already completed; skipped"));
+
+        let force = Policy {
+            force: true,
+            ..Policy::default()
+        };
+        let (calls, summary, p) = invoke(&s, force, &[]);
+        assert_eq!(calls.len(), 3);
+        assert!(
+            calls.iter().all(|(_, a)| *a == Action::Restart),
+            "{calls:?}"
+        );
+        assert_eq!(summary.trained, 3);
+        assert_eq!(std::fs::read_dir(p.dir.attic()).unwrap().count(), 3);
+    }
+
+    #[test]
+    fn a_failed_job_is_kept_until_rerun_failed_resumes_it() {
+        let s = sweep();
+        let (_, summary, p) = invoke(&s, Policy::default(), &[(1, Script::Fail)]);
+        let failed = &p.jobs[1].id;
+        assert_eq!(summary.failed, 1);
+        assert_eq!(summary.jobs[1].state, JobState::Failed);
+        assert_eq!(summary.jobs[1].reason, "mock failure");
+
+        let (calls, summary, _) = invoke(&s, Policy::default(), &[]);
+        assert!(calls.is_empty(), "{calls:?}");
+        assert_eq!(
+            summary.failed, 1,
+            "still failed, from the earlier invocation"
+        );
+        assert!(summary.jobs[1].reason.contains("--rerun-failed retries it"));
+
+        let rerun = Policy {
+            rerun_failed: true,
+            ..Policy::default()
+        };
+        let (calls, summary, _) = invoke(&s, rerun, &[]);
+        assert_eq!(calls, vec![(failed.clone(), Action::Resume)]);
+        assert_eq!(summary.failed, 0);
+        assert_eq!(states(&summary), vec![JobState::Completed; 3]);
+    }
+
+    #[test]
+    fn a_stop_starts_nothing_new_and_the_next_invocation_resumes() {
+        let s = sweep();
+        // One slot, equal costs: jobs run in plan order; the first stops the sweep.
+        let (calls, summary, p) = invoke(&s, Policy::default(), &[(0, Script::Interrupt)]);
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        assert!(summary.interrupted);
+        assert_eq!(
+            states(&summary),
+            vec![
+                JobState::Interrupted,
+                JobState::NotStarted,
+                JobState::NotStarted
+            ]
+        );
+        assert_eq!(
+            summary.jobs[1].reason,
+            "the sweep stopped before it started"
+        );
+
+        let (calls, summary, _) = invoke(&s, Policy::default(), &[]);
+        let mut expect = vec![
+            (p.jobs[0].id.clone(), Action::Resume),
+            (p.jobs[1].id.clone(), Action::Train),
+            (p.jobs[2].id.clone(), Action::Train),
+        ];
+        let mut calls = calls;
+        calls.sort_by(|a, b| a.0.cmp(&b.0));
+        expect.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(calls, expect);
+        assert!(!summary.interrupted);
+        assert_eq!(states(&summary), vec![JobState::Completed; 3]);
+    }
+
+    #[test]
+    fn a_sweep_folder_locked_by_a_live_process_is_refused() {
+        let s = sweep();
+        let p = prepare(&s.opts).unwrap();
+        std::fs::create_dir_all(&p.dir.root).unwrap();
+        let mut other = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let info = lock::LockInfo {
+            pid: other.id(),
+            since: 0,
+            command: "ddpm-lab sweep mock.toml".into(),
+        };
+        std::fs::write(
+            p.dir.root.join(lock::LOCK_FILE),
+            serde_json::to_string(&info).unwrap(),
+        )
+        .unwrap();
+        let mock = Mock {
+            dir: p.dir.clone(),
+            script: HashMap::new(),
+            calls: Mutex::new(vec![]),
+        };
+        let r = execute(&p, &s.opts, &mock, &StopToken::new());
+        let _ = other.kill();
+        let _ = other.wait();
+        let e = r.unwrap_err();
+        assert!(matches!(e, SweepError::Lock(_)), "{e}");
+        assert!(e.to_string().contains("is locked by another sweep"), "{e}");
+        assert!(mock.calls.lock().unwrap().is_empty());
+        assert!(
+            !p.dir.plan().exists(),
+            "nothing written under someone else's lock"
+        );
+    }
+
+    #[test]
+    fn a_busy_job_is_left_alone_even_by_force() {
+        let s = sweep();
+        let (_, _, p) = invoke(&s, Policy::default(), &[]);
+        let mut trainer = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let job = p.dir.job_dir(&p.jobs[2].id);
+        let mut st = RunStatus::read(&job).unwrap();
+        st.state = JobState::Running;
+        st.pid = trainer.id();
+        st.write(&job).unwrap();
+        let force = Policy {
+            force: true,
+            ..Policy::default()
+        };
+        let (calls, summary, _) = invoke(&s, force, &[]);
+        let _ = trainer.kill();
+        let _ = trainer.wait();
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        assert!(calls.iter().all(|(id, _)| *id != p.jobs[2].id));
+        assert_eq!(summary.busy, 1);
+        assert_eq!(summary.jobs[2].state, JobState::Busy);
+        assert_eq!(
+            RunStatus::read(&job).unwrap().pid,
+            trainer.id(),
+            "untouched"
+        );
     }
 }

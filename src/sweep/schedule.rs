@@ -3,12 +3,13 @@
 //!
 //! Greedy longest-first (LPT) keeps the sweep's end close to the longest job's
 //! end: the long jobs start early, the short ones fill the gaps. Running a job
-//! is the [`Executor`]'s business (a child process in the real sweep, a mock in
-//! the tests), so the policy is tested without training anything.
+//! is a [`SlotWorker`]'s business (the runner's, which hands it to an
+//! executor; a mock in the tests), so the policy is tested without training
+//! anything.
 
 use super::devices::Slot;
+use crate::run::StopToken;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 /// A job to schedule: an index of the caller's, and its estimated cost.
@@ -18,9 +19,9 @@ pub struct Task {
     pub cost: f64,
 }
 
-/// Runs one job in one slot and reports how it went. Called from one thread
+/// Runs one task in one slot and reports how it went. Called from one thread
 /// per slot, so implementations must be `Sync`.
-pub trait Executor: Sync {
+pub trait SlotWorker: Sync {
     type Output: Send;
     fn run(&self, task: &Task, slot: &Slot) -> Self::Output;
 }
@@ -44,19 +45,19 @@ pub fn queue_order(mut tasks: Vec<Task>) -> Vec<Task> {
 /// Run every task once, each slot one at a time. Once `stop` is set, no new
 /// task starts (running ones finish through their executor); the tasks never
 /// started are simply absent from the result.
-pub fn run_all<E: Executor>(
+pub fn run_all<W: SlotWorker>(
     tasks: Vec<Task>,
     slots: &[Slot],
-    exec: &E,
-    stop: &AtomicBool,
-) -> Vec<Dispatched<E::Output>> {
+    worker: &W,
+    stop: &StopToken,
+) -> Vec<Dispatched<W::Output>> {
     let queue = Mutex::new((VecDeque::from(queue_order(tasks)), 0usize));
     let done = Mutex::new(vec![]);
     std::thread::scope(|scope| {
         for slot in slots {
             let (queue, done) = (&queue, &done);
             scope.spawn(move || loop {
-                if stop.load(Ordering::SeqCst) {
+                if stop.is_stopped() {
                     break;
                 }
                 let next = {
@@ -68,7 +69,7 @@ pub fn run_all<E: Executor>(
                     })
                 };
                 let Some((task, order)) = next else { break };
-                let output = exec.run(&task, slot);
+                let output = worker.run(&task, slot);
                 done.lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .push(Dispatched {
@@ -98,10 +99,10 @@ mod tests {
         running: Mutex<BTreeMap<String, usize>>,
         peak: Mutex<BTreeMap<String, usize>>,
         runs: Mutex<Vec<usize>>,
-        stop_after: Option<(usize, &'static AtomicBool)>,
+        stop_after: Option<(usize, StopToken)>,
     }
 
-    impl Executor for Mock {
+    impl SlotWorker for Mock {
         type Output = String;
         fn run(&self, task: &Task, slot: &Slot) -> String {
             let label = slot.label();
@@ -118,9 +119,9 @@ mod tests {
                 runs.push(task.job);
                 runs.len()
             };
-            if let Some((n, flag)) = self.stop_after {
-                if count >= n {
-                    flag.store(true, Ordering::SeqCst);
+            if let Some((n, stop)) = &self.stop_after {
+                if count >= *n {
+                    stop.stop();
                 }
             }
             std::thread::sleep(Duration::from_millis(2 + task.cost as u64));
@@ -129,7 +130,7 @@ mod tests {
         }
     }
 
-    fn mock(stop_after: Option<(usize, &'static AtomicBool)>) -> Mock {
+    fn mock(stop_after: Option<(usize, StopToken)>) -> Mock {
         Mock {
             running: Mutex::new(BTreeMap::new()),
             peak: Mutex::new(BTreeMap::new()),
@@ -153,8 +154,7 @@ mod tests {
         let inventory = slots(&DeviceRequest::Auto, 4, None, 2, 1, 16).unwrap();
         assert_eq!(inventory.len(), 8);
         let m = mock(None);
-        let stop = AtomicBool::new(false);
-        let done = run_all(tasks(40), &inventory, &m, &stop);
+        let done = run_all(tasks(40), &inventory, &m, &StopToken::new());
         // Every job exactly once.
         let mut jobs: Vec<usize> = m.runs.lock().unwrap().clone();
         jobs.sort();
@@ -184,10 +184,10 @@ mod tests {
 
     #[test]
     fn a_stop_starts_nothing_new() {
-        static STOP: AtomicBool = AtomicBool::new(false);
+        let stop = StopToken::new();
         let inventory = slots(&DeviceRequest::Cpu, 0, None, 1, 2, 2).unwrap();
-        let m = mock(Some((3, &STOP)));
-        let done = run_all(tasks(20), &inventory, &m, &STOP);
+        let m = mock(Some((3, stop.clone())));
+        let done = run_all(tasks(20), &inventory, &m, &stop);
         // The third start sets the flag; at most one more (the other slot's
         // in-flight pick) can have started.
         assert!((3..=4).contains(&done.len()), "{}", done.len());

@@ -515,7 +515,7 @@ impl SweepSpec {
             });
             // A key that does not change training (the test hook, logging
             // cadence) may be overridden: the runs' jobs stay apart.
-            if let Some(axis) = swept.filter(|a| !crate::train::trainer::is_launch_only(a)) {
+            if let Some(axis) = swept.filter(|a| !crate::run::identity::is_launch_only(a)) {
                 let form = axis_name(axis);
                 let what = if *axis == key {
                     "swept".to_string()

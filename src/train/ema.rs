@@ -30,23 +30,6 @@ pub struct Ema {
     pub steps: u64,
 }
 
-/// The name evaluation uses for a decay's weights: `ema-0.9999`.
-pub fn weights_name(decay: f64) -> String {
-    format!("ema-{decay}")
-}
-
-/// A user's weights name in the form [`weights_name`] writes: `ema-0.90` and
-/// `EMA-0.9` both name the `ema-0.9` weights, `RAW` names `raw`. A name that is
-/// neither comes back as it was, for the caller's "pick one of" error.
-pub fn canonical_weights(name: &str) -> String {
-    let lower = name.trim().to_ascii_lowercase();
-    match lower.strip_prefix("ema-").map(str::parse::<f64>) {
-        Some(Ok(d)) if d.is_finite() => weights_name(d),
-        _ if lower == "raw" => lower,
-        _ => name.to_string(),
-    }
-}
-
 impl Ema {
     pub fn new(cfg: &EmaConfig, flat: &Tensor) -> Self {
         let shadows = cfg
@@ -225,21 +208,5 @@ mod tests {
         // Before any update it reads as θ.
         let got = run(&cfg(EmaMode::BiasCorrected, &[0.5], 3), 7.0, &[7.0]);
         assert_eq!(got[0], 7.0);
-    }
-
-    #[test]
-    fn names_follow_the_decay() {
-        assert_eq!(weights_name(0.9999), "ema-0.9999");
-        assert_eq!(weights_name(0.999), "ema-0.999");
-    }
-
-    #[test]
-    fn user_weights_names_are_read_as_numbers() {
-        assert_eq!(canonical_weights("ema-0.90"), "ema-0.9");
-        assert_eq!(canonical_weights("EMA-0.99990"), "ema-0.9999");
-        assert_eq!(canonical_weights(" ema-9.999e-1"), "ema-0.9999");
-        assert_eq!(canonical_weights("Raw"), "raw");
-        assert_eq!(canonical_weights("ema-abc"), "ema-abc");
-        assert_eq!(canonical_weights("best"), "best");
     }
 }

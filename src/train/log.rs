@@ -3,36 +3,12 @@
 //! at every checkpoint, so a crash loses at most one interval. On resume, records
 //! after the checkpoint's step are dropped, so the files never hold a step twice.
 
+pub use crate::run::records::LogRecord;
+use crate::run::RunDir;
 use polars::prelude::*;
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-
-/// One log record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LogRecord {
-    pub step: u64,
-    /// The weighted training loss (what is optimized), averaged over the interval.
-    pub loss: f64,
-    /// The plain MSE of the prediction target, averaged over the interval.
-    pub loss_unweighted: f64,
-    /// Unweighted loss per quarter of [0, T) (improved-diffusion's q0–q3); None where no sample fell.
-    pub loss_q: [Option<f64>; 4],
-    /// Global gradient norm before clipping (unscaled), averaged over the interval.
-    pub grad_norm: f64,
-    pub lr: f64,
-    /// Each EMA's decay in force at this step, keyed by its weights name.
-    pub ema_decay: BTreeMap<String, f64>,
-    pub loss_scale: f64,
-    /// Steps skipped by the fp16 loss scaler in the interval.
-    pub skipped_steps: u64,
-    pub images_per_s: f64,
-    /// Share of the interval's wall time spent waiting for data.
-    pub data_wait_frac: f64,
-    pub wall_time_s: f64,
-}
 
 pub struct MetricsLog {
     dir: PathBuf,
@@ -44,7 +20,7 @@ impl MetricsLog {
     /// Open the log of `dir`. With `resume_step`, keep the records up to that step;
     /// otherwise start empty.
     pub fn open(dir: &Path, resume_step: Option<u64>) -> std::io::Result<Self> {
-        let path = dir.join("metrics.jsonl");
+        let path = RunDir::new(dir).metrics_jsonl();
         let mut records = vec![];
         if let (Some(step), Ok(f)) = (resume_step, File::open(&path)) {
             for line in BufReader::new(f).lines() {
@@ -135,15 +111,13 @@ impl MetricsLog {
     }
 
     /// Rewrite `metrics.parquet` atomically.
-    pub fn flush_parquet(&self) -> anyhow::Result<()> {
-        let path = self.dir.join("metrics.parquet");
-        let tmp = self
-            .dir
-            .join(format!(".metrics.parquet.tmp-{}", std::process::id()));
+    pub fn flush_parquet(&self) -> Result<(), PolarsError> {
         let mut df = self.frame()?;
-        ParquetWriter::new(File::create(&tmp)?).finish(&mut df)?;
-        fs::rename(&tmp, &path)?;
-        Ok(())
+        crate::run::atomic::write_with(&RunDir::new(&self.dir).metrics_parquet(), |tmp| {
+            ParquetWriter::new(File::create(tmp)?)
+                .finish(&mut df)
+                .map(|_| ())
+        })
     }
 }
 
@@ -164,7 +138,9 @@ mod tests {
             loss_q: [Some(1.0), Some(2.0), None, Some(4.0)],
             grad_norm: 0.5,
             lr: 1e-3,
-            ema_decay: [("ema-0.9".to_string(), 0.9)].into_iter().collect(),
+            ema_decay: [(crate::run::Weights::ema(0.9).to_string(), 0.9)]
+                .into_iter()
+                .collect(),
             loss_scale: 1.0,
             skipped_steps: 0,
             images_per_s: 100.0,
@@ -200,7 +176,7 @@ mod tests {
             vec![10, 20]
         );
         assert_eq!(log.records[1], rec(20), "records round-trip through JSON");
-        let text = fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
         assert_eq!(text.lines().count(), 2);
     }
 }

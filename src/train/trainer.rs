@@ -22,33 +22,32 @@
 //! never stopped: bit for bit on the CPU (same thread count); on a GPU up to the
 //! rounding of non-deterministic CUDA kernels.
 
-use super::checkpoint::{self, CheckpointData, CheckpointState};
 use super::cuda_graph::{CudaGraph, SideStream, WARMUP_STEPS};
-use super::ema::{weights_name, Ema};
+use super::ema::Ema;
 use super::flat::FlatParams;
-use super::log::{LogRecord, MetricsLog};
+use super::log::MetricsLog;
 use super::optim::{clip_grad_norm, lr_at, AdamW};
 use super::precision::{autocast, LossScaler};
-use super::status::{RunState, RunStatus};
 use crate::config::run::{EmaMode, LrSchedule, RunConfig};
 use crate::config::{self, DeviceChoice};
 use crate::data::{self, Batcher};
 use crate::diffusion::timesteps::TimestepBatch;
-use crate::diffusion::{create_sampler, NoiseSchedule, TimestepSampler, TimestepSampling};
+use crate::diffusion::{
+    create_sampler, training_losses, Losses, NoiseSchedule, TimestepSampler, TimestepSampling,
+};
 use crate::model::{Conditioning, Denoiser};
 use crate::rng::mix_seed;
+use crate::run::checkpoint::{self, CheckpointData, CheckpointState};
+use crate::run::records::{LogRecord, ProgressLine};
+use crate::run::status::{still_training, JobState, RunStatus};
+use crate::run::{atomic, identity, RunDir, StopToken, Weights};
 use rand::SeedableRng;
 use rand_pcg::Pcg64;
-use sha2::{Digest, Sha256};
 use std::fs::{self, OpenOptions};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tch::{nn, Device, Kind, Tensor};
-
-/// Set by the signal handler: finish the step, checkpoint, stop.
-pub static STOP: AtomicBool = AtomicBool::new(false);
 
 const NOISE_TAG: u64 = 0x5EED_0001;
 const TIMESTEP_TAG: u64 = 0x5EED_0002;
@@ -60,10 +59,11 @@ pub struct TrainOptions {
     pub resume: bool,
     /// Plain log lines instead of a progress bar.
     pub quiet: bool,
-    /// Progress as JSON lines on stdout, for a parent process (the sweep
-    /// runner): `{"step":…,"total":…}`, with `loss` and `images_per_s` at
-    /// each log record.
+    /// Progress as [`ProgressLine`]s on stdout, for a parent process (the
+    /// sweep runner).
     pub progress_jsonl: bool,
+    /// Checked before every step: once set, checkpoint and stop.
+    pub stop: StopToken,
 }
 
 /// How a run ended, when it did not fail.
@@ -107,48 +107,6 @@ impl TrainError {
 fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> TrainError {
     let context = context.into();
     move |source| TrainError::Io { context, source }
-}
-
-/// Keys that change how a run is launched, logged or checkpointed, not what it
-/// trains: [`config_hash`] leaves them (and every `output.*` key) out, so a
-/// sweep axis over one would only make runs that share one training job.
-pub const LAUNCH_ONLY_KEYS: [&str; 8] = [
-    "train.device",
-    "train.threads",
-    "train.log_every",
-    "train.checkpoint_every",
-    "train.keep_checkpoints",
-    "train.fail_at_step",
-    "train.cuda_graph",
-    "output.dir",
-];
-
-/// Whether a dotted run-config key changes only how a run is launched,
-/// logged or checkpointed ([`LAUNCH_ONLY_KEYS`] and every `output.*` key).
-pub fn is_launch_only(key: &str) -> bool {
-    key.starts_with("output.") || LAUNCH_ONLY_KEYS.contains(&key)
-}
-
-/// Hash of everything that changes what training computes (not the run
-/// directory, device, threads, or logging and checkpoint cadence). With
-/// `for_resume`, `train.steps` is left out too, since a resume may extend a run.
-pub fn config_hash(cfg: &RunConfig, for_resume: bool) -> String {
-    let mut c = cfg.clone();
-    c.output = Default::default();
-    c.eval = Default::default();
-    c.train.device = String::new();
-    c.train.threads = 0;
-    c.train.log_every = 0;
-    c.train.checkpoint_every = 0;
-    c.train.keep_checkpoints = 0;
-    c.train.fail_at_step = 0;
-    // How the step is launched, not what it computes.
-    c.train.cuda_graph = false;
-    if for_resume {
-        c.train.steps = 0;
-    }
-    let digest = Sha256::digest(c.to_toml().as_bytes());
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// The tensors one step's device work reads. Under a CUDA graph, the ones the
@@ -342,11 +300,11 @@ impl Run {
             .to_device(device);
         let st = schedule.tensors(device);
         let sampler = create_sampler(d.timestep_sampling, d.timesteps, d.loss_aware_bins);
-        let dataset = data::load(cfg, data::Split::Train)?;
+        let dataset = data::load(&cfg.data, data::Split::Train)?;
         if cfg.data.source == config::run::DataSource::Folder && cfg.data.test_fraction > 0.0 {
             // Evaluation decodes the held-out images: one that cannot be read
             // stops the run now, not after training.
-            data::load(cfg, data::Split::Test)?;
+            data::load(&cfg.data, data::Split::Test)?;
         }
         let batcher = Batcher::new(
             &dataset,
@@ -539,7 +497,6 @@ impl Run {
         };
         let x0 = &inputs.x0;
         let noise = x0.randn_like();
-        let xt = self.st.q_sample(x0, &t, &noise);
         // Classifier-free guidance dropout (chapter §5.2): with probability p_uncond a
         // sample's label becomes the null token and its condition vector the null embedding.
         let p = self.cfg.train.p_uncond;
@@ -557,21 +514,23 @@ impl Run {
             vector: inputs.condition.as_ref().map(|c| c.shallow_clone()),
         };
         let precision = self.cfg.train.precision;
-        // f32, like `xt`, whatever the precision (Denoiser::forward casts back).
-        let out = autocast(precision, self.device, || {
-            self.model.forward(&xt, &t, &cond, true)
-        });
-        let target = self
-            .st
-            .target(self.cfg.diffusion.prediction, x0, &t, &noise);
-        let mse = (out - target)
-            .square()
-            .flatten(1, -1)
-            .mean_dim(1, false, Kind::Float);
-        // w(t)·MSE per sample: the loss the objective weights, and what the adaptive
-        // timestep samplers learn from (improved-diffusion feeds its resampler the
-        // same, before the importance weights).
-        let weighted = &mse * self.weight_table.index_select(0, &t);
+        // w(t)·MSE per sample is the loss the objective weights, and what the
+        // adaptive timestep samplers learn from (improved-diffusion feeds its
+        // resampler the same, before the importance weights). The model's
+        // output is f32, like x_t, whatever the precision.
+        let Losses { mse, weighted } = training_losses(
+            &self.st,
+            self.cfg.diffusion.prediction,
+            &self.weight_table,
+            x0,
+            &t,
+            &noise,
+            |xt| {
+                autocast(precision, self.device, || {
+                    self.model.forward(xt, &t, &cond, true)
+                })
+            },
+        );
         let loss = match is_weights {
             Some(iw) => (&weighted * iw).mean(Kind::Float),
             None => weighted.mean(Kind::Float),
@@ -647,7 +606,7 @@ impl Run {
                 .decays
                 .iter()
                 .zip(self.ema.current_decays())
-                .map(|(&d, cur)| (weights_name(d), cur))
+                .map(|(&d, cur)| (Weights::ema(d).to_string(), cur))
                 .collect(),
             loss_scale: self.scaler.scale.double_value(&[]),
             skipped_steps: acc.skipped.double_value(&[]).round() as u64,
@@ -665,7 +624,7 @@ impl Run {
         )];
         for (i, &d) in self.ema.decays.iter().enumerate() {
             let w = self.ema.weights(i, &self.fp.flat);
-            files.push((weights_name(d), self.fp.named_views(&w)));
+            files.push((Weights::ema(d).to_string(), self.fp.named_views(&w)));
         }
         let mut opt = vec![
             ("exp_avg".to_string(), self.opt.exp_avg.shallow_clone()),
@@ -686,7 +645,7 @@ impl Run {
         if self.ema.mode == EmaMode::BiasCorrected {
             for (i, &d) in self.ema.decays.iter().enumerate() {
                 opt.push((
-                    format!("ema_shadow.{}", weights_name(d)),
+                    format!("ema_shadow.{}", Weights::ema(d).to_string()),
                     self.ema.shadows[i].shallow_clone(),
                 ));
             }
@@ -728,7 +687,7 @@ impl Run {
         load_flat("raw", &self.fp.flat)?;
         self.fp.publish();
         for (i, &d) in self.ema.decays.clone().iter().enumerate() {
-            let name = weights_name(d);
+            let name = Weights::ema(d).to_string();
             if self.ema.mode == EmaMode::BiasCorrected {
                 let t = data
                     .get("optimizer", &format!("ema_shadow.{name}"))
@@ -835,7 +794,7 @@ impl Progress {
                 bar: None,
                 jsonl: Some(std::cell::Cell::new(Instant::now())),
             };
-            p.json(&format!("{{\"step\":{start},\"total\":{total}}}"));
+            p.json(&ProgressLine::Step { step: start, total });
             return p;
         }
         let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
@@ -851,9 +810,9 @@ impl Progress {
         });
         Progress { bar, jsonl: None }
     }
-    fn json(&self, line: &str) {
+    fn json(&self, line: &ProgressLine) {
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{line}");
+        let _ = writeln!(out, "{}", line.to_line());
         let _ = out.flush();
     }
     fn tick(&self, step: u64, total: u64) {
@@ -863,19 +822,19 @@ impl Progress {
         if let Some(last) = &self.jsonl {
             if last.get().elapsed() >= JSONL_TICK {
                 last.set(Instant::now());
-                self.json(&format!("{{\"step\":{step},\"total\":{total}}}"));
+                self.json(&ProgressLine::Step { step, total });
             }
         }
     }
     fn record(&self, r: &LogRecord, total: u64) {
         if let Some(last) = &self.jsonl {
             last.set(Instant::now());
-            self.json(&format!(
-                "{{\"step\":{},\"total\":{total},\"loss\":{},\"images_per_s\":{}}}",
-                r.step,
-                if r.loss.is_finite() { r.loss } else { -1.0 },
-                r.images_per_s
-            ));
+            self.json(&ProgressLine::Record {
+                step: r.step,
+                total,
+                loss: r.loss.is_finite().then_some(r.loss),
+                images_per_s: r.images_per_s,
+            });
             return;
         }
         let text = format!(
@@ -892,16 +851,6 @@ impl Progress {
             b.finish_and_clear();
         }
     }
-}
-
-/// Whether `pid` is a live `ddpm-lab train` process: alive, and (where
-/// /proc tells) training, so a reused pid of another program does not hold a
-/// run that was killed.
-fn still_training(pid: u32) -> bool {
-    crate::sweep::lock::alive(pid)
-        && fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|c| c.split(|&b| b == 0).any(|arg| arg == b"train"))
-            .unwrap_or(true)
 }
 
 /// Check the run directory and decide where to start. Returns the checkpoint
@@ -935,7 +884,7 @@ fn prepare_dir(cfg: &RunConfig, opts: &TrainOptions) -> Result<Option<PathBuf>, 
         }
         return Ok(None);
     }
-    if let Some(s) = status.as_ref().filter(|s| s.state == RunState::Running) {
+    if let Some(s) = status.as_ref().filter(|s| s.state == JobState::Running) {
         if s.pid != std::process::id() && still_training(s.pid) {
             return Err(TrainError::RunDir(format!(
                 "--resume: {} is being trained right now by pid {} (at step {}); wait for it to finish, or stop it (kill {}) and resume then",
@@ -956,7 +905,7 @@ fn prepare_dir(cfg: &RunConfig, opts: &TrainOptions) -> Result<Option<PathBuf>, 
             Ok(None)
         };
     }
-    let old_text = fs::read_to_string(dir.join("config.toml"))
+    let old_text = fs::read_to_string(RunDir::new(dir).config())
         .map_err(io_err(format!("reading {}/config.toml", dir.display())))?;
     let old: RunConfig = toml::from_str(&old_text).map_err(|e| {
         TrainError::RunDir(format!(
@@ -964,7 +913,7 @@ fn prepare_dir(cfg: &RunConfig, opts: &TrainOptions) -> Result<Option<PathBuf>, 
             dir.display()
         ))
     })?;
-    if config_hash(&old, true) != config_hash(cfg, true) {
+    if identity::resume_hash(&old) != identity::resume_hash(cfg) {
         return Err(TrainError::RunDir(format!(
             "--resume: the config differs from the one {} was trained with (only train.steps, the device, threads, logging and checkpoint cadence may change); compare with {}/config.toml",
             dir.display(),
@@ -976,7 +925,7 @@ fn prepare_dir(cfg: &RunConfig, opts: &TrainOptions) -> Result<Option<PathBuf>, 
             "--resume: train.steps cannot change with lr_schedule = \"cosine\" (the decay depends on it)".into(),
         ));
     }
-    Ok(checkpoint::list(&dir.join("checkpoints"))
+    Ok(checkpoint::list(&RunDir::new(dir).checkpoints())
         .last()
         .map(|(_, p)| p.clone()))
 }
@@ -1001,15 +950,16 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<Outcome, TrainError
         },
     })?;
     let started = Instant::now();
-    let ck_root = dir.join("checkpoints");
-    let hash = config_hash(cfg, false);
+    let layout = RunDir::new(&dir);
+    let ck_root = layout.checkpoints();
+    let hash = identity::training_hash(cfg);
     let total = cfg.train.steps;
 
     let mut text = TextLog(
         OpenOptions::new()
             .create(true)
             .append(true)
-            .open(dir.join("train.log"))
+            .open(layout.train_log())
             .map_err(io_err("opening train.log"))?,
     );
 
@@ -1045,7 +995,7 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<Outcome, TrainError
     }
     let device = device_name(run.device);
     let mut status = RunStatus {
-        state: RunState::Running,
+        state: JobState::Running,
         reason: String::new(),
         step: start,
         total_steps: total,
@@ -1056,16 +1006,16 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<Outcome, TrainError
         last_checkpoint: last_ck.clone(),
     };
     if start >= total && latest.is_some() {
-        status.state = RunState::Completed;
+        status.state = JobState::Completed;
         status.write(&dir).map_err(io_err("writing status.json"))?;
         return Ok(Outcome::Completed {
             step: start,
             already: true,
         });
     }
-    fs::write(dir.join("config.toml"), cfg.to_toml()).map_err(io_err("writing config.toml"))?;
+    atomic::write_atomic(&layout.config(), cfg.to_toml()).map_err(io_err("writing config.toml"))?;
     if let Some(stats) = &run.data_stats {
-        super::status::write_json_atomic(&dir.join("data_stats.json"), stats)
+        atomic::write_json(&RunDir::new(&dir).data_stats(), stats)
             .map_err(io_err("writing data_stats.json"))?;
     }
     status.write(&dir).map_err(io_err("writing status.json"))?;
@@ -1084,7 +1034,7 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<Outcome, TrainError
         write_snapshot(&run, &dir, 0, &hash, wall(&started))?;
     }
     let fail = |status: &mut RunStatus, e: TrainError, step: u64, secs: f64| -> TrainError {
-        status.state = RunState::Failed;
+        status.state = JobState::Failed;
         status.reason = e.to_string();
         status.step = step;
         status.wall_time_s = secs;
@@ -1111,7 +1061,7 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<Outcome, TrainError
     }
 
     while step < total {
-        if STOP.load(Ordering::SeqCst) {
+        if opts.stop.is_stopped() {
             break;
         }
         if cfg.train.fail_at_step != 0 && step == cfg.train.fail_at_step {
@@ -1207,7 +1157,7 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<Outcome, TrainError
         metrics
             .flush_parquet()
             .map_err(|e| TrainError::Other(format!("writing metrics.parquet: {e}")))?;
-        status.state = RunState::Interrupted;
+        status.state = JobState::Interrupted;
         status.reason = "stopped by a signal; resume with --resume".into();
         status.step = step;
         status.wall_time_s = wall(&started);
@@ -1215,7 +1165,7 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<Outcome, TrainError
         text.line(&format!("interrupted at step {step}"));
         return Ok(Outcome::Interrupted { step });
     }
-    status.state = RunState::Completed;
+    status.state = JobState::Completed;
     status.step = step;
     status.wall_time_s = wall(&started);
     status.write(&dir).map_err(io_err("writing status.json"))?;
@@ -1264,7 +1214,7 @@ fn write_snapshot(
     hash: &str,
     wall: f64,
 ) -> Result<(), TrainError> {
-    let root = dir.join("snapshots");
+    let root = RunDir::new(dir).snapshots();
     if root
         .join(checkpoint::dir_name(step))
         .join("state.json")
@@ -1338,40 +1288,5 @@ mod tests {
         assert!(saving_failed(other, None, root)
             .to_string()
             .contains("fix the cause, then"));
-    }
-
-    /// The default config with `key` changed from its default value.
-    fn changed(key: &str) -> RunConfig {
-        let mut t: toml::Table = toml::from_str(&RunConfig::default().to_toml()).unwrap();
-        let (section, field) = key.split_once('.').unwrap();
-        let table = t[section].as_table_mut().unwrap();
-        let new = match &table[field] {
-            toml::Value::Integer(i) => toml::Value::Integer(i + 7),
-            toml::Value::Float(f) => toml::Value::Float(f * 0.5),
-            toml::Value::Boolean(b) => toml::Value::Boolean(!b),
-            toml::Value::String(s) => toml::Value::String(format!("{s}x")),
-            other => panic!("{key} = {other}: not a scalar"),
-        };
-        table.insert(field.to_string(), new);
-        t.try_into().unwrap()
-    }
-
-    /// The sweep refuses axes over LAUNCH_ONLY_KEYS because the job hash
-    /// ignores them: the two lists must agree.
-    #[test]
-    fn launch_only_keys_leave_the_hash_alone_and_training_keys_do_not() {
-        let base = config_hash(&RunConfig::default(), false);
-        for key in LAUNCH_ONLY_KEYS {
-            assert_eq!(config_hash(&changed(key), false), base, "{key}");
-        }
-        for key in [
-            "train.lr",
-            "train.batch_size",
-            "train.seed",
-            "diffusion.timesteps",
-            "data.path",
-        ] {
-            assert_ne!(config_hash(&changed(key), false), base, "{key}");
-        }
     }
 }

@@ -1,0 +1,229 @@
+//! What makes two runs the same training job.
+//!
+//! Every run-config key has one [`KeyRole`], from the single table
+//! [`KEY_ROLES`]:
+//! * **training** keys change what training computes (the default);
+//! * **evaluation-only** keys (`eval.*`, and the sweep axis `ema.decay`) change
+//!   only how the trained weights are evaluated, so runs differing in them
+//!   share one job;
+//! * **launch-only** keys change how a job is launched, logged or
+//!   checkpointed (device, threads, cadences, `output.*`), not its numbers.
+//!
+//! The training hash names a job's folder; the resume hash (which also
+//! leaves out `train.steps`, since a resume may extend a run) decides whether
+//! a folder may be resumed with a config. Both are computed from the table,
+//! so a key's role is written once.
+
+use crate::config::RunConfig;
+use sha2::{Digest, Sha256};
+
+/// What changing a key changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRole {
+    Training,
+    EvalOnly,
+    LaunchOnly,
+}
+
+/// Every key that is not a training key, with its role. `section.*` covers a
+/// whole section.
+pub const KEY_ROLES: [(&str, KeyRole); 10] = [
+    ("train.device", KeyRole::LaunchOnly),
+    ("train.threads", KeyRole::LaunchOnly),
+    ("train.log_every", KeyRole::LaunchOnly),
+    ("train.checkpoint_every", KeyRole::LaunchOnly),
+    ("train.keep_checkpoints", KeyRole::LaunchOnly),
+    ("train.fail_at_step", KeyRole::LaunchOnly),
+    ("train.cuda_graph", KeyRole::LaunchOnly),
+    ("output.*", KeyRole::LaunchOnly),
+    ("eval.*", KeyRole::EvalOnly),
+    // A sweep axis, not a run key: it picks the EMA a run is evaluated with.
+    ("ema.decay", KeyRole::EvalOnly),
+];
+
+fn covers(pattern: &str, key: &str) -> bool {
+    match pattern.strip_suffix(".*") {
+        Some(section) => key
+            .strip_prefix(section)
+            .is_some_and(|rest| rest.starts_with('.')),
+        None => key == pattern,
+    }
+}
+
+/// The role of a dotted key (`train.lr`, `eval.num_samples`).
+pub fn role(key: &str) -> KeyRole {
+    KEY_ROLES
+        .iter()
+        .find(|(pattern, _)| covers(pattern, key))
+        .map_or(KeyRole::Training, |&(_, role)| role)
+}
+
+pub fn is_launch_only(key: &str) -> bool {
+    role(key) == KeyRole::LaunchOnly
+}
+
+pub fn is_eval_only(key: &str) -> bool {
+    role(key) == KeyRole::EvalOnly
+}
+
+/// The hash of everything that changes what training computes: a job's name.
+pub fn training_hash(cfg: &RunConfig) -> String {
+    hash_of(document(cfg), false)
+}
+
+/// [`training_hash`] without `train.steps`: a run folder may be resumed (and
+/// extended) with any config of the same resume hash.
+pub fn resume_hash(cfg: &RunConfig) -> String {
+    hash_of(document(cfg), true)
+}
+
+fn document(cfg: &RunConfig) -> toml::Table {
+    toml::Table::try_from(cfg).expect("a RunConfig is a TOML table") // ok: plain data, string keys
+}
+
+/// Hash a config document with every non-training key set to a neutral
+/// value: a section to its defaults, a key to its type's zero.
+fn hash_of(mut doc: toml::Table, for_resume: bool) -> String {
+    let defaults = document(&RunConfig::default());
+    let neutral = KEY_ROLES
+        .iter()
+        .filter(|(_, role)| *role != KeyRole::Training)
+        .map(|&(pattern, _)| pattern)
+        .chain(for_resume.then_some("train.steps"));
+    for pattern in neutral {
+        if let Some(section) = pattern.strip_suffix(".*") {
+            if let Some(d) = defaults.get(section) {
+                doc.insert(section.to_string(), d.clone());
+            }
+            continue;
+        }
+        let Some((section, field)) = pattern.split_once('.') else {
+            continue;
+        };
+        let value = doc
+            .get_mut(section)
+            .and_then(toml::Value::as_table_mut)
+            .and_then(|t| t.get_mut(field));
+        if let Some(v) = value {
+            *v = zero_of(v);
+        }
+    }
+    let text = toml::to_string(&doc).expect("a TOML table serializes"); // ok: plain data
+    let digest = Sha256::digest(text.as_bytes());
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+fn zero_of(v: &toml::Value) -> toml::Value {
+    use toml::Value;
+    match v {
+        Value::String(_) => Value::String(String::new()),
+        Value::Integer(_) => Value::Integer(0),
+        Value::Float(_) => Value::Float(0.0),
+        Value::Boolean(_) => Value::Boolean(false),
+        Value::Array(_) => Value::Array(vec![]),
+        Value::Table(_) => Value::Table(toml::Table::new()),
+        Value::Datetime(_) => v.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hash as version 0.1 computed it, field by field: job folders
+    /// named by it must keep their names.
+    fn legacy_hash(cfg: &RunConfig, for_resume: bool) -> String {
+        let mut c = cfg.clone();
+        c.output = Default::default();
+        c.eval = Default::default();
+        c.train.device = Default::default();
+        c.train.threads = 0;
+        c.train.log_every = 0;
+        c.train.checkpoint_every = 0;
+        c.train.keep_checkpoints = 0;
+        c.train.fail_at_step = 0;
+        c.train.cuda_graph = false;
+        if for_resume {
+            c.train.steps = 0;
+        }
+        let digest = Sha256::digest(c.to_toml().as_bytes());
+        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn hashes_are_the_ones_earlier_versions_named_folders_by() {
+        let mut cfgs = vec![RunConfig::default(), RunConfig::schema_sample()];
+        let mut c = RunConfig::default();
+        c.train.lr = 3e-4;
+        c.train.steps = 1234;
+        c.ema.decays = vec![0.9, 0.999];
+        c.eval.num_samples = 37;
+        c.train.threads = 3;
+        cfgs.push(c);
+        for cfg in &cfgs {
+            assert_eq!(training_hash(cfg), legacy_hash(cfg, false));
+            assert_eq!(resume_hash(cfg), legacy_hash(cfg, true));
+        }
+    }
+
+    /// Every scalar key of the default config, changed.
+    fn each_key_changed() -> Vec<(String, toml::Table)> {
+        let base = document(&RunConfig::default());
+        let mut out = vec![];
+        for (section, table) in &base {
+            let Some(table) = table.as_table() else {
+                continue;
+            };
+            for (field, value) in table {
+                let new = match value {
+                    toml::Value::Integer(i) => toml::Value::Integer(i + 7),
+                    toml::Value::Float(f) => toml::Value::Float(f * 0.5 + 0.25),
+                    toml::Value::Boolean(b) => toml::Value::Boolean(!b),
+                    toml::Value::String(s) => toml::Value::String(format!("{s}x")),
+                    toml::Value::Array(a) => {
+                        let mut a = a.clone();
+                        a.push(toml::Value::Integer(3));
+                        toml::Value::Array(a)
+                    }
+                    _ => continue,
+                };
+                let mut doc = base.clone();
+                doc[section.as_str()]
+                    .as_table_mut()
+                    .unwrap()
+                    .insert(field.clone(), new);
+                out.push((format!("{section}.{field}"), doc));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_key_changes_the_hash_exactly_when_it_is_a_training_key() {
+        let base = training_hash(&RunConfig::default());
+        let changed = each_key_changed();
+        assert!(changed.len() > 40, "{}", changed.len());
+        for (key, doc) in changed {
+            let same = hash_of(doc.clone(), false) == base;
+            assert_eq!(same, role(&key) != KeyRole::Training, "{key}");
+            let resume_same = hash_of(doc, true) == resume_hash(&RunConfig::default());
+            assert_eq!(
+                resume_same,
+                role(&key) != KeyRole::Training || key == "train.steps",
+                "{key}"
+            );
+        }
+    }
+
+    #[test]
+    fn roles_cover_sections_and_exact_keys() {
+        assert_eq!(role("eval.num_samples"), KeyRole::EvalOnly);
+        assert_eq!(role("ema.decay"), KeyRole::EvalOnly);
+        assert_eq!(role("ema.decays"), KeyRole::Training);
+        assert_eq!(role("output.dir"), KeyRole::LaunchOnly);
+        assert_eq!(role("outputs.dir"), KeyRole::Training);
+        assert_eq!(role("train.threads"), KeyRole::LaunchOnly);
+        assert_eq!(role("train.lr"), KeyRole::Training);
+        assert!(is_launch_only("train.fail_at_step") && is_eval_only("eval.sampler"));
+    }
+}

@@ -1,0 +1,29 @@
+//! The run contract: what the trainer, the evaluator, the sweep and the
+//! report agree on, in one place so that none of them imports another.
+//!
+//! * [`identity`]: each config key's role, and the training and resume hashes;
+//! * [`weights`]: the [`Weights`] of a trained run (`raw`, `ema-<decay>`);
+//! * [`layout`]: every path of a run folder and a sweep folder;
+//! * [`status`]: the one [`JobState`], `status.json` and process liveness;
+//! * [`records`]: the typed files passed between modules (plan, run record,
+//!   summary, log record, progress line, done.json);
+//! * [`checkpoint`]: the checkpoint and snapshot format;
+//! * [`atomic`]: writes a reader never sees half of;
+//! * [`stop`]: the stop request long work polls.
+//!
+//! It depends on config/ and the domain modules only.
+
+pub mod atomic;
+pub mod checkpoint;
+pub mod identity;
+pub mod layout;
+pub mod records;
+pub mod status;
+pub mod stop;
+pub mod weights;
+
+pub use identity::{resume_hash, role, training_hash, KeyRole};
+pub use layout::{EvalDir, RunDir, SweepDir};
+pub use status::{JobState, Observed, RunStatus};
+pub use stop::StopToken;
+pub use weights::Weights;

@@ -1,0 +1,275 @@
+//! The typed records one module writes and another reads. Each is a serde
+//! struct, so renaming a field is a compile error on both sides rather than a
+//! silently blank report.
+//!
+//! * [`PlanFile`]: a sweep folder's `plan.json` (and `sweep --dry-run --json`);
+//! * [`RunRecord`]: `runs/<run>/run.json`, a run's job and weight set;
+//! * [`Summary`]: `summary.json`, how each job of the last invocation ended;
+//! * [`LogRecord`]: one line of a run's `metrics.jsonl`;
+//! * [`ProgressLine`]: one line a child process (train, eval) writes on
+//!   stdout for its parent sweep, its failure reason included;
+//! * [`EvalDone`]: an evaluation folder's `done.json`.
+
+use super::status::JobState;
+use super::weights::Weights;
+use crate::config::RunConfig;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The swept values of a run, by axis key, in axis order.
+pub type Swept = serde_json::Map<String, serde_json::Value>;
+
+/// `plan.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanFile {
+    pub name: String,
+    pub description: String,
+    /// The spec file the plan came from.
+    pub spec: String,
+    /// The sweep folder.
+    pub results: String,
+    /// The `--set` overrides, as given.
+    pub sets: Vec<String>,
+    /// The slots jobs ran on (`cuda:0`, `cpu`).
+    pub devices: Vec<String>,
+    pub estimated_wall_s: f64,
+    pub runs: Vec<PlanRun>,
+    pub jobs: Vec<PlanJob>,
+}
+
+/// One run of `plan.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanRun {
+    pub id: String,
+    /// The id of the job that trains it.
+    pub job: String,
+    /// The weight set it is evaluated with.
+    pub weights: Weights,
+    pub swept: Swept,
+    /// Its whole config: the job's training config plus its own `eval.*`.
+    pub config: RunConfig,
+}
+
+/// One training job of `plan.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanJob {
+    pub id: String,
+    /// The full training hash (the id is its first 8 characters).
+    pub hash: String,
+    /// The ids of its runs.
+    pub runs: Vec<String>,
+    pub steps: u64,
+    pub batch_size: i64,
+    pub parameters: i64,
+    pub macs_per_sample: f64,
+    /// Training MACs still to do (all of them for a new job).
+    pub macs: f64,
+    /// Estimated seconds on its kind of slot.
+    pub est_s: f64,
+    /// Its state when planned.
+    pub state: JobState,
+    /// The weight sets its runs are evaluated with (raw always among them).
+    pub eval_weights: Vec<Weights>,
+    /// What the sweep does with it (`train`, `skip (completed)`, …).
+    pub will: String,
+    pub config: RunConfig,
+}
+
+/// `runs/<run>/run.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: String,
+    pub job: String,
+    /// The weight set this run is evaluated with.
+    pub weights: Weights,
+    /// The training folder, relative to this run's folder.
+    pub job_dir: String,
+    pub swept: Swept,
+}
+
+/// How one job ended in an invocation (or why it did not run).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobReport {
+    pub job: String,
+    pub runs: Vec<String>,
+    pub state: JobState,
+    pub step: u64,
+    pub steps: u64,
+    pub device: String,
+    pub wall_s: f64,
+    pub exit_code: Option<i32>,
+    pub reason: String,
+    pub stderr_tail: Vec<String>,
+    /// Whether it trained (or evaluated) in this invocation.
+    pub trained: bool,
+}
+
+/// `summary.json`: the end of a sweep invocation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub name: String,
+    pub results: String,
+    pub jobs: Vec<JobReport>,
+    pub failed: usize,
+    /// Jobs that other processes were training, left alone.
+    pub busy: usize,
+    pub interrupted: bool,
+    pub trained: usize,
+}
+
+/// One line of `metrics.jsonl`: a training log interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogRecord {
+    pub step: u64,
+    /// The weighted training loss (what is optimized), averaged over the interval.
+    pub loss: f64,
+    /// The plain MSE of the prediction target, averaged over the interval.
+    pub loss_unweighted: f64,
+    /// Unweighted loss per quarter of [0, T) (improved-diffusion's q0–q3); None where no sample fell.
+    pub loss_q: [Option<f64>; 4],
+    /// Global gradient norm before clipping (unscaled), averaged over the interval.
+    pub grad_norm: f64,
+    pub lr: f64,
+    /// Each EMA's decay in force at this step, keyed by its weight set's name.
+    pub ema_decay: BTreeMap<String, f64>,
+    pub loss_scale: f64,
+    /// Steps skipped by the fp16 loss scaler in the interval.
+    pub skipped_steps: u64,
+    pub images_per_s: f64,
+    /// Share of the interval's wall time spent waiting for data.
+    pub data_wait_frac: f64,
+    pub wall_time_s: f64,
+}
+
+/// A line a child writes on stdout for its parent (`--progress-jsonl`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum ProgressLine {
+    /// Training reached `step` of `total`.
+    Step { step: u64, total: u64 },
+    /// A training log record: the interval's loss (None when not finite) and speed.
+    Record {
+        step: u64,
+        total: u64,
+        loss: Option<f64>,
+        images_per_s: f64,
+    },
+    /// An evaluation finished a piece of work.
+    Eval { message: String },
+    /// The child is about to exit with an error: why, as the user reads it.
+    Failed { reason: String },
+}
+
+impl ProgressLine {
+    /// The line as written (no newline).
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self).expect("a progress line serializes") // ok: plain data
+    }
+
+    /// Parse a line; None for anything else a child may print.
+    pub fn parse(line: &str) -> Option<ProgressLine> {
+        serde_json::from_str(line).ok()
+    }
+}
+
+/// `done.json` of an evaluation folder: written when an evaluation has
+/// covered these points for these weight sets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalDone {
+    pub steps: Vec<u64>,
+    pub weights: Vec<Weights>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> PlanFile {
+        let mut swept = Swept::new();
+        swept.insert("ema.decay".into(), serde_json::json!(0.999));
+        swept.insert("seed".into(), serde_json::json!(1));
+        let mut cfg = RunConfig::default();
+        cfg.ema.decays = vec![0.999];
+        PlanFile {
+            name: "demo".into(),
+            description: "two runs".into(),
+            spec: "experiments/demo.toml".into(),
+            results: "results/demo".into(),
+            sets: vec!["train.steps=10".into()],
+            devices: vec!["cpu".into()],
+            estimated_wall_s: 12.5,
+            runs: vec![PlanRun {
+                id: "decay-0.999_seed-1-abcdef".into(),
+                job: "abcdef12".into(),
+                weights: Weights::ema(0.999),
+                swept,
+                config: cfg.clone(),
+            }],
+            jobs: vec![PlanJob {
+                id: "abcdef12".into(),
+                hash: "abcdef1234567890".into(),
+                runs: vec!["decay-0.999_seed-1-abcdef".into()],
+                steps: 10,
+                batch_size: 64,
+                parameters: 1000,
+                macs_per_sample: 2e6,
+                macs: 3e9,
+                est_s: 4.0,
+                state: JobState::New,
+                eval_weights: vec![Weights::ema(0.999), Weights::Raw],
+                will: "train".into(),
+                config: cfg,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_plan_round_trips_through_json() {
+        let p = plan();
+        let text = serde_json::to_string_pretty(&p).unwrap();
+        assert_eq!(serde_json::from_str::<PlanFile>(&text).unwrap(), p);
+        // The field names readers of plan.json (people, scripts) rely on.
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["runs"][0]["weights"], "ema-0.999");
+        assert_eq!(v["jobs"][0]["state"], "new");
+        assert_eq!(v["jobs"][0]["eval_weights"][1], "raw");
+        assert_eq!(v["runs"][0]["swept"]["seed"], 1);
+    }
+
+    #[test]
+    fn a_plan_missing_a_field_is_refused_not_blanked() {
+        let mut v = serde_json::to_value(plan()).unwrap();
+        v["runs"][0].as_object_mut().unwrap().remove("job");
+        let e = serde_json::from_value::<PlanFile>(v)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing field `job`"), "{e}");
+    }
+
+    #[test]
+    fn progress_lines_are_tagged_and_other_output_is_not_one() {
+        let lines = [
+            ProgressLine::Step { step: 3, total: 10 },
+            ProgressLine::Record {
+                step: 5,
+                total: 10,
+                loss: None,
+                images_per_s: 12.0,
+            },
+            ProgressLine::Eval {
+                message: "step 5 raw: per-timestep loss".into(),
+            },
+            ProgressLine::Failed {
+                reason: "the loss became NaN".into(),
+            },
+        ];
+        for l in lines {
+            assert_eq!(ProgressLine::parse(&l.to_line()), Some(l));
+        }
+        assert!(ProgressLine::Failed { reason: "x".into() }
+            .to_line()
+            .starts_with(r#"{"event":"failed""#));
+        assert_eq!(ProgressLine::parse("step 3/10 loss 0.5"), None);
+        assert_eq!(ProgressLine::parse(r#"{"step":3,"total":10}"#), None);
+    }
+}
