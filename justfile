@@ -36,9 +36,25 @@ setup:
 build: setup
     cargo build --release
 
-# Run the whole test suite.
+# Run the whole test suite: the unit tests, then the end-to-end tests (tests/),
+# each group's wall time printed. Tests that need CUDA are ignored here (`just test-gpu`).
 test: setup
-    cargo test --release -- --test-threads 2
+    #!/usr/bin/env bash
+    set -euo pipefail
+    build_start=$SECONDS
+    cargo test --release --no-run
+    build_s=$((SECONDS - build_start))
+    unit_start=$SECONDS
+    cargo test --release --lib --bins -- --test-threads 2
+    unit_s=$((SECONDS - unit_start))
+    e2e_start=$SECONDS
+    cargo test --release --test '*' -- --test-threads 2
+    e2e_s=$((SECONDS - e2e_start))
+    echo "just test: build ${build_s}s, unit tests ${unit_s}s, end-to-end tests ${e2e_s}s"
+
+# The tests that need a CUDA device (ignored by `just test`); they fail where there is none.
+test-gpu: setup
+    cargo test --release --test cuda_graph -- --ignored --test-threads 1
 
 # Format the code.
 fmt:

@@ -31,7 +31,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 
 if [ -n "$TEST" ] && [ "$PART" != bench ]; then
   echo "== 1. graph against eager (tests/cuda_graph.rs)"
-  DDPMLAB_TEST_BIN=$BIN "$TEST" --nocapture --test-threads 1 2>&1 | tail -20
+  DDPMLAB_TEST_BIN=$BIN "$TEST" --include-ignored --nocapture --test-threads 1 2>&1 | tail -20
 fi
 
 W=$(mktemp -d)

@@ -33,10 +33,66 @@ pub fn bad_input(err: impl std::fmt::Display) -> anyhow::Error {
     anyhow::Error::new(BadInput(err.to_string()))
 }
 
+/// A library error marked as the user's input being wrong (exit code 2),
+/// keeping the error itself, which can still be downcast. It prints as the
+/// error's own message: input errors name their cause and its fix there.
+#[derive(Debug)]
+pub struct InputError(pub Box<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Display for InputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for InputError {}
+
+/// A library error that knows whether the user's input is what is wrong.
+pub trait Classified: std::error::Error + Send + Sync + Sized + 'static {
+    fn is_bad_input(&self) -> bool;
+
+    /// The error for the command line: bad input exits 2, anything else 1;
+    /// either way the error keeps its type.
+    fn into_cli(self) -> anyhow::Error {
+        if self.is_bad_input() {
+            anyhow::Error::new(InputError(Box::new(self)))
+        } else {
+            anyhow::Error::new(self)
+        }
+    }
+}
+
+impl Classified for crate::train::TrainError {
+    fn is_bad_input(&self) -> bool {
+        crate::train::TrainError::is_bad_input(self)
+    }
+}
+
+impl Classified for crate::sweep::runner::SweepError {
+    fn is_bad_input(&self) -> bool {
+        crate::sweep::runner::SweepError::is_bad_input(self)
+    }
+}
+
+impl Classified for crate::eval::evaluate::EvalError {
+    fn is_bad_input(&self) -> bool {
+        crate::eval::evaluate::EvalError::is_bad_input(self)
+    }
+}
+
+impl Classified for crate::report::ReportError {
+    fn is_bad_input(&self) -> bool {
+        crate::report::ReportError::is_bad_input(self)
+    }
+}
+
 /// The exit code for an error: 2 if any cause in its chain is [`BadInput`], 130 if
 /// it is [`Interrupted`] or [`Stopped`], else 1.
 pub fn code_for(err: &anyhow::Error) -> i32 {
-    if err.chain().any(|e| e.is::<BadInput>()) {
+    if err
+        .chain()
+        .any(|e| e.is::<BadInput>() || e.is::<InputError>())
+    {
         BAD_INPUT
     } else if err
         .chain()
@@ -59,5 +115,25 @@ mod tests {
         let e = e.context("reading run.toml").unwrap_err();
         assert_eq!(code_for(&e), BAD_INPUT);
         assert_eq!(code_for(&anyhow::anyhow!("disk full")), FAILURE);
+    }
+
+    #[test]
+    fn a_classified_error_keeps_its_type_and_message() {
+        use crate::train::{RunDirError, TrainError};
+        let e = TrainError::from(RunDirError::CosineSteps).into_cli();
+        assert_eq!(code_for(&e), BAD_INPUT);
+        assert_eq!(
+            format!("{e:#}"),
+            "--resume: train.steps cannot change with lr_schedule = \"cosine\" (the decay depends on it)"
+        );
+        let inner = e.downcast_ref::<InputError>().unwrap();
+        assert!(inner.0.downcast_ref::<TrainError>().is_some());
+        let io = TrainError::Io {
+            context: "writing status.json".into(),
+            source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+        };
+        let e = io.into_cli();
+        assert_eq!(code_for(&e), FAILURE, "a full disk is not the user's input");
+        assert!(e.downcast_ref::<TrainError>().is_some());
     }
 }

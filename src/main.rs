@@ -1,6 +1,8 @@
 //! The `ddpm-lab` binary: parse the command line, call the library, map errors
 //! to exit codes (0 ok, 1 something failed, 2 the input was wrong).
 
+#![warn(clippy::too_many_lines)]
+
 use clap::Parser;
 use ddpm_lab::{cli, exit};
 

@@ -12,21 +12,25 @@
 //! tolerance is 2% of that movement, or three times the distance between two
 //! eager runs where the GPU's kernels make those differ by more.)
 //!
-//! Without a CUDA device the tests print why they did nothing. To run them on
-//! a GPU machine from a build made elsewhere, carry this test binary and the
-//! `ddpm-lab` binary and set `DDPMLAB_TEST_BIN` to the latter.
+//! The three comparisons need a CUDA device: they are `#[ignore = "needs
+//! CUDA"]`, so `just test` reports them as ignored on a CPU machine, and
+//! `just test-gpu` runs them (and fails, rather than passing, where there is
+//! no CUDA device). To run them on a GPU machine from a build made elsewhere,
+//! carry this test binary and the `ddpm-lab` binary, set `DDPMLAB_TEST_BIN`
+//! to the latter, and pass `--ignored`.
 
 mod common;
 use common::{bin, distance, text, write};
 
 use std::path::Path;
 
-fn cuda() -> bool {
-    if tch::Cuda::is_available() {
-        return true;
-    }
-    eprintln!("no CUDA device: the CUDA graph tests have nothing to run here");
-    false
+/// These tests compare two CUDA runs: without a device there is nothing to
+/// compare, which must not pass as a success.
+fn require_cuda() {
+    assert!(
+        tch::Cuda::is_available(),
+        "no CUDA device: this test needs one (it is run by `just test-gpu`)"
+    );
 }
 
 /// Train `body` on cuda with the given `train.cuda_graph`; returns the run dir.
@@ -173,20 +177,18 @@ const UNET_FILES: &[&str] = &[
 ];
 
 #[test]
+#[ignore = "needs CUDA"]
 fn a_graphed_unet_run_matches_the_eager_run() {
-    if !cuda() {
-        return;
-    }
+    require_cuda();
     check_graph_matches_eager(UNET, 40, UNET_FILES);
 }
 
 /// Host-drawn timesteps (the loss-aware sampler reads losses back each step),
 /// fp16 with its device-side loss scaler, and bias-corrected EMAs.
 #[test]
+#[ignore = "needs CUDA"]
 fn a_graphed_run_with_host_timesteps_and_fp16_matches_the_eager_run() {
-    if !cuda() {
-        return;
-    }
+    require_cuda();
     check_graph_matches_eager(
         r#"
 [data]
@@ -222,10 +224,9 @@ mode = "bias-corrected"
 /// the f32 buffer; a copy left stale would freeze the network at the capture
 /// step's weights.
 #[test]
+#[ignore = "needs CUDA"]
 fn a_graphed_bf16_pure_run_matches_the_eager_run() {
-    if !cuda() {
-        return;
-    }
+    require_cuda();
     let body = UNET.replace("[train]\n", "[train]\nprecision = \"bf16-pure\"\n");
     check_graph_matches_eager(&body, 40, UNET_FILES);
 }

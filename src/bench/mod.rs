@@ -103,7 +103,7 @@ pub struct Untrained {
 
 impl Untrained {
     pub fn new(cfg: &crate::config::RunConfig) -> Result<Self, String> {
-        let device = crate::train::trainer::prepare_device(cfg);
+        let device = crate::train::prepare_device(cfg);
         let dataset =
             crate::data::load(&cfg.data, crate::data::Split::Train).map_err(|e| e.to_string())?;
         let schedule = crate::diffusion::NoiseSchedule::new(cfg.diffusion.schedule_config())

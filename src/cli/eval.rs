@@ -3,7 +3,7 @@
 //! quality and sample grids — into `RUN_DIR/eval/`.
 
 use crate::eval::evaluate::{evaluate, EvalOptions};
-use crate::exit::bad_input;
+use crate::exit::Classified;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -71,13 +71,7 @@ fn eval(cmd: EvalCmd) -> anyhow::Result<()> {
             eprintln!("[eval] {line}");
         }
     })
-    .map_err(|e| {
-        if e.is_bad_input() {
-            bad_input(e)
-        } else {
-            anyhow::Error::new(e)
-        }
-    })?;
+    .map_err(Classified::into_cli)?;
     eprintln!(
         "{}: evaluated {} (step, weights) pair(s), {} already there",
         out.display(),

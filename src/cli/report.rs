@@ -1,7 +1,7 @@
 //! `ddpm-lab report results/<sweep>`: (re)build a sweep's tables, charts and
 //! report from its run folders — partial sweeps included.
 
-use crate::exit::bad_input;
+use crate::exit::Classified;
 use crate::report::{options_from_spec, report};
 use clap::Args;
 use std::path::PathBuf;
@@ -31,13 +31,7 @@ pub fn run(cmd: ReportCmd) -> anyhow::Result<()> {
     if let Some(w) = cmd.smoothing {
         opts.smoothing = w;
     }
-    let out = report(&cmd.sweep_dir, &opts).map_err(|e| {
-        if e.is_bad_input() {
-            bad_input(e)
-        } else {
-            anyhow::Error::new(e)
-        }
-    })?;
+    let out = report(&cmd.sweep_dir, &opts).map_err(Classified::into_cli)?;
     println!(
         "{}: {} of {} runs completed; {} tables, {} charts",
         out.report_md.display(),

@@ -2,7 +2,7 @@
 //! the local GPUs (or the CPU), skipping finished work.
 
 use crate::config::SetArg;
-use crate::exit::{bad_input, Stopped};
+use crate::exit::{Classified, Stopped};
 use crate::sweep::child::stop_children;
 use crate::sweep::devices::DeviceRequest;
 use crate::sweep::plan::Plan;
@@ -57,11 +57,7 @@ pub struct SweepCmd {
 }
 
 fn wrap(e: SweepError) -> anyhow::Error {
-    if e.is_bad_input() {
-        bad_input(e)
-    } else {
-        anyhow::Error::new(e)
-    }
+    e.into_cli()
 }
 
 /// The config advice ([`crate::config::advice`]) of the sweep's training jobs:

@@ -1,7 +1,7 @@
 //! `ddpm-lab train RUN.toml`: train one run into a run directory.
 
 use crate::config::{self, SetArg, Sources};
-use crate::exit::{bad_input, BadInput, Interrupted};
+use crate::exit::{bad_input, Classified, Interrupted};
 use crate::train::{self, Outcome, TrainOptions};
 use clap::Args;
 use std::path::PathBuf;
@@ -70,13 +70,7 @@ fn train(cmd: TrainCmd) -> anyhow::Result<()> {
             stop,
         },
     )
-    .map_err(|e| {
-        if e.is_bad_input() {
-            anyhow::Error::new(BadInput(e.to_string()))
-        } else {
-            anyhow::Error::new(e)
-        }
-    })?;
+    .map_err(Classified::into_cli)?;
     match outcome {
         Outcome::Completed {
             step,

@@ -33,7 +33,7 @@ pub fn advise(cfg: &RunConfig) -> Vec<String> {
             t.warmup_steps,
             t.steps,
             t.lr,
-            crate::train::optim::lr_at(t, t.steps.saturating_sub(1))
+            t.lr_at(t.steps.saturating_sub(1))
         ));
     }
     out.extend(schedule_advice(cfg));

@@ -188,6 +188,34 @@ pub struct TrainConfig {
     pub fail_at_step: u64,
 }
 
+impl TrainConfig {
+    /// Learning rate at optimizer step `step` (0-based).
+    pub fn lr_at(&self, step: u64) -> f64 {
+        let cfg = self;
+        let warm = cfg.warmup_steps;
+        let warmup = |s: u64| cfg.lr * ((s + 1) as f64 / warm as f64).min(1.0);
+        match cfg.lr_schedule {
+            LrSchedule::Constant => cfg.lr,
+            LrSchedule::Warmup => {
+                if warm == 0 {
+                    cfg.lr
+                } else {
+                    warmup(step)
+                }
+            }
+            LrSchedule::Cosine => {
+                if step < warm {
+                    warmup(step)
+                } else {
+                    let span = cfg.steps.saturating_sub(warm).max(1) as f64;
+                    let progress = ((step - warm) as f64 / span).min(1.0);
+                    cfg.lr * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+                }
+            }
+        }
+    }
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {

@@ -26,6 +26,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_pcg::Pcg64;
 use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
 
 /// The sampler family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
@@ -144,6 +145,23 @@ impl TimestepSampler for Uniform {
     }
 }
 
+/// The stratified draw: t_i = ⌊(i + u)·T/B⌋ (at most T − 1) for i < B, one
+/// per stratum of [0, T), taken in the order `order` (a permutation of
+/// 0..B). The trainer calls it with u and the permutation drawn on the
+/// device; [`Stratified`] with them drawn on the host.
+///
+/// # Shapes
+/// `u`: [1] f64; `order`: [B] int64; returns [B] int64 on `u`'s device.
+pub fn stratified_timesteps(u: &Tensor, order: &Tensor, timesteps: i64) -> Tensor {
+    let batch = order.size()[0];
+    let t = ((Tensor::arange(batch, (Kind::Double, u.device())) + u)
+        * (timesteps as f64 / batch as f64))
+        .floor()
+        .clamp_max((timesteps - 1) as f64)
+        .to_kind(Kind::Int64);
+    t.index_select(0, order)
+}
+
 /// Low-discrepancy: one offset per batch, one sample per stratum.
 pub struct Stratified {
     timesteps: usize,
@@ -152,14 +170,14 @@ pub struct Stratified {
 impl TimestepSampler for Stratified {
     fn sample(&mut self, batch: usize, rng: &mut Pcg64) -> TimestepBatch {
         let u: f64 = rng.random();
-        let big_t = self.timesteps as f64;
-        let mut t: Vec<i64> = (0..batch)
-            .map(|i| {
-                let x = ((i as f64 + u) / batch as f64 * big_t).floor() as i64;
-                x.min(self.timesteps as i64 - 1)
-            })
-            .collect();
-        t.shuffle(rng);
+        let mut order: Vec<i64> = (0..batch as i64).collect();
+        order.shuffle(rng);
+        let t = stratified_timesteps(
+            &Tensor::from_slice(&[u]),
+            &Tensor::from_slice(&order),
+            self.timesteps as i64,
+        );
+        let t = Vec::<i64>::try_from(&t).expect("an int64 vector"); // ok: built just above
         TimestepBatch {
             t,
             weights: vec![1.0; batch],

@@ -68,6 +68,45 @@ pub struct CheckpointData {
     pub files: Vec<(String, Vec<(String, Tensor)>)>,
 }
 
+impl CheckpointData {
+    /// The bytes its tensors take (the files add a small header each).
+    pub fn bytes(&self) -> u64 {
+        self.files
+            .iter()
+            .flat_map(|(_, tensors)| tensors)
+            .map(|(_, t)| t.numel() as u64 * t.kind().elt_size_in_bytes() as u64)
+            .sum()
+    }
+}
+
+/// Fail with [`std::io::ErrorKind::StorageFull`] when the file system of
+/// `dir` has less free space than `bytes` (plus a margin for the headers and
+/// state.json). libtorch's own write error on a full disk carries only the
+/// OS's text; checking first gives a full disk its kind, and writes nothing.
+pub fn ensure_space(dir: &Path, bytes: u64) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: statvfs fills the zeroed struct we own from a valid C string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let free = st.f_bavail as u64 * st.f_frsize as u64;
+    let need = bytes + (1 << 20);
+    if free < need {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            format!(
+                "{} MB needed, {} MB free",
+                need.div_ceil(1 << 20),
+                free / (1 << 20)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 pub fn dir_name(step: u64) -> String {
     format!("step-{step:09}")
 }
@@ -100,6 +139,7 @@ pub fn write(
         move |source| CheckpointError::Io { path, source }
     };
     fs::create_dir_all(root).map_err(io(root))?;
+    ensure_space(root, data.bytes()).map_err(io(root))?;
     let final_dir = root.join(dir_name(state.step));
     let tmp = root.join(format!(
         ".tmp-{}-{}",
@@ -254,6 +294,26 @@ mod tests {
             files: vec![],
             wall_time_s: 1.0,
         }
+    }
+
+    #[test]
+    fn a_disk_without_room_is_a_full_disk_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        ensure_space(dir.path(), 1024).unwrap();
+        let e = ensure_space(dir.path(), u64::MAX / 4).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::StorageFull);
+        assert!(e.to_string().contains("MB needed"), "{e}");
+        // The tensors' bytes: 3 f32 and 2 f32 values here.
+        let d = CheckpointData {
+            files: vec![(
+                "raw".into(),
+                vec![
+                    ("a".into(), Tensor::zeros([3], (Kind::Float, Device::Cpu))),
+                    ("b".into(), Tensor::zeros([2], (Kind::Float, Device::Cpu))),
+                ],
+            )],
+        };
+        assert_eq!(d.bytes(), 20);
     }
 
     fn data() -> CheckpointData {

@@ -35,6 +35,9 @@
 //! A job's folder is named by its training hash, so a job whose config
 //! changed is a new job, and a completed one is never trained twice.
 
+use super::checkpoint;
+use super::records::EvalDone;
+use super::Weights;
 use std::path::{Path, PathBuf};
 
 /// The folder of one trained (or training) run.
@@ -75,6 +78,30 @@ impl RunDir {
     pub fn eval(&self) -> PathBuf {
         self.root.join("eval")
     }
+
+    /// Every saved weight state, oldest first: the evaluation-point
+    /// snapshots, and any checkpoint at a step with no snapshot.
+    pub fn saved_steps(&self) -> Vec<(u64, PathBuf)> {
+        let mut all = checkpoint::list(&self.snapshots());
+        for (s, p) in checkpoint::list(&self.checkpoints()) {
+            if !all.iter().any(|(k, _)| *k == s) {
+                all.push((s, p));
+            }
+        }
+        all.sort();
+        all
+    }
+
+    /// The evaluation points: the snapshots, or (for a run trained before
+    /// snapshots existed) the checkpoints.
+    pub fn eval_points(&self) -> Vec<(u64, PathBuf)> {
+        let snaps = checkpoint::list(&self.snapshots());
+        if snaps.is_empty() {
+            checkpoint::list(&self.checkpoints())
+        } else {
+            snaps
+        }
+    }
 }
 
 /// An evaluation folder (a run's `eval/`, or `ddpm-lab eval --out`).
@@ -103,6 +130,18 @@ impl EvalDir {
     /// Which run the folder's rows belong to.
     pub fn owner(&self) -> PathBuf {
         self.root.join("evaluated_run.json")
+    }
+
+    /// Whether this folder holds a finished evaluation of `run` covering
+    /// `weights` and every evaluation point the run has now.
+    pub fn is_done(&self, run: &RunDir, weights: &[Weights]) -> bool {
+        let Ok(Some(done)) = super::atomic::read_json::<EvalDone>(&self.done()) else {
+            return false;
+        };
+        let points = run.eval_points();
+        !points.is_empty()
+            && points.iter().all(|(s, _)| done.steps.contains(s))
+            && weights.iter().all(|w| done.weights.contains(w))
     }
 }
 
@@ -204,5 +243,33 @@ mod tests {
         assert_eq!(s.results(), Path::new("results"));
         let e = EvalDir::new(s.job("ab12").eval());
         assert_eq!(e.done(), Path::new("results/demo/jobs/ab12/eval/done.json"));
+    }
+
+    #[test]
+    fn an_evaluation_is_done_when_it_covers_every_point_and_weight_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        let eval = EvalDir::new(run.eval());
+        let raw_ema = [Weights::Raw, Weights::ema(0.9)];
+        assert!(!eval.is_done(&run, &raw_ema), "no done.json");
+        for step in [0, 50] {
+            std::fs::create_dir_all(run.snapshots().join(checkpoint::dir_name(step))).unwrap();
+        }
+        std::fs::create_dir_all(&eval.root).unwrap();
+        let done = |steps: Vec<u64>, weights: Vec<Weights>| {
+            crate::run::atomic::write_json(&eval.done(), &EvalDone { steps, weights }).unwrap()
+        };
+        done(vec![0, 50], raw_ema.to_vec());
+        assert!(eval.is_done(&run, &raw_ema));
+        assert!(
+            !eval.is_done(&run, &[Weights::ema(0.99)]),
+            "another weight set"
+        );
+        // A longer run has a new point: not done.
+        std::fs::create_dir_all(run.snapshots().join(checkpoint::dir_name(100))).unwrap();
+        assert!(!eval.is_done(&run, &raw_ema));
+        done(vec![0, 50, 100], vec![Weights::Raw]);
+        assert!(!eval.is_done(&run, &raw_ema));
+        assert_eq!(run.eval_points().len(), 3);
     }
 }

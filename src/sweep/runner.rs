@@ -18,7 +18,7 @@ use crate::config::{Problem, RunConfig};
 use crate::model::cost::{model_cost, ModelCost};
 use crate::run::atomic::{write_if_changed, write_json};
 use crate::run::records::{JobReport, PlanFile, PlanJob, PlanRun, Summary};
-use crate::run::{identity, JobState, Observed, StopToken, SweepDir, Weights};
+use crate::run::{identity, EvalDir, JobState, Observed, StopToken, SweepDir, Weights};
 use rayon::prelude::*;
 use std::path::PathBuf;
 
@@ -340,10 +340,10 @@ fn with_eval(
     weights: &[Weights],
     no_eval: bool,
 ) -> Action {
-    let job_dir = dir.job_dir(id);
+    let job = dir.job(id);
     if action == Action::SkipCompleted
         && !no_eval
-        && !crate::eval::evaluate::is_done(&job_dir, &job_dir.join("eval"), weights)
+        && !EvalDir::new(job.eval()).is_done(&job, weights)
     {
         Action::Evaluate
     } else {

@@ -3,13 +3,20 @@
 
 pub mod cuda_graph;
 pub mod ema;
+pub mod error;
 pub mod flat;
 pub mod log;
 pub mod optim;
 pub mod precision;
+mod progress;
+mod resume;
+mod state;
+mod step;
 pub mod trainer;
 
-pub use trainer::{train, Outcome, StepLoop, TrainError, TrainOptions};
+pub use error::{RunDirError, TrainError};
+pub use state::prepare_device;
+pub use trainer::{train, Outcome, StepLoop, TrainOptions};
 
 /// The message of a panic caught from a tch call (tch panics on libtorch
 /// errors), without libtorch's appended C++ backtrace.

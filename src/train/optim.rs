@@ -7,33 +7,8 @@
 //! leaves parameters, moments and bias correction untouched without the host ever
 //! waiting for the GPU to say whether the gradients were finite.
 
-use crate::config::run::{LrSchedule, TrainConfig};
+use crate::config::run::TrainConfig;
 use tch::{Kind, Tensor};
-
-/// Learning rate at optimizer step `step` (0-based).
-pub fn lr_at(cfg: &TrainConfig, step: u64) -> f64 {
-    let warm = cfg.warmup_steps;
-    let warmup = |s: u64| cfg.lr * ((s + 1) as f64 / warm as f64).min(1.0);
-    match cfg.lr_schedule {
-        LrSchedule::Constant => cfg.lr,
-        LrSchedule::Warmup => {
-            if warm == 0 {
-                cfg.lr
-            } else {
-                warmup(step)
-            }
-        }
-        LrSchedule::Cosine => {
-            if step < warm {
-                warmup(step)
-            } else {
-                let span = cfg.steps.saturating_sub(warm).max(1) as f64;
-                let progress = ((step - warm) as f64 / span).min(1.0);
-                cfg.lr * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
-            }
-        }
-    }
-}
 
 /// AdamW state over a flat parameter buffer.
 pub struct AdamW {
@@ -191,6 +166,7 @@ pub fn clip_grad_norm(grad: &Tensor, max_norm: f64) -> Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::run::LrSchedule;
     use tch::{nn, nn::OptimizerConfig, Device};
 
     #[test]
@@ -201,17 +177,17 @@ mod tests {
             warmup_steps: 10,
             ..Default::default()
         };
-        assert_eq!(lr_at(&c, 50), 1.0);
+        assert_eq!(c.lr_at(50), 1.0);
         c.lr_schedule = LrSchedule::Warmup;
-        assert!((lr_at(&c, 0) - 0.1).abs() < 1e-12);
-        assert!((lr_at(&c, 4) - 0.5).abs() < 1e-12);
-        assert_eq!(lr_at(&c, 9), 1.0);
-        assert_eq!(lr_at(&c, 99), 1.0);
+        assert!((c.lr_at(0) - 0.1).abs() < 1e-12);
+        assert!((c.lr_at(4) - 0.5).abs() < 1e-12);
+        assert_eq!(c.lr_at(9), 1.0);
+        assert_eq!(c.lr_at(99), 1.0);
         c.lr_schedule = LrSchedule::Cosine;
-        assert!((lr_at(&c, 4) - 0.5).abs() < 1e-12);
-        assert!((lr_at(&c, 10) - 1.0).abs() < 1e-12);
-        assert!((lr_at(&c, 55) - 0.5).abs() < 1e-12); // halfway through the decay
-        assert!(lr_at(&c, 100).abs() < 1e-12);
+        assert!((c.lr_at(4) - 0.5).abs() < 1e-12);
+        assert!((c.lr_at(10) - 1.0).abs() < 1e-12);
+        assert!((c.lr_at(55) - 0.5).abs() < 1e-12); // halfway through the decay
+        assert!(c.lr_at(100).abs() < 1e-12);
     }
 
     /// Our flat AdamW against libtorch's own AdamW (tch's nn::AdamW) on the same problem.

@@ -1,0 +1,116 @@
+//! How a training run can fail, each way with its own type, so the command
+//! line can tell the user's mistakes (exit 2) from failures (exit 1), and a
+//! full disk is told by the error's kind, never by its text.
+
+use crate::data;
+use crate::diffusion::objective::WeightingError;
+use crate::diffusion::schedule::ScheduleError;
+use crate::run::checkpoint::CheckpointError;
+use crate::run::JobState;
+use std::path::PathBuf;
+
+/// A problem with the run folder or the request to resume it: the user's input.
+#[derive(Debug, thiserror::Error)]
+pub enum RunDirError {
+    #[error("{} is a file, not a folder; --out (or output.dir) names the run's folder: choose a new folder path", .0.display())]
+    IsFile(PathBuf),
+    #[error("{} already holds a run ({state:?} at step {step}); pass --resume to continue it, or choose another --out", .path.display())]
+    HoldsRun {
+        path: PathBuf,
+        state: JobState,
+        step: u64,
+    },
+    #[error("{} exists and is not empty; choose another --out (ddpm-lab never overwrites results)", .0.display())]
+    NotEmpty(PathBuf),
+    #[error("--resume: {} is being trained right now by pid {pid} (at step {step}); wait for it to finish, or stop it (kill {pid}) and resume then", .path.display())]
+    Busy { path: PathBuf, pid: u32, step: u64 },
+    #[error("--resume: {} has no status.json, so it is not a ddpm-lab run; check --out", .0.display())]
+    NotARun(PathBuf),
+    #[error("--resume: {}/config.toml does not parse ({source})", .path.display())]
+    BadConfig {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("--resume: the config differs from the one {} was trained with (only train.steps, the device, threads, logging and checkpoint cadence may change); compare with {}/config.toml", .0.display(), .0.display())]
+    ConfigDiffers(PathBuf),
+    #[error("--resume: train.steps cannot change with lr_schedule = \"cosine\" (the decay depends on it)")]
+    CosineSteps,
+    #[error("--resume: no readable checkpoint under {}; start a new run with another --out", .0.display())]
+    NoCheckpoint(PathBuf),
+    #[error("cannot create the run folder {} ({source}); choose a writable --out (or output.dir)", .path.display())]
+    CannotCreate {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    RunDir(#[from] RunDirError),
+    #[error("the loss became NaN or infinite at step {step}; {last}. Lower train.lr, keep train.grad_clip on, or check the data")]
+    NonFinite { step: u64, last: String },
+    #[error("failed on purpose at step {0} (train.fail_at_step)")]
+    Injected(u64),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error("writing metrics.parquet: {0}")]
+    Metrics(polars::error::PolarsError),
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    /// A libtorch call that panicked (tch turns most libtorch errors, CUDA
+    /// out of memory among them, into panics).
+    #[error("libtorch failed {at}: {message}")]
+    Libtorch { at: String, message: String },
+    #[error(transparent)]
+    Data(#[from] data::DataError),
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
+    #[error(transparent)]
+    Weighting(#[from] WeightingError),
+    #[error("{0}")]
+    Graph(super::cuda_graph::GraphError),
+    #[error("at step {step}: {source}")]
+    GraphStep {
+        step: u64,
+        source: super::cuda_graph::GraphError,
+    },
+    /// Logs, a snapshot or a checkpoint could not be saved: training stopped,
+    /// and the message says how to go on.
+    #[error("{cause}. Training stopped; {} continue with `ddpm-lab train <config> --out <this run> --resume` {from}", if *.disk_full { "the disk is full: free space, then" } else { "fix the cause, then" })]
+    Saving {
+        cause: Box<TrainError>,
+        disk_full: bool,
+        /// "from <last checkpoint>", or that there is none.
+        from: String,
+    },
+}
+
+impl TrainError {
+    /// Whether the user's input (flags, files) is what is wrong.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, TrainError::RunDir(_) | TrainError::Data(_))
+    }
+
+    /// Whether the disk is full, by the I/O error's kind.
+    pub fn is_disk_full(&self) -> bool {
+        let full = |e: &std::io::Error| e.kind() == std::io::ErrorKind::StorageFull;
+        match self {
+            TrainError::Io { source, .. } => full(source),
+            TrainError::Checkpoint(CheckpointError::Io { source, .. }) => full(source),
+            TrainError::Metrics(polars::error::PolarsError::IO { error, .. }) => full(error),
+            TrainError::Torch(tch::TchError::Io(e)) => full(e),
+            _ => false,
+        }
+    }
+}
+
+pub(crate) fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> TrainError {
+    let context = context.into();
+    move |source| TrainError::Io { context, source }
+}
