@@ -7,6 +7,7 @@
 //! names where the value came from: `file:line`, the environment variable, or
 //! the `--set` flag.
 
+use super::hardware::Hardware;
 use super::locate::line_of;
 use super::run::RunConfig;
 use super::validate::{validate, Problem};
@@ -216,7 +217,7 @@ pub fn extract(fig: &Figment, texts: &[LayerText]) -> Result<RunConfig, Vec<Prob
         }
     }
     if let Some(config) = &config {
-        for p in validate(config) {
+        for p in validate(config, &Hardware::probe()) {
             // A stand-in default of a reported key is not a second problem,
             // nor is a check that reads it (its message names it).
             if reported.iter().any(|k| stands_in(&p, k)) {

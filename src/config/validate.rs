@@ -1,6 +1,14 @@
 //! Checks of a parsed run config, before anything is built: each problem names
 //! the key, the value, and what is allowed. All problems are reported at once.
+//!
+//! [`validate`] reads the machine only through the [`Hardware`] it is given
+//! (how many CUDA devices, whether CUDA graphs are built in), so the same
+//! config and hardware always give the same problems, and tests can describe a
+//! machine they are not on. (One check still looks outside the config: that
+//! `eval.inception`, when set, names an existing file.) The checks run one
+//! section at a time, in a fixed order that messages and tests rely on.
 
+use super::hardware::Hardware;
 use super::run::{DataSource, Precision, RunConfig};
 pub use crate::data::spec::DataShape;
 use crate::diffusion::{Prediction, ScheduleConfig};
@@ -68,8 +76,16 @@ impl DeviceChoice {
 
     /// The device this choice means on this machine.
     pub fn resolve(self) -> tch::Device {
+        self.resolve_on(&Hardware::probe())
+    }
+
+    /// The device this choice means on a machine with `hw`: `auto` is the
+    /// first CUDA device when there is one (as `tch::Device::cuda_if_available`),
+    /// else the CPU.
+    pub fn resolve_on(self, hw: &Hardware) -> tch::Device {
         match self {
-            DeviceChoice::Auto => tch::Device::cuda_if_available(),
+            DeviceChoice::Auto if hw.cuda_devices > 0 => tch::Device::Cuda(0),
+            DeviceChoice::Auto => tch::Device::Cpu,
             DeviceChoice::Cpu => tch::Device::Cpu,
             DeviceChoice::Cuda(i) => tch::Device::Cuda(i),
         }
@@ -122,39 +138,45 @@ pub const MAX_SIDE: i64 = 1024;
 /// f32s, 8 GiB. Past what the machine has, the allocation aborts the process.
 const MAX_GENERATED_VALUES: f64 = (1u64 << 31) as f64;
 
-/// Every problem with `cfg`; empty when it can run.
-pub fn validate(cfg: &RunConfig) -> Vec<Problem> {
+/// Every problem with `cfg` on a machine with `hw`; empty when it can run.
+pub fn validate(cfg: &RunConfig, hw: &Hardware) -> Vec<Problem> {
     let mut p = vec![];
+    validate_optimizer(cfg, &mut p);
+    validate_cadence(cfg, &mut p);
+    validate_device(cfg, hw, &mut p);
+    validate_diffusion(cfg, &mut p);
+    validate_ema(cfg, &mut p);
+    let shape = data_shape(cfg);
+    validate_data(cfg, &shape, &mut p);
+    validate_data_source(cfg, &mut p);
+    validate_conditioning(cfg, &shape, &mut p);
+    validate_eval_sampling(cfg, &mut p);
+    validate_eval(cfg, &mut p);
+    validate_model(cfg, &shape, &mut p);
+    p
+}
+
+/// The optimizer and the batch: `train.lr` to `train.p_uncond`.
+fn validate_optimizer(cfg: &RunConfig, p: &mut Vec<Problem>) {
     let t = &cfg.train;
-    finite_pos(&mut p, "train.lr", t.lr, "2e-4 is typical");
+    finite_pos(p, "train.lr", t.lr, "2e-4 is typical");
     if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0) {
         p.push(Problem::new(
             "train.weight_decay",
             format!("= {}: must be ≥ 0 (0 or 0.01 are typical)", t.weight_decay),
         ));
     }
-    in_unit(&mut p, "train.adam_beta1", t.adam_beta1, "0.9 is standard");
-    in_unit(
-        &mut p,
-        "train.adam_beta2",
-        t.adam_beta2,
-        "0.999 is standard",
-    );
-    finite_pos(&mut p, "train.adam_eps", t.adam_eps, "1e-8 is standard");
+    in_unit(p, "train.adam_beta1", t.adam_beta1, "0.9 is standard");
+    in_unit(p, "train.adam_beta2", t.adam_beta2, "0.999 is standard");
+    finite_pos(p, "train.adam_eps", t.adam_eps, "1e-8 is standard");
     at_least(
-        &mut p,
+        p,
         "train.steps",
         t.steps as i64,
         1,
         "the number of optimizer steps",
     );
-    at_least(
-        &mut p,
-        "train.batch_size",
-        t.batch_size,
-        1,
-        "64–256 is typical",
-    );
+    at_least(p, "train.batch_size", t.batch_size, 1, "64–256 is typical");
     if t.batch_size > MAX_BATCH {
         p.push(Problem::new(
             "train.batch_size",
@@ -174,34 +196,39 @@ pub fn validate(cfg: &RunConfig) -> Vec<Problem> {
         ));
     }
     in_unit(
-        &mut p,
+        p,
         "train.p_uncond",
         t.p_uncond,
         "the CFG dropout probability; 0.1–0.2 is typical",
     );
+}
+
+/// How often the loop logs and checkpoints, and how many threads it asks for.
+fn validate_cadence(cfg: &RunConfig, p: &mut Vec<Problem>) {
+    let t = &cfg.train;
     at_least(
-        &mut p,
+        p,
         "train.log_every",
         t.log_every as i64,
         1,
         "steps between log records",
     );
     at_least(
-        &mut p,
+        p,
         "train.checkpoint_every",
         t.checkpoint_every as i64,
         1,
         "steps between checkpoints",
     );
     at_least(
-        &mut p,
+        p,
         "train.keep_checkpoints",
         t.keep_checkpoints as i64,
         1,
         "how many recent checkpoints to keep",
     );
     at_least(
-        &mut p,
+        p,
         "train.threads",
         t.threads,
         0,
@@ -213,13 +240,18 @@ pub fn validate(cfg: &RunConfig) -> Vec<Problem> {
             format!("= {}: at most {MAX_THREADS}; one per physical core is best, 0 keeps libtorch's default", t.threads),
         ));
     }
+}
+
+/// `train.device`, and the settings that need a CUDA device, against `hw`.
+fn validate_device(cfg: &RunConfig, hw: &Hardware, p: &mut Vec<Problem>) {
+    let t = &cfg.train;
     match DeviceChoice::parse(&t.device) {
         None => p.push(Problem::new(
             "train.device",
             format!("= {:?}: expected auto, cpu, cuda or cuda:N", t.device),
         )),
         Some(d) => {
-            let dev = d.resolve();
+            let dev = d.resolve_on(hw);
             if t.precision == Precision::Fp16 && !dev.is_cuda() {
                 p.push(Problem::new(
                     "train.precision",
@@ -231,22 +263,23 @@ pub fn validate(cfg: &RunConfig) -> Vec<Problem> {
                     "train.cuda_graph",
                     format!("= true on the CPU (train.device = {:?}): CUDA graphs need a CUDA device; set train.cuda_graph = false", t.device),
                 ));
-            } else if t.cuda_graph && !crate::train::cuda_graph::supported() {
+            } else if t.cuda_graph && !hw.cuda_graphs {
                 p.push(Problem::new(
                     "train.cuda_graph",
                     "= true, but this build of ddpm-lab has no CUDA graph support (PyTorch's CUDA headers were not found when it was built); set train.cuda_graph = false".to_string(),
                 ));
             }
             if let tch::Device::Cuda(i) = dev {
-                let n = tch::Cuda::device_count();
+                let n = hw.cuda_devices;
                 if i as i64 >= n {
                     p.push(Problem::new("train.device", format!("= {:?}: this machine has {n} CUDA device(s); use cpu, auto, or cuda:0…", t.device)));
                 }
             }
         }
     }
+}
 
-    // Diffusion.
+fn validate_diffusion(cfg: &RunConfig, p: &mut Vec<Problem>) {
     let d = &cfg.diffusion;
     let sc: ScheduleConfig = d.schedule_config();
     if let Err(e) = sc.validate() {
@@ -258,13 +291,13 @@ pub fn validate(cfg: &RunConfig) -> Vec<Problem> {
         p.push(Problem::new(&format!("diffusion.{name}"), e.to_string()));
     }
     finite_pos(
-        &mut p,
+        p,
         "diffusion.p2_gamma",
         d.p2_gamma,
         "P2's exponent; 1 is the paper's value",
     );
     at_least(
-        &mut p,
+        p,
         "diffusion.loss_aware_bins",
         d.loss_aware_bins as i64,
         1,
@@ -276,8 +309,9 @@ pub fn validate(cfg: &RunConfig) -> Vec<Problem> {
             "= true with diffusion.prediction = \"epsilon\": at zero SNR x_t is pure noise, so an ε-prediction cannot give x̂_0; use prediction \"v\" or \"x0\" (Lin et al. 2024)",
         ));
     }
+}
 
-    // EMA.
+fn validate_ema(cfg: &RunConfig, p: &mut Vec<Problem>) {
     let e = &cfg.ema;
     for (i, &decay) in e.decays.iter().enumerate() {
         if !(decay > 0.0 && decay < 1.0) {
@@ -293,16 +327,17 @@ pub fn validate(cfg: &RunConfig) -> Vec<Problem> {
             ));
         }
     }
-    finite_pos(&mut p, "ema.inv_gamma", e.inv_gamma, "1.0 as in diffusers");
+    finite_pos(p, "ema.inv_gamma", e.inv_gamma, "1.0 as in diffusers");
     finite_pos(
-        &mut p,
+        p,
         "ema.power",
         e.power,
         "2/3, or 3/4 for short runs, as in diffusers",
     );
+}
 
-    // Data and conditioning.
-    let shape = data_shape(cfg);
+/// The generated sources' sample count and shape, and the data's size.
+fn validate_data(cfg: &RunConfig, shape: &DataShape, p: &mut Vec<Problem>) {
     if cfg.data.n_samples == 0 {
         p.push(Problem::new(
             "data.n_samples",
@@ -361,7 +396,12 @@ pub fn validate(cfg: &RunConfig) -> Vec<Problem> {
             ));
         }
     }
-    validate_data_source(cfg, &mut p);
+}
+
+/// Labels, condition vectors, and the classifier-free guidance dropout that
+/// needs one of them.
+fn validate_conditioning(cfg: &RunConfig, shape: &DataShape, p: &mut Vec<Problem>) {
+    let t = &cfg.train;
     if cfg.data.labels && shape.num_classes.is_none() && cfg.data.source != DataSource::Folder {
         p.push(Problem::new(
             "data.labels",
@@ -393,8 +433,11 @@ pub fn validate(cfg: &RunConfig) -> Vec<Problem> {
     if t.p_uncond > 0.0 && !conditioned {
         p.push(Problem::new("train.p_uncond", format!("= {}: classifier-free guidance dropout needs a condition; set data.labels = true, or p_uncond = 0", t.p_uncond)));
     }
+}
 
-    // Evaluation.
+/// The sampler's step count and guidance scales.
+fn validate_eval_sampling(cfg: &RunConfig, p: &mut Vec<Problem>) {
+    let t = &cfg.train;
     let ev = &cfg.eval;
     if ev.sampling_steps > cfg.diffusion.timesteps as u64 {
         p.push(Problem::new(
@@ -430,6 +473,12 @@ pub fn validate(cfg: &RunConfig) -> Vec<Problem> {
             format!("{says} {g}: guidance mixes conditional and unconditional predictions, but train.p_uncond = 0 never trains the unconditional one; set train.p_uncond (0.1 is typical) or use scale 1"),
         ));
     }
+}
+
+/// The evaluation's counts, files and schedule.
+fn validate_eval(cfg: &RunConfig, p: &mut Vec<Problem>) {
+    let t = &cfg.train;
+    let ev = &cfg.eval;
     if ev.bpd_images == 0 {
         p.push(Problem::new(
             "eval.bpd_images",
@@ -487,10 +536,6 @@ pub fn validate(cfg: &RunConfig) -> Vec<Problem> {
             "= 0: draw at least 1 sample (1000 or more for FID-like metrics)",
         ));
     }
-
-    // Model against data.
-    validate_model(cfg, &shape, &mut p);
-    p
 }
 
 fn source_name(cfg: &RunConfig) -> String {
@@ -579,6 +624,12 @@ fn validate_data_source(cfg: &RunConfig, p: &mut Vec<Problem>) {
             ),
         ));
     }
+    validate_columns(cfg, p);
+}
+
+/// A tabular source's columns: some to model, each named once.
+fn validate_columns(cfg: &RunConfig, p: &mut Vec<Problem>) {
+    let d = &cfg.data;
     if d.source == DataSource::Tabular && d.columns.is_empty() {
         p.push(Problem::new(
             "data.columns",
@@ -660,6 +711,13 @@ fn validate_model(cfg: &RunConfig, shape: &DataShape, p: &mut Vec<Problem>) {
         );
         return;
     }
+    validate_unet(cfg, shape, p);
+}
+
+/// A UNet preset and its overrides, against the images' size.
+fn validate_unet(cfg: &RunConfig, shape: &DataShape, p: &mut Vec<Problem>) {
+    let m = &cfg.model;
+    let v = m.preset.values();
     let ch = m.ch.unwrap_or(v.ch);
     let ch_mult = m.ch_mult.clone().unwrap_or(v.ch_mult);
     let groups = m.norm_groups.unwrap_or(v.norm_groups);
@@ -751,5 +809,98 @@ fn too_big(p: &mut Vec<Problem>, key: &str, estimate: f64) {
             key,
             format!("makes a model of about {estimate:.1e} parameters, more than {MAX_PARAMETERS:.0e} (its weights, gradients and optimizer state would not fit in memory); make it smaller (the largest preset, ddpm-cifar10, has 3.6e7)"),
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn machine(cuda_devices: i64, cuda_graphs: bool) -> Hardware {
+        Hardware {
+            cuda_devices,
+            cuda_graphs,
+        }
+    }
+
+    fn with_train(f: impl FnOnce(&mut super::super::run::TrainConfig)) -> RunConfig {
+        let mut cfg = RunConfig::default();
+        f(&mut cfg.train);
+        cfg
+    }
+
+    /// The messages `validate` gives for `key`.
+    fn about(cfg: &RunConfig, hw: &Hardware, key: &str) -> Vec<String> {
+        validate(cfg, hw)
+            .into_iter()
+            .filter(|p| p.key == key)
+            .map(|p| p.message)
+            .collect()
+    }
+
+    #[test]
+    fn the_default_config_is_valid_on_any_machine() {
+        for hw in [machine(0, false), machine(0, true), machine(8, true)] {
+            assert_eq!(validate(&RunConfig::default(), &hw), vec![], "{hw:?}");
+        }
+    }
+
+    #[test]
+    fn a_cuda_index_is_checked_against_the_hardware_given_not_this_machine() {
+        let cfg = with_train(|t| t.device = "cuda:3".into());
+        assert_eq!(
+            about(&cfg, &machine(2, true), "train.device"),
+            ["= \"cuda:3\": this machine has 2 CUDA device(s); use cpu, auto, or cuda:0…"]
+        );
+        assert_eq!(
+            about(&cfg, &machine(4, true), "train.device"),
+            Vec::<String>::new()
+        );
+        assert_eq!(validate(&cfg, &machine(4, true)), vec![]);
+    }
+
+    #[test]
+    fn cuda_graphs_need_a_build_with_them() {
+        let cfg = with_train(|t| {
+            t.device = "cuda:0".into();
+            t.cuda_graph = true;
+        });
+        assert_eq!(
+            about(&cfg, &machine(1, false), "train.cuda_graph"),
+            ["= true, but this build of ddpm-lab has no CUDA graph support (PyTorch's CUDA headers were not found when it was built); set train.cuda_graph = false"]
+        );
+        assert_eq!(validate(&cfg, &machine(1, true)), vec![]);
+    }
+
+    #[test]
+    fn auto_is_the_cpu_on_a_machine_without_cuda_devices() {
+        let cfg = with_train(|t| {
+            t.device = "auto".into();
+            t.cuda_graph = true;
+        });
+        assert_eq!(
+            about(&cfg, &machine(0, true), "train.cuda_graph"),
+            ["= true on the CPU (train.device = \"auto\"): CUDA graphs need a CUDA device; set train.cuda_graph = false"]
+        );
+        assert_eq!(validate(&cfg, &machine(1, true)), vec![]);
+    }
+
+    #[test]
+    fn fp16_on_the_cpu_is_a_problem_whatever_the_machine_has() {
+        let cfg = with_train(|t| {
+            t.device = "cpu".into();
+            t.precision = Precision::Fp16;
+        });
+        for hw in [machine(0, false), machine(4, true)] {
+            assert_eq!(
+                about(&cfg, &hw, "train.precision"),
+                ["= \"fp16\" on the CPU (train.device = \"cpu\"): fp16 autocast needs a CUDA device; use \"bf16\" or \"fp32\" on a CPU"]
+            );
+        }
+        let on_gpu = with_train(|t| {
+            t.device = "cuda:0".into();
+            t.precision = Precision::Fp16;
+        });
+        assert_eq!(validate(&on_gpu, &machine(1, false)), vec![]);
     }
 }

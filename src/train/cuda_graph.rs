@@ -23,7 +23,6 @@ use tch::Device;
 
 extern "C" {
     fn ddpm_graph_last_error() -> *const c_char;
-    fn ddpm_graph_supported() -> i32;
     fn ddpm_cuda_use_side_stream(device: i32) -> i32;
     fn ddpm_cuda_use_default_stream(device: i32) -> i32;
     fn ddpm_graph_begin() -> *mut c_void;
@@ -59,10 +58,10 @@ fn last_error(what: &'static str) -> GraphError {
     GraphError { what, detail }
 }
 
-/// Whether this binary was built with CUDA graph support.
+/// Whether this binary was built with CUDA graph support (asked in config/,
+/// which validates `train.cuda_graph` and may not import train/).
 pub fn supported() -> bool {
-    // SAFETY: a plain C function without arguments.
-    unsafe { ddpm_graph_supported() == 1 }
+    crate::config::hardware::cuda_graphs_built_in()
 }
 
 /// This thread runs its CUDA work on a fresh side stream while the guard lives;
