@@ -76,3 +76,24 @@ fn a_bad_config_is_an_input_error_with_its_line() {
     let err = text(&out.stderr);
     assert!(err.contains("bad.toml:4: train.batch_size"), "{err}");
 }
+
+#[test]
+fn more_ddim_steps_than_timesteps_are_refused_with_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "tiny.toml", TINY);
+    let out = bin()
+        .args(["bench", "ddim"])
+        .arg(&cfg)
+        .args(["--set", "diffusion.timesteps=100"])
+        .args(["--sampling-steps", "5000", "--repeats", "1"])
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--sampling-steps 5000: the model has T = 100 timesteps")
+            && err.contains("use at most 100"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+}

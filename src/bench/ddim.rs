@@ -9,7 +9,9 @@ use crate::diffusion::sampling::{sample, SamplingOptions, Variance};
 use crate::diffusion::Prediction;
 use crate::model::Conditioning;
 
-/// Time DDIM sampling of `batch` samples with `sampling_steps` steps.
+/// Time DDIM sampling of `batch` samples with `sampling_steps` steps (at
+/// most `diffusion.timesteps`, which the command line checks; more are taken
+/// as all of them).
 pub fn ddim(
     cfg: &RunConfig,
     sampling_steps: usize,

@@ -44,7 +44,7 @@ pub struct StepArgs {
 pub struct DdimArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
-    /// DDIM steps per sampling.
+    /// DDIM steps per sampling (1 to the run's diffusion.timesteps).
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
     pub sampling_steps: u64,
     /// Samples per sampling.
@@ -76,6 +76,15 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         }
         BenchCmd::Ddim(a) => {
             let cfg = load(&a.config)?;
+            // DDIM visits a subset of the T training timesteps; more steps
+            // than T would quietly be timed as T.
+            let big_t = cfg.diffusion.timesteps;
+            if a.sampling_steps > big_t as u64 {
+                return Err(bad_input(format!(
+                    "--sampling-steps {}: the model has T = {big_t} timesteps (diffusion.timesteps); use at most {big_t}",
+                    a.sampling_steps
+                )));
+            }
             let t = bench::ddim::ddim(
                 &cfg,
                 a.sampling_steps as usize,

@@ -1,7 +1,7 @@
 //! `ddpm-lab data`: prepare datasets on disk.
 
 use crate::data::mnist;
-use crate::exit::bad_input;
+use crate::exit::{bad_input, Stopped};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
@@ -52,6 +52,10 @@ pub fn run(cmd: DataCmd) -> anyhow::Result<()> {
     match cmd {
         DataCmd::Returns(a) => {
             use crate::data::garch;
+            // Ctrl-C and SIGTERM stop the write, which removes its temporary
+            // file (their default action would kill the process and leave it).
+            let stop = crate::run::StopToken::process();
+            let _ = ctrlc::set_handler(|| crate::run::StopToken::process().stop());
             if !(50..=10_000_000).contains(&a.days) || !(1..=1000).contains(&a.assets) {
                 return Err(bad_input(format!(
                     "--days {} --assets {}: --days must be 50 to 10,000,000 and --assets 1 to 1,000",
@@ -80,8 +84,23 @@ pub fn run(cmd: DataCmd) -> anyhow::Result<()> {
                 )));
             }
             let g = garch::Garch::default();
-            let rows = garch::simulate(&g, a.assets, a.days, a.seed);
-            garch::write_csv(&a.out, &rows)?;
+            let rows = garch::returns(&g, a.assets, a.days, a.seed);
+            if let Err(e) = garch::write_csv(&a.out, rows, stop.flag()) {
+                let kept = if a.out.exists() {
+                    "the existing file is unchanged"
+                } else {
+                    "nothing was written"
+                };
+                return Err(if e.kind() == std::io::ErrorKind::Interrupted {
+                    Stopped(format!(
+                        "{}: stopped by a signal before the file was complete; {kept}. Run the command again to write it",
+                        a.out.display()
+                    ))
+                    .into()
+                } else {
+                    anyhow::anyhow!("writing {}: {e}; {kept}", a.out.display())
+                });
+            }
             println!(
                 "{}: {} days × {} assets of GARCH(1,1) returns (ω {:.1e}, α {}, β {}, Student-t ν {}, ρ {}; daily volatility {:.2}%), and vol20",
                 a.out.display(),

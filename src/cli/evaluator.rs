@@ -75,12 +75,12 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     }
     let mut sets = a.sets.clone();
     if let Some(d) = &a.data {
+        check_data(d, &a)?;
         sets.push(SetArg::parse(&format!("data.source={d:?}")).map_err(bad_input)?);
         // A classifier needs the labels. The run-config checks want a model
         // that fits images; the evaluator never builds it.
         sets.push(SetArg::parse("data.labels=true").map_err(bad_input)?);
-        let images = ["mnist", "cifar10", "folder", "synthetic"].contains(&d.as_str());
-        if images && !a.sets.iter().any(|s| s.key.starts_with("model.")) {
+        if !a.sets.iter().any(|s| s.key.starts_with("model.")) {
             sets.push(SetArg::parse("model.preset=\"unet-tiny\"").map_err(bad_input)?);
         }
     }
@@ -127,6 +127,52 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     .map_err(wrap)?;
     print_info(&ev.info, &dir);
     Ok(())
+}
+
+/// The image sources `--data` takes.
+const IMAGE_SOURCES: [&str; 4] = ["mnist", "cifar10", "folder", "synthetic"];
+
+/// Refuse a `--data` that is not an image source, or a folder without its
+/// place or size, here, in the user's own terms: `--data` is passed on as
+/// `--set data.source=…` with `data.labels=true`, and the config checks'
+/// messages would name those (and the keys behind --path, --resolution)
+/// instead of the flags the user gave.
+fn check_data(d: &str, a: &TrainArgs) -> anyhow::Result<()> {
+    if d == "folder" {
+        // An image folder has no default place or size; ask for the flags
+        // of this command rather than the config keys they set.
+        let given = |flag: bool, key: &str| flag || a.sets.iter().any(|s| s.key == key);
+        let missing: Vec<&str> = [
+            (
+                given(a.path.is_some(), "data.path"),
+                "--path DIR (the folder of images)",
+            ),
+            (
+                given(a.resolution.is_some(), "data.resolution"),
+                "--resolution N (the side to resize and crop to, e.g. 32)",
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(ok, flag)| (!ok).then_some(flag))
+        .collect();
+        if !missing.is_empty() {
+            return Err(bad_input(format!(
+                "--data folder needs {}",
+                missing.join(" and ")
+            )));
+        }
+    }
+    if IMAGE_SOURCES.contains(&d) {
+        return Ok(());
+    }
+    let why = match d {
+        "toy" => "toy data are 2-D points".to_string(),
+        "tabular" => "tabular data are rows of numbers, without class labels".to_string(),
+        _ => format!("{d:?} is not a data source"),
+    };
+    Err(bad_input(format!(
+        "--data {d}: the evaluator network needs image data with class labels, and {why}; use --data mnist, cifar10, folder or synthetic (toy and tabular runs need no evaluator: `ddpm-lab eval` scores them with low-dimensional metrics)"
+    )))
 }
 
 fn opts(a: &TrainArgs) -> TrainOptions {

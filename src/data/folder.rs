@@ -163,6 +163,27 @@ pub mod tests {
         assert_eq!(gray.len(), 64);
     }
 
+    #[test]
+    fn upper_and_mixed_case_image_extensions_count() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["a.PNG", "b.JpG", "c.JPEG"] {
+            image::RgbImage::from_pixel(8, 8, image::Rgb([10, 20, 30]))
+                .save(dir.path().join(name))
+                .unwrap();
+        }
+        std::fs::write(dir.path().join("notes.TXT"), b"not an image").unwrap();
+        let files = list(dir.path()).unwrap();
+        let names: Vec<_> = files
+            .iter()
+            .map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["a.PNG", "b.JpG", "c.JPEG"]);
+        for (p, _) in &files {
+            let px = load_image(p, 4, ColorMode::Grayscale).unwrap();
+            assert_eq!(px.len(), 16, "{}", p.display());
+        }
+    }
+
     #[cfg(unix)]
     #[test]
     fn symlinked_images_and_class_folders_count() {

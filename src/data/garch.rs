@@ -14,8 +14,10 @@
 
 use rand::SeedableRng;
 use rand_distr::{ChiSquared, Distribution, StandardNormal};
+use std::collections::VecDeque;
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The process's parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -52,70 +54,146 @@ impl Garch {
 
 /// `days` rows of `assets` returns (row-major), after a 500-day burn-in.
 pub fn simulate(g: &Garch, assets: usize, days: usize, seed: u64) -> Vec<Vec<f64>> {
-    let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
-    let chi = ChiSquared::new(g.nu).expect("nu > 0"); // ok: validated by callers (nu > 2)
-    let unit = ((g.nu - 2.0) / g.nu).sqrt();
-    let (a, b) = (g.rho.sqrt(), (1.0 - g.rho).sqrt());
-    let mut var = vec![g.variance(); assets];
-    let mut prev = vec![0.0; assets];
-    let burn = 500;
-    let mut out = Vec::with_capacity(days);
-    for day in 0..(days + burn) {
-        // Correlated normals: a common factor plus idiosyncratic parts; one
-        // shared chi-square makes the t draws jointly heavy-tailed.
-        let common: f64 = StandardNormal.sample(&mut rng);
-        let w = (chi.sample(&mut rng) / g.nu).sqrt();
-        let mut row = Vec::with_capacity(assets);
-        for i in 0..assets {
-            let own: f64 = StandardNormal.sample(&mut rng);
-            let z = (a * common + b * own) / w * unit;
-            var[i] = g.omega + g.alpha * prev[i] * prev[i] + g.beta * var[i];
-            let r = var[i].sqrt() * z;
-            prev[i] = r;
-            row.push(r);
-        }
-        if day >= burn {
-            out.push(row);
-        }
-    }
-    out
+    returns(g, assets, days, seed).collect()
 }
 
-/// Write the returns file as CSV (atomically).
-pub fn write_csv(path: &Path, rows: &[Vec<f64>]) -> std::io::Result<()> {
+/// The same rows as [`simulate`], one day at a time, so a long series is
+/// written without holding it in memory.
+pub fn returns(g: &Garch, assets: usize, days: usize, seed: u64) -> Returns {
+    Returns {
+        g: *g,
+        rng: rand_pcg::Pcg64::seed_from_u64(seed),
+        chi: ChiSquared::new(g.nu).expect("nu > 0"), // ok: validated by callers (nu > 2)
+        unit: ((g.nu - 2.0) / g.nu).sqrt(),
+        mix: (g.rho.sqrt(), (1.0 - g.rho).sqrt()),
+        var: vec![g.variance(); assets],
+        prev: vec![0.0; assets],
+        burn: 500,
+        days,
+    }
+}
+
+/// The iterator behind [`returns`].
+pub struct Returns {
+    g: Garch,
+    rng: rand_pcg::Pcg64,
+    chi: ChiSquared<f64>,
+    unit: f64,
+    /// Weights of the common factor and of an asset's own normal.
+    mix: (f64, f64),
+    var: Vec<f64>,
+    prev: Vec<f64>,
+    /// Days still to simulate and throw away.
+    burn: usize,
+    /// Days still to yield.
+    days: usize,
+}
+
+impl Returns {
+    /// One day's returns, advancing every asset's variance.
+    fn step(&mut self) -> Vec<f64> {
+        let (g, (a, b)) = (&self.g, self.mix);
+        // Correlated normals: a common factor plus idiosyncratic parts; one
+        // shared chi-square makes the t draws jointly heavy-tailed.
+        let common: f64 = StandardNormal.sample(&mut self.rng);
+        let w = (self.chi.sample(&mut self.rng) / g.nu).sqrt();
+        let mut row = Vec::with_capacity(self.var.len());
+        for i in 0..self.var.len() {
+            let own: f64 = StandardNormal.sample(&mut self.rng);
+            let z = (a * common + b * own) / w * self.unit;
+            self.var[i] = g.omega + g.alpha * self.prev[i] * self.prev[i] + g.beta * self.var[i];
+            let r = self.var[i].sqrt() * z;
+            self.prev[i] = r;
+            row.push(r);
+        }
+        row
+    }
+}
+
+impl Iterator for Returns {
+    type Item = Vec<f64>;
+    fn next(&mut self) -> Option<Vec<f64>> {
+        while self.burn > 0 {
+            self.burn -= 1;
+            self.step();
+        }
+        if self.days == 0 {
+            return None;
+        }
+        self.days -= 1;
+        Some(self.step())
+    }
+}
+
+/// Rows written between two looks at the stop flag (a few milliseconds' work).
+const ROWS_PER_CHECK: usize = 4096;
+
+/// Write the returns file as CSV (atomically): into `<path>.tmp`, renamed
+/// into place at the end. `stop` (set by a Ctrl-C handler) is checked every
+/// few thousand rows; once set, the write ends with an error of kind
+/// [`std::io::ErrorKind::Interrupted`]. A write that stops or fails (a full
+/// disk) removes its temporary file, and leaves an existing `path` as it was.
+pub fn write_csv<R: AsRef<[f64]>>(
+    path: &Path,
+    rows: impl IntoIterator<Item = R>,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension("csv.tmp");
-    // A write that fails (a full disk) leaves no half-written file behind.
-    write_rows(&tmp, rows)
+    write_rows(&tmp, rows, stop)
+        .and_then(|()| check(stop))
         .and_then(|()| std::fs::rename(&tmp, path))
         .inspect_err(|_| {
             let _ = std::fs::remove_file(&tmp);
         })
 }
 
+/// An `Interrupted` error once `stop` is set.
+fn check(stop: &AtomicBool) -> std::io::Result<()> {
+    if stop.load(Ordering::SeqCst) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::Interrupted,
+            "stopped by a signal",
+        ));
+    }
+    Ok(())
+}
+
 /// The CSV text of `rows` (with the day index and the portfolio's trailing
 /// 20-day volatility) into `tmp`.
-fn write_rows(tmp: &Path, rows: &[Vec<f64>]) -> std::io::Result<()> {
-    let k = rows.first().map_or(0, |r| r.len());
+fn write_rows<R: AsRef<[f64]>>(
+    tmp: &Path,
+    rows: impl IntoIterator<Item = R>,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
+    let mut rows = rows.into_iter().peekable();
+    let k = rows.peek().map_or(0, |r| r.as_ref().len());
     let mut f = std::io::BufWriter::new(std::fs::File::create(tmp)?);
     let names: Vec<String> = (0..k).map(|i| format!("r{i}")).collect();
     writeln!(f, "day,{},vol20", names.join(","))?;
-    let port: Vec<f64> = rows
-        .iter()
-        .map(|r| r.iter().sum::<f64>() / k.max(1) as f64)
-        .collect();
-    for (d, r) in rows.iter().enumerate() {
-        let lo = d.saturating_sub(20);
-        let window = &port[lo..d];
+    // The equal-weight portfolio's last 20 returns, oldest first.
+    let mut window: VecDeque<f64> = VecDeque::with_capacity(20);
+    for (d, r) in rows.enumerate() {
+        if d % ROWS_PER_CHECK == 0 {
+            check(stop)?;
+        }
+        let r = r.as_ref();
         let vol = if window.is_empty() {
             0.0
         } else {
             (window.iter().map(|x| x * x).sum::<f64>() / window.len() as f64).sqrt()
         };
-        let vals: Vec<String> = r.iter().map(|v| format!("{v:.8}")).collect();
-        writeln!(f, "{d},{},{vol:.8}", vals.join(","))?;
+        write!(f, "{d}")?;
+        for v in r {
+            write!(f, ",{v:.8}")?;
+        }
+        writeln!(f, ",{vol:.8}")?;
+        if window.len() == 20 {
+            window.pop_front();
+        }
+        window.push_back(r.iter().sum::<f64>() / k.max(1) as f64);
     }
     f.flush()
 }
@@ -154,7 +232,12 @@ mod tests {
     fn the_csv_has_a_header_and_a_trailing_volatility() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("r.csv");
-        write_csv(&p, &[vec![0.01, -0.02], vec![0.03, 0.0], vec![0.0, 0.0]]).unwrap();
+        write_csv(
+            &p,
+            [vec![0.01, -0.02], vec![0.03, 0.0], vec![0.0, 0.0]],
+            &AtomicBool::new(false),
+        )
+        .unwrap();
         let t = std::fs::read_to_string(&p).unwrap();
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines[0], "day,r0,r1,vol20");
@@ -162,5 +245,27 @@ mod tests {
         // Day 2: portfolio returns −0.005 and 0.015 → √((2.5e-5 + 2.25e-4)/2).
         let vol: f64 = lines[3].rsplit(',').next().unwrap().parse().unwrap();
         assert!((vol - (1.25e-4f64).sqrt()).abs() < 1e-8, "{vol}");
+    }
+
+    #[test]
+    fn a_stopped_write_removes_its_temporary_file_and_keeps_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.csv");
+        std::fs::write(&p, "old").unwrap();
+        let stop = AtomicBool::new(false);
+        let g = Garch::default();
+        // The flag is set while the rows are being written.
+        let rows = returns(&g, 2, 3 * ROWS_PER_CHECK, 0)
+            .enumerate()
+            .map(|(i, r)| {
+                if i == ROWS_PER_CHECK + 1 {
+                    stop.store(true, Ordering::SeqCst);
+                }
+                r
+            });
+        let e = write_csv(&p, rows, &stop).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::Interrupted);
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "old");
+        assert!(!dir.path().join("r.csv.tmp").exists());
     }
 }
