@@ -5,6 +5,7 @@
 //! is the only thing that builds devices, models and data.
 
 pub mod advice;
+pub mod device;
 pub mod hardware;
 pub mod load;
 pub mod locate;

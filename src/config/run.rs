@@ -175,7 +175,7 @@ pub struct TrainConfig {
     pub p_uncond: f64,
     pub seed: u64,
     /// `auto` (the first CUDA device, else the CPU), `cpu`, `cuda` or `cuda:N`.
-    pub device: String,
+    pub device: super::device::DeviceChoice,
     /// CPU threads for libtorch; 0 keeps libtorch's default.
     pub threads: i64,
     /// Record the step's device work once as a CUDA graph and replay it
@@ -232,7 +232,7 @@ impl Default for TrainConfig {
             precision: Precision::Fp32,
             p_uncond: 0.0,
             seed: 0,
-            device: "auto".into(),
+            device: super::device::DeviceChoice::Auto,
             threads: 0,
             cuda_graph: false,
             log_every: 50,

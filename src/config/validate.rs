@@ -52,45 +52,7 @@ impl fmt::Display for Problem {
     }
 }
 
-/// A device name: `auto`, `cpu`, `cuda` or `cuda:N`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceChoice {
-    Auto,
-    Cpu,
-    Cuda(usize),
-}
-
-impl DeviceChoice {
-    pub fn parse(s: &str) -> Option<DeviceChoice> {
-        match s {
-            "auto" => Some(DeviceChoice::Auto),
-            "cpu" => Some(DeviceChoice::Cpu),
-            "cuda" => Some(DeviceChoice::Cuda(0)),
-            _ => s
-                .strip_prefix("cuda:")?
-                .parse()
-                .ok()
-                .map(DeviceChoice::Cuda),
-        }
-    }
-
-    /// The device this choice means on this machine.
-    pub fn resolve(self) -> tch::Device {
-        self.resolve_on(&Hardware::probe())
-    }
-
-    /// The device this choice means on a machine with `hw`: `auto` is the
-    /// first CUDA device when there is one (as `tch::Device::cuda_if_available`),
-    /// else the CPU.
-    pub fn resolve_on(self, hw: &Hardware) -> tch::Device {
-        match self {
-            DeviceChoice::Auto if hw.cuda_devices > 0 => tch::Device::Cuda(0),
-            DeviceChoice::Auto => tch::Device::Cpu,
-            DeviceChoice::Cpu => tch::Device::Cpu,
-            DeviceChoice::Cuda(i) => tch::Device::Cuda(i),
-        }
-    }
-}
+pub use super::device::DeviceChoice;
 
 /// What a config's data source yields, without loading it.
 pub fn data_shape(cfg: &RunConfig) -> DataShape {
@@ -245,36 +207,30 @@ fn validate_cadence(cfg: &RunConfig, p: &mut Vec<Problem>) {
 /// `train.device`, and the settings that need a CUDA device, against `hw`.
 fn validate_device(cfg: &RunConfig, hw: &Hardware, p: &mut Vec<Problem>) {
     let t = &cfg.train;
-    match DeviceChoice::parse(&t.device) {
-        None => p.push(Problem::new(
-            "train.device",
-            format!("= {:?}: expected auto, cpu, cuda or cuda:N", t.device),
-        )),
-        Some(d) => {
-            let dev = d.resolve_on(hw);
-            if t.precision == Precision::Fp16 && !dev.is_cuda() {
-                p.push(Problem::new(
-                    "train.precision",
-                    format!("= \"fp16\" on the CPU (train.device = {:?}): fp16 autocast needs a CUDA device; use \"bf16\" or \"fp32\" on a CPU", t.device),
-                ));
-            }
-            if t.cuda_graph && !dev.is_cuda() {
-                p.push(Problem::new(
-                    "train.cuda_graph",
-                    format!("= true on the CPU (train.device = {:?}): CUDA graphs need a CUDA device; set train.cuda_graph = false", t.device),
-                ));
-            } else if t.cuda_graph && !hw.cuda_graphs {
-                p.push(Problem::new(
-                    "train.cuda_graph",
-                    "= true, but this build of ddpm-lab has no CUDA graph support (PyTorch's CUDA headers were not found when it was built); set train.cuda_graph = false".to_string(),
-                ));
-            }
-            if let tch::Device::Cuda(i) = dev {
-                let n = hw.cuda_devices;
-                if i as i64 >= n {
-                    p.push(Problem::new("train.device", format!("= {:?}: this machine has {n} CUDA device(s); use cpu, auto, or cuda:0…", t.device)));
-                }
-            }
+    // As the user wrote it in the messages: `train.device = "cpu"`.
+    let named = t.device.to_string();
+    let dev = t.device.resolve_on(hw);
+    if t.precision == Precision::Fp16 && !dev.is_cuda() {
+        p.push(Problem::new(
+            "train.precision",
+            format!("= \"fp16\" on the CPU (train.device = {named:?}): fp16 autocast needs a CUDA device; use \"bf16\" or \"fp32\" on a CPU"),
+        ));
+    }
+    if t.cuda_graph && !dev.is_cuda() {
+        p.push(Problem::new(
+            "train.cuda_graph",
+            format!("= true on the CPU (train.device = {named:?}): CUDA graphs need a CUDA device; set train.cuda_graph = false"),
+        ));
+    } else if t.cuda_graph && !hw.cuda_graphs {
+        p.push(Problem::new(
+            "train.cuda_graph",
+            "= true, but this build of ddpm-lab has no CUDA graph support (PyTorch's CUDA headers were not found when it was built); set train.cuda_graph = false".to_string(),
+        ));
+    }
+    if let tch::Device::Cuda(i) = dev {
+        let n = hw.cuda_devices;
+        if i as i64 >= n {
+            p.push(Problem::new("train.device", format!("= {named:?}: this machine has {n} CUDA device(s); use cpu, auto, or cuda:0…")));
         }
     }
 }
@@ -847,7 +803,7 @@ mod tests {
 
     #[test]
     fn a_cuda_index_is_checked_against_the_hardware_given_not_this_machine() {
-        let cfg = with_train(|t| t.device = "cuda:3".into());
+        let cfg = with_train(|t| t.device = DeviceChoice::Cuda(3));
         assert_eq!(
             about(&cfg, &machine(2, true), "train.device"),
             ["= \"cuda:3\": this machine has 2 CUDA device(s); use cpu, auto, or cuda:0…"]
@@ -862,7 +818,7 @@ mod tests {
     #[test]
     fn cuda_graphs_need_a_build_with_them() {
         let cfg = with_train(|t| {
-            t.device = "cuda:0".into();
+            t.device = DeviceChoice::Cuda(0);
             t.cuda_graph = true;
         });
         assert_eq!(
@@ -875,7 +831,7 @@ mod tests {
     #[test]
     fn auto_is_the_cpu_on_a_machine_without_cuda_devices() {
         let cfg = with_train(|t| {
-            t.device = "auto".into();
+            t.device = DeviceChoice::Auto;
             t.cuda_graph = true;
         });
         assert_eq!(
@@ -888,7 +844,7 @@ mod tests {
     #[test]
     fn fp16_on_the_cpu_is_a_problem_whatever_the_machine_has() {
         let cfg = with_train(|t| {
-            t.device = "cpu".into();
+            t.device = DeviceChoice::Cpu;
             t.precision = Precision::Fp16;
         });
         for hw in [machine(0, false), machine(4, true)] {
@@ -898,7 +854,7 @@ mod tests {
             );
         }
         let on_gpu = with_train(|t| {
-            t.device = "cuda:0".into();
+            t.device = DeviceChoice::Cuda(0);
             t.precision = Precision::Fp16;
         });
         assert_eq!(validate(&on_gpu, &machine(1, false)), vec![]);

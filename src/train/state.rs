@@ -11,7 +11,7 @@ use super::optim::AdamW;
 use super::precision::LossScaler;
 use super::step::StepMode;
 use crate::config::run::{DataSource, EmaMode, RunConfig};
-use crate::config::{self, DeviceChoice};
+use crate::config;
 use crate::data::{self, Batcher};
 use crate::diffusion::{create_sampler, NoiseSchedule, TimestepSampler};
 use crate::model::Denoiser;
@@ -53,9 +53,7 @@ pub(super) struct Run {
 /// The run's training device, with libtorch's thread count and (on CUDA)
 /// cuDNN's benchmark mode set for it.
 pub fn prepare_device(cfg: &RunConfig) -> Device {
-    let device = DeviceChoice::parse(&cfg.train.device)
-        .unwrap_or(DeviceChoice::Auto)
-        .resolve();
+    let device = cfg.train.device.resolve();
     if cfg.train.threads > 0 {
         tch::set_num_threads(cfg.train.threads as i32);
     }
