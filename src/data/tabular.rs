@@ -133,12 +133,29 @@ fn read_frame(path: &Path) -> Result<DataFrame, DataError> {
 /// Read, check, clean, split and scale. Returns (train, test).
 pub fn load(path: &Path, spec: &TabularSpec) -> Result<(Table, Table), DataError> {
     let df = read_frame(path)?;
+    let cols = used_columns(path, &df, spec)?;
+    let keep = usable_rows(path, &cols, df.height(), spec.drop_nulls)?;
+    let (train_rows, test_rows) = chronological_split(&keep, spec.test_fraction);
+    let stats = fit_on_train(spec, &cols, train_rows);
+    let k = spec.columns.len();
+    Ok((
+        scaled(&cols, &stats, k, train_rows),
+        scaled(&cols, &stats, k, test_rows),
+    ))
+}
+
+/// The modelled columns, then the condition columns, as f64 (`None` where
+/// null), each checked to exist and to be numeric.
+fn used_columns(
+    path: &Path,
+    df: &DataFrame,
+    spec: &TabularSpec,
+) -> Result<Vec<Vec<Option<f64>>>, DataError> {
     let names: Vec<String> = df
         .get_column_names()
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let wanted: Vec<&String> = spec.columns.iter().chain(spec.condition_columns).collect();
     if spec.columns.is_empty() {
         return Err(DataError::format(
             path,
@@ -148,48 +165,74 @@ pub fn load(path: &Path, spec: &TabularSpec) -> Result<(Table, Table), DataError
             ),
         ));
     }
-    let mut cols: Vec<Vec<Option<f64>>> = vec![];
-    for name in &wanted {
-        let col = df.column(name.as_str()).map_err(|_| {
-            DataError::format(
-                path,
-                format!(
-                    "has no column {name:?}; its columns are: {}",
-                    names.join(", ")
-                ),
-            )
-        })?;
-        if !col.dtype().is_primitive_numeric() {
-            let first_bad = col
-                .cast(&DataType::String)
-                .ok()
-                .and_then(|c| {
-                    c.str().ok().and_then(|s| {
-                        s.iter()
-                            .flatten()
-                            .find(|v| v.trim().parse::<f64>().is_err())
-                            .map(|v| v.to_string())
-                    })
-                })
-                .unwrap_or_default();
-            return Err(DataError::format(
-                path,
-                format!("column {name:?} is not numeric (read as {}; e.g. {first_bad:?}); model only numeric columns", col.dtype()),
-            ));
-        }
-        let f = col
-            .cast(&DataType::Float64)
-            .map_err(|e| DataError::format(path, format!("column {name:?}: {e}")))?;
-        let ca = f
-            .f64()
-            .map_err(|e| DataError::format(path, format!("column {name:?}: {e}")))?;
-        cols.push(ca.iter().collect());
+    spec.columns
+        .iter()
+        .chain(spec.condition_columns)
+        .map(|name| numeric_column(path, df, name, &names))
+        .collect()
+}
+
+/// One column as f64; `names` (all the file's columns) for the error when
+/// it is not there.
+fn numeric_column(
+    path: &Path,
+    df: &DataFrame,
+    name: &str,
+    names: &[String],
+) -> Result<Vec<Option<f64>>, DataError> {
+    let col = df.column(name).map_err(|_| {
+        DataError::format(
+            path,
+            format!(
+                "has no column {name:?}; its columns are: {}",
+                names.join(", ")
+            ),
+        )
+    })?;
+    if !col.dtype().is_primitive_numeric() {
+        let first_bad = first_non_number(col);
+        return Err(DataError::format(
+            path,
+            format!("column {name:?} is not numeric (read as {}; e.g. {first_bad:?}); model only numeric columns", col.dtype()),
+        ));
     }
+    let f = col
+        .cast(&DataType::Float64)
+        .map_err(|e| DataError::format(path, format!("column {name:?}: {e}")))?;
+    let ca = f
+        .f64()
+        .map_err(|e| DataError::format(path, format!("column {name:?}: {e}")))?;
+    Ok(ca.iter().collect())
+}
+
+/// The first value of a non-numeric column that does not read as a number
+/// (empty when there is none), to show in the error.
+fn first_non_number(col: &Column) -> String {
+    col.cast(&DataType::String)
+        .ok()
+        .and_then(|c| {
+            c.str().ok().and_then(|s| {
+                s.iter()
+                    .flatten()
+                    .find(|v| v.trim().parse::<f64>().is_err())
+                    .map(|v| v.to_string())
+            })
+        })
+        .unwrap_or_default()
+}
+
+/// The rows (of `n`) with a finite value in every used column: an error
+/// when some are not and `drop_nulls` is off, or when fewer than 2 remain.
+fn usable_rows(
+    path: &Path,
+    cols: &[Vec<Option<f64>>],
+    n: usize,
+    drop_nulls: bool,
+) -> Result<Vec<usize>, DataError> {
     // Nulls (and NaN) in any used column.
     let bad_row = |r: usize| cols.iter().any(|c| c[r].is_none_or(|v| !v.is_finite()));
-    let n = df.height();
     let bad: Vec<usize> = (0..n).filter(|&r| bad_row(r)).collect();
-    if !bad.is_empty() && !spec.drop_nulls {
+    if !bad.is_empty() && !drop_nulls {
         return Err(DataError::format(
             path,
             format!("{} row(s) have missing or non-finite values in the used columns (first at data row {}); set data.drop_nulls = true to drop them", bad.len(), bad[0] + 1),
@@ -205,39 +248,55 @@ pub fn load(path: &Path, spec: &TabularSpec) -> Result<(Table, Table), DataError
             ),
         ));
     }
-    let n_train = (((1.0 - spec.test_fraction) * keep.len() as f64).round() as usize)
-        .clamp(1, keep.len() - 1);
-    let (train_rows, test_rows) = keep.split_at(n_train);
-    let stats: Vec<ColumnStats> = wanted
+    Ok(keep)
+}
+
+/// (train, test): the first (1 − `test_fraction`) of the rows train, the
+/// rest test, each side at least one row (`keep` has at least 2).
+fn chronological_split(keep: &[usize], test_fraction: f64) -> (&[usize], &[usize]) {
+    let n_train =
+        (((1.0 - test_fraction) * keep.len() as f64).round() as usize).clamp(1, keep.len() - 1);
+    keep.split_at(n_train)
+}
+
+/// Each used column's scaling, fitted on the train rows.
+fn fit_on_train(
+    spec: &TabularSpec,
+    cols: &[Vec<Option<f64>>],
+    train_rows: &[usize],
+) -> Vec<ColumnStats> {
+    spec.columns
         .iter()
-        .zip(&cols)
+        .chain(spec.condition_columns)
+        .zip(cols)
         .map(|(name, c)| {
             let xs: Vec<f64> = train_rows.iter().map(|&r| c[r].unwrap_or(0.0)).collect();
             ColumnStats::fit(name, spec.scaling, &xs)
         })
-        .collect();
-    let k = spec.columns.len();
-    let build = |rows: &[usize]| -> Table {
-        let mut values = Vec::with_capacity(rows.len() * k);
-        let mut condition = vec![];
-        for &r in rows {
-            for (j, c) in cols.iter().enumerate() {
-                let v = stats[j].apply(c[r].unwrap_or(0.0)) as f32;
-                if j < k {
-                    values.push(v)
-                } else {
-                    condition.push(v)
-                }
+        .collect()
+}
+
+/// The given rows, scaled; the first `k` columns are modelled, the rest
+/// condition.
+fn scaled(cols: &[Vec<Option<f64>>], stats: &[ColumnStats], k: usize, rows: &[usize]) -> Table {
+    let mut values = Vec::with_capacity(rows.len() * k);
+    let mut condition = vec![];
+    for &r in rows {
+        for (j, c) in cols.iter().enumerate() {
+            let v = stats[j].apply(c[r].unwrap_or(0.0)) as f32;
+            if j < k {
+                values.push(v)
+            } else {
+                condition.push(v)
             }
         }
-        Table {
-            values,
-            condition,
-            rows: rows.len(),
-            stats: stats.clone(),
-        }
-    };
-    Ok((build(train_rows), build(test_rows)))
+    }
+    Table {
+        values,
+        condition,
+        rows: rows.len(),
+        stats: stats.to_vec(),
+    }
 }
 
 #[cfg(test)]

@@ -66,8 +66,13 @@ pub enum ExpandError {
     NotTraining { key: String },
     #[error("sweep: the axes make {count} runs, more than {MAX_RUNS}: {sizes}; sweep fewer values, vary keys together in a [[sweep.zip]] group, or split the study into several specs")]
     TooMany { count: String, sizes: String },
-    #[error("{0}")]
-    Toml(String),
+    /// The text is not TOML (callers that read it with `read_toml` first
+    /// never see this).
+    #[error(transparent)]
+    Syntax(#[from] toml_edit::TomlError),
+    /// A value toml_edit read that toml cannot read back.
+    #[error(transparent)]
+    Value(#[from] toml::de::Error),
 }
 
 /// The first point of an axis that repeats an earlier one (1 and 1.0 match).
@@ -110,10 +115,10 @@ fn same_run(a: &Assignment, b: &Assignment) -> bool {
 /// A toml_edit value as a `toml::Value` (they are the same TOML).
 fn to_value(v: &Value) -> Result<toml::Value, ExpandError> {
     let text = format!("v = {}", v.to_string().trim());
-    toml::from_str::<toml::Table>(&text)
-        .map_err(|e| ExpandError::Toml(e.to_string()))?
+    let mut table = toml::from_str::<toml::Table>(&text)?;
+    Ok(table
         .remove("v")
-        .ok_or_else(|| ExpandError::Toml("empty value".into()))
+        .expect("a document `v = …` that parses sets v")) // ok: its only line assigns v
 }
 
 fn list(key: &str, item: &Item) -> Result<Vec<toml::Value>, ExpandError> {
@@ -168,7 +173,7 @@ fn assignments(what: &'static str, item: Option<&Item>) -> Result<Vec<Assignment
 
 /// Parse the `[sweep]` table of a spec's text (missing: no axes, one run).
 pub fn parse(text: &str) -> Result<Axes, ExpandError> {
-    let doc = Document::parse(text.to_string()).map_err(|e| ExpandError::Toml(e.to_string()))?;
+    let doc = Document::parse(text.to_string())?;
     let Some(sweep) = doc.get("sweep").and_then(|s| s.as_table_like()) else {
         return Ok(Axes::default());
     };
@@ -366,7 +371,7 @@ impl ExpandError {
             ExpandError::NotTraining { key } => format!("sweep.{key}"),
             ExpandError::NoRuns => "sweep.exclude".into(),
             ExpandError::TooMany { .. } => "sweep".into(),
-            ExpandError::Toml(_) => "sweep".into(),
+            ExpandError::Syntax(_) | ExpandError::Value(_) => "sweep".into(),
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod child;
 pub mod devices;
+pub mod estimate;
 pub mod executor;
 pub mod expand;
 pub mod lock;

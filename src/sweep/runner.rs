@@ -3,6 +3,7 @@
 //! left, then train what is missing and summarise.
 
 use super::devices::{self, DeviceRequest, Slot, SlotDevice};
+use super::estimate;
 use super::executor::{Executor, JobOutcome, JobTicket};
 use super::lock;
 use super::plan::{plan, Plan};
@@ -15,24 +16,18 @@ use super::spec::{read, SweepSpec};
 use crate::config::load::{ConfigError, SetArg};
 use crate::config::run::Precision;
 use crate::config::{Problem, RunConfig};
-use crate::model::cost::{model_cost, ModelCost};
+use crate::model::cost::ModelCost;
 use crate::run::atomic::{write_if_changed, write_json};
 use crate::run::records::{JobReport, PlanFile, PlanJob, PlanRun, Summary};
 use crate::run::{identity, EvalDir, JobState, Observed, StopToken, SweepDir, Weights};
 use rayon::prelude::*;
 use std::path::PathBuf;
 
-/// Training MACs per second per CPU thread, calibrated on a 2-core x86 machine
-/// (BENCHMARKS.md: unet-mnist-small, 277 MMAC per 28×28 image, at batch 64
-/// takes 1.36 s a step: 3×277e6×64/1.36/2 threads).
-pub const CPU_MACS_PER_S_PER_THREAD: f64 = 2.0e10;
-/// Training MACs per second on one GPU (fp32; the ddpm-cifar10 model, 6.1 GMAC
-/// per image, trains at 15.7 steps/s of batch 128 on an H200).
-pub const GPU_MACS_PER_S: f64 = 3.7e13;
-/// Fixed cost per step (optimizer, EMA, logging) that MACs do not see.
-pub const STEP_OVERHEAD_S: f64 = 2e-3;
-/// Starting a job: loading libtorch, building the data and the model.
-pub const JOB_STARTUP_S: f64 = 2.0;
+// The calibrated MAC rates moved to estimate.rs; re-exported so
+// `sweep::runner::GPU_MACS_PER_S` and its kin still resolve.
+pub use super::estimate::{
+    CPU_MACS_PER_S_PER_THREAD, GPU_MACS_PER_S, JOB_STARTUP_S, STEP_OVERHEAD_S,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SweepError {
@@ -150,100 +145,15 @@ pub fn prepare(opts: &SweepOptions) -> Result<Planned, SweepError> {
     let mut spec = read(&opts.spec)?;
     let run_sets = spec.apply_axis_sets(&opts.sets)?;
     let plan = plan(&spec, &run_sets, true)?;
-    let cuda = match opts.devices {
-        DeviceRequest::Cpu => 0,
-        _ => devices::count_cuda(&opts.exe),
-    };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
-    let slots = devices::slots(
-        &opts.devices,
-        cuda,
-        visible.as_deref(),
-        opts.jobs_per_device,
-        opts.cpu_jobs,
-        cores,
-    )
-    .map_err(SweepError::Devices)?;
+    let slots = probe_slots(opts)?;
     let cpu_only = slots.iter().all(|s| s.device == SlotDevice::Cpu);
     if cpu_only {
-        let fp16 = plan
-            .jobs
-            .iter()
-            .any(|j| j.config.train.precision == Precision::Fp16);
-        if fp16 {
-            return Err(ConfigError {
-                origin: spec.path.display().to_string(),
-                problems: vec![Problem::new(
-                    "train.precision",
-                    "= \"fp16\", but this sweep runs on the CPU only (no CUDA device, or --devices cpu): fp16 autocast needs CUDA; use \"bf16\" or \"fp32\"",
-                )
-                .at(Some(spec_origin(&spec, "train.precision")))],
-            }
-            .into());
-        }
+        refuse_fp16_on_cpu(&spec, &plan)?;
     }
     let dir = SweepDir::new(&opts.results, &spec.name);
-    // The model cost of each distinct architecture, built in parallel.
-    let specs: Vec<crate::model::ModelSpec> = plan
-        .jobs
-        .iter()
-        .map(|j| crate::config::model_spec(&j.config, None))
-        .collect();
-    let mut distinct: Vec<crate::model::ModelSpec> = vec![];
-    for s in &specs {
-        if !distinct.contains(s) {
-            distinct.push(s.clone());
-        }
-    }
-    let costs: Vec<ModelCost> = distinct.par_iter().map(model_cost).collect();
     let threads = slots.first().map_or(1, |s| s.threads);
-    let per_device = opts.jobs_per_device.max(1) as f64;
-    let jobs: Vec<JobView> = plan
-        .jobs
-        .par_iter()
-        .zip(specs.par_iter())
-        .map(|(job, ms)| {
-            let cost = costs[distinct.iter().position(|d| d == ms).unwrap_or(0)];
-            let hash = identity::training_hash(&job.config);
-            let seen = Observed::read(&dir.job_dir(&job.id), &hash);
-            let eval_weights = eval_weights(&plan, job);
-            let action = with_eval(
-                decide(&seen, opts.policy),
-                &dir,
-                &job.id,
-                &eval_weights,
-                opts.no_eval,
-            );
-            let steps = job.config.train.steps;
-            let done = if action == Action::Resume {
-                seen.step
-            } else {
-                0
-            };
-            let left = steps.saturating_sub(done) as f64;
-            let macs = cost.train_step_macs(job.config.train.batch_size) * left;
-            let rate = if cpu_only {
-                CPU_MACS_PER_S_PER_THREAD * threads as f64
-            } else {
-                GPU_MACS_PER_S / per_device
-            };
-            JobView {
-                id: job.id.clone(),
-                hash,
-                runs: job.runs.iter().map(|&r| plan.runs[r].id.clone()).collect(),
-                steps,
-                batch_size: job.config.train.batch_size,
-                parameters: cost.parameters,
-                macs_per_sample: cost.macs_per_sample,
-                macs,
-                est_s: JOB_STARTUP_S + macs / rate + left * STEP_OVERHEAD_S,
-                eval_weights,
-                seen,
-                action,
-            }
-        })
-        .collect();
+    let rate = estimate::macs_per_s(cpu_only, threads, opts.jobs_per_device);
+    let jobs = job_views(opts, &plan, &dir, rate);
     Ok(Planned {
         spec,
         plan,
@@ -252,6 +162,103 @@ pub fn prepare(opts: &SweepOptions) -> Result<Planned, SweepError> {
         slots,
         jobs,
     })
+}
+
+/// The slots the jobs run in: the CUDA devices this binary sees (unless
+/// `--devices cpu`), narrowed by the request and `CUDA_VISIBLE_DEVICES`.
+fn probe_slots(opts: &SweepOptions) -> Result<Vec<Slot>, SweepError> {
+    let cuda = match opts.devices {
+        DeviceRequest::Cpu => 0,
+        _ => devices::count_cuda(&opts.exe),
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+    devices::slots(
+        &opts.devices,
+        cuda,
+        visible.as_deref(),
+        opts.jobs_per_device,
+        opts.cpu_jobs,
+        cores,
+    )
+    .map_err(SweepError::Devices)
+}
+
+/// fp16 autocast needs CUDA: a sweep on the CPU only that asks for it is an
+/// input error before anything starts, not a failure in every job.
+fn refuse_fp16_on_cpu(spec: &SweepSpec, plan: &Plan) -> Result<(), ConfigError> {
+    let fp16 = plan
+        .jobs
+        .iter()
+        .any(|j| j.config.train.precision == Precision::Fp16);
+    if !fp16 {
+        return Ok(());
+    }
+    Err(ConfigError {
+        origin: spec.path.display().to_string(),
+        problems: vec![Problem::new(
+            "train.precision",
+            "= \"fp16\", but this sweep runs on the CPU only (no CUDA device, or --devices cpu): fp16 autocast needs CUDA; use \"bf16\" or \"fp32\"",
+        )
+        .at(Some(spec_origin(spec, "train.precision")))],
+    })
+}
+
+/// Each job of the plan with its state on disk, what this invocation will do
+/// with it and its cost at `rate` MACs per second.
+fn job_views(opts: &SweepOptions, plan: &Plan, dir: &SweepDir, rate: f64) -> Vec<JobView> {
+    let costs = estimate::job_costs(&plan.jobs);
+    plan.jobs
+        .par_iter()
+        .zip(costs.par_iter())
+        .map(|(job, cost)| job_view(opts, plan, dir, job, cost, rate))
+        .collect()
+}
+
+fn job_view(
+    opts: &SweepOptions,
+    plan: &Plan,
+    dir: &SweepDir,
+    job: &super::plan::Job,
+    cost: &ModelCost,
+    rate: f64,
+) -> JobView {
+    let hash = identity::training_hash(&job.config);
+    let seen = Observed::read(&dir.job_dir(&job.id), &hash);
+    let eval_weights = eval_weights(plan, job);
+    let action = with_eval(
+        decide(&seen, opts.policy),
+        dir,
+        &job.id,
+        &eval_weights,
+        opts.no_eval,
+    );
+    let steps = job.config.train.steps;
+    let done = if action == Action::Resume {
+        seen.step
+    } else {
+        0
+    };
+    let est = estimate::estimate(
+        cost,
+        job.config.train.batch_size,
+        steps.saturating_sub(done),
+        rate,
+    );
+    JobView {
+        id: job.id.clone(),
+        hash,
+        runs: job.runs.iter().map(|&r| plan.runs[r].id.clone()).collect(),
+        steps,
+        batch_size: job.config.train.batch_size,
+        parameters: cost.parameters,
+        macs_per_sample: cost.macs_per_sample,
+        macs: est.macs,
+        est_s: est.seconds,
+        eval_weights,
+        seen,
+        action,
+    }
 }
 
 /// `spec:line` of a run-config key as the spec writes it (under `[base]`, else

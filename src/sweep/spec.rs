@@ -115,14 +115,6 @@ fn leaves(prefix: &str, t: &toml::Table, out: &mut Vec<(String, toml::Value)>) {
     }
 }
 
-fn problem_at(path: &Path, text: &str, key: &str, msg: String) -> Problem {
-    let line = crate::config::locate::line_of(text, key);
-    Problem::new(key, msg).at(Some(match line {
-        Some(l) => format!("{}:{l}", path.display()),
-        None => path.display().to_string(),
-    }))
-}
-
 /// Read a spec and the chain of specs it extends.
 pub fn read(path: &Path) -> Result<SweepSpec, ConfigError> {
     let fail = |problems| ConfigError {
@@ -131,33 +123,131 @@ pub fn read(path: &Path) -> Result<SweepSpec, ConfigError> {
     };
     let mut bases = vec![];
     let mut chain: Vec<PathBuf> = vec![];
-    let mut current = path.to_path_buf();
-    let mut head: Option<(String, String, Axes)> = None;
+    let mut head: Option<Head> = None;
     let mut report: Option<toml::Table> = None;
-    loop {
-        let text = read_toml(&current)
-            .map_err(|p| fail(vec![p.at(Some(current.display().to_string()))]))?;
+    let mut next = Some(path.to_path_buf());
+    while let Some(current) = next {
+        let file = SpecFile::read(&current).map_err(|p| fail(vec![p]))?;
+        chain.push(current);
+        let layer = file.check(head.is_none(), &chain).map_err(fail)?;
+        bases.push(layer.base);
+        // The nearest `[report]` in the chain wins, like the first name.
+        report = report.or(layer.report);
+        head = head.or(layer.head);
+        next = layer.extends;
+    }
+    bases.reverse(); // the outermost base first
+    let head = head.expect("the first spec was read"); // ok: the loop reads it first
+    Ok(SweepSpec {
+        name: head.name,
+        description: head.description,
+        path: path.to_path_buf(),
+        bases,
+        axes: head.axes,
+        report,
+        set_axes: vec![],
+    })
+}
+
+/// One file of an `extends` chain, parsed as TOML but not yet checked.
+struct SpecFile {
+    path: PathBuf,
+    text: String,
+    table: toml::Table,
+}
+
+/// What only the first spec of a chain gives (the files it extends lend
+/// their `[base]` and `[report]`, not these).
+struct Head {
+    name: String,
+    description: String,
+    axes: Axes,
+}
+
+/// What one spec file gives once it has no problems.
+struct Layer {
+    base: BaseLayer,
+    report: Option<toml::Table>,
+    /// For the first file of the chain only.
+    head: Option<Head>,
+    /// The spec it extends, checked to exist and not to close a cycle.
+    extends: Option<PathBuf>,
+}
+
+impl SpecFile {
+    fn read(path: &Path) -> Result<Self, Problem> {
+        let text = read_toml(path).map_err(|p| p.at(Some(path.display().to_string())))?;
         let table: toml::Table = text.parse().expect("read_toml checked it parses"); // ok: checked
+        Ok(SpecFile {
+            path: path.to_path_buf(),
+            text,
+            table,
+        })
+    }
+
+    /// `file:line` of a dotted key, or the file alone when it is not written.
+    fn origin(&self, key: &str) -> String {
+        match crate::config::locate::line_of(&self.text, key) {
+            Some(l) => format!("{}:{l}", self.path.display()),
+            None => self.path.display().to_string(),
+        }
+    }
+
+    fn problem(&self, key: &str, msg: String) -> Problem {
+        Problem::new(key, msg).at(Some(self.origin(key)))
+    }
+
+    /// Every problem of the file, in this order: unknown top-level keys,
+    /// `[report]`, `[base]`, then (`first`, the spec named on the command
+    /// line) `[sweep]` and `name`, then `extends`. `chain` holds the files
+    /// read so far, this one last.
+    fn check(self, first: bool, chain: &[PathBuf]) -> Result<Layer, Vec<Problem>> {
         let mut problems = vec![];
-        for k in table.keys() {
+        self.unknown_keys(&mut problems);
+        let report = self.report(&mut problems);
+        let pairs = self.base(&mut problems);
+        let head = if first {
+            self.head(&mut problems)
+        } else {
+            None
+        };
+        let extends = self.extends(chain, &mut problems);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Layer {
+            base: BaseLayer {
+                name: format!("sweep spec {}", self.path.display()),
+                path: self.path,
+                text: self.text,
+                pairs,
+            },
+            report,
+            head,
+            extends,
+        })
+    }
+
+    fn unknown_keys(&self, problems: &mut Vec<Problem>) {
+        for k in self.table.keys() {
             if !TOP_LEVEL.contains(&k.as_str()) {
-                problems.push(problem_at(
-                    &current,
-                    &text,
+                problems.push(self.problem(
                     k,
                     format!("unknown key; a spec has {}", TOP_LEVEL.join(", ")),
                 ));
             }
         }
-        match table.get("report") {
-            None => {}
+    }
+
+    /// `[report]`, each key checked.
+    fn report(&self, problems: &mut Vec<Problem>) -> Option<toml::Table> {
+        match self.table.get("report") {
+            None => None,
             Some(toml::Value::Table(r)) => {
                 for (k, v) in r {
                     let ok = k == "smoothing" && v.as_integer().is_some_and(|w| w >= 1);
                     if !ok {
-                        problems.push(problem_at(
-                            &current,
-                            &text,
+                        problems.push(self.problem(
                             &format!("report.{k}"),
                             if k == "smoothing" {
                                 format!("= {v}: the smoothing window is a whole number of log points ≥ 1 (5 is typical)")
@@ -167,122 +257,110 @@ pub fn read(path: &Path) -> Result<SweepSpec, ConfigError> {
                         ));
                     }
                 }
-                if report.is_none() {
-                    report = Some(r.clone());
-                }
-            }
-            Some(_) => problems.push(problem_at(
-                &current,
-                &text,
-                "report",
-                "must be a table ([report] smoothing = 5)".into(),
-            )),
-        }
-        let mut base = vec![];
-        match table.get("base") {
-            Some(toml::Value::Table(t)) => leaves("", t, &mut base),
-            Some(_) => problems.push(problem_at(
-                &current,
-                &text,
-                "base",
-                "must be a table of run-config keys ([base])".into(),
-            )),
-            None => {}
-        }
-        if head.is_none() {
-            let axes = expand::parse(&text).map_err(|e| {
-                // Located by the key it names; reported under the key `sweep`.
-                let line = crate::config::locate::line_of(&text, &e.location());
-                fail(vec![Problem::new("sweep", e.to_string()).at(Some(
-                    match line {
-                        Some(l) => format!("{}:{l}", current.display()),
-                        None => current.display().to_string(),
-                    },
-                ))])
-            })?;
-            let name = match table.get("name") {
-                Some(toml::Value::String(s)) if !s.trim().is_empty() && !plain_name(s) => {
-                    problems.push(problem_at(
-                        &current,
-                        &text,
-                        "name",
-                        format!("= {s:?}: the name becomes the folder <results>/<name>, so it must be one plain folder name (no /, \\, .., or a leading .), e.g. \"ema-ablation\""),
-                    ));
-                    String::new()
-                }
-                Some(toml::Value::String(s)) if !s.trim().is_empty() => s.clone(),
-                Some(_) => {
-                    problems.push(problem_at(
-                        &current,
-                        &text,
-                        "name",
-                        "must be a non-empty string".into(),
-                    ));
-                    String::new()
-                }
-                None => path
-                    .file_stem()
-                    .map_or("sweep".into(), |s| s.to_string_lossy().into_owned()),
-            };
-            let description = table
-                .get("description")
-                .and_then(|d| d.as_str())
-                .unwrap_or("")
-                .to_string();
-            head = Some((name, description, axes));
-        }
-        if !problems.is_empty() {
-            return Err(fail(problems));
-        }
-        let name = format!("sweep spec {}", current.display());
-        bases.push(BaseLayer {
-            name,
-            path: current.clone(),
-            text: text.clone(),
-            pairs: base,
-        });
-        chain.push(current.clone());
-        match table.get("extends") {
-            None => break,
-            Some(toml::Value::String(rel)) => {
-                let next = current.parent().unwrap_or(Path::new(".")).join(rel);
-                if chain.iter().any(|c| c == &next) || chain.len() >= MAX_EXTENDS {
-                    return Err(fail(vec![problem_at(&current, &text, "extends", format!("= {rel:?} makes a cycle or a chain over {MAX_EXTENDS} deep; extend a spec that does not extend this one"))]));
-                }
-                if !next.exists() {
-                    return Err(fail(vec![problem_at(
-                        &current,
-                        &text,
-                        "extends",
-                        format!(
-                            "= {rel:?}: {} does not exist (the path is relative to the spec)",
-                            next.display()
-                        ),
-                    )]));
-                }
-                current = next;
+                Some(r.clone())
             }
             Some(_) => {
-                return Err(fail(vec![problem_at(
-                    &current,
-                    &text,
-                    "extends",
-                    "must be a path string".into(),
-                )]))
+                problems.push(
+                    self.problem("report", "must be a table ([report] smoothing = 5)".into()),
+                );
+                None
             }
         }
     }
-    bases.reverse(); // the outermost base first
-    let (name, description, axes) = head.expect("the first spec was read"); // ok: the loop reads it first
-    Ok(SweepSpec {
-        name,
-        description,
-        path: path.to_path_buf(),
-        bases,
-        axes,
-        report,
-        set_axes: vec![],
-    })
+
+    /// `[base]` as dotted keys with their values (checked when runs resolve).
+    fn base(&self, problems: &mut Vec<Problem>) -> Assignment {
+        let mut base = vec![];
+        match self.table.get("base") {
+            Some(toml::Value::Table(t)) => leaves("", t, &mut base),
+            Some(_) => problems
+                .push(self.problem("base", "must be a table of run-config keys ([base])".into())),
+            None => {}
+        }
+        base
+    }
+
+    /// The axes, name and description; `None` when the axes cannot be read.
+    fn head(&self, problems: &mut Vec<Problem>) -> Option<Head> {
+        let axes = self.axes(problems);
+        let name = self.name(problems);
+        let description = self
+            .table
+            .get("description")
+            .and_then(|d| d.as_str())
+            .unwrap_or("")
+            .to_string();
+        Some(Head {
+            name,
+            description,
+            axes: axes?,
+        })
+    }
+
+    /// `[sweep]` parsed into axes. A problem is located by the key it names
+    /// and reported under the key `sweep`.
+    fn axes(&self, problems: &mut Vec<Problem>) -> Option<Axes> {
+        match expand::parse(&self.text) {
+            Ok(axes) => Some(axes),
+            Err(e) => {
+                problems.push(
+                    Problem::new("sweep", e.to_string()).at(Some(self.origin(&e.location()))),
+                );
+                None
+            }
+        }
+    }
+
+    /// `name`, or the file's stem when it has none.
+    fn name(&self, problems: &mut Vec<Problem>) -> String {
+        match self.table.get("name") {
+            Some(toml::Value::String(s)) if !s.trim().is_empty() && !plain_name(s) => {
+                problems.push(self.problem(
+                    "name",
+                    format!("= {s:?}: the name becomes the folder <results>/<name>, so it must be one plain folder name (no /, \\, .., or a leading .), e.g. \"ema-ablation\""),
+                ));
+                String::new()
+            }
+            Some(toml::Value::String(s)) if !s.trim().is_empty() => s.clone(),
+            Some(_) => {
+                problems.push(self.problem("name", "must be a non-empty string".into()));
+                String::new()
+            }
+            None => self
+                .path
+                .file_stem()
+                .map_or("sweep".into(), |s| s.to_string_lossy().into_owned()),
+        }
+    }
+
+    /// The spec named by `extends` (relative to this one), if it exists and
+    /// is not already in `chain` (nor the chain too deep).
+    fn extends(&self, chain: &[PathBuf], problems: &mut Vec<Problem>) -> Option<PathBuf> {
+        let rel = match self.table.get("extends") {
+            None => return None,
+            Some(toml::Value::String(rel)) => rel,
+            Some(_) => {
+                problems.push(self.problem("extends", "must be a path string".into()));
+                return None;
+            }
+        };
+        let next = self.path.parent().unwrap_or(Path::new(".")).join(rel);
+        if chain.iter().any(|c| c == &next) || chain.len() >= MAX_EXTENDS {
+            problems.push(self.problem("extends", format!("= {rel:?} makes a cycle or a chain over {MAX_EXTENDS} deep; extend a spec that does not extend this one")));
+            return None;
+        }
+        if !next.exists() {
+            problems.push(self.problem(
+                "extends",
+                format!(
+                    "= {rel:?}: {} does not exist (the path is relative to the spec)",
+                    next.display()
+                ),
+            ));
+            return None;
+        }
+        Some(next)
+    }
 }
 
 /// A slug of a run's swept values, e.g. `prediction-v_decay-0.999_seed-1`.
@@ -763,5 +841,35 @@ mod tests {
             e.contains("bad6.toml:2: sweep: sweep.zip[0]: lists of unequal length (a: 1, b: 2)"),
             "{e}"
         );
+    }
+
+    /// A `[sweep]` that cannot be read (`seeds = 3`) used to be the only
+    /// problem reported; the file's other problems come with it, each at its
+    /// line, and a bad `extends` too.
+    #[test]
+    fn a_bad_sweep_does_not_hide_the_files_other_problems() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = spec(
+            dir.path(),
+            "many.toml",
+            "nmae = \"x\"\nname = \"a/b\"\nextends = \"nope.toml\"\nbase = 1\n[report]\nsmoothing = 0\n[sweep]\nseeds = 3\n",
+        );
+        let e = read(&p).unwrap_err();
+        let shown: Vec<String> = e.problems.iter().map(|p| p.to_string()).collect();
+        // In the order the file is checked: unknown keys, [report], [base],
+        // [sweep], name, extends.
+        let expected = [
+            (1, "nmae: unknown key"),
+            (6, "report.smoothing: = 0: the smoothing window"),
+            (4, "base: must be a table"),
+            (8, "sweep: sweep.seeds: expected a list of values"),
+            (2, "name: = \"a/b\": the name becomes the folder"),
+            (3, "extends: = \"nope.toml\": "),
+        ];
+        assert_eq!(shown.len(), expected.len(), "{shown:#?}");
+        for (s, (line, start)) in shown.iter().zip(expected) {
+            let start = format!("{}:{line}: {start}", p.display());
+            assert!(s.starts_with(&start), "{s:?} should start with {start:?}");
+        }
     }
 }
