@@ -23,11 +23,6 @@ use crate::run::{identity, EvalDir, JobState, Observed, StopToken, SweepDir, Wei
 use rayon::prelude::*;
 use std::path::PathBuf;
 
-// The calibrated MAC rates moved to estimate.rs; re-exported so
-// `sweep::runner::GPU_MACS_PER_S` and its kin still resolve.
-pub use super::estimate::{
-    CPU_MACS_PER_S_PER_THREAD, GPU_MACS_PER_S, JOB_STARTUP_S, STEP_OVERHEAD_S,
-};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SweepError {
