@@ -230,7 +230,7 @@ mod tests {
         assert_eq!(serde_json::from_str::<PlanFile>(&text).unwrap(), p);
         // The field names readers of plan.json (people, scripts) rely on.
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(v["runs"][0]["weights"], "ema-0.999");
+        assert_eq!(v["runs"][0]["weights"], Weights::ema(0.999).to_string());
         assert_eq!(v["jobs"][0]["state"], "new");
         assert_eq!(v["jobs"][0]["eval_weights"][1], "raw");
         assert_eq!(v["runs"][0]["swept"]["seed"], 1);

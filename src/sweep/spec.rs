@@ -317,7 +317,7 @@ impl SpecFile {
             Some(toml::Value::String(s)) if !s.trim().is_empty() && !plain_name(s) => {
                 problems.push(self.problem(
                     "name",
-                    format!("= {s:?}: the name becomes the folder <results>/<name>, so it must be one plain folder name (no /, \\, .., or a leading .), e.g. \"ema-ablation\""),
+                    format!("= {s:?}: the name becomes the folder <results>/<name>, so it must be one plain folder name (no /, \\, .., or a leading .), e.g. \"ema_ablation\""),
                 ));
                 String::new()
             }
@@ -825,8 +825,8 @@ mod tests {
                 "{bad}: {e}"
             );
         }
-        let p = spec(dir.path(), "ok.toml", "name = \"ema-ablation_v2\"\n");
-        assert_eq!(read(&p).unwrap().name, "ema-ablation_v2");
+        let p = spec(dir.path(), "ok.toml", "name = \"ema_ablation-v2\"\n");
+        assert_eq!(read(&p).unwrap().name, "ema_ablation-v2");
         let p = spec(dir.path(), "bad4.toml", "extends = \"bad4.toml\"\n");
         assert!(read(&p).unwrap_err().to_string().contains("makes a cycle"));
         let p = spec(dir.path(), "bad5.toml", "extends = \"nope.toml\"\n");

@@ -180,7 +180,7 @@ impl Run {
         if self.ema.mode == EmaMode::BiasCorrected {
             for (i, &d) in self.ema.decays.iter().enumerate() {
                 opt.push((
-                    format!("ema_shadow.{}", Weights::ema(d).to_string()),
+                    format!("ema_shadow.{}", Weights::ema(d)),
                     self.ema.shadows[i].shallow_clone(),
                 ));
             }
