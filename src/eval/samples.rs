@@ -42,11 +42,57 @@ pub fn draw(
         .map_err(|e| format!("the run's schedule: {e}"))?;
     let mut shape = vec![n];
     shape.extend(crate::config::data_shape(cfg).sample);
+    let cond = conditioning(tm, condition, n, device)?;
+    let conditioned = !matches!(condition, Condition::None);
+    if guidance != 1.0 && !conditioned {
+        return Err(format!(
+            "--guidance {guidance}: guidance needs a condition (--label or --condition)"
+        ));
+    }
+    if guidance != 1.0 && cfg.train.p_uncond == 0.0 {
+        return Err(format!(
+            "--guidance {guidance}: the run was trained with train.p_uncond = 0, so it never learned the unconditional prediction guidance needs"
+        ));
+    }
+    let guided = Guided {
+        model: &tm.model,
+        cond: &cond,
+        scale: guidance,
+        num_classes: tm.num_classes,
+    };
+    let total = reverse_steps(cfg.diffusion.timesteps, opts);
+    let mut done = 0;
+    // `sample` calls the model once per reverse step.
+    let mut f = |x: &Tensor, t: &Tensor| {
+        let out = guided.forward(x, t);
+        done += 1;
+        on_step(done, total);
+        out
+    };
+    Ok(sample(
+        &schedule,
+        cfg.diffusion.prediction,
+        opts,
+        &shape,
+        seed,
+        device,
+        &mut f,
+    ))
+}
+
+/// The model's conditioning for `condition`, checked against what the run
+/// was trained with.
+fn conditioning(
+    tm: &TrainedModel,
+    condition: &Condition,
+    n: i64,
+    device: Device,
+) -> Result<Conditioning, String> {
     let cond_dim = match &tm.spec {
         crate::model::ModelSpec::Unet(c) => c.cond_dim,
         crate::model::ModelSpec::Mlp(c) => c.cond_dim,
     };
-    let cond = match condition {
+    Ok(match condition {
         // A conditional model's unconditional prediction: the null condition.
         Condition::None => Conditioning {
             labels: (tm.num_classes > 0)
@@ -101,42 +147,7 @@ pub fn draw(
                 ..Default::default()
             }
         }
-    };
-    let conditioned = !matches!(condition, Condition::None);
-    if guidance != 1.0 && !conditioned {
-        return Err(format!(
-            "--guidance {guidance}: guidance needs a condition (--label or --condition)"
-        ));
-    }
-    if guidance != 1.0 && cfg.train.p_uncond == 0.0 {
-        return Err(format!(
-            "--guidance {guidance}: the run was trained with train.p_uncond = 0, so it never learned the unconditional prediction guidance needs"
-        ));
-    }
-    let guided = Guided {
-        model: &tm.model,
-        cond: &cond,
-        scale: guidance,
-        num_classes: tm.num_classes,
-    };
-    let total = reverse_steps(cfg.diffusion.timesteps, opts);
-    let mut done = 0;
-    // `sample` calls the model once per reverse step.
-    let mut f = |x: &Tensor, t: &Tensor| {
-        let out = guided.forward(x, t);
-        done += 1;
-        on_step(done, total);
-        out
-    };
-    Ok(sample(
-        &schedule,
-        cfg.diffusion.prediction,
-        opts,
-        &shape,
-        seed,
-        device,
-        &mut f,
-    ))
+    })
 }
 
 /// How many reverse steps a draw with `opts` takes: every timestep for DDPM,
