@@ -107,6 +107,22 @@ fn a_conditional_toy_model_samples_each_class_near_its_gaussian_reproducibly() {
     );
     assert_eq!(ta, tb);
     assert_ne!(ta, tc);
+    // Progress: on a pipe, a plain line every tenth of the reverse steps
+    // (DDPM: all 100); none with -q, which keeps the closing summary.
+    let o = sample(&run, &d.join("progress.csv"), &["-n", "300"]);
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    for line in ["reverse step 10/100 (10%)", "reverse step 100/100 (100%)"] {
+        assert!(err.contains(&format!("[sample] {line}")), "{err}");
+    }
+    assert_eq!(err.matches("[sample] reverse step").count(), 10, "{err}");
+    let o = sample(&run, &d.join("quiet.csv"), &["-n", "300", "-q"]);
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        !err.contains("reverse step") && err.contains("300 samples"),
+        "{err}"
+    );
     // The weights are named by their decay as a number: EMA-0.990 is ema-0.99,
     // the default here (the run's first EMA).
     let a2 = d.join("a2.csv");
@@ -238,6 +254,51 @@ fn a_conditional_toy_model_samples_each_class_near_its_gaussian_reproducibly() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stderr).contains("never overwrites"));
     assert_eq!(std::fs::read_to_string(&a).unwrap(), ta);
+
+    // ema.decays edited in a run whose status.json records no training hash
+    // (copied without it): with no --weights, the message names the run's
+    // config, not a flag the user never passed.
+    let status = run.join("status.json");
+    std::fs::rename(&status, d.join("status.json")).unwrap();
+    assert!(original.contains("decays = [0.99]"), "{original}");
+    std::fs::write(
+        &config,
+        original.replace("decays = [0.99]", "decays = [0.5]"),
+    )
+    .unwrap();
+    for cmd in ["sample", "eval"] {
+        let p = d.join("decays.csv");
+        let mut c = bin();
+        c.arg(cmd).arg(&run).args(["--device", "cpu"]);
+        match cmd {
+            "sample" => c.arg("--out").arg(&p),
+            _ => c
+                .args(["--loss-only", "--quiet", "--out"])
+                .arg(d.join("eval-decays")),
+        };
+        let o = c.output().unwrap();
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {err}");
+        assert!(!err.contains("--weights ema-0.5"), "{cmd}: {err}");
+        for needle in [
+            "config.toml: ema.decays names the weight set ema-0.5, which checkpoint",
+            "(it holds raw, ema-0.99)",
+            "Pass --weights with one of raw, ema-0.99, or restore ema.decays",
+        ] {
+            assert!(err.contains(needle), "{cmd}: {err}");
+        }
+        assert!(!p.exists(), "{cmd}");
+    }
+    // Given, it is the flag that is named.
+    let o = sample(&run, &d.join("decays.csv"), &["--weights", "ema-0.5"]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--weights ema-0.5: checkpoint") && err.contains("pick one of those"),
+        "{err}"
+    );
+    std::fs::write(&config, &original).unwrap();
+    std::fs::rename(d.join("status.json"), &status).unwrap();
 }
 
 #[test]

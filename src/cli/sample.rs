@@ -3,12 +3,16 @@
 //! data's original units).
 
 use crate::config::run::SamplerKind;
-use crate::diffusion::sampling::Variance;
+use crate::config::RunConfig;
+use crate::data::tabular::ColumnStats;
+use crate::diffusion::sampling::{SamplingOptions, Variance};
 use crate::eval::output::{write_png_grid, write_vectors};
 use crate::eval::samples::{draw, Condition};
-use crate::eval::trained::{self, TrainedError};
+use crate::eval::trained::{self, TrainedError, TrainedModel, WeightsSource};
 use crate::exit::bad_input;
 use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -80,6 +84,9 @@ pub struct SampleCmd {
     /// The device: auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// No progress (the reverse steps as they are done).
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 /// How many samples (rows along the first dimension) hold a NaN or ±inf.
@@ -91,11 +98,15 @@ fn non_finite_samples(x: &tch::Tensor) -> i64 {
     bad.sum(tch::Kind::Int64).int64_value(&[])
 }
 
-pub fn run(cmd: SampleCmd) -> anyhow::Result<()> {
-    let input = |e: TrainedError| match e {
+/// A run's error: bad input (exit 2) when it names what the user gave.
+fn trained_err(e: TrainedError) -> anyhow::Error {
+    match e {
         TrainedError::Input(_) => bad_input(e),
         other => anyhow::Error::new(other),
-    };
+    }
+}
+
+pub fn run(cmd: SampleCmd) -> anyhow::Result<()> {
     let device = super::device_arg(&cmd.device)?;
     if cmd.out.exists() {
         return Err(bad_input(format!(
@@ -103,15 +114,75 @@ pub fn run(cmd: SampleCmd) -> anyhow::Result<()> {
             cmd.out.display()
         )));
     }
-    let cfg = trained::run_config(&cmd.run_dir).map_err(input)?;
-    let weights = cmd.weights.unwrap_or_else(|| {
-        trained::weight_sets(&cfg)
-            .get(1)
-            .copied()
-            .unwrap_or(crate::run::Weights::Raw)
-    });
-    let tm = trained::load(&cmd.run_dir, cmd.step, weights, device).map_err(input)?;
+    let cfg = trained::run_config(&cmd.run_dir).map_err(trained_err)?;
+    let (weights, named_by) = match cmd.weights {
+        Some(w) => (w, WeightsSource::Flag),
+        None => (
+            trained::weight_sets(&cfg)
+                .get(1)
+                .copied()
+                .unwrap_or(crate::run::Weights::Raw),
+            WeightsSource::RunConfig,
+        ),
+    };
+    let tm =
+        trained::load(&cmd.run_dir, cmd.step, weights, named_by, device).map_err(trained_err)?;
     let is_image = crate::config::data_shape(&cfg).is_image();
+    let opts = sampling_options(&cmd, &cfg, is_image)?;
+    let guidance = cmd.guidance.unwrap_or(cfg.eval.guidance_scale);
+    if !(guidance.is_finite() && guidance >= 0.0) {
+        return Err(bad_input(format!(
+            "--guidance {guidance}: must be a finite number ≥ 0 (1 is the conditional model alone; 1–8 is typical)"
+        )));
+    }
+    if let Some(bad) = cmd.condition.iter().flatten().find(|x| !x.is_finite()) {
+        return Err(bad_input(format!(
+            "--condition: {bad} is not a finite number; give one finite value per condition column"
+        )));
+    }
+    let stats: Option<Vec<crate::data::tabular::ColumnStats>> =
+        std::fs::read_to_string(cmd.run_dir.join("data_stats.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+    let cols = if tm.num_classes > 0 {
+        tm.num_classes.min(16) as usize
+    } else {
+        (cmd.n as f64).sqrt().ceil() as usize
+    };
+    let condition = condition(&cmd, &cfg, &tm, stats.as_deref(), cols);
+    let start = std::time::Instant::now();
+    let mut progress = DrawProgress::new(cmd.quiet);
+    let x = draw(
+        &tm,
+        &opts,
+        guidance,
+        &condition,
+        cmd.n,
+        cmd.seed,
+        device,
+        &mut |done, total| progress.step(done, total),
+    );
+    progress.finish();
+    let x = x.map_err(bad_input)?;
+    let broken = non_finite_samples(&x);
+    if broken > 0 {
+        return Err(bad_input(format!(
+            "{broken} of {} samples came out NaN or infinite, so nothing was written: guidance {guidance} (or the condition) is too extreme for this model, or its {} weights at step {} are broken; lower --guidance, or try other --weights or --step",
+            cmd.n, tm.weights, tm.step
+        )));
+    }
+    write_samples(&cmd, &cfg, &x, cols, stats.as_deref(), &condition)?;
+    let elapsed = start.elapsed().as_secs_f64();
+    eprintln!("{}", summary(&cmd, &cfg, &tm, &opts, guidance, elapsed));
+    Ok(())
+}
+
+/// The run's sampling options (eval.*), with the flags' changes, checked.
+fn sampling_options(
+    cmd: &SampleCmd,
+    cfg: &RunConfig,
+    is_image: bool,
+) -> anyhow::Result<SamplingOptions> {
     let mut opts = cfg.eval.sampling_options(is_image);
     if let Some(s) = cmd.sampler {
         opts.sampler = match s {
@@ -160,27 +231,19 @@ pub fn run(cmd: SampleCmd) -> anyhow::Result<()> {
     if cmd.clip {
         opts.clip_x0 = true;
     }
-    let guidance = cmd.guidance.unwrap_or(cfg.eval.guidance_scale);
-    if !(guidance.is_finite() && guidance >= 0.0) {
-        return Err(bad_input(format!(
-            "--guidance {guidance}: must be a finite number ≥ 0 (1 is the conditional model alone; 1–8 is typical)"
-        )));
-    }
-    if let Some(bad) = cmd.condition.iter().flatten().find(|x| !x.is_finite()) {
-        return Err(bad_input(format!(
-            "--condition: {bad} is not a finite number; give one finite value per condition column"
-        )));
-    }
-    let stats: Option<Vec<crate::data::tabular::ColumnStats>> =
-        std::fs::read_to_string(cmd.run_dir.join("data_stats.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok());
-    let cols = if tm.num_classes > 0 {
-        tm.num_classes.min(16) as usize
-    } else {
-        (cmd.n as f64).sqrt().ceil() as usize
-    };
-    let condition = if cmd.unconditional {
+    Ok(opts)
+}
+
+/// What to condition the samples on: the flags', else for a class-conditional
+/// run the classes in turn (one per grid column of `cols`), else nothing.
+fn condition(
+    cmd: &SampleCmd,
+    cfg: &RunConfig,
+    tm: &TrainedModel,
+    stats: Option<&[ColumnStats]>,
+    cols: usize,
+) -> Condition {
+    if cmd.unconditional {
         Condition::None
     } else if let Some(l) = cmd.label {
         Condition::Labels(vec![l; cmd.n as usize])
@@ -192,7 +255,6 @@ pub fn run(cmd: SampleCmd) -> anyhow::Result<()> {
             .enumerate()
             .map(|(i, &x)| {
                 stats
-                    .as_ref()
                     .and_then(|s| s.get(ncols + i))
                     .map_or(x, |s| s.apply(x)) as f32
             })
@@ -202,44 +264,58 @@ pub fn run(cmd: SampleCmd) -> anyhow::Result<()> {
         Condition::Labels((0..cmd.n).map(|i| i % cols as i64).collect())
     } else {
         Condition::None
-    };
-    let start = std::time::Instant::now();
-    let x = draw(&tm, &opts, guidance, &condition, cmd.n, cmd.seed, device).map_err(bad_input)?;
-    let broken = non_finite_samples(&x);
-    if broken > 0 {
-        return Err(bad_input(format!(
-            "{broken} of {} samples came out NaN or infinite, so nothing was written: guidance {guidance} (or the condition) is too extreme for this model, or its {} weights at step {} are broken; lower --guidance, or try other --weights or --step",
-            cmd.n, tm.weights, tm.step
-        )));
     }
+}
+
+/// Write the samples to `--out`: a PNG grid of `cols` columns (images), or
+/// a table in the data's units (vectors), with the labels drawn for.
+fn write_samples(
+    cmd: &SampleCmd,
+    cfg: &RunConfig,
+    x: &tch::Tensor,
+    cols: usize,
+    stats: Option<&[ColumnStats]>,
+    condition: &Condition,
+) -> anyhow::Result<()> {
     if let Some(dir) = cmd.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    if is_image {
+    if crate::config::data_shape(cfg).is_image() {
         if cmd.out.extension().and_then(|e| e.to_str()) != Some("png") {
             return Err(bad_input(format!(
                 "--out {}: an image run writes a .png grid",
                 cmd.out.display()
             )));
         }
-        write_png_grid(&x, cols, &cmd.out)?;
-    } else {
-        let names: Vec<String> = if !cfg.data.columns.is_empty() {
-            cfg.data.columns.clone()
-        } else {
-            (0..x.size()[1]).map(|i| format!("x{i}")).collect()
-        };
-        let extra = match &condition {
-            Condition::Labels(l) => vec![("label".to_string(), l.clone())],
-            _ => vec![],
-        };
-        write_vectors(&x, &names, stats.as_deref(), &extra, &cmd.out).map_err(|e| match e {
-            crate::eval::output::OutputError::Input(_) => bad_input(e),
-            other => anyhow::Error::new(other),
-        })?;
+        write_png_grid(x, cols, &cmd.out)?;
+        return Ok(());
     }
-    eprintln!(
-        "{}: {} sample{} from step {} ({}), {} sampler{}, guidance {guidance}, seed {} in {:.1}s",
+    let names: Vec<String> = if !cfg.data.columns.is_empty() {
+        cfg.data.columns.clone()
+    } else {
+        (0..x.size()[1]).map(|i| format!("x{i}")).collect()
+    };
+    let extra = match condition {
+        Condition::Labels(l) => vec![("label".to_string(), l.clone())],
+        _ => vec![],
+    };
+    write_vectors(x, &names, stats, &extra, &cmd.out).map_err(|e| match e {
+        crate::eval::output::OutputError::Input(_) => bad_input(e),
+        other => anyhow::Error::new(other),
+    })
+}
+
+/// The line that says what was written, from what, and how long it took.
+fn summary(
+    cmd: &SampleCmd,
+    cfg: &RunConfig,
+    tm: &TrainedModel,
+    opts: &SamplingOptions,
+    guidance: f64,
+    seconds: f64,
+) -> String {
+    format!(
+        "{}: {} sample{} from step {} ({}), {} sampler{}, guidance {guidance}, seed {} in {seconds:.1}s",
         cmd.out.display(),
         cmd.n,
         if cmd.n == 1 { "" } else { "s" },
@@ -263,7 +339,61 @@ pub fn run(cmd: SampleCmd) -> anyhow::Result<()> {
             String::new()
         },
         cmd.seed,
-        start.elapsed().as_secs_f64()
-    );
-    Ok(())
+    )
+}
+
+/// What `sample` shows while it draws: an indicatif bar of the reverse
+/// steps on a terminal; elsewhere (a log, CI) a plain line every tenth of
+/// them; nothing with --quiet.
+struct DrawProgress {
+    bar: Option<ProgressBar>,
+    quiet: bool,
+    /// Plain lines: the tenths of the steps reported so far.
+    tenths: usize,
+}
+
+impl DrawProgress {
+    fn new(quiet: bool) -> DrawProgress {
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            // Its length is set at the first step.
+            let b = ProgressBar::new(0);
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{bar:30.cyan/blue} reverse step {pos}/{len} {per_sec} ETA {eta}",
+                )
+                .expect("valid template"), // ok: constant template
+            );
+            b
+        });
+        DrawProgress {
+            bar,
+            quiet,
+            tenths: 0,
+        }
+    }
+
+    fn step(&mut self, done: usize, total: usize) {
+        if self.quiet {
+            return;
+        }
+        if let Some(b) = &self.bar {
+            b.set_length(total as u64);
+            b.set_position(done as u64);
+            return;
+        }
+        let tenths = done * 10 / total.max(1);
+        if tenths > self.tenths {
+            self.tenths = tenths;
+            eprintln!(
+                "[sample] reverse step {done}/{total} ({}%)",
+                done * 100 / total.max(1)
+            );
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
 }

@@ -12,12 +12,13 @@
 //! stopped and run again, and a longer training adds only its new points.
 
 use super::held_out::HeldOut;
-use super::metrics_table::{self, MetricRow};
+use super::metrics_table::{self, MetricRow, TableError};
 use super::quality::Reference;
 use super::samples::{self, Condition};
 use super::timestep_loss::Probe;
-use super::trained::{self, TrainedError, TrainedModel};
+use super::trained::{self, TrainedError, TrainedModel, WeightsSource};
 use crate::config::RunConfig;
+use crate::data::Dataset;
 use crate::diffusion::likelihood::{mean_and_stderr, Estimate, Likelihood};
 use crate::diffusion::sampling::SamplingOptions;
 use crate::diffusion::NoiseSchedule;
@@ -32,10 +33,15 @@ use tch::{Device, Tensor};
 pub enum EvalError {
     #[error(transparent)]
     Trained(#[from] TrainedError),
+    /// What the user gave is wrong: a flag, the run, its config or its data.
     #[error("{0}")]
     Input(String),
+    /// Reading or writing one of the tables (a full disk, a damaged file).
+    #[error(transparent)]
+    Table(#[from] TableError),
+    /// Writing another output: the folder, its owner file, samples, done.json.
     #[error("{path}: {msg}")]
-    Table { path: String, msg: String },
+    Write { path: String, msg: String },
 }
 
 impl EvalError {
@@ -75,45 +81,37 @@ pub struct TimestepRow {
     pub checkpoint: String,
 }
 
-fn table_err(path: &Path, e: impl std::fmt::Display) -> EvalError {
-    EvalError::Table {
+fn write_err(path: &Path, e: impl std::fmt::Display) -> EvalError {
+    EvalError::Write {
         path: path.display().to_string(),
         msg: e.to_string(),
     }
 }
 
 /// Read `timestep_loss.parquet` (missing: no rows).
-pub fn read_timestep_rows(path: &Path) -> Result<Vec<TimestepRow>, EvalError> {
+pub fn read_timestep_rows(path: &Path) -> Result<Vec<TimestepRow>, TableError> {
     if !path.exists() {
         return Ok(vec![]);
     }
-    let df = ParquetReader::new(File::open(path).map_err(|e| table_err(path, e))?)
+    let err = |e: PolarsError| TableError::new(path, e);
+    let df = ParquetReader::new(File::open(path).map_err(|e| TableError::new(path, e))?)
         .finish()
-        .map_err(|e| table_err(path, e))?;
-    let col = |name: &str| df.column(name).map_err(|e| table_err(path, e));
-    let steps = col("step")?.u64().map_err(|e| table_err(path, e))?.clone();
+        .map_err(err)?;
+    let col = |name: &str| df.column(name).map_err(err);
+    let steps = col("step")?.u64().map_err(err)?.clone();
     let cells: Vec<String> = col("weights")?
         .str()
-        .map_err(|e| table_err(path, e))?
+        .map_err(err)?
         .iter()
         .map(|v| v.unwrap_or("").to_string())
         .collect();
-    let weights = metrics_table::parse_weights(path, &cells).map_err(EvalError::Input)?;
-    let bins = col("bin")?.u64().map_err(|e| table_err(path, e))?.clone();
-    let lo = col("t_lo")?.i64().map_err(|e| table_err(path, e))?.clone();
-    let hi = col("t_hi")?.i64().map_err(|e| table_err(path, e))?.clone();
-    let lu = col("loss_unweighted")?
-        .f64()
-        .map_err(|e| table_err(path, e))?
-        .clone();
-    let lw = col("loss_weighted")?
-        .f64()
-        .map_err(|e| table_err(path, e))?
-        .clone();
-    let ck = col("checkpoint")?
-        .str()
-        .map_err(|e| table_err(path, e))?
-        .clone();
+    let weights = metrics_table::parse_weights(path, &cells)?;
+    let bins = col("bin")?.u64().map_err(err)?.clone();
+    let lo = col("t_lo")?.i64().map_err(err)?.clone();
+    let hi = col("t_hi")?.i64().map_err(err)?.clone();
+    let lu = col("loss_unweighted")?.f64().map_err(err)?.clone();
+    let lw = col("loss_weighted")?.f64().map_err(err)?.clone();
+    let ck = col("checkpoint")?.str().map_err(err)?.clone();
     Ok((0..df.height())
         .map(|i| TimestepRow {
             step: steps.get(i).unwrap_or(0),
@@ -129,7 +127,7 @@ pub fn read_timestep_rows(path: &Path) -> Result<Vec<TimestepRow>, EvalError> {
 }
 
 /// Write `timestep_loss.parquet` atomically.
-pub fn write_timestep_rows(path: &Path, rows: &[TimestepRow]) -> Result<(), EvalError> {
+pub fn write_timestep_rows(path: &Path, rows: &[TimestepRow]) -> Result<(), TableError> {
     let n = rows.len();
     let mut df = DataFrame::new(
         n,
@@ -172,13 +170,8 @@ pub fn write_timestep_rows(path: &Path, rows: &[TimestepRow]) -> Result<(), Eval
             ),
         ],
     )
-    .map_err(|e| table_err(path, e))?;
-    atomic::write_with(path, |tmp| {
-        ParquetWriter::new(File::create(tmp)?)
-            .finish(&mut df)
-            .map(|_| ())
-    })
-    .map_err(|e: PolarsError| table_err(path, e))
+    .map_err(|e| TableError::new(path, e))?;
+    metrics_table::write_parquet(path, &mut df)
 }
 
 /// What an evaluation did.
@@ -203,217 +196,380 @@ pub fn evaluate(
             opts.run_dir.display()
         )));
     }
-    let all = trained::weight_sets(&cfg);
-    let weights = if opts.weights.is_empty() {
-        all.clone()
-    } else {
-        let mut chosen: Vec<Weights> = Vec::new();
-        for &given in &opts.weights {
-            if !all.contains(&given) {
-                return Err(EvalError::Input(format!(
-                    "--weights {given}: the run has {}",
-                    crate::run::weights::join(&all)
-                )));
-            }
-            if !chosen.contains(&given) {
-                chosen.push(given);
-            }
-        }
-        chosen
-    };
+    let weights = choose_weights(&cfg, &opts.weights)?;
     claim_out(&opts.out, &opts.run_dir, &cfg)?;
     let eval_dir = EvalDir::new(&opts.out);
-    let path = eval_dir.timestep_loss();
-    let mpath = eval_dir.metrics();
-    let mut rows = read_timestep_rows(&path)?;
-    let mut mrows = metrics_table::read(&mpath).map_err(EvalError::Input)?;
+    let tables = Tables::read(&eval_dir)?;
+    let mut evaluation = Evaluation::new(opts, cfg, tables)?;
     let mut report = EvalReport::default();
-    // The held-out split, read once: the probe, bits/dim and the reference
-    // statistics all come from it.
-    let test = crate::data::load(&cfg.data, crate::data::Split::Test)
-        .map_err(|e| EvalError::Input(format!("the held-out split: {e}")))?;
-    let probe = Probe::new(&cfg, &test, opts.device)
-        .map_err(|e| EvalError::Input(format!("building the held-out probe: {e}")))?;
-    let images = crate::config::data_shape(&cfg).sample.len() == 3;
-    let bpd_data =
-        images.then(|| HeldOut::first(&cfg, &test, cfg.eval.bpd_images as i64, opts.device));
-    let sampling = cfg.eval.sampling_options(images);
-    let tag = sampler_tag(&cfg, &sampling);
-    let scales = cfg.eval.scales();
-    let run = opts
-        .run_dir
-        .canonicalize()
-        .unwrap_or(opts.run_dir.clone())
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    // Built on first need: the reference statistics.
-    let mut reference: Option<Reference> = None;
     for (step, dir) in &points {
         for &w in &weights {
-            let rel = dir
-                .strip_prefix(&opts.run_dir)
-                .unwrap_or(dir)
-                .display()
-                .to_string();
-            let has = |m: &[MetricRow], g: Option<f64>, sampler: &str| {
-                m.iter().any(|r| {
-                    r.step == *step && r.weights == w && r.guidance == g && r.sampler == sampler
-                })
-            };
-            let need_loss = !rows.iter().any(|r| r.step == *step && r.weights == w);
-            let need_bpd = !opts.loss_only && images && !has(&mrows, None, "");
-            let need_scales: Vec<f64> = if opts.loss_only {
-                vec![]
+            if evaluation.point(*step, dir, w, &mut progress)? {
+                report.evaluated.push((*step, w));
             } else {
-                scales
-                    .iter()
-                    .copied()
-                    .filter(|g| !has(&mrows, Some(*g), &tag))
-                    .collect()
-            };
-            if !need_loss && !need_bpd && need_scales.is_empty() {
                 report.kept += 1;
-                continue;
             }
-            let tm = trained::load(&opts.run_dir, Some(*step), w, opts.device)?;
-            if need_loss {
-                let curve = probe.evaluate(&tm.model);
-                rows.extend(curve.into_iter().map(|b| TimestepRow {
-                    step: *step,
-                    weights: w,
-                    bin: b.bin,
-                    t_lo: b.t_lo,
-                    t_hi: b.t_hi,
-                    loss_unweighted: b.unweighted,
-                    loss_weighted: b.weighted,
-                    checkpoint: rel.clone(),
-                }));
-                rows.sort_by(|a, b| {
-                    (a.step, a.weights.to_string(), a.bin).cmp(&(
-                        b.step,
-                        b.weights.to_string(),
-                        b.bin,
-                    ))
-                });
-                // Written after every piece of work: a stop loses at most one.
-                write_timestep_rows(&path, &rows)?;
-                progress(&format!("step {step} {w}: per-timestep loss"));
-            }
-            let row =
-                |metric: String, value: f64, stderr: Option<f64>, g: Option<f64>, sampler: &str| {
-                    MetricRow {
-                        run: run.clone(),
-                        step: *step,
-                        weights: w,
-                        guidance: g,
-                        sampler: sampler.to_string(),
-                        metric,
-                        value,
-                        stderr,
-                        checkpoint: rel.clone(),
-                    }
-                };
-            if let Some(data) = bpd_data.as_ref().filter(|_| need_bpd) {
-                let (bpd, prior, decoder) = bits_per_dim(&cfg, &tm, data, opts.device)?;
-                mrows.push(row("bpd".into(), bpd.0, Some(bpd.1), None, ""));
-                mrows.push(row("bpd_prior".into(), prior.0, Some(prior.1), None, ""));
-                mrows.push(row(
-                    "bpd_decoder".into(),
-                    decoder.0,
-                    Some(decoder.1),
-                    None,
-                    "",
-                ));
-                metrics_table::write(&mpath, &mrows).map_err(EvalError::Input)?;
-                progress(&format!(
-                    "step {step} {w}: {:.4} ± {:.4} bits/dim",
-                    bpd.0, bpd.1
-                ));
-            }
-            for g in need_scales {
-                if reference.is_none() {
-                    let r =
-                        Reference::build(&cfg, &test, &opts.evaluators, opts.device, &mut progress)
-                            .map_err(|e| EvalError::Input(e.to_string()))?;
-                    if let Some(n) = r.note() {
-                        progress(n);
-                    }
-                    if let Some(info) = r.evaluator_info() {
-                        progress(&format!(
-                            "evaluator {}: held-out accuracy {:.2}% ({} test images)",
-                            info.name,
-                            info.test_accuracy * 100.0,
-                            info.test_images
-                        ));
-                        if let Some(w) = info.near_chance() {
-                            progress(&format!("warning: {w}"));
-                        }
-                    }
-                    reference = Some(r);
-                }
-                let Some(r) = reference.as_ref() else {
-                    continue;
-                };
-                let n = cfg.eval.num_samples as i64;
-                let condition = r.condition(tm.num_classes, n);
-                let labels = match &condition {
-                    Condition::Labels(l) => Some(l.clone()),
-                    _ => None,
-                };
-                let guidance_ok = g == 1.0 || !matches!(condition, Condition::None);
-                if !guidance_ok {
-                    progress(&format!(
-                        "step {step} {w}: guidance {g} skipped: the run has no condition"
-                    ));
-                    continue;
-                }
-                let x = samples::draw(
-                    &tm,
-                    &sampling,
-                    g,
-                    &condition,
-                    n,
-                    cfg.train.seed ^ SAMPLE_SEED,
-                    opts.device,
-                )
-                .map_err(EvalError::Input)?;
-                let metrics = r
-                    .metrics(&x, labels.as_deref(), cfg.train.seed)
-                    .map_err(|e| EvalError::Input(e.to_string()))?;
-                write_samples(
-                    &cfg,
-                    r.stats(),
-                    &x,
-                    labels.as_deref(),
-                    &opts.out,
-                    *step,
-                    w,
-                    g,
-                )?;
-                let summary: Vec<String> = metrics
-                    .iter()
-                    .take(4)
-                    .map(|m| format!("{} {:.4}", m.name, m.value))
-                    .collect();
-                for m in metrics {
-                    mrows.push(row(m.name, m.value, m.stderr, Some(g), &tag));
-                }
-                metrics_table::write(&mpath, &mrows).map_err(EvalError::Input)?;
-                progress(&format!(
-                    "step {step} {w} guidance {g} ({tag}): {}",
-                    summary.join(", ")
-                ));
-            }
-            report.evaluated.push((*step, w));
         }
     }
     let done = EvalDone {
         steps: points.iter().map(|(s, _)| *s).collect(),
-        weights: weights.clone(),
+        weights,
     };
-    atomic::write_json(&eval_dir.done(), &done).map_err(|e| table_err(&opts.out, e))?;
+    atomic::write_json(&eval_dir.done(), &done).map_err(|e| write_err(&opts.out, e))?;
     Ok(report)
+}
+
+/// The weight sets to evaluate: those given (each once, in the order
+/// given), or, with none given, every one the run has.
+fn choose_weights(cfg: &RunConfig, given: &[Weights]) -> Result<Vec<Weights>, EvalError> {
+    let all = trained::weight_sets(cfg);
+    if given.is_empty() {
+        return Ok(all);
+    }
+    let mut chosen: Vec<Weights> = Vec::new();
+    for &w in given {
+        if !all.contains(&w) {
+            return Err(EvalError::Input(format!(
+                "--weights {w}: the run has {}",
+                crate::run::weights::join(&all)
+            )));
+        }
+        if !chosen.contains(&w) {
+            chosen.push(w);
+        }
+    }
+    Ok(chosen)
+}
+
+/// The two tables, as found at the start and grown as work finishes. Each
+/// is written after every piece of work: a stop loses at most one.
+struct Tables {
+    loss_path: PathBuf,
+    loss: Vec<TimestepRow>,
+    metrics_path: PathBuf,
+    metrics: Vec<MetricRow>,
+}
+
+impl Tables {
+    fn read(dir: &EvalDir) -> Result<Tables, TableError> {
+        let (loss_path, metrics_path) = (dir.timestep_loss(), dir.metrics());
+        Ok(Tables {
+            loss: read_timestep_rows(&loss_path)?,
+            metrics: metrics_table::read(&metrics_path)?,
+            loss_path,
+            metrics_path,
+        })
+    }
+
+    fn has_loss(&self, p: &Point) -> bool {
+        self.loss
+            .iter()
+            .any(|r| r.step == p.step && r.weights == p.weights)
+    }
+
+    fn has_metrics(&self, p: &Point, guidance: Option<f64>, sampler: &str) -> bool {
+        self.metrics.iter().any(|r| {
+            r.step == p.step
+                && r.weights == p.weights
+                && r.guidance == guidance
+                && r.sampler == sampler
+        })
+    }
+
+    fn add_loss(&mut self, rows: impl IntoIterator<Item = TimestepRow>) -> Result<(), TableError> {
+        self.loss.extend(rows);
+        self.loss.sort_by(|a, b| {
+            (a.step, a.weights.to_string(), a.bin).cmp(&(b.step, b.weights.to_string(), b.bin))
+        });
+        write_timestep_rows(&self.loss_path, &self.loss)
+    }
+
+    fn add_metrics(&mut self, rows: impl IntoIterator<Item = MetricRow>) -> Result<(), TableError> {
+        self.metrics.extend(rows);
+        metrics_table::write(&self.metrics_path, &self.metrics)
+    }
+}
+
+/// One (evaluation point, weight set), as its rows name it.
+struct Point {
+    /// The run folder's name.
+    run: String,
+    step: u64,
+    weights: Weights,
+    /// The saved state's folder, relative to the run directory.
+    checkpoint: String,
+}
+
+impl Point {
+    fn row(
+        &self,
+        metric: String,
+        value: f64,
+        stderr: Option<f64>,
+        guidance: Option<f64>,
+        sampler: &str,
+    ) -> MetricRow {
+        MetricRow {
+            run: self.run.clone(),
+            step: self.step,
+            weights: self.weights,
+            guidance,
+            sampler: sampler.to_string(),
+            metric,
+            value,
+            stderr,
+            checkpoint: self.checkpoint.clone(),
+        }
+    }
+}
+
+/// What the loop over (evaluation point, weight set) shares: the run, the
+/// tables, the held-out data, how to sample, and the reference statistics.
+struct Evaluation<'a> {
+    opts: &'a EvalOptions,
+    cfg: RunConfig,
+    /// The run folder's name, for the metric rows.
+    run: String,
+    /// Who named the weight sets: `--weights`, or the run's config.
+    named_by: WeightsSource,
+    tables: Tables,
+    test: Dataset,
+    probe: Probe,
+    /// Images only: the held-out images bits/dim is computed on.
+    bpd_data: Option<HeldOut>,
+    sampling: SamplingOptions,
+    /// The sampler as the metric rows name it.
+    tag: String,
+    scales: Vec<f64>,
+    /// Built on first need.
+    reference: Option<Reference>,
+}
+
+impl<'a> Evaluation<'a> {
+    /// Read the held-out split once: the probe, bits/dim and the reference
+    /// statistics all come from it.
+    fn new(opts: &'a EvalOptions, cfg: RunConfig, tables: Tables) -> Result<Self, EvalError> {
+        let test = crate::data::load(&cfg.data, crate::data::Split::Test)
+            .map_err(|e| EvalError::Input(format!("the held-out split: {e}")))?;
+        let probe = Probe::new(&cfg, &test, opts.device)
+            .map_err(|e| EvalError::Input(format!("building the held-out probe: {e}")))?;
+        let images = crate::config::data_shape(&cfg).sample.len() == 3;
+        let bpd_data =
+            images.then(|| HeldOut::first(&cfg, &test, cfg.eval.bpd_images as i64, opts.device));
+        let sampling = cfg.eval.sampling_options(images);
+        let run = opts
+            .run_dir
+            .canonicalize()
+            .unwrap_or(opts.run_dir.clone())
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(Evaluation {
+            opts,
+            run,
+            named_by: match opts.weights.is_empty() {
+                true => WeightsSource::RunConfig,
+                false => WeightsSource::Flag,
+            },
+            tables,
+            test,
+            probe,
+            bpd_data,
+            tag: sampler_tag(&cfg, &sampling),
+            sampling,
+            scales: cfg.eval.scales(),
+            cfg,
+            reference: None,
+        })
+    }
+
+    /// Compute what the tables lack for `weights` at the evaluation point
+    /// `step` (saved in `dir`): false when they lack nothing.
+    fn point(
+        &mut self,
+        step: u64,
+        dir: &Path,
+        weights: Weights,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<bool, EvalError> {
+        let p = Point {
+            run: self.run.clone(),
+            step,
+            weights,
+            checkpoint: dir
+                .strip_prefix(&self.opts.run_dir)
+                .unwrap_or(dir)
+                .display()
+                .to_string(),
+        };
+        let need_loss = !self.tables.has_loss(&p);
+        let need_bpd = !self.opts.loss_only
+            && self.bpd_data.is_some()
+            && !self.tables.has_metrics(&p, None, "");
+        let need_scales: Vec<f64> = match self.opts.loss_only {
+            true => vec![],
+            false => self
+                .scales
+                .iter()
+                .copied()
+                .filter(|g| !self.tables.has_metrics(&p, Some(*g), &self.tag))
+                .collect(),
+        };
+        if !need_loss && !need_bpd && need_scales.is_empty() {
+            return Ok(false);
+        }
+        let (run_dir, device) = (&self.opts.run_dir, self.opts.device);
+        let tm = trained::load(run_dir, Some(step), weights, self.named_by, device)?;
+        if need_loss {
+            self.timestep_loss(&p, &tm, progress)?;
+        }
+        if need_bpd {
+            self.bits_per_dim(&p, &tm, progress)?;
+        }
+        for g in need_scales {
+            self.sample_quality(&p, &tm, g, progress)?;
+        }
+        Ok(true)
+    }
+
+    /// The per-timestep loss on the held-out probe.
+    fn timestep_loss(
+        &mut self,
+        p: &Point,
+        tm: &TrainedModel,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<(), EvalError> {
+        let curve = self.probe.evaluate(&tm.model);
+        self.tables
+            .add_loss(curve.into_iter().map(|b| TimestepRow {
+                step: p.step,
+                weights: p.weights,
+                bin: b.bin,
+                t_lo: b.t_lo,
+                t_hi: b.t_hi,
+                loss_unweighted: b.unweighted,
+                loss_weighted: b.weighted,
+                checkpoint: p.checkpoint.clone(),
+            }))?;
+        progress(&format!("step {} {}: per-timestep loss", p.step, p.weights));
+        Ok(())
+    }
+
+    /// Bits/dim of the held-out images, with its prior and decoder terms.
+    fn bits_per_dim(
+        &mut self,
+        p: &Point,
+        tm: &TrainedModel,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<(), EvalError> {
+        let Some(data) = &self.bpd_data else {
+            return Ok(());
+        };
+        let (bpd, prior, decoder) = bits_per_dim(&self.cfg, tm, data, self.opts.device)?;
+        self.tables.add_metrics([
+            p.row("bpd".into(), bpd.0, Some(bpd.1), None, ""),
+            p.row("bpd_prior".into(), prior.0, Some(prior.1), None, ""),
+            p.row("bpd_decoder".into(), decoder.0, Some(decoder.1), None, ""),
+        ])?;
+        progress(&format!(
+            "step {} {}: {:.4} ± {:.4} bits/dim",
+            p.step, p.weights, bpd.0, bpd.1
+        ));
+        Ok(())
+    }
+
+    /// Samples at guidance scale `g`, their metrics against the reference
+    /// statistics, and the samples themselves under `samples/`.
+    fn sample_quality(
+        &mut self,
+        p: &Point,
+        tm: &TrainedModel,
+        g: f64,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<(), EvalError> {
+        let r = reference(
+            &mut self.reference,
+            &self.cfg,
+            &self.test,
+            self.opts,
+            progress,
+        )?;
+        let n = self.cfg.eval.num_samples as i64;
+        let condition = r.condition(tm.num_classes, n);
+        let labels = match &condition {
+            Condition::Labels(l) => Some(l.clone()),
+            _ => None,
+        };
+        if g != 1.0 && matches!(condition, Condition::None) {
+            progress(&format!(
+                "step {} {}: guidance {g} skipped: the run has no condition",
+                p.step, p.weights
+            ));
+            return Ok(());
+        }
+        let seed = self.cfg.train.seed ^ SAMPLE_SEED;
+        let (sampling, device) = (&self.sampling, self.opts.device);
+        let x = samples::draw(tm, sampling, g, &condition, n, seed, device, &mut |_, _| {})
+            .map_err(EvalError::Input)?;
+        let metrics = r
+            .metrics(&x, labels.as_deref(), self.cfg.train.seed)
+            .map_err(|e| EvalError::Input(e.to_string()))?;
+        let out = &self.opts.out;
+        let labels = labels.as_deref();
+        write_samples(&self.cfg, r.stats(), &x, labels, out, p.step, p.weights, g)?;
+        let summary: Vec<String> = metrics
+            .iter()
+            .take(4)
+            .map(|m| format!("{} {:.4}", m.name, m.value))
+            .collect();
+        let tag = &self.tag;
+        self.tables.add_metrics(
+            metrics
+                .into_iter()
+                .map(|m| p.row(m.name, m.value, m.stderr, Some(g), tag)),
+        )?;
+        progress(&format!(
+            "step {} {} guidance {g} ({tag}): {}",
+            p.step,
+            p.weights,
+            summary.join(", ")
+        ));
+        Ok(())
+    }
+}
+
+/// The reference statistics, built on first need (saying once what could
+/// not be measured, and how good the evaluator network is).
+fn reference<'r>(
+    slot: &'r mut Option<Reference>,
+    cfg: &RunConfig,
+    test: &Dataset,
+    opts: &EvalOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<&'r Reference, EvalError> {
+    let r = match slot.take() {
+        Some(r) => r,
+        None => {
+            let r = Reference::build(cfg, test, &opts.evaluators, opts.device, &mut *progress)
+                .map_err(|e| EvalError::Input(e.to_string()))?;
+            if let Some(n) = r.note() {
+                progress(n);
+            }
+            if let Some(info) = r.evaluator_info() {
+                progress(&format!(
+                    "evaluator {}: held-out accuracy {:.2}% ({} test images)",
+                    info.name,
+                    info.test_accuracy * 100.0,
+                    info.test_images
+                ));
+                if let Some(w) = info.near_chance() {
+                    progress(&format!("warning: {w}"));
+                }
+            }
+            r
+        }
+    };
+    Ok(slot.insert(r))
 }
 
 const SAMPLE_SEED: u64 = 0x5A3F_E7A1;
@@ -488,17 +644,14 @@ fn write_samples(
     guidance: f64,
 ) -> Result<(), EvalError> {
     let dir = EvalDir::new(out).samples();
-    std::fs::create_dir_all(&dir).map_err(|e| table_err(&dir, e))?;
+    std::fs::create_dir_all(&dir).map_err(|e| write_err(&dir, e))?;
     let stem = format!("step-{step}_{weights}_g{guidance}");
-    let write_err = |e: super::output::OutputError| EvalError::Table {
-        path: dir.join(&stem).display().to_string(),
-        msg: e.to_string(),
-    };
+    let output_err = |e: super::output::OutputError| write_err(&dir.join(&stem), e);
     if x.dim() == 4 {
         let k = (cfg.eval.grid_images as i64).min(x.size()[0]);
         let cols = (k as f64).sqrt().ceil() as usize;
         super::output::write_png_grid(&x.narrow(0, 0, k), cols, &dir.join(format!("{stem}.png")))
-            .map_err(write_err)
+            .map_err(output_err)
     } else {
         let names = super::quality::column_names(cfg);
         let extra: Vec<(String, Vec<i64>)> = labels
@@ -511,7 +664,7 @@ fn write_samples(
             &extra,
             &dir.join(format!("{stem}.parquet")),
         )
-        .map_err(write_err)
+        .map_err(output_err)
     }
 }
 
@@ -553,9 +706,9 @@ fn claim_out(out: &Path, run_dir: &Path, cfg: &crate::config::RunConfig) -> Resu
             out.display()
         )));
     }
-    std::fs::create_dir_all(out).map_err(|e| table_err(out, e))?;
+    std::fs::create_dir_all(out).map_err(|e| write_err(out, e))?;
     // A folder from before this file existed is taken to be this run's.
-    atomic::write_json(&file, &owner).map_err(|e| table_err(&file, e))
+    atomic::write_json(&file, &owner).map_err(|e| write_err(&file, e))
 }
 
 /// Whether `out` holds a finished evaluation covering `weights` and every
@@ -571,4 +724,99 @@ pub fn is_done(run_dir: &Path, out: &Path, weights: &[Weights]) -> bool {
     !points.is_empty()
         && points.iter().all(|s| done.steps.contains(s))
         && weights.iter().all(|w| done.weights.contains(w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bpd_row() -> MetricRow {
+        MetricRow {
+            run: "r".into(),
+            step: 10,
+            weights: Weights::Raw,
+            guidance: None,
+            sampler: String::new(),
+            metric: "bpd".into(),
+            value: 3.25,
+            stderr: Some(0.01),
+            checkpoint: "snapshots/step-10".into(),
+        }
+    }
+
+    fn loss_row() -> TimestepRow {
+        TimestepRow {
+            step: 10,
+            weights: Weights::Raw,
+            bin: 0,
+            t_lo: 0,
+            t_hi: 20,
+            loss_unweighted: 0.5,
+            loss_weighted: 0.5,
+            checkpoint: "snapshots/step-10".into(),
+        }
+    }
+
+    #[test]
+    fn a_table_that_cannot_be_written_or_read_is_a_failure_not_bad_input() {
+        let tmp = tempfile::tempdir().unwrap();
+        // The evaluation folder is a file: no table can be written under it
+        // (as a full disk would refuse), whoever runs the test.
+        let file = tmp.path().join("a-file");
+        std::fs::write(&file, "not a folder").unwrap();
+        let under_file = EvalDir::new(&file);
+        let mut tables = Tables {
+            loss_path: under_file.timestep_loss(),
+            loss: vec![],
+            metrics_path: under_file.metrics(),
+            metrics: vec![],
+        };
+        let writes: [(EvalError, PathBuf); 2] = [
+            (
+                tables.add_metrics([bpd_row()]).unwrap_err().into(),
+                under_file.metrics(),
+            ),
+            (
+                tables.add_loss([loss_row()]).unwrap_err().into(),
+                under_file.timestep_loss(),
+            ),
+        ];
+        for (e, path) in writes {
+            assert!(!e.is_bad_input(), "{e}");
+            assert!(matches!(e, EvalError::Table(_)), "{e:?}");
+            assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+        }
+        // A damaged table: a failure too.
+        let dir = EvalDir::new(tmp.path());
+        std::fs::write(dir.metrics(), "not parquet").unwrap();
+        let e: EvalError = Tables::read(&dir).map(|_| ()).unwrap_err().into();
+        assert!(!e.is_bad_input(), "{e}");
+        // What the user gave stays bad input.
+        let cfg = RunConfig::default();
+        let e = choose_weights(&cfg, &[Weights::ema(0.5)]).unwrap_err();
+        assert!(e.is_bad_input(), "{e}");
+    }
+
+    #[test]
+    fn tables_round_trip_and_know_what_they_hold() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = EvalDir::new(tmp.path());
+        let mut tables = Tables::read(&dir).unwrap();
+        let p = Point {
+            run: "r".into(),
+            step: 10,
+            weights: Weights::Raw,
+            checkpoint: "snapshots/step-10".into(),
+        };
+        assert!(!tables.has_loss(&p) && !tables.has_metrics(&p, None, ""));
+        tables.add_loss([loss_row()]).unwrap();
+        tables
+            .add_metrics([p.row("bpd".into(), 3.25, Some(0.01), None, "")])
+            .unwrap();
+        let again = Tables::read(&dir).unwrap();
+        assert!(again.has_loss(&p) && again.has_metrics(&p, None, ""));
+        assert!(!again.has_metrics(&p, Some(1.0), "ddpm-100"));
+        assert_eq!(again.loss, [loss_row()]);
+        assert_eq!(again.metrics, [bpd_row()]);
+    }
 }

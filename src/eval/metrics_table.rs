@@ -6,10 +6,11 @@
 //! apply, e.g. bits/dim), sampler (empty where no sampling was involved),
 //! metric, value, stderr (null where the number has none), checkpoint.
 
+use crate::run::weights::WeightsParseError;
 use crate::run::Weights;
 use polars::prelude::*;
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricRow {
@@ -26,12 +27,45 @@ pub struct MetricRow {
 
 pub const FILE: &str = "eval_metrics.parquet";
 
-fn err(path: &Path, e: impl std::fmt::Display) -> String {
-    format!("{}: {e}", path.display())
+/// Reading or writing an evaluation table failed: which file, and why. Never
+/// the user's input: the tables are ddpm-lab's own output, so a full disk or
+/// a damaged file is a failure (exit 1), not a bad flag.
+// The cause is in the message and not a `#[source]` (nor a field named
+// `source`, which thiserror would take for one): `{:#}` would print it twice.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {cause}", path.display())]
+pub struct TableError {
+    pub path: PathBuf,
+    pub cause: TableFault,
+}
+
+/// Why a table could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum TableFault {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Polars(#[from] PolarsError),
+    /// A `weights` cell that names no weight set.
+    #[error(transparent)]
+    Weights(#[from] WeightsParseError),
+}
+
+impl TableError {
+    pub fn new(path: &Path, cause: impl Into<TableFault>) -> TableError {
+        TableError {
+            path: path.to_path_buf(),
+            cause: cause.into(),
+        }
+    }
+}
+
+fn err(path: &Path, e: impl Into<TableFault>) -> TableError {
+    TableError::new(path, e)
 }
 
 /// Read the table (missing: no rows).
-pub fn read(path: &Path) -> Result<Vec<MetricRow>, String> {
+pub fn read(path: &Path) -> Result<Vec<MetricRow>, TableError> {
     if !path.exists() {
         return Ok(vec![]);
     }
@@ -39,7 +73,7 @@ pub fn read(path: &Path) -> Result<Vec<MetricRow>, String> {
         .finish()
         .map_err(|e| err(path, e))?;
     let col = |n: &str| df.column(n).map_err(|e| err(path, e));
-    let s = |n: &str| -> Result<Vec<String>, String> {
+    let s = |n: &str| -> Result<Vec<String>, TableError> {
         Ok(col(n)?
             .str()
             .map_err(|e| err(path, e))?
@@ -47,7 +81,7 @@ pub fn read(path: &Path) -> Result<Vec<MetricRow>, String> {
             .map(|v| v.unwrap_or("").to_string())
             .collect())
     };
-    let f = |n: &str| -> Result<Vec<Option<f64>>, String> {
+    let f = |n: &str| -> Result<Vec<Option<f64>>, TableError> {
         Ok(col(n)?.f64().map_err(|e| err(path, e))?.iter().collect())
     };
     let (run, weights, sampler, metric, checkpoint) = (
@@ -82,7 +116,7 @@ pub fn read(path: &Path) -> Result<Vec<MetricRow>, String> {
 
 /// A table's `weights` column, parsed; a cell that names no weight set is
 /// an error naming the file.
-pub fn parse_weights(path: &Path, cells: &[String]) -> Result<Vec<Weights>, String> {
+pub fn parse_weights(path: &Path, cells: &[String]) -> Result<Vec<Weights>, TableError> {
     cells
         .iter()
         .map(|c| c.parse::<Weights>().map_err(|e| err(path, e)))
@@ -90,7 +124,7 @@ pub fn parse_weights(path: &Path, cells: &[String]) -> Result<Vec<Weights>, Stri
 }
 
 /// Write the table atomically.
-pub fn write(path: &Path, rows: &[MetricRow]) -> Result<(), String> {
+pub fn write(path: &Path, rows: &[MetricRow]) -> Result<(), TableError> {
     let strs = |f: fn(&MetricRow) -> &str| rows.iter().map(f).collect::<Vec<_>>();
     let mut df = DataFrame::new(
         rows.len(),
@@ -124,12 +158,17 @@ pub fn write(path: &Path, rows: &[MetricRow]) -> Result<(), String> {
         ],
     )
     .map_err(|e| err(path, e))?;
-    crate::run::atomic::write_with(path, |tmp| {
-        ParquetWriter::new(File::create(tmp)?)
-            .finish(&mut df)
-            .map(|_| ())
+    write_parquet(path, &mut df)
+}
+
+/// Write `df` to `path` atomically, as Parquet. A file that cannot be made
+/// (or renamed into place) is a [`TableFault::Io`].
+pub fn write_parquet(path: &Path, df: &mut DataFrame) -> Result<(), TableError> {
+    crate::run::atomic::write_with(path, |tmp| -> Result<(), TableFault> {
+        ParquetWriter::new(File::create(tmp)?).finish(df)?;
+        Ok(())
     })
-    .map_err(|e: PolarsError| err(path, e))
+    .map_err(|e| err(path, e))
 }
 
 #[cfg(test)]
@@ -167,5 +206,19 @@ mod tests {
         ];
         write(&p, &rows).unwrap();
         assert_eq!(read(&p).unwrap(), rows);
+    }
+
+    #[test]
+    fn a_write_under_a_file_names_the_table_and_its_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "x").unwrap();
+        let p = file.join(FILE);
+        let e = write(&p, &[]).unwrap_err();
+        assert_eq!(e.path, p);
+        assert!(matches!(e.cause, TableFault::Io(_)), "{e:?}");
+        assert!(e.to_string().starts_with(&p.display().to_string()), "{e}");
+        std::fs::write(dir.path().join(FILE), "not parquet").unwrap();
+        assert!(read(&dir.path().join(FILE)).is_err());
     }
 }

@@ -2,7 +2,7 @@
 //! a sampler, with the condition the user asked for.
 
 use super::trained::TrainedModel;
-use crate::diffusion::sampling::{sample, SamplingOptions};
+use crate::diffusion::sampling::{respace, sample, SamplerKind, SamplingOptions};
 use crate::diffusion::NoiseSchedule;
 use crate::model::embedding::Conditioning;
 use crate::model::guidance::Guided;
@@ -22,6 +22,11 @@ pub enum Condition {
 }
 
 /// `n` samples of the run's data shape: [n, …] in model units ([−1, 1] for images).
+///
+/// All `n` are drawn as one batch; `on_step(done, total)` is called after
+/// each of the sampler's reverse steps is queued (on a GPU, it may run a
+/// little ahead of the work).
+#[allow(clippy::too_many_arguments)] // one draw's whole request; no two belong together
 pub fn draw(
     tm: &TrainedModel,
     opts: &SamplingOptions,
@@ -30,17 +35,64 @@ pub fn draw(
     n: i64,
     seed: u64,
     device: Device,
+    on_step: &mut dyn FnMut(usize, usize),
 ) -> Result<Tensor, String> {
     let cfg = &tm.config;
     let schedule = NoiseSchedule::new(cfg.diffusion.schedule_config())
         .map_err(|e| format!("the run's schedule: {e}"))?;
     let mut shape = vec![n];
     shape.extend(crate::config::data_shape(cfg).sample);
+    let cond = conditioning(tm, condition, n, device)?;
+    let conditioned = !matches!(condition, Condition::None);
+    if guidance != 1.0 && !conditioned {
+        return Err(format!(
+            "--guidance {guidance}: guidance needs a condition (--label or --condition)"
+        ));
+    }
+    if guidance != 1.0 && cfg.train.p_uncond == 0.0 {
+        return Err(format!(
+            "--guidance {guidance}: the run was trained with train.p_uncond = 0, so it never learned the unconditional prediction guidance needs"
+        ));
+    }
+    let guided = Guided {
+        model: &tm.model,
+        cond: &cond,
+        scale: guidance,
+        num_classes: tm.num_classes,
+    };
+    let total = reverse_steps(cfg.diffusion.timesteps, opts);
+    let mut done = 0;
+    // `sample` calls the model once per reverse step.
+    let mut f = |x: &Tensor, t: &Tensor| {
+        let out = guided.forward(x, t);
+        done += 1;
+        on_step(done, total);
+        out
+    };
+    Ok(sample(
+        &schedule,
+        cfg.diffusion.prediction,
+        opts,
+        &shape,
+        seed,
+        device,
+        &mut f,
+    ))
+}
+
+/// The model's conditioning for `condition`, checked against what the run
+/// was trained with.
+fn conditioning(
+    tm: &TrainedModel,
+    condition: &Condition,
+    n: i64,
+    device: Device,
+) -> Result<Conditioning, String> {
     let cond_dim = match &tm.spec {
         crate::model::ModelSpec::Unet(c) => c.cond_dim,
         crate::model::ModelSpec::Mlp(c) => c.cond_dim,
     };
-    let cond = match condition {
+    Ok(match condition {
         // A conditional model's unconditional prediction: the null condition.
         Condition::None => Conditioning {
             labels: (tm.num_classes > 0)
@@ -95,32 +147,35 @@ pub fn draw(
                 ..Default::default()
             }
         }
-    };
-    let conditioned = !matches!(condition, Condition::None);
-    if guidance != 1.0 && !conditioned {
-        return Err(format!(
-            "--guidance {guidance}: guidance needs a condition (--label or --condition)"
-        ));
+    })
+}
+
+/// How many reverse steps a draw with `opts` takes: every timestep for DDPM,
+/// the respaced ones for DDIM (as [`sample`] visits them).
+pub fn reverse_steps(timesteps: usize, opts: &SamplingOptions) -> usize {
+    match opts.sampler {
+        SamplerKind::Ddpm => timesteps,
+        SamplerKind::Ddim => respace(timesteps, opts.steps).len(),
     }
-    if guidance != 1.0 && cfg.train.p_uncond == 0.0 {
-        return Err(format!(
-            "--guidance {guidance}: the run was trained with train.p_uncond = 0, so it never learned the unconditional prediction guidance needs"
-        ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diffusion::sampling::Variance;
+
+    #[test]
+    fn reverse_steps_are_every_timestep_for_ddpm_and_the_respaced_ones_for_ddim() {
+        let opts = |sampler, steps| SamplingOptions {
+            sampler,
+            steps,
+            eta: 0.0,
+            variance: Variance::FixedLarge,
+            clip_x0: true,
+        };
+        assert_eq!(reverse_steps(100, &opts(SamplerKind::Ddpm, 0)), 100);
+        assert_eq!(reverse_steps(100, &opts(SamplerKind::Ddpm, 10)), 100);
+        assert_eq!(reverse_steps(100, &opts(SamplerKind::Ddim, 10)), 10);
+        assert_eq!(reverse_steps(100, &opts(SamplerKind::Ddim, 0)), 100);
     }
-    let guided = Guided {
-        model: &tm.model,
-        cond: &cond,
-        scale: guidance,
-        num_classes: tm.num_classes,
-    };
-    let mut f = |x: &Tensor, t: &Tensor| guided.forward(x, t);
-    Ok(sample(
-        &schedule,
-        cfg.diffusion.prediction,
-        opts,
-        &shape,
-        seed,
-        device,
-        &mut f,
-    ))
 }

@@ -95,11 +95,22 @@ pub fn eval_points(run_dir: &Path) -> Vec<(u64, PathBuf)> {
     }
 }
 
+/// Who named the weight set to load. A checkpoint that lacks it is reported
+/// in those terms: a flag the user never passed is not named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightsSource {
+    /// `--weights`.
+    Flag,
+    /// The run's config (`ema.decays`), for want of `--weights`.
+    RunConfig,
+}
+
 /// Load `weights` of the saved state at `step` (the latest if None) onto `device`.
 pub fn load(
     run_dir: &Path,
     step: Option<u64>,
     weights: Weights,
+    named_by: WeightsSource,
     device: Device,
 ) -> Result<TrainedModel, TrainedError> {
     let config = run_config(run_dir)?;
@@ -128,17 +139,7 @@ pub fn load(
     let (_, data) = checkpoint::read(&dir)?;
     let stem = weights.to_string();
     if !data.files.iter().any(|(f, _)| *f == stem) {
-        let have: Vec<&str> = data
-            .files
-            .iter()
-            .map(|(f, _)| f.as_str())
-            .filter(|f| *f != "optimizer")
-            .collect();
-        return Err(TrainedError::Input(format!(
-            "--weights {weights}: checkpoint {} holds {}; pick one of those",
-            dir.display(),
-            have.join(", ")
-        )));
+        return Err(missing_weights(run_dir, &dir, &data, weights, named_by));
     }
     // The class count from the checkpoint itself (an image folder's classes
     // are only known from its data).
@@ -178,5 +179,41 @@ pub fn load(
         weights,
         num_classes,
         checkpoint: dir,
+    })
+}
+
+/// The checkpoint in `dir` lacks `weights`: say which it holds, and the fix
+/// for whoever named the missing set.
+fn missing_weights(
+    run_dir: &Path,
+    dir: &Path,
+    data: &checkpoint::CheckpointData,
+    weights: Weights,
+    named_by: WeightsSource,
+) -> TrainedError {
+    let have: Vec<&str> = data
+        .files
+        .iter()
+        .map(|(f, _)| f.as_str())
+        .filter(|f| *f != "optimizer")
+        .collect();
+    let have = have.join(", ");
+    TrainedError::Input(match (named_by, weights) {
+        (WeightsSource::Flag, _) => format!(
+            "--weights {weights}: checkpoint {} holds {have}; pick one of those",
+            dir.display()
+        ),
+        // Every checkpoint ddpm-lab writes holds raw weights.
+        (WeightsSource::RunConfig, Weights::Raw) => format!(
+            "checkpoint {} holds no raw weights (it holds {have}); pass --weights with one of those",
+            dir.display()
+        ),
+        // Only without a training-config hash in status.json (a run copied
+        // without it, or from before it), since `ema.decays` is a training key.
+        (WeightsSource::RunConfig, Weights::Ema(_)) => format!(
+            "{}: ema.decays names the weight set {weights}, which checkpoint {} does not hold (it holds {have}): ema.decays differs from the decays the run was trained with. Pass --weights with one of {have}, or restore ema.decays",
+            RunDir::new(run_dir).config().display(),
+            dir.display()
+        ),
     })
 }

@@ -235,7 +235,7 @@ fn read_run(sweep: &SweepDir, r: &PlanRun) -> (RunData, Vec<String>) {
         .collect();
     let eval = metrics_table::read(&eval_dir.metrics())
         .unwrap_or_else(|e| {
-            unreadable.push(e);
+            unreadable.push(e.to_string());
             vec![]
         })
         .into_iter()
