@@ -130,7 +130,7 @@ mod tests {
         assert!(inner.0.downcast_ref::<TrainError>().is_some());
         let io = TrainError::Io {
             context: "writing status.json".into(),
-            source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+            error: std::io::Error::from(std::io::ErrorKind::StorageFull),
         };
         let e = io.into_cli();
         assert_eq!(code_for(&e), FAILURE, "a full disk is not the user's input");

@@ -26,10 +26,10 @@ pub enum RunDirError {
     Busy { path: PathBuf, pid: u32, step: u64 },
     #[error("--resume: {} has no status.json, so it is not a ddpm-lab run; check --out", .0.display())]
     NotARun(PathBuf),
-    #[error("--resume: {}/config.toml does not parse ({source})", .path.display())]
+    #[error("--resume: {}/config.toml does not parse ({error})", .path.display())]
     BadConfig {
         path: PathBuf,
-        source: toml::de::Error,
+        error: toml::de::Error,
     },
     #[error("--resume: the config differs from the one {} was trained with (only train.steps, the device, threads, logging and checkpoint cadence may change); compare with {}/config.toml", .0.display(), .0.display())]
     ConfigDiffers(PathBuf),
@@ -37,10 +37,10 @@ pub enum RunDirError {
     CosineSteps,
     #[error("--resume: no readable checkpoint under {}; start a new run with another --out", .0.display())]
     NoCheckpoint(PathBuf),
-    #[error("cannot create the run folder {} ({source}); choose a writable --out (or output.dir)", .path.display())]
+    #[error("cannot create the run folder {} ({error}); choose a writable --out (or output.dir)", .path.display())]
     CannotCreate {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -54,10 +54,12 @@ pub enum TrainError {
     Injected(u64),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
-    #[error("{context}: {source}")]
+    // The cause is in the message and not the error's source (a field named
+    // `source` would be), so `{:#}` prints it once.
+    #[error("{context}: {error}")]
     Io {
         context: String,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("writing metrics.parquet: {0}")]
     Metrics(polars::error::PolarsError),
@@ -75,10 +77,10 @@ pub enum TrainError {
     Weighting(#[from] WeightingError),
     #[error("{0}")]
     Graph(super::cuda_graph::GraphError),
-    #[error("at step {step}: {source}")]
+    #[error("at step {step}: {error}")]
     GraphStep {
         step: u64,
-        source: super::cuda_graph::GraphError,
+        error: super::cuda_graph::GraphError,
     },
     /// Logs, a snapshot or a checkpoint could not be saved: training stopped,
     /// and the message says how to go on.
@@ -101,7 +103,7 @@ impl TrainError {
     pub fn is_disk_full(&self) -> bool {
         let full = |e: &std::io::Error| e.kind() == std::io::ErrorKind::StorageFull;
         match self {
-            TrainError::Io { source, .. } => full(source),
+            TrainError::Io { error, .. } => full(error),
             TrainError::Checkpoint(CheckpointError::Io { source, .. }) => full(source),
             TrainError::Metrics(polars::error::PolarsError::IO { error, .. }) => full(error),
             TrainError::Torch(tch::TchError::Io(e)) => full(e),
@@ -112,5 +114,5 @@ impl TrainError {
 
 pub(crate) fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> TrainError {
     let context = context.into();
-    move |source| TrainError::Io { context, source }
+    move |error| TrainError::Io { context, error }
 }

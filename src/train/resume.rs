@@ -65,9 +65,9 @@ pub(super) fn prepare_dir(
         "reading {}/config.toml",
         dir.display()
     )))?;
-    let old: RunConfig = toml::from_str(&old_text).map_err(|source| RunDirError::BadConfig {
+    let old: RunConfig = toml::from_str(&old_text).map_err(|error| RunDirError::BadConfig {
         path: dir.clone(),
-        source,
+        error,
     })?;
     if identity::resume_hash(&old) != identity::resume_hash(cfg) {
         return Err(RunDirError::ConfigDiffers(dir.clone()).into());

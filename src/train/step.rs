@@ -212,7 +212,7 @@ impl Run {
         self.opt.set_lr(self.cfg.train.lr_at(step));
         self.ema.advance();
         let _ = tch::no_grad(|| self.step_index.fill_(step as i64));
-        let graph_err = |source| TrainError::GraphStep { step, source };
+        let graph_err = |error| TrainError::GraphStep { step, error };
         let out = match std::mem::replace(&mut self.mode, StepMode::Eager) {
             StepMode::Eager => self.device_step(&inputs, acc)?,
             StepMode::Warming { stream, done } if done < WARMUP_STEPS => {

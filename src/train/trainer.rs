@@ -84,12 +84,12 @@ fn create_run_dir(dir: &Path) -> Result<(), TrainError> {
         | std::io::ErrorKind::ReadOnlyFilesystem
         | std::io::ErrorKind::NotADirectory => super::error::RunDirError::CannotCreate {
             path: dir.to_path_buf(),
-            source: e,
+            error: e,
         }
         .into(),
         _ => TrainError::Io {
             context: format!("creating {}", dir.display()),
-            source: e,
+            error: e,
         },
     })
 }
@@ -444,7 +444,7 @@ mod tests {
         assert_eq!(enospc.kind(), std::io::ErrorKind::StorageFull);
         let full = TrainError::Io {
             context: "appending to metrics.jsonl".into(),
-            source: enospc,
+            error: enospc,
         };
         let e = saving_failed(full, Some("step-000000100"), root).to_string();
         assert!(e.starts_with("appending to metrics.jsonl: "), "{e}");
@@ -466,7 +466,7 @@ mod tests {
         // Any other cause: fix it. The text of an error never decides.
         let other = TrainError::Io {
             context: "writing metrics.parquet".into(),
-            source: std::io::Error::other("No space left on device"),
+            error: std::io::Error::other("No space left on device"),
         };
         assert!(saving_failed(other, None, root)
             .to_string()
