@@ -326,4 +326,9 @@ fn an_image_run_samples_into_a_png_grid() {
     let o = sample(&run, &d.join("grid.csv"), &["-n", "2"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stderr).contains("an image run writes a .png grid"));
+    // An upper-case extension is a PNG too, as .CSV is a CSV.
+    let upper = d.join("GRID.PNG");
+    let o = sample(&run, &upper, &["-n", "2", "--weights", "raw"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(image::open(&upper).is_ok());
 }

@@ -281,7 +281,13 @@ fn write_samples(
         std::fs::create_dir_all(dir)?;
     }
     if crate::config::data_shape(cfg).is_image() {
-        if cmd.out.extension().and_then(|e| e.to_str()) != Some("png") {
+        // Extensions in any case, as for .csv and image folders.
+        let png = cmd
+            .out
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+        if !png {
             return Err(bad_input(format!(
                 "--out {}: an image run writes a .png grid",
                 cmd.out.display()
