@@ -1,7 +1,9 @@
 //! `ddpm-lab report` on a fixture sweep folder with known numbers: the
 //! summary's means and Student-t intervals against a hand computation, a
 //! partial sweep's missing run listed (never dropped), the findings computed
-//! from the data, and every table, chart and report file written.
+//! from the data, and every table, chart and report file written; and on
+//! damaged copies of it, completed runs without evaluation numbers and files
+//! that cannot be read each named with their own fix.
 
 mod common;
 use common::{bin, text};
@@ -16,9 +18,20 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+/// What to break in the fixture, by job id (`job-<prediction>-<seed>`).
+#[derive(Default)]
+struct Damage<'a> {
+    /// Jobs that completed without evaluation tables (as with `--no-eval`).
+    no_eval: &'a [&'a str],
+    /// Jobs whose status.json is cut short (not JSON).
+    bad_status: &'a [&'a str],
+    /// Jobs whose evaluation tables are both not Parquet.
+    bad_tables: &'a [&'a str],
+}
+
 /// Two variants (prediction epsilon / v) × 3 seeds; v's seed 2 never ran.
-/// fd at the final step: epsilon 10, 12, 14; v 8, 9.
-fn fixture(root: &Path) {
+/// fd at the final step: epsilon 10, 12, 14; v 8, 9. Then `damage` done to it.
+fn fixture(root: &Path, damage: Damage) {
     let fd: BTreeMap<(&str, i64), f64> = [
         (("epsilon", 0), 10.0),
         (("epsilon", 1), 12.0),
@@ -64,6 +77,9 @@ fn fixture(root: &Path) {
             }
             .write(&jd)
             .unwrap();
+            if damage.bad_status.contains(&job.as_str()) {
+                std::fs::write(jd.join("status.json"), "{\"state\": \"compl").unwrap();
+            }
             let log: Vec<String> = (1..=10)
                 .map(|k| {
                     serde_json::to_string(&LogRecord {
@@ -84,6 +100,9 @@ fn fixture(root: &Path) {
                 })
                 .collect();
             std::fs::write(jd.join("metrics.jsonl"), log.join("\n") + "\n").unwrap();
+            if damage.no_eval.contains(&job.as_str()) {
+                continue;
+            }
             let row = |step: u64, metric: &str, value: f64, g: Option<f64>| MetricRow {
                 run: job.clone(),
                 step,
@@ -127,6 +146,10 @@ fn fixture(root: &Path) {
                 ],
             )
             .unwrap();
+            if damage.bad_tables.contains(&job.as_str()) {
+                std::fs::write(jd.join("eval/timestep_loss.parquet"), "not parquet").unwrap();
+                std::fs::write(jd.join("eval").join(metrics_table::FILE), "not parquet").unwrap();
+            }
         }
     }
     write_plan(root, runs);
@@ -159,9 +182,14 @@ fn write_plan(root: &Path, runs: Vec<PlanRun>) {
 
 /// The fixture sweep under `dir`/fixture, and `ddpm-lab report`'s output on it.
 fn reported_fixture(dir: &Path) -> (PathBuf, Output) {
+    reported_fixture_with(dir, Damage::default())
+}
+
+/// The same, with `damage` done to it.
+fn reported_fixture_with(dir: &Path, damage: Damage) -> (PathBuf, Output) {
     let root = dir.join("fixture");
     std::fs::create_dir_all(&root).unwrap();
-    fixture(&root);
+    fixture(&root, damage);
     let o = bin().arg("report").arg(&root).output().unwrap();
     assert!(o.status.success(), "{}", text(&o.stderr));
     (root, o)
@@ -407,4 +435,86 @@ fn stale_charts_go_and_an_empty_plan_is_refused() {
         text(&o.stderr)
     );
     assert!(!empty.join("report.md").exists());
+}
+
+/// Completed runs whose job was never evaluated (`--no-eval`, or evaluation
+/// cut short) still count as completed, but the report names them and says
+/// how to get their numbers.
+#[test]
+fn completed_runs_without_evaluation_numbers_are_named_with_the_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let damage = Damage {
+        no_eval: &["job-v-0", "job-v-1"],
+        // Evaluated, but nothing of it can be read: named among the
+        // unreadable tables with that fix, not here.
+        bad_tables: &["job-epsilon-0"],
+        ..Damage::default()
+    };
+    let (root, o) = reported_fixture_with(tmp.path(), damage);
+    let out = text(&o.stdout);
+    assert!(out.contains("5 of 6 runs completed"), "{out}");
+    let md = std::fs::read_to_string(root.join("report.md")).unwrap();
+    assert!(
+        md.contains("### Completed runs without evaluation numbers")
+            && md.contains("2 completed run(s) have no evaluation numbers (evaluation skipped or not finished): prediction-v_seed-0, prediction-v_seed-1;"),
+        "{md}"
+    );
+    let jobs = format!(
+        "`{}`, `{}`",
+        root.join("jobs/job-v-0").display(),
+        root.join("jobs/job-v-1").display()
+    );
+    assert!(
+        md.contains("run `ddpm-lab sweep fixture.toml` again (with the same options, without `--no-eval`) or `ddpm-lab eval` on their job (")
+            && md.contains(&jobs),
+        "{md}"
+    );
+    assert!(
+        md.contains("Evaluation tables that could not be read")
+            && md.contains(
+                &root
+                    .join("jobs/job-epsilon-0/eval/timestep_loss.parquet")
+                    .display()
+                    .to_string()
+            ),
+        "{md}"
+    );
+    let html = std::fs::read_to_string(root.join("report.html")).unwrap();
+    assert!(html.contains("prediction-v_seed-1"), "the HTML says it too");
+
+    // Evaluated everywhere: no such section.
+    let (root, _) = reported_fixture(&tmp.path().join("whole"));
+    let md = std::fs::read_to_string(root.join("report.md")).unwrap();
+    assert!(!md.contains("without evaluation numbers"), "{md}");
+}
+
+/// A corrupt status.json is named with its own fix (rerun the sweep, which
+/// restarts the job, or restore the file), not an evaluation table's.
+#[test]
+fn an_unreadable_status_is_named_with_its_own_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let damage = Damage {
+        bad_status: &["job-epsilon-1"],
+        ..Damage::default()
+    };
+    let (root, o) = reported_fixture_with(tmp.path(), damage);
+    let out = text(&o.stdout);
+    assert!(out.contains("4 of 6 runs completed"), "{out}");
+    let md = std::fs::read_to_string(root.join("report.md")).unwrap();
+    let status = root.join("jobs/job-epsilon-1/status.json");
+    assert!(
+        md.contains("| prediction-epsilon_seed-1 | unknown: its status.json cannot be read |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("### Job statuses that could not be read")
+            && md.contains("Run `ddpm-lab sweep fixture.toml` again (with the same options), which restarts each such job from scratch, or restore its `status.json`")
+            && md.contains(&format!("- {}: ", status.display())),
+        "{md}"
+    );
+    assert!(
+        !md.contains("Evaluation tables that could not be read")
+            && !md.contains("Delete the job's `eval/` folder"),
+        "a status file is not an evaluation table: {md}"
+    );
 }

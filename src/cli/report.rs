@@ -44,7 +44,13 @@ pub fn run(cmd: ReportCmd) -> anyhow::Result<()> {
         println!("  not in the numbers: {run} ({why})");
     }
     for why in &out.unreadable {
-        eprintln!("warning: {why}; its rows are left out of the report (delete that eval/ folder and evaluate again)");
+        eprintln!("warning: {}", why.warning("evaluate again"));
+    }
+    if !out.not_evaluated.is_empty() {
+        eprintln!(
+            "note: completed but without evaluation numbers: {} (report.md says how to evaluate them)",
+            out.not_evaluated.join(", ")
+        );
     }
     println!("{}", out.report_html.display());
     Ok(())

@@ -139,7 +139,7 @@ pub fn run(cmd: SweepCmd) -> anyhow::Result<()> {
         match crate::report::report(&root, &crate::report::options_from_spec(&spec)) {
             Ok(r) => {
                 for why in &r.unreadable {
-                    eprintln!("warning: {why}; its rows are left out of the report (delete that eval/ folder and run the sweep again)");
+                    eprintln!("warning: {}", why.warning("run the sweep again"));
                 }
                 eprintln!(
                     "report: {} ({} of {} runs completed)",

@@ -230,7 +230,12 @@ fn validate_device(cfg: &RunConfig, hw: &Hardware, p: &mut Vec<Problem>) {
     if let tch::Device::Cuda(i) = dev {
         let n = hw.cuda_devices;
         if i as i64 >= n {
-            p.push(Problem::new("train.device", format!("= {named:?}: this machine has {n} CUDA device(s); use cpu, auto, or cuda:0…")));
+            p.push(Problem::new(
+                "train.device",
+                format!(
+                    "= {named:?}: this machine has {n} CUDA device(s); use cpu, auto, or cuda:0…"
+                ),
+            ));
         }
     }
 }

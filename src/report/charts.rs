@@ -6,8 +6,11 @@
 //! both backends, so the PNG and the SVG always agree. Text uses DejaVu Sans,
 //! embedded in the binary (no system fonts needed).
 
+use plotters::coord::ranged1d::ValueFormatter;
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
@@ -119,17 +122,36 @@ fn range(vals: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
     }
 }
 
-type DrawResult = Result<(), String>;
-
-fn e<T: std::fmt::Display>(x: T) -> String {
-    x.to_string()
+/// Why a chart could not be drawn or written. The cause is in the message,
+/// not a `#[source]`: `main` prints errors with `{:#}`, which would print it twice.
+#[derive(Debug, thiserror::Error)]
+pub enum ChartError {
+    #[error("{}: {error}", path.display())]
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{}: {error}", path.display())]
+    DrawPng { path: PathBuf, error: PngError },
+    #[error("{}: {error}", path.display())]
+    DrawSvg { path: PathBuf, error: SvgError },
+    #[error("{}: {error}", path.display())]
+    EncodePng {
+        path: PathBuf,
+        error: image::ImageError,
+    },
+    /// The bitmap is not W × H RGB pixels (a bug, not an input).
+    #[error("chart buffer size")]
+    Buffer,
 }
 
-fn draw_lines<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    c: &Chart,
-    lines: &[Line],
-) -> DrawResult {
+/// What drawing on the bitmap (PNG) backend can fail with.
+pub type PngError = DrawingAreaErrorKind<<BitMapBackend<'static> as DrawingBackend>::ErrorType>;
+/// What drawing on the SVG backend can fail with.
+pub type SvgError = DrawingAreaErrorKind<<SVGBackend<'static> as DrawingBackend>::ErrorType>;
+
+/// The axes of a line chart: x range, y range, and whether y is logarithmic.
+fn line_axes(c: &Chart, lines: &[Line]) -> (Range<f64>, Range<f64>, bool) {
     let (x0, x1) = range(
         lines.iter().flat_map(|l| l.points.iter().map(|p| p.0)),
         false,
@@ -147,99 +169,102 @@ fn draw_lines<DB: DrawingBackend>(
     let (lo, hi) = range(ys(), true);
     let log_y = c.log_y && hi / lo > 20.0;
     let (y0, y1) = range(ys(), log_y);
+    (x0..x1, y0..y1, log_y)
+}
+
+fn draw_lines<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    c: &Chart,
+    lines: &[Line],
+) -> DrawResult<(), DB> {
+    let (x, y, log_y) = line_axes(c, lines);
     let c = &Chart { log_y, ..c.clone() };
     let mut b = ChartBuilder::on(root);
     b.caption(&c.title, ("sans-serif", 22))
         .margin(14)
         .x_label_area_size(44)
         .y_label_area_size(72);
-    macro_rules! body {
-        ($chart:expr) => {{
-            let mut chart = $chart;
-            chart
-                .configure_mesh()
-                .x_desc(c.x_label.as_str())
-                .y_desc(c.y_label.as_str())
-                .label_style(("sans-serif", 14))
-                .light_line_style(RGBColor(235, 235, 235))
-                .draw()
-                .map_err(e)?;
-            for (i, l) in lines.iter().enumerate() {
-                let color = palette(i);
-                let pts: Vec<(f64, f64)> = l
-                    .points
-                    .iter()
-                    .filter(|p| p.1.is_finite() && (!c.log_y || p.1 > 0.0))
-                    .map(|p| (p.0, p.1))
-                    .collect();
-                let style = color.stroke_width(2);
-                let anno = if l.markers_only {
-                    chart
-                        .draw_series(pts.iter().map(|&p| Circle::new(p, 5, color.filled())))
-                        .map_err(e)?
-                } else if l.dashed {
-                    chart
-                        .draw_series(DashedLineSeries::new(pts.clone(), 8, 5, style))
-                        .map_err(e)?
-                } else {
-                    chart
-                        .draw_series(LineSeries::new(pts.clone(), style))
-                        .map_err(e)?
-                };
-                anno.label(l.label.clone()).legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                });
-                if !l.markers_only && pts.len() <= 40 {
-                    chart
-                        .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
-                        .map_err(e)?;
-                }
-                chart
-                    .draw_series(l.points.iter().filter_map(|&(x, y, h)| {
-                        let h = h.filter(|h| h.is_finite() && *h > 0.0 && y.is_finite())?;
-                        let lo = if c.log_y {
-                            (y - h).max(y * 1e-3)
-                        } else {
-                            y - h
-                        };
-                        Some(ErrorBar::new_vertical(
-                            x,
-                            lo,
-                            y,
-                            y + h,
-                            color.stroke_width(1),
-                            8,
-                        ))
-                    }))
-                    .map_err(e)?;
-            }
-            if lines.len() > 1 || lines.iter().any(|l| !l.label.is_empty()) {
-                chart
-                    .configure_series_labels()
-                    .label_font(("sans-serif", 13))
-                    .background_style(WHITE.mix(0.85))
-                    .border_style(RGBColor(180, 180, 180))
-                    .position(SeriesLabelPosition::UpperRight)
-                    .draw()
-                    .map_err(e)?;
-            }
-            Ok(())
-        }};
-    }
+    // Two coordinate types (linear, logarithmic), one drawing.
     if c.log_y {
-        body!(b
-            .build_cartesian_2d(x0..x1, (y0..y1).log_scale())
-            .map_err(e)?)
+        draw_line_series(b.build_cartesian_2d(x, y.log_scale())?, c, lines)
     } else {
-        body!(b.build_cartesian_2d(x0..x1, y0..y1).map_err(e)?)
+        draw_line_series(b.build_cartesian_2d(x, y)?, c, lines)
     }
+}
+
+/// The mesh, every line (with its markers and error bars) and the legend.
+fn draw_line_series<'a, DB, Y>(
+    mut chart: ChartContext<'a, DB, Cartesian2d<RangedCoordf64, Y>>,
+    c: &Chart,
+    lines: &[Line],
+) -> DrawResult<(), DB>
+where
+    DB: DrawingBackend + 'a,
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    chart
+        .configure_mesh()
+        .x_desc(c.x_label.as_str())
+        .y_desc(c.y_label.as_str())
+        .label_style(("sans-serif", 14))
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()?;
+    for (i, l) in lines.iter().enumerate() {
+        let color = palette(i);
+        let pts: Vec<(f64, f64)> = l
+            .points
+            .iter()
+            .filter(|p| p.1.is_finite() && (!c.log_y || p.1 > 0.0))
+            .map(|p| (p.0, p.1))
+            .collect();
+        let style = color.stroke_width(2);
+        let anno = if l.markers_only {
+            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 5, color.filled())))?
+        } else if l.dashed {
+            chart.draw_series(DashedLineSeries::new(pts.clone(), 8, 5, style))?
+        } else {
+            chart.draw_series(LineSeries::new(pts.clone(), style))?
+        };
+        anno.label(l.label.clone()).legend(move |(x, y)| {
+            PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+        });
+        if !l.markers_only && pts.len() <= 40 {
+            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+        }
+        chart.draw_series(l.points.iter().filter_map(|&(x, y, h)| {
+            let h = h.filter(|h| h.is_finite() && *h > 0.0 && y.is_finite())?;
+            let lo = if c.log_y {
+                (y - h).max(y * 1e-3)
+            } else {
+                y - h
+            };
+            Some(ErrorBar::new_vertical(
+                x,
+                lo,
+                y,
+                y + h,
+                color.stroke_width(1),
+                8,
+            ))
+        }))?;
+    }
+    if lines.len() > 1 || lines.iter().any(|l| !l.label.is_empty()) {
+        chart
+            .configure_series_labels()
+            .label_font(("sans-serif", 13))
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(180, 180, 180))
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()?;
+    }
+    Ok(())
 }
 
 fn draw_bars<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     c: &Chart,
     bars: &[(String, f64, Option<f64>)],
-) -> DrawResult {
+) -> DrawResult<(), DB> {
     let n = bars.len().max(1);
     let (mut y0, y1) = range(
         bars.iter().flat_map(|(_, m, h)| {
@@ -257,8 +282,7 @@ fn draw_bars<DB: DrawingBackend>(
         .margin(14)
         .x_label_area_size(60)
         .y_label_area_size(72)
-        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), y0..y1)
-        .map_err(e)?;
+        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), y0..y1)?;
     chart
         .configure_mesh()
         .disable_x_mesh()
@@ -274,30 +298,25 @@ fn draw_bars<DB: DrawingBackend>(
         .x_desc(c.x_label.as_str())
         .y_desc(c.y_label.as_str())
         .label_style(("sans-serif", 13))
-        .draw()
-        .map_err(e)?;
-    chart
-        .draw_series(bars.iter().enumerate().map(|(i, (_, m, _))| {
-            let x = i as f64;
-            Rectangle::new(
-                [(x - 0.35, 0.0f64.max(y0)), (x + 0.35, *m)],
-                palette(i).mix(0.8).filled(),
-            )
-        }))
-        .map_err(e)?;
-    chart
-        .draw_series(bars.iter().enumerate().filter_map(|(i, (_, m, h))| {
-            let h = h.filter(|h| h.is_finite() && *h > 0.0)?;
-            Some(ErrorBar::new_vertical(
-                i as f64,
-                m - h,
-                *m,
-                m + h,
-                BLACK.stroke_width(2),
-                14,
-            ))
-        }))
-        .map_err(e)?;
+        .draw()?;
+    chart.draw_series(bars.iter().enumerate().map(|(i, (_, m, _))| {
+        let x = i as f64;
+        Rectangle::new(
+            [(x - 0.35, 0.0f64.max(y0)), (x + 0.35, *m)],
+            palette(i).mix(0.8).filled(),
+        )
+    }))?;
+    chart.draw_series(bars.iter().enumerate().filter_map(|(i, (_, m, h))| {
+        let h = h.filter(|h| h.is_finite() && *h > 0.0)?;
+        Some(ErrorBar::new_vertical(
+            i as f64,
+            m - h,
+            *m,
+            m + h,
+            BLACK.stroke_width(2),
+            14,
+        ))
+    }))?;
     Ok(())
 }
 
@@ -307,7 +326,7 @@ fn draw_heatmap<DB: DrawingBackend>(
     rows: &[String],
     cols: &[String],
     values: &[Vec<f64>],
-) -> DrawResult {
+) -> DrawResult<(), DB> {
     let (lo, hi) = range(values.iter().flatten().copied(), false);
     let (nr, nc) = (rows.len().max(1), cols.len().max(1));
     let mut chart = ChartBuilder::on(root)
@@ -315,8 +334,7 @@ fn draw_heatmap<DB: DrawingBackend>(
         .margin(14)
         .x_label_area_size(44)
         .y_label_area_size(72)
-        .build_cartesian_2d(0f64..nc as f64, 0f64..nr as f64)
-        .map_err(e)?;
+        .build_cartesian_2d(0f64..nc as f64, 0f64..nr as f64)?;
     let tick = |labels: &[String], v: f64| {
         let i = v - 0.5;
         if (i - i.round()).abs() < 1e-6 && i >= 0.0 {
@@ -336,8 +354,7 @@ fn draw_heatmap<DB: DrawingBackend>(
         .x_desc(c.x_label.as_str())
         .y_desc(c.y_label.as_str())
         .label_style(("sans-serif", 13))
-        .draw()
-        .map_err(e)?;
+        .draw()?;
     for (r, row) in values.iter().enumerate() {
         for (k, &v) in row.iter().enumerate() {
             let t = if hi > lo { (v - lo) / (hi - lo) } else { 0.5 };
@@ -347,44 +364,44 @@ fn draw_heatmap<DB: DrawingBackend>(
                 RGBColor(220, 220, 220)
             };
             let (x, y) = (k as f64, r as f64);
-            chart
-                .draw_series(std::iter::once(Rectangle::new(
-                    [(x, y), (x + 1.0, y + 1.0)],
-                    color.filled(),
-                )))
-                .map_err(e)?;
+            chart.draw_series(std::iter::once(Rectangle::new(
+                [(x, y), (x + 1.0, y + 1.0)],
+                color.filled(),
+            )))?;
             let text = if v.is_finite() {
                 format!("{v:.3}")
             } else {
                 "–".into()
             };
             let ink = if t > 0.6 { BLACK } else { WHITE };
-            chart
-                .draw_series(std::iter::once(Text::new(
-                    text,
-                    (x + 0.35, y + 0.45),
-                    ("sans-serif", 14).into_font().color(&ink),
-                )))
-                .map_err(e)?;
+            chart.draw_series(std::iter::once(Text::new(
+                text,
+                (x + 0.35, y + 0.45),
+                ("sans-serif", 14).into_font().color(&ink),
+            )))?;
         }
     }
     Ok(())
 }
 
-fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &Chart) -> DrawResult {
-    root.fill(&WHITE).map_err(e)?;
+fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &Chart) -> DrawResult<(), DB> {
+    root.fill(&WHITE)?;
     match &c.body {
         Body::Lines(l) => draw_lines(&root, c, l)?,
         Body::Bars(b) => draw_bars(&root, c, b)?,
         Body::Heatmap { rows, cols, values } => draw_heatmap(&root, c, rows, cols, values)?,
     }
-    root.present().map_err(e)
+    root.present()
 }
 
 /// Draw `c` as `<dir>/<name>.png` and `.svg`; returns the PNG's path.
-pub fn render(c: &Chart, dir: &Path) -> Result<PathBuf, String> {
+pub fn render(c: &Chart, dir: &Path) -> Result<PathBuf, ChartError> {
     register_font();
-    std::fs::create_dir_all(dir).map_err(|x| format!("{}: {x}", dir.display()))?;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |error| ChartError::Io { path, error }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
     let png = dir.join(format!("{}.png", c.name));
     let svg = dir.join(format!("{}.svg", c.name));
     let mut buf = vec![0u8; (W * H * 3) as usize];
@@ -392,21 +409,30 @@ pub fn render(c: &Chart, dir: &Path) -> Result<PathBuf, String> {
         BitMapBackend::with_buffer(&mut buf, (W, H)).into_drawing_area(),
         c,
     )
-    .map_err(|x| format!("{}: {x}", png.display()))?;
-    let img = image::RgbImage::from_raw(W, H, buf).ok_or("chart buffer size")?;
+    .map_err(|error| ChartError::DrawPng {
+        path: png.clone(),
+        error,
+    })?;
+    let img = image::RgbImage::from_raw(W, H, buf).ok_or(ChartError::Buffer)?;
     let tmp = dir.join(format!(".{}.png.tmp", c.name));
     img.save_with_format(&tmp, image::ImageFormat::Png)
-        .map_err(|x| format!("{}: {x}", png.display()))?;
-    std::fs::rename(&tmp, &png).map_err(|x| format!("{}: {x}", png.display()))?;
+        .map_err(|error| ChartError::EncodePng {
+            path: png.clone(),
+            error,
+        })?;
+    std::fs::rename(&tmp, &png).map_err(io(&png))?;
     let mut text = String::new();
     draw(
         SVGBackend::with_string(&mut text, (W, H)).into_drawing_area(),
         c,
     )
-    .map_err(|x| format!("{}: {x}", svg.display()))?;
+    .map_err(|error| ChartError::DrawSvg {
+        path: svg.clone(),
+        error,
+    })?;
     let tmp = dir.join(format!(".{}.svg.tmp", c.name));
-    std::fs::write(&tmp, text).map_err(|x| format!("{}: {x}", svg.display()))?;
-    std::fs::rename(&tmp, &svg).map_err(|x| format!("{}: {x}", svg.display()))?;
+    std::fs::write(&tmp, text).map_err(io(&svg))?;
+    std::fs::rename(&tmp, &svg).map_err(io(&svg))?;
     Ok(png)
 }
 

@@ -1,7 +1,9 @@
 //! Reading a sweep folder back: the plan (every run that should exist), and
 //! for each run what its job left behind — status, training log,
 //! per-timestep losses and evaluation metrics. A partial sweep reads fine:
-//! what is missing is recorded as missing, never dropped.
+//! what is missing is recorded as missing, never dropped, and a file that
+//! exists but cannot be read is recorded with why ([`Unreadable`]), so the
+//! report can name it and its fix.
 
 use crate::config::RunConfig;
 use crate::eval::evaluate::{read_timestep_rows, TimestepRow};
@@ -11,10 +13,79 @@ use crate::run::{EvalDir, JobState, RunStatus, SweepDir, Weights};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
+/// Why a sweep folder cannot be reported: every variant is a problem with
+/// the input (exit code 2). The cause is in the message, not a `#[source]`:
+/// `main` prints errors with `{:#}`, which would print it twice.
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {
-    #[error("{0}")]
-    Input(String),
+    #[error("{}: cannot read it ({error}); give a sweep folder (results/<sweep>) that `ddpm-lab sweep` has planned", path.display())]
+    NoPlan {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{}: not a sweep plan this version can read ({error}); run `ddpm-lab sweep` on its spec again to rewrite it", path.display())]
+    BadPlan {
+        path: PathBuf,
+        error: serde_json::Error,
+    },
+    #[error("{}: lists no runs, so there is nothing to report; give a sweep folder (results/<sweep>) that `ddpm-lab sweep` has planned", path.display())]
+    NoRuns { path: PathBuf },
+}
+
+/// What kind of file a job left that cannot be read: each has its own fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnreadableKind {
+    /// `eval/timestep_loss.parquet` or `eval/eval_metrics.parquet`: its rows
+    /// are left out; evaluating the job anew rewrites it.
+    EvalTable,
+    /// `status.json`: the job's runs count as `unknown`; a sweep restarts
+    /// such a job.
+    Status,
+}
+
+/// A file that exists but cannot be read, with why (the reader's message,
+/// which usually names the path; [`Unreadable::line`] makes sure it does).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unreadable {
+    pub kind: UnreadableKind,
+    pub path: PathBuf,
+    pub error: String,
+}
+
+impl Unreadable {
+    /// The reason, led by the path when the reader's message does not name it.
+    pub fn line(&self) -> String {
+        let path = self.path.display().to_string();
+        if self.error.starts_with(&path) {
+            self.error.clone()
+        } else {
+            format!("{path}: {}", self.error)
+        }
+    }
+
+    /// The command-line warning: what is wrong and the fix for this kind of
+    /// file; `rerun` is how the caller's user evaluates again ("evaluate
+    /// again", "run the sweep again").
+    pub fn warning(&self, rerun: &str) -> String {
+        match self.kind {
+            UnreadableKind::EvalTable => format!(
+                "{self}; its rows are left out of the report (delete that eval/ folder and {rerun})"
+            ),
+            UnreadableKind::Status => format!(
+                "{self}; its job's runs count as unknown (run the sweep again, which restarts that job, or restore the file)"
+            ),
+        }
+    }
+}
+
+/// As the report has always named it (`ddpm-lab report` and `sweep` print it).
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind {
+            UnreadableKind::EvalTable => f.write_str(&self.error),
+            UnreadableKind::Status => write!(f, "the job's status ({})", self.error),
+        }
+    }
 }
 
 /// One run as the report sees it.
@@ -53,6 +124,13 @@ impl RunData {
         self.state == JobState::Completed
     }
 
+    /// Whether its job's evaluation left numbers for it: metric rows, or a
+    /// per-timestep loss of its own weights (the raw rows a non-raw run
+    /// keeps for comparison do not count).
+    pub fn evaluated(&self) -> bool {
+        !self.eval.is_empty() || self.timestep.iter().any(|t| t.weights == self.weights)
+    }
+
     /// The swept values without the seed: what makes a variant.
     pub fn variant(&self) -> Vec<(String, serde_json::Value)> {
         self.swept
@@ -68,6 +146,25 @@ impl RunData {
             .find(|(k, _)| is_seed_key(k))
             .and_then(|(_, v)| v.as_i64())
     }
+}
+
+/// The completed runs among `runs`.
+pub fn completed<'a>(runs: &[&'a RunData]) -> Vec<&'a RunData> {
+    runs.iter().copied().filter(|r| r.completed()).collect()
+}
+
+/// The first run of each job among `runs` (runs sharing a job share its
+/// numbers, so a mean over runs would count that job more than once).
+pub fn unique_jobs<'a>(runs: &[&'a RunData]) -> Vec<&'a RunData> {
+    let mut seen: Vec<&str> = vec![];
+    let mut out = vec![];
+    for r in runs {
+        if !seen.contains(&r.job.as_str()) {
+            seen.push(&r.job);
+            out.push(*r);
+        }
+    }
+    out
 }
 
 /// The axis keys that are seeds.
@@ -101,14 +198,16 @@ pub struct SweepData {
     pub root: PathBuf,
     /// The resolved spec (spec.toml).
     pub spec_text: String,
+    /// The spec file the sweep was planned from (what `ddpm-lab sweep` was given).
+    pub spec_path: String,
     pub devices: Vec<String>,
     pub runs: Vec<RunData>,
     /// Run folders under `runs/` that the current plan does not have (from
     /// an earlier version of the spec): listed, not aggregated.
     pub orphans: Vec<String>,
-    /// Evaluation tables that exist but cannot be read (each once, with why):
-    /// their rows are missing from the report, which says so.
-    pub unreadable: Vec<String>,
+    /// Evaluation tables and job statuses that exist but cannot be read
+    /// (each once, with why): the report says what is missing and the fix.
+    pub unreadable: Vec<Unreadable>,
 }
 
 impl SweepData {
@@ -140,27 +239,20 @@ fn read_log(path: &Path) -> Vec<LogRecord> {
 pub fn collect(root: &Path) -> Result<SweepData, CollectError> {
     let sweep = SweepDir::at(root);
     let plan_path = sweep.plan();
-    let text = std::fs::read_to_string(&plan_path).map_err(|e| {
-        CollectError::Input(format!(
-            "{}: cannot read it ({e}); give a sweep folder (results/<sweep>) that `ddpm-lab sweep` has planned",
-            plan_path.display()
-        ))
+    let text = std::fs::read_to_string(&plan_path).map_err(|error| CollectError::NoPlan {
+        path: plan_path.clone(),
+        error,
     })?;
-    let plan: PlanFile = serde_json::from_str(&text).map_err(|e| {
-        CollectError::Input(format!(
-            "{}: not a sweep plan this version can read ({e}); run `ddpm-lab sweep` on its spec again to rewrite it",
-            plan_path.display()
-        ))
+    let plan: PlanFile = serde_json::from_str(&text).map_err(|error| CollectError::BadPlan {
+        path: plan_path.clone(),
+        error,
     })?;
     if plan.runs.is_empty() {
-        return Err(CollectError::Input(format!(
-            "{}: lists no runs, so there is nothing to report; give a sweep folder (results/<sweep>) that `ddpm-lab sweep` has planned",
-            plan_path.display()
-        )));
+        return Err(CollectError::NoRuns { path: plan_path });
     }
     let read_run = |r: &PlanRun| read_run(&sweep, r);
-    let read: Vec<(RunData, Vec<String>)> = plan.runs.par_iter().map(read_run).collect();
-    let mut unreadable: Vec<String> = vec![];
+    let read: Vec<(RunData, Vec<Unreadable>)> = plan.runs.par_iter().map(read_run).collect();
+    let mut unreadable: Vec<Unreadable> = vec![];
     let mut runs = Vec::with_capacity(read.len());
     for (r, bad) in read {
         for b in bad {
@@ -195,6 +287,7 @@ pub fn collect(root: &Path) -> Result<SweepData, CollectError> {
         description: plan.description,
         root: root.to_path_buf(),
         spec_text: std::fs::read_to_string(sweep.spec()).unwrap_or_default(),
+        spec_path: plan.spec,
         devices: plan.devices,
         runs,
     })
@@ -202,11 +295,12 @@ pub fn collect(root: &Path) -> Result<SweepData, CollectError> {
 
 /// One planned run and what its job left; with the tables and files that
 /// exist but cannot be read (each with why).
-fn read_run(sweep: &SweepDir, r: &PlanRun) -> (RunData, Vec<String>) {
+fn read_run(sweep: &SweepDir, r: &PlanRun) -> (RunData, Vec<Unreadable>) {
     let job = sweep.job(&r.job);
     let mut unreadable = vec![];
+    let bad = |kind, path: PathBuf, error: String| Unreadable { kind, path, error };
     let status = RunStatus::read_checked(&job.root).unwrap_or_else(|e| {
-        unreadable.push(format!("the job's status ({e})"));
+        unreadable.push(bad(UnreadableKind::Status, job.status(), e));
         Some(RunStatus {
             state: JobState::Unknown,
             reason: "its status.json cannot be read".into(),
@@ -225,17 +319,26 @@ fn read_run(sweep: &SweepDir, r: &PlanRun) -> (RunData, Vec<String>) {
     };
     let eval_dir = EvalDir::new(job.eval());
     let weights = r.weights;
-    let timestep = read_timestep_rows(&eval_dir.timestep_loss())
+    let (ts_path, metrics_path) = (eval_dir.timestep_loss(), eval_dir.metrics());
+    let timestep = read_timestep_rows(&ts_path)
         .unwrap_or_else(|e| {
-            unreadable.push(e.to_string());
+            unreadable.push(bad(
+                UnreadableKind::EvalTable,
+                ts_path.clone(),
+                e.to_string(),
+            ));
             vec![]
         })
         .into_iter()
         .filter(|t| t.weights == weights || t.weights == Weights::Raw)
         .collect();
-    let eval = metrics_table::read(&eval_dir.metrics())
+    let eval = metrics_table::read(&metrics_path)
         .unwrap_or_else(|e| {
-            unreadable.push(e.to_string());
+            unreadable.push(bad(
+                UnreadableKind::EvalTable,
+                metrics_path.clone(),
+                e.to_string(),
+            ));
             vec![]
         })
         .into_iter()
@@ -260,4 +363,33 @@ fn read_run(sweep: &SweepDir, r: &PlanRun) -> (RunData, Vec<String>) {
         eval,
     };
     (data, unreadable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreadable_file_keeps_its_message_and_names_its_path() {
+        let table = Unreadable {
+            kind: UnreadableKind::EvalTable,
+            path: PathBuf::from("/s/jobs/j/eval/eval_metrics.parquet"),
+            error: "/s/jobs/j/eval/eval_metrics.parquet: parquet: bad footer".into(),
+        };
+        assert_eq!(table.to_string(), table.error);
+        assert_eq!(table.line(), table.error, "the path is not said twice");
+        let status = Unreadable {
+            kind: UnreadableKind::Status,
+            path: PathBuf::from("/s/jobs/j/status.json"),
+            error: "EOF while parsing a string".into(),
+        };
+        assert_eq!(
+            status.to_string(),
+            "the job's status (EOF while parsing a string)"
+        );
+        assert_eq!(
+            status.line(),
+            "/s/jobs/j/status.json: EOF while parsing a string"
+        );
+    }
 }

@@ -2,9 +2,11 @@
 //! headline metrics against the baseline variant (the first in plan order),
 //! as a relative change with its 95% interval, and what the data cannot
 //! support — a change within the noise, a single seed, an EMA that has not
-//! warmed up within the training run.
+//! warmed up within the training run. [`all`] gathers the report's list
+//! (the guidance findings come from [`super::guidance`]).
 
-use super::collect::SweepData;
+use super::collect::{RunData, SweepData};
+use super::guidance;
 use super::stats::{relative_change, Summary};
 use super::tables::SummaryRow;
 use crate::run::Weights;
@@ -90,6 +92,33 @@ pub fn mean_ci(s: &Summary) -> String {
     }
 }
 
+/// Every finding of the report, in its order: the three leading headline
+/// metrics of each variant against the first (when there are several), the
+/// guidance, per-timestep and EMA notes; a sentence saying there is nothing
+/// to compare when there is none.
+pub fn all(
+    s: &SweepData,
+    variants: &[(String, Vec<&RunData>)],
+    rows: &[SummaryRow],
+    headline: &[String],
+) -> Vec<String> {
+    let labels: Vec<String> = variants.iter().map(|(l, _)| l.clone()).collect();
+    let mut f = vec![];
+    if labels.len() > 1 {
+        // The leading metrics; every number is in the tables below.
+        for m in headline.iter().take(3) {
+            f.extend(comparisons(rows, &labels, m));
+        }
+    }
+    f.extend(guidance::notes(s, headline));
+    f.extend(timestep_notes(variants));
+    f.extend(ema_warmup_notes(s));
+    if f.is_empty() {
+        f.push("Nothing to compare yet: one variant, or no completed runs.".into());
+    }
+    f
+}
+
 /// One sentence per (variant, headline metric) against the baseline.
 pub fn comparisons(rows: &[SummaryRow], variants: &[String], metric: &str) -> Vec<String> {
     let Some(base) = variants.first() else {
@@ -140,7 +169,7 @@ pub fn comparisons(rows: &[SummaryRow], variants: &[String], metric: &str) -> Ve
 /// variant (its weights, mean over its completed runs): where in [0, T)
 /// training lowered the loss most and least (exercise 4), and how EMA
 /// weights compare with the raw ones at the last step.
-pub fn timestep_notes(variants: &[(String, Vec<&crate::report::collect::RunData>)]) -> Vec<String> {
+pub fn timestep_notes(variants: &[(String, Vec<&RunData>)]) -> Vec<String> {
     use std::collections::BTreeMap;
     let mut out = vec![];
     for (label, runs) in variants {

@@ -17,6 +17,7 @@
 
 use super::collect::{variant_label, RunData, SweepData};
 use super::stats::{smooth, summarize, Summary};
+use super::ReportError;
 use polars::prelude::*;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -374,18 +375,25 @@ pub fn summary_table(rows: &[SummaryRow]) -> PolarsResult<DataFrame> {
 }
 
 /// Write `df` as `<dir>/<name>.parquet` and `.csv`, each atomically.
-pub fn write_table(dir: &Path, name: &str, df: &mut DataFrame) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+pub fn write_table(dir: &Path, name: &str, df: &mut DataFrame) -> Result<(), ReportError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |error| ReportError::Write { path, error }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
     for ext in ["parquet", "csv"] {
         let path = dir.join(format!("{name}.{ext}"));
         let tmp = dir.join(format!(".{name}.{ext}.tmp"));
-        let file = std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        let file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
         let res = match ext {
             "parquet" => ParquetWriter::new(file).finish(df).map(|_| ()),
             _ => CsvWriter::new(file).finish(df),
         };
-        res.map_err(|e| format!("{}: {e}", path.display()))?;
-        std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+        res.map_err(|error| ReportError::TableFile {
+            path: path.clone(),
+            error,
+        })?;
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
     }
     Ok(())
 }

@@ -23,7 +23,6 @@ use crate::run::{identity, EvalDir, JobState, Observed, StopToken, SweepDir, Wei
 use rayon::prelude::*;
 use std::path::PathBuf;
 
-
 #[derive(Debug, thiserror::Error)]
 pub enum SweepError {
     /// The spec or a flag is wrong: exit 2, nothing written.

@@ -1,0 +1,313 @@
+//! The report's text, section by section, as [`Block`]s that
+//! [`super::document`] renders as Markdown and HTML: what was run and what is
+//! missing from the numbers (each problem with its fix), the results table,
+//! the findings, the figures, every final metric and the spec.
+
+use super::collect::{self, unique_jobs, RunData, SweepData, UnreadableKind};
+use super::document::Block;
+use super::tables::SummaryRow;
+use super::{findings, tool_commit, variant_key};
+use crate::run::SweepDir;
+
+/// What the document is made of, computed by the earlier steps.
+pub struct Parts<'a> {
+    pub s: &'a SweepData,
+    pub variants: &'a [(String, Vec<&'a RunData>)],
+    pub rows: &'a [SummaryRow],
+    pub headline: &'a [String],
+    /// The findings list ([`findings::all`]).
+    pub findings: Vec<String>,
+    /// The charts' and the sample grids' image blocks.
+    pub charts: Vec<Block>,
+    pub samples: Vec<Block>,
+}
+
+/// The whole report, in order.
+pub fn document(p: Parts) -> Vec<Block> {
+    let s = p.s;
+    let mut b = vec![Block::Heading(1, format!("Report: {}", s.name))];
+    if !s.description.is_empty() {
+        b.push(Block::Para(s.description.clone()));
+    }
+    b.extend(what_was_run(s, p.variants.len()));
+    b.extend(not_completed_section(s));
+    b.extend(not_evaluated_section(s));
+    b.extend(unreadable_sections(s));
+    if !s.orphans.is_empty() {
+        b.push(Block::Para(format!(
+            "Run folders not in the current plan (an earlier version of the spec), not aggregated: {}.",
+            s.orphans.join(", ")
+        )));
+    }
+    b.extend(results(p.variants, p.rows, p.headline));
+    b.extend(findings_section(s, p.variants, p.findings));
+    if !p.charts.is_empty() {
+        b.push(Block::Heading(2, "Charts".into()));
+        b.extend(p.charts);
+    }
+    if !p.samples.is_empty() {
+        b.push(Block::Heading(2, "Samples".into()));
+        b.extend(p.samples);
+    }
+    b.extend(all_final_metrics(p.rows));
+    if !s.spec_text.is_empty() {
+        b.push(Block::Heading(2, "The spec".into()));
+        b.push(Block::Code(s.spec_text.clone()));
+    }
+    b
+}
+
+/// The runs that did not complete, each with its state (and why, when its
+/// status says).
+pub fn not_completed(s: &SweepData) -> Vec<(String, String)> {
+    s.runs
+        .iter()
+        .filter(|r| !r.completed())
+        .map(|r| {
+            (
+                r.id.clone(),
+                format!(
+                    "{}{}",
+                    collect::state_label(r.state),
+                    if r.reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", r.reason)
+                    }
+                ),
+            )
+        })
+        .collect()
+}
+
+/// The completed runs whose job's evaluation left no numbers for them;
+/// those whose job has an evaluation table that cannot be read are left to
+/// the unreadable files' section, which gives that fix.
+pub fn not_evaluated(s: &SweepData) -> Vec<&RunData> {
+    let dir = SweepDir::at(&s.root);
+    let bad_table = |r: &RunData| {
+        let job = dir.job_dir(&r.job);
+        s.unreadable
+            .iter()
+            .any(|u| u.kind == UnreadableKind::EvalTable && u.path.starts_with(&job))
+    };
+    s.runs
+        .iter()
+        .filter(|r| r.completed() && !r.evaluated() && !bad_table(r))
+        .collect()
+}
+
+/// The sweep in a few lines: runs, tool, devices, wall time, folder.
+fn what_was_run(s: &SweepData, variants: usize) -> Vec<Block> {
+    let done = s.runs.iter().filter(|r| r.completed()).count();
+    let wall: f64 = {
+        let all: Vec<&RunData> = s.runs.iter().collect();
+        unique_jobs(&all).iter().map(|r| r.wall_time_s).sum()
+    };
+    let devices = if s.devices.is_empty() {
+        "unknown".to_string()
+    } else {
+        s.devices.join(", ")
+    };
+    vec![
+        Block::Heading(2, "What was run".into()),
+        Block::List(vec![
+            format!(
+                "{} runs in {variants} variants; {done} completed.",
+                s.runs.len()
+            ),
+            format!(
+                "Tool: ddpm-lab {} (commit `{}`).",
+                env!("CARGO_PKG_VERSION"),
+                tool_commit()
+            ),
+            format!("Devices: {devices}."),
+            format!("Training wall time: {:.0} s over all jobs.", wall),
+            format!(
+                "Folder: `{}`; tables under `tables/`, charts under `charts/`.",
+                s.root.display()
+            ),
+        ]),
+    ]
+}
+
+fn not_completed_section(s: &SweepData) -> Vec<Block> {
+    let not_done = not_completed(s);
+    if not_done.is_empty() {
+        return vec![];
+    }
+    vec![
+        Block::Heading(3, "Runs that did not complete".into()),
+        Block::Para(format!(
+            "{} of {} runs are not in the numbers below (a partial sweep: run `ddpm-lab sweep` again to finish it).",
+            not_done.len(),
+            s.runs.len()
+        )),
+        Block::Table {
+            header: vec!["run".into(), "state".into()],
+            rows: not_done.into_iter().map(|(a, c)| vec![a, c]).collect(),
+        },
+    ]
+}
+
+/// Completed runs without evaluation numbers: counted as completed, so the
+/// report says why their metrics are missing and how to get them.
+fn not_evaluated_section(s: &SweepData) -> Vec<Block> {
+    let runs = not_evaluated(s);
+    if runs.is_empty() {
+        return vec![];
+    }
+    let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+    let dir = SweepDir::at(&s.root);
+    let jobs: Vec<String> = unique_jobs(&runs)
+        .iter()
+        .map(|r| format!("`{}`", dir.job_dir(&r.job).display()))
+        .collect();
+    vec![
+        Block::Heading(3, "Completed runs without evaluation numbers".into()),
+        Block::Para(format!(
+            "{} completed run(s) have no evaluation numbers (evaluation skipped or not finished): {}; run `ddpm-lab sweep {}` again (with the same options, without `--no-eval`) or `ddpm-lab eval` on their job ({}).",
+            runs.len(),
+            ids.join(", "),
+            s.spec_path,
+            jobs.join(", ")
+        )),
+    ]
+}
+
+/// Files that exist but cannot be read, by kind, each kind with its fix.
+fn unreadable_sections(s: &SweepData) -> Vec<Block> {
+    let of = |kind| -> Vec<String> {
+        s.unreadable
+            .iter()
+            .filter(|u| u.kind == kind)
+            .map(|u| u.line())
+            .collect()
+    };
+    let (tables, statuses) = (of(UnreadableKind::EvalTable), of(UnreadableKind::Status));
+    let mut b = vec![];
+    if !tables.is_empty() {
+        b.push(Block::Heading(
+            3,
+            "Evaluation tables that could not be read".into(),
+        ));
+        b.push(Block::Para(
+            "Their rows are missing from the numbers below. Delete the job's `eval/` folder and run `ddpm-lab sweep` again (or `ddpm-lab eval` on the job) to evaluate it anew.".into(),
+        ));
+        b.push(Block::List(tables));
+    }
+    if !statuses.is_empty() {
+        b.push(Block::Heading(
+            3,
+            "Job statuses that could not be read".into(),
+        ));
+        b.push(Block::Para(format!(
+            "Their runs count as `unknown` and are not in the numbers below. Run `ddpm-lab sweep {}` again (with the same options), which restarts each such job from scratch, or restore its `status.json` if you have a good copy.",
+            s.spec_path
+        )));
+        b.push(Block::List(statuses));
+    }
+    b
+}
+
+/// The results table: each variant's leading headline metrics (up to six)
+/// with their intervals, keyed V1, V2, … as in the charts.
+fn results(
+    variants: &[(String, Vec<&RunData>)],
+    rows: &[SummaryRow],
+    headline: &[String],
+) -> Vec<Block> {
+    let mut b = vec![Block::Heading(2, "Results".into())];
+    let shown: Vec<&String> = headline.iter().take(6).collect();
+    if shown.is_empty() {
+        return b;
+    }
+    let mut header = vec!["key".to_string(), "variant".to_string()];
+    header.extend(shown.iter().map(|m| format!("{m} (95% CI)")));
+    b.push(Block::Table {
+        header,
+        rows: variants
+            .iter()
+            .enumerate()
+            .map(|(i, (l, _))| {
+                let mut row = vec![variant_key(i), l.clone()];
+                for m in &shown {
+                    row.push(
+                        rows.iter()
+                            .find(|r| &r.variant == l && &r.metric == *m)
+                            .map_or("—".into(), |r| findings::mean_ci(&r.stats)),
+                    );
+                }
+                row
+            })
+            .collect(),
+    });
+    b
+}
+
+/// The question an axis asks, where the chapter has one.
+fn question(axis: &str) -> Option<&'static str> {
+    Some(match axis {
+        "diffusion.prediction" => "Exercise 1: which prediction target (ε, x₀ or v) trains best?",
+        "ema.decay" => "Exercise 2: do EMA weights beat the raw weights?",
+        "diffusion.weighting" | "diffusion.loss_weighting" => {
+            "Exercise 3: how does the loss weighting trade sample quality against bits/dim?"
+        }
+        "train.p_uncond" | "eval.guidance_scale" => {
+            "Exercise 5: how do CFG dropout and the guidance scale trade quality against diversity?"
+        }
+        _ => return None,
+    })
+}
+
+/// The question the swept axes ask, what the comparisons are against, and
+/// the findings.
+fn findings_section(
+    s: &SweepData,
+    variants: &[(String, Vec<&RunData>)],
+    found: Vec<String>,
+) -> Vec<Block> {
+    let mut questions: Vec<&str> = s.axes().iter().filter_map(|a| question(a)).collect();
+    questions.dedup();
+    let mut b = vec![Block::Heading(2, "Findings".into())];
+    if !questions.is_empty() {
+        b.push(Block::Para(format!(
+            "The question: {}",
+            questions.join(" ")
+        )));
+    }
+    if variants.len() > 1 {
+        b.push(Block::Para(format!(
+            "Each variant against `{}` (the first in the spec), on the final metrics; intervals are 95% (Welch).",
+            variants[0].0
+        )));
+    }
+    b.push(Block::List(found));
+    b
+}
+
+/// Every variant × metric of the summary: n, mean, std and interval.
+fn all_final_metrics(rows: &[SummaryRow]) -> Vec<Block> {
+    vec![
+        Block::Heading(2, "All final metrics".into()),
+        Block::Table {
+            header: ["variant", "metric", "n", "mean", "std", "95% CI"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            rows: rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.variant.clone(),
+                        r.metric.clone(),
+                        r.stats.n.to_string(),
+                        format!("{:.6}", r.stats.mean),
+                        format!("{:.6}", r.stats.std),
+                        format!("{:.6}", r.stats.ci95),
+                    ]
+                })
+                .collect(),
+        },
+    ]
+}
