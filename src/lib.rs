@@ -16,6 +16,7 @@ pub mod diffusion;
 pub mod eval;
 pub mod exit;
 pub mod model;
+pub mod panics;
 pub mod report;
 pub mod rng;
 pub mod run;

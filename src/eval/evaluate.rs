@@ -23,7 +23,7 @@ use crate::diffusion::likelihood::{mean_and_stderr, Estimate, Likelihood};
 use crate::diffusion::sampling::SamplingOptions;
 use crate::diffusion::NoiseSchedule;
 use crate::run::records::EvalDone;
-use crate::run::{atomic, identity, EvalDir, Weights};
+use crate::run::{atomic, identity, EvalDir, RunDir, Weights};
 use polars::prelude::*;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -189,7 +189,7 @@ pub fn evaluate(
     mut progress: impl FnMut(&str),
 ) -> Result<EvalReport, EvalError> {
     let cfg = trained::run_config(&opts.run_dir)?;
-    let points = trained::eval_points(&opts.run_dir);
+    let points = RunDir::new(&opts.run_dir).eval_points();
     if points.is_empty() {
         return Err(EvalError::Input(format!(
             "{} has no snapshot or checkpoint to evaluate; train it first",
@@ -709,21 +709,6 @@ fn claim_out(out: &Path, run_dir: &Path, cfg: &crate::config::RunConfig) -> Resu
     std::fs::create_dir_all(out).map_err(|e| write_err(out, e))?;
     // A folder from before this file existed is taken to be this run's.
     atomic::write_json(&file, &owner).map_err(|e| write_err(&file, e))
-}
-
-/// Whether `out` holds a finished evaluation covering `weights` and every
-/// evaluation point the run has now.
-pub fn is_done(run_dir: &Path, out: &Path, weights: &[Weights]) -> bool {
-    let Ok(Some(done)) = atomic::read_json::<EvalDone>(&EvalDir::new(out).done()) else {
-        return false;
-    };
-    let points: Vec<u64> = trained::eval_points(run_dir)
-        .iter()
-        .map(|(s, _)| *s)
-        .collect();
-    !points.is_empty()
-        && points.iter().all(|s| done.steps.contains(s))
-        && weights.iter().all(|w| done.weights.contains(w))
 }
 
 #[cfg(test)]

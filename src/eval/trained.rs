@@ -16,6 +16,10 @@ pub enum TrainedError {
     Input(String),
     #[error(transparent)]
     Checkpoint(#[from] checkpoint::CheckpointError),
+    /// Building the model failed inside libtorch (tch panics on an
+    /// allocation it cannot make, say, for a model too large for memory).
+    #[error("libtorch failed building the model of {run}: {message}; this machine may not have the memory for it (try --device cuda, or a smaller model)")]
+    Libtorch { run: PathBuf, message: String },
 }
 
 /// A denoiser with the weights of one checkpoint.
@@ -68,33 +72,6 @@ pub fn weight_sets(cfg: &RunConfig) -> Vec<Weights> {
     Weights::of_run(&cfg.ema.decays)
 }
 
-/// Every saved weight state of a run, oldest first: the evaluation-point
-/// snapshots (`snapshots/`), and any checkpoint (`checkpoints/`) at a step
-/// with no snapshot.
-pub fn saved_steps(run_dir: &Path) -> Vec<(u64, PathBuf)> {
-    let layout = RunDir::new(run_dir);
-    let mut all = checkpoint::list(&layout.snapshots());
-    for (s, p) in checkpoint::list(&layout.checkpoints()) {
-        if !all.iter().any(|(k, _)| *k == s) {
-            all.push((s, p));
-        }
-    }
-    all.sort();
-    all
-}
-
-/// The evaluation points of a run: its snapshots, or (for a run trained before
-/// snapshots existed) its checkpoints.
-pub fn eval_points(run_dir: &Path) -> Vec<(u64, PathBuf)> {
-    let layout = RunDir::new(run_dir);
-    let snaps = checkpoint::list(&layout.snapshots());
-    if snaps.is_empty() {
-        checkpoint::list(&layout.checkpoints())
-    } else {
-        snaps
-    }
-}
-
 /// Who named the weight set to load. A checkpoint that lacks it is reported
 /// in those terms: a flag the user never passed is not named.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,7 +91,7 @@ pub fn load(
     device: Device,
 ) -> Result<TrainedModel, TrainedError> {
     let config = run_config(run_dir)?;
-    let all = saved_steps(run_dir);
+    let all = RunDir::new(run_dir).saved_steps();
     let steps = || {
         all.iter()
             .map(|(s, _)| s.to_string())
@@ -147,8 +124,15 @@ pub fn load(
         .get(&stem, "embedding.label_embedding.weight")
         .map_or(0, |w| w.size()[0] - 1);
     let spec = crate::config::model_spec(&config, (num_classes > 0).then_some(num_classes));
-    let mut vs = nn::VarStore::new(device);
-    let model = Denoiser::new(vs.root(), &spec);
+    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let vs = nn::VarStore::new(device);
+        let model = Denoiser::new(vs.root(), &spec);
+        (vs, model)
+    }));
+    let (mut vs, model) = built.map_err(|payload| TrainedError::Libtorch {
+        run: run_dir.to_path_buf(),
+        message: crate::panics::panic_message(payload.as_ref()),
+    })?;
     tch::no_grad(|| -> Result<(), TrainedError> {
         for (name, mut var) in vs.variables() {
             let src = data.get(&stem, &name).ok_or_else(|| {

@@ -130,7 +130,7 @@ impl CudaGraph {
                     ddpm_graph_abort(g);
                     ddpm_graph_free(g);
                 }
-                let detail = super::panic_message(payload.as_ref());
+                let detail = crate::panics::panic_message(payload.as_ref());
                 Err(GraphError {
                     what: "capture",
                     detail: detail.lines().next().unwrap_or("").to_string(),

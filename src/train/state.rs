@@ -113,7 +113,7 @@ impl Run {
         }));
         let (vs, model, fp, opt, ema) = built.map_err(|payload| TrainError::Libtorch {
             at: "building the model, its optimizer state and EMAs".into(),
-            message: super::panic_message(payload.as_ref()),
+            message: crate::panics::panic_message(payload.as_ref()),
         })?;
         let scaler = LossScaler::new(cfg.train.precision, device);
         let num_classes = if cfg.data.labels {

@@ -355,7 +355,7 @@ fn guarded_step(run: &mut Run, step: u64, acc: &mut Accum) -> Result<(), TrainEr
         .unwrap_or_else(|payload| {
             Err(TrainError::Libtorch {
                 at: format!("at step {step}"),
-                message: super::panic_message(payload.as_ref()),
+                message: crate::panics::panic_message(payload.as_ref()),
             })
         })
 }
