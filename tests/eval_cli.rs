@@ -6,8 +6,8 @@
 mod common;
 use common::{bin, text, train_cpu, write};
 
-use ddpm_lab::eval::evaluate::read_timestep_rows;
-use ddpm_lab::eval::metrics_table::{self, MetricRow};
+use ddpm_lab::run::metrics_table::{self, MetricRow};
+use ddpm_lab::run::timestep_table::read_timestep_rows;
 
 const TOY: &str = r#"
 [data]

@@ -5,7 +5,7 @@
 mod common;
 use common::{bin, text};
 
-use ddpm_lab::eval::metrics_table;
+use ddpm_lab::run::metrics_table;
 use std::path::{Path, PathBuf};
 
 fn spec(name: &str) -> PathBuf {

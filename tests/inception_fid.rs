@@ -9,7 +9,7 @@ mod common;
 use common::{bin, text, train_cpu, write};
 
 use ddpm_lab::eval::inception::Inception;
-use ddpm_lab::eval::metrics_table;
+use ddpm_lab::run::metrics_table;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use tch::{Device, Kind, Tensor};

@@ -9,9 +9,9 @@ mod common;
 use common::{bin, text};
 
 use ddpm_lab::config::RunConfig;
-use ddpm_lab::eval::evaluate::{write_timestep_rows, TimestepRow};
-use ddpm_lab::eval::metrics_table::{self, MetricRow};
+use ddpm_lab::run::metrics_table::{self, MetricRow};
 use ddpm_lab::run::records::{LogRecord, PlanFile, PlanRun};
+use ddpm_lab::run::timestep_table::{write_timestep_rows, TimestepRow};
 use ddpm_lab::run::{JobState, RunStatus, Weights};
 use polars::prelude::*;
 use std::collections::BTreeMap;

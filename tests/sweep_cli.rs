@@ -113,7 +113,7 @@ fn a_smoke_spec_runs_end_to_end_and_a_second_invocation_trains_nothing() {
         );
     }
     // Every job also evaluated its guidance scales (the union of its runs').
-    let m = ddpm_lab::eval::metrics_table::read(
+    let m = ddpm_lab::run::metrics_table::read(
         &root
             .join("jobs")
             .join(plan["jobs"][0]["id"].as_str().unwrap())

@@ -8,7 +8,6 @@ pub mod held_out;
 pub mod inception;
 pub mod inception_score;
 pub mod lowdim;
-pub mod metrics_table;
 pub mod output;
 pub mod precision_recall;
 pub mod quality;

@@ -6,9 +6,9 @@
 //! report can name it and its fix.
 
 use crate::config::RunConfig;
-use crate::eval::evaluate::{read_timestep_rows, TimestepRow};
-use crate::eval::metrics_table::{self, MetricRow};
+use crate::run::metrics_table::{self, MetricRow};
 use crate::run::records::{LogRecord, PlanFile, PlanRun};
+use crate::run::timestep_table::{read_timestep_rows, TimestepRow};
 use crate::run::{EvalDir, JobState, RunStatus, SweepDir, Weights};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};

@@ -226,7 +226,7 @@ pub fn curves_table(s: &SweepData, window: usize) -> PolarsResult<DataFrame> {
 
 /// `timestep_profile`.
 pub fn timestep_table(s: &SweepData) -> PolarsResult<DataFrame> {
-    let rows: Vec<(&RunData, &crate::eval::evaluate::TimestepRow)> = s
+    let rows: Vec<(&RunData, &crate::run::timestep_table::TimestepRow)> = s
         .runs
         .iter()
         .flat_map(|r| r.timestep.iter().map(move |t| (r, t)))
@@ -273,7 +273,7 @@ pub fn timestep_table(s: &SweepData) -> PolarsResult<DataFrame> {
 
 /// `eval`.
 pub fn eval_table(s: &SweepData) -> PolarsResult<DataFrame> {
-    let rows: Vec<(&RunData, &crate::eval::metrics_table::MetricRow)> = s
+    let rows: Vec<(&RunData, &crate::run::metrics_table::MetricRow)> = s
         .runs
         .iter()
         .flat_map(|r| r.eval.iter().map(move |m| (r, m)))

@@ -8,6 +8,8 @@
 //! * [`records`]: the typed files passed between modules (plan, run record,
 //!   summary, log record, progress line, done.json);
 //! * [`checkpoint`]: the checkpoint and snapshot format;
+//! * [`metrics_table`], [`timestep_table`]: the evaluation tables eval writes
+//!   and the report reads;
 //! * [`atomic`]: writes a reader never sees half of;
 //! * [`stop`]: the stop request long work polls.
 //!
@@ -17,9 +19,11 @@ pub mod atomic;
 pub mod checkpoint;
 pub mod identity;
 pub mod layout;
+pub mod metrics_table;
 pub mod records;
 pub mod status;
 pub mod stop;
+pub mod timestep_table;
 pub mod weights;
 
 pub use identity::{resume_hash, role, training_hash, KeyRole};
