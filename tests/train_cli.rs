@@ -930,3 +930,62 @@ fn an_out_path_that_is_a_file_or_under_one_is_an_input_error() {
     }
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
 }
+
+/// Under a sweep (`--progress-jsonl`) a child reports why it failed as a
+/// typed line on stdout, which the sweep shows as the job's reason (it no
+/// longer reads stderr for it); progress comes as typed lines too.
+#[test]
+fn a_child_reports_progress_and_its_failure_as_typed_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let cfg = write(
+        d,
+        "ok.toml",
+        "[data]\nn_samples = 64\n[model]\npreset = \"mlp-small\"\n[diffusion]\ntimesteps = 20\n[train]\nsteps = 4\nbatch_size = 16\nlog_every = 2\ncheckpoint_every = 4\n",
+    );
+    let o = run(&[
+        "train",
+        cfg.to_str().unwrap(),
+        "--out",
+        d.join("run").to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--quiet",
+        "--progress-jsonl",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let lines: Vec<ddpm_lab::run::records::ProgressLine> = text(&o.stdout)
+        .lines()
+        .map(|l| ddpm_lab::run::records::ProgressLine::parse(l).expect(l))
+        .collect();
+    assert!(lines.contains(&ddpm_lab::run::records::ProgressLine::Step { step: 0, total: 4 }));
+    assert!(lines.iter().any(|l| matches!(
+        l,
+        ddpm_lab::run::records::ProgressLine::Record {
+            step: 4,
+            total: 4,
+            loss: Some(_),
+            ..
+        }
+    )));
+    // The same run again: the folder holds a run, an input error.
+    let o = run(&[
+        "train",
+        cfg.to_str().unwrap(),
+        "--out",
+        d.join("run").to_str().unwrap(),
+        "--progress-jsonl",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let last = text(&o.stdout).lines().last().unwrap_or("").to_string();
+    match ddpm_lab::run::records::ProgressLine::parse(&last) {
+        Some(ddpm_lab::run::records::ProgressLine::Failed { reason }) => {
+            assert!(
+                reason.contains("already holds a run (Completed at step 4)"),
+                "{reason}"
+            );
+            assert!(text(&o.stderr).contains(&reason), "stderr says the same");
+        }
+        other => panic!("expected a failed line, got {other:?} from {last:?}"),
+    }
+}
