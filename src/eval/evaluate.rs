@@ -41,14 +41,19 @@ pub enum EvalError {
     /// Writing another output: the folder, its owner file, samples, done.json.
     #[error("{path}: {msg}")]
     Write { path: String, msg: String },
+    /// Reference statistics or sample metrics (the evaluator network, the
+    /// Inception network, their caches).
+    #[error(transparent)]
+    Quality(#[from] super::quality::QualityError),
 }
 
 impl EvalError {
     pub fn is_bad_input(&self) -> bool {
-        matches!(
-            self,
-            EvalError::Input(_) | EvalError::Trained(TrainedError::Input(_))
-        )
+        match self {
+            EvalError::Input(_) | EvalError::Trained(TrainedError::Input(_)) => true,
+            EvalError::Quality(e) => e.is_bad_input(),
+            _ => false,
+        }
     }
 }
 
@@ -411,9 +416,7 @@ impl<'a> Evaluation<'a> {
         let (sampling, device) = (&self.sampling, self.opts.device);
         let x = samples::draw(tm, sampling, g, &condition, n, seed, device, &mut |_, _| {})
             .map_err(EvalError::Input)?;
-        let metrics = r
-            .metrics(&x, labels.as_deref(), self.cfg.train.seed)
-            .map_err(|e| EvalError::Input(e.to_string()))?;
+        let metrics = r.metrics(&x, labels.as_deref(), self.cfg.train.seed)?;
         let out = &self.opts.out;
         let labels = labels.as_deref();
         write_samples(&self.cfg, r.stats(), &x, labels, out, p.step, p.weights, g)?;
@@ -450,8 +453,7 @@ fn reference<'r>(
     let r = match slot.take() {
         Some(r) => r,
         None => {
-            let r = Reference::build(cfg, test, &opts.evaluators, opts.device, &mut *progress)
-                .map_err(|e| EvalError::Input(e.to_string()))?;
+            let r = Reference::build(cfg, test, &opts.evaluators, opts.device, &mut *progress)?;
             if let Some(n) = r.note() {
                 progress(n);
             }
@@ -640,6 +642,30 @@ mod tests {
             loss_weighted: 0.5,
             checkpoint: "snapshots/step-10".into(),
         }
+    }
+
+    #[test]
+    fn a_reference_cache_that_cannot_be_written_is_a_failure_not_bad_input() {
+        use super::super::evaluator::EvaluatorError;
+        use super::super::quality::QualityError;
+        let cache = EvalError::from(QualityError::Cache {
+            path: "results/.evaluators/x/reference-test.safetensors".into(),
+            error: "No space left on device (os error 28)".into(),
+        });
+        assert!(!cache.is_bad_input(), "{cache}");
+        assert!(cache
+            .to_string()
+            .starts_with("results/.evaluators/x/reference-test.safetensors: "));
+        let io = EvalError::from(QualityError::from(EvaluatorError::Io {
+            path: "results/.evaluators/x".into(),
+            msg: "Permission denied".into(),
+        }));
+        assert!(!io.is_bad_input(), "{io}");
+        let input = EvalError::from(QualityError::from(EvaluatorError::Input(
+            "--data foo: unknown".into(),
+        )));
+        assert!(input.is_bad_input(), "{input}");
+        assert_eq!(input.to_string(), "--data foo: unknown");
     }
 
     #[test]

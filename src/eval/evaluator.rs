@@ -36,6 +36,14 @@ pub enum EvaluatorError {
     Io { path: String, msg: String },
 }
 
+impl EvaluatorError {
+    /// Whether what the user gave is what is wrong (exit 2), not a file
+    /// that could not be read or written.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, EvaluatorError::Input(_))
+    }
+}
+
 fn io_err(path: &Path, e: impl std::fmt::Display) -> EvaluatorError {
     EvaluatorError::Io {
         path: path.display().to_string(),

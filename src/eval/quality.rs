@@ -45,9 +45,38 @@ impl Metric {
     }
 }
 
+/// Why reference statistics or sample metrics could not be computed.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct QualityError(pub String);
+pub enum QualityError {
+    /// The evaluator network could not be loaded or trained.
+    #[error(transparent)]
+    Evaluator(#[from] super::evaluator::EvaluatorError),
+    /// The Inception network `eval.inception` names cannot be loaded: the
+    /// user's file.
+    #[error(transparent)]
+    Inception(super::inception::InceptionError),
+    /// The Inception network failed on the data (libtorch).
+    #[error(transparent)]
+    Features(super::inception::InceptionError),
+    /// The reference cache could not be written.
+    #[error("{}: {error}", .path.display())]
+    Cache {
+        path: std::path::PathBuf,
+        error: String,
+    },
+}
+
+impl QualityError {
+    /// Whether what the user gave is what is wrong (exit 2); a cache that
+    /// cannot be written (a full disk) is not.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            QualityError::Evaluator(e) => e.is_bad_input(),
+            QualityError::Inception(_) => true,
+            QualityError::Features(_) | QualityError::Cache { .. } => false,
+        }
+    }
+}
 
 pub struct NetworkReference {
     evaluator: Evaluator,
@@ -81,7 +110,10 @@ fn save_named(path: &Path, named: &[(String, Tensor)]) -> Result<(), QualityErro
         .and_then(|_| {
             std::fs::rename(&tmp, path).map_err(|e| tch::TchError::FileFormat(e.to_string()))
         })
-        .map_err(|e| QualityError(format!("{}: {e}", path.display())))
+        .map_err(|e| QualityError::Cache {
+            path: path.to_path_buf(),
+            error: e.to_string(),
+        })
 }
 
 fn load_named(path: &Path) -> Option<Vec<(String, Tensor)>> {
@@ -140,8 +172,7 @@ impl Reference {
                 TrainOptions::default(),
                 device,
                 &mut progress,
-            )
-            .map_err(|e| QualityError(e.to_string()))?;
+            )?;
             let path = evaluators
                 .join(&ev.info.key)
                 .join("reference-test.safetensors");
@@ -175,20 +206,19 @@ impl Reference {
         let inception = match cfg.eval.inception.as_str() {
             "" => None,
             p => {
-                let net = Inception::load(Path::new(p), device)
-                    .map_err(|e| QualityError(e.to_string()))?;
+                let net = Inception::load(Path::new(p), device).map_err(QualityError::Inception)?;
                 let dir =
                     evaluator::dir_of(evaluators, cfg).unwrap_or_else(|_| evaluators.join("data"));
-                std::fs::create_dir_all(&dir)
-                    .map_err(|e| QualityError(format!("{}: {e}", dir.display())))?;
+                std::fs::create_dir_all(&dir).map_err(|e| QualityError::Cache {
+                    path: dir.clone(),
+                    error: e.to_string(),
+                })?;
                 let path = dir.join(format!("inception-{}-test.safetensors", net.digest));
                 let stats = match load_named(&path).and_then(|n| FeatureStats::from_named(&n)) {
                     Some(s) => s,
                     None => {
                         progress("inception features of the held-out split");
-                        let f = net
-                            .features(&test.x)
-                            .map_err(|e| QualityError(e.to_string()))?;
+                        let f = net.features(&test.x).map_err(QualityError::Features)?;
                         let s = FeatureStats::fit(&f);
                         save_named(&path, &s.to_named())?;
                         s
@@ -304,9 +334,7 @@ impl Reference {
                     }
                 }
                 if let Some((net, stats)) = inception {
-                    let f = net
-                        .features(samples)
-                        .map_err(|e| QualityError(e.to_string()))?;
+                    let f = net.features(samples).map_err(QualityError::Features)?;
                     out.push(Metric::new(
                         "fid",
                         frechet_distance(stats, &FeatureStats::fit(&f)),
