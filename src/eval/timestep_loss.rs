@@ -13,7 +13,7 @@
 
 use super::held_out::HeldOut;
 use crate::config::RunConfig;
-use crate::data::{DataError, Dataset};
+use crate::data::Dataset;
 use crate::diffusion::sampling::noise;
 use crate::diffusion::{training_losses, Losses, NoiseSchedule};
 use crate::model::Denoiser;
@@ -52,17 +52,24 @@ pub fn bin_bounds(timesteps: usize, bins: usize) -> Vec<(i64, i64)> {
     crate::diffusion::timesteps::equal_bins(timesteps, bins)
 }
 
+/// Why a probe cannot be built: the run's schedule or weighting (a config
+/// that no longer validates).
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("the run's schedule: {0}")]
+    Schedule(#[from] crate::diffusion::schedule::ScheduleError),
+    #[error("the run's weighting: {0}")]
+    Weighting(#[from] crate::diffusion::objective::WeightingError),
+}
+
 impl Probe {
     /// Build the probe from `test`, the held-out split of the run's data.
-    pub fn new(cfg: &RunConfig, test: &Dataset, device: Device) -> Result<Probe, DataError> {
+    pub fn new(cfg: &RunConfig, test: &Dataset, device: Device) -> Result<Probe, ProbeError> {
         let held = HeldOut::first(cfg, test, cfg.eval.probe_size as i64, device);
         let n = held.len();
         let d = &cfg.diffusion;
-        let schedule = NoiseSchedule::new(d.schedule_config())
-            .map_err(|e| DataError::Invalid(format!("the run's schedule: {e}")))?;
-        let weighting = d
-            .loss_weighting()
-            .map_err(|e| DataError::Invalid(format!("the run's weighting: {e}")))?;
+        let schedule = NoiseSchedule::new(d.schedule_config())?;
+        let weighting = d.loss_weighting()?;
         let weights = Tensor::from_slice(&weighting.target_weights(d.prediction, &schedule))
             .to_kind(Kind::Float)
             .to_device(device);
