@@ -84,13 +84,8 @@ pub fn read(path: &Path) -> Result<Vec<MetricRow>, TableError> {
     let f = |n: &str| -> Result<Vec<Option<f64>>, TableError> {
         Ok(col(n)?.f64().map_err(|e| err(path, e))?.iter().collect())
     };
-    let (run, weights, sampler, metric, checkpoint) = (
-        s("run")?,
-        s("weights")?,
-        s("sampler")?,
-        s("metric")?,
-        s("checkpoint")?,
-    );
+    let (run, sampler, metric, checkpoint) =
+        (s("run")?, s("sampler")?, s("metric")?, s("checkpoint")?);
     let steps: Vec<u64> = col("step")?
         .u64()
         .map_err(|e| err(path, e))?
@@ -98,7 +93,7 @@ pub fn read(path: &Path) -> Result<Vec<MetricRow>, TableError> {
         .map(|v| v.unwrap_or(0))
         .collect();
     let (guidance, value, stderr) = (f("guidance")?, f("value")?, f("stderr")?);
-    let weights = parse_weights(path, &weights)?;
+    let weights = read_weights(path, &df)?;
     Ok((0..df.height())
         .map(|i| MetricRow {
             run: run[i].clone(),
@@ -116,11 +111,31 @@ pub fn read(path: &Path) -> Result<Vec<MetricRow>, TableError> {
 
 /// A table's `weights` column, parsed; a cell that names no weight set is
 /// an error naming the file.
-pub fn parse_weights(path: &Path, cells: &[String]) -> Result<Vec<Weights>, TableError> {
+fn parse_weights(path: &Path, cells: &[String]) -> Result<Vec<Weights>, TableError> {
     cells
         .iter()
         .map(|c| c.parse::<Weights>().map_err(|e| err(path, e)))
         .collect()
+}
+
+/// Read the `weights` column of the table at `path`, parsed.
+pub fn read_weights(path: &Path, df: &DataFrame) -> Result<Vec<Weights>, TableError> {
+    let cells: Vec<String> = df
+        .column("weights")
+        .and_then(|c| c.str().cloned())
+        .map_err(|e| err(path, e))?
+        .iter()
+        .map(|v| v.unwrap_or("").to_string())
+        .collect();
+    parse_weights(path, &cells)
+}
+
+/// The `weights` column of a table, spelled as the weight sets print.
+pub fn weights_column(weights: impl Iterator<Item = Weights>) -> Column {
+    Column::new(
+        "weights".into(),
+        weights.map(|w| w.to_string()).collect::<Vec<_>>(),
+    )
 }
 
 /// Write the table atomically.
@@ -134,12 +149,7 @@ pub fn write(path: &Path, rows: &[MetricRow]) -> Result<(), TableError> {
                 "step".into(),
                 rows.iter().map(|r| r.step).collect::<Vec<_>>(),
             ),
-            Column::new(
-                "weights".into(),
-                rows.iter()
-                    .map(|r| r.weights.to_string())
-                    .collect::<Vec<_>>(),
-            ),
+            weights_column(rows.iter().map(|r| r.weights)),
             Column::new(
                 "guidance".into(),
                 rows.iter().map(|r| r.guidance).collect::<Vec<_>>(),

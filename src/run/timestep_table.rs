@@ -35,13 +35,7 @@ pub fn read_timestep_rows(path: &Path) -> Result<Vec<TimestepRow>, TableError> {
         .map_err(err)?;
     let col = |name: &str| df.column(name).map_err(err);
     let steps = col("step")?.u64().map_err(err)?.clone();
-    let cells: Vec<String> = col("weights")?
-        .str()
-        .map_err(err)?
-        .iter()
-        .map(|v| v.unwrap_or("").to_string())
-        .collect();
-    let weights = metrics_table::parse_weights(path, &cells)?;
+    let weights = metrics_table::read_weights(path, &df)?;
     let bins = col("bin")?.u64().map_err(err)?.clone();
     let lo = col("t_lo")?.i64().map_err(err)?.clone();
     let hi = col("t_hi")?.i64().map_err(err)?.clone();
@@ -72,12 +66,7 @@ pub fn write_timestep_rows(path: &Path, rows: &[TimestepRow]) -> Result<(), Tabl
                 "step".into(),
                 rows.iter().map(|r| r.step).collect::<Vec<_>>(),
             ),
-            Column::new(
-                "weights".into(),
-                rows.iter()
-                    .map(|r| r.weights.to_string())
-                    .collect::<Vec<_>>(),
-            ),
+            metrics_table::weights_column(rows.iter().map(|r| r.weights)),
             Column::new(
                 "bin".into(),
                 rows.iter().map(|r| r.bin as u64).collect::<Vec<_>>(),
