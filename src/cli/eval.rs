@@ -1,19 +1,27 @@
 //! `ddpm-lab eval RUN_DIR`: evaluate a trained run at every evaluation point,
 //! weight set and guidance scale — per-timestep loss, bits/dim, sample
-//! quality and sample grids — into `RUN_DIR/eval/`.
+//! quality and sample grids — into the trained folder's `eval/`. RUN_DIR
+//! may be a sweep's `runs/<run>/`: its job is evaluated with the run's
+//! weight set and `eval.*` settings.
 
+use super::handle::WeightsArg;
 use crate::eval::evaluate::{evaluate, EvalOptions};
+use crate::run::handle::FolderKind;
+use crate::run::Weights;
 use crate::exit::Classified;
 use clap::Args;
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
 pub struct EvalCmd {
-    /// A run directory (from `ddpm-lab train`, or a sweep's results/<sweep>/jobs/<id>/).
+    /// A run folder: `ddpm-lab train --out`, or a sweep's
+    /// results/<sweep>/runs/<run>/ (the ids the plan and report print) or jobs/<job>/.
     pub run_dir: PathBuf,
-    /// Weight sets to evaluate, e.g. --weights raw,ema-0.9999 (default: all).
+    /// Weight sets to evaluate, e.g. --weights raw,ema-0.9999, or `all`.
+    /// Default: a sweep run's own set; otherwise the warm EMA of longest
+    /// memory (≤ 1% of the initial weights left), else raw.
     #[arg(long, value_delimiter = ',')]
-    pub weights: Vec<crate::run::Weights>,
+    pub weights: Vec<WeightsArg>,
     /// Where the tables go (default: RUN_DIR/eval).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -48,30 +56,51 @@ fn eval(cmd: EvalCmd) -> anyhow::Result<()> {
     if cmd.threads > 0 {
         tch::set_num_threads(cmd.threads);
     }
-    let out = cmd
-        .out
-        .clone()
-        .unwrap_or_else(|| crate::run::RunDir::new(&cmd.run_dir).eval());
-    let opts = EvalOptions {
-        run_dir: cmd.run_dir.clone(),
-        weights: cmd.weights.clone(),
-        out: out.clone(),
-        device,
-        evaluators: cmd.evaluators.clone(),
-        loss_only: cmd.loss_only,
-    };
-    let (quiet, jsonl) = (cmd.quiet, cmd.progress_jsonl);
-    let report = evaluate(&opts, |line| {
-        if jsonl {
+    let h = super::handle::open(&cmd.run_dir)?;
+    let last = h.trained.eval_points().last().map_or(0, |(s, _)| *s);
+    let say = |line: &str| {
+        if cmd.progress_jsonl {
             let line = crate::run::records::ProgressLine::Eval {
                 message: line.to_string(),
             };
             println!("{}", line.to_line());
-        } else if !quiet {
+        } else if !cmd.quiet {
             eprintln!("[eval] {line}");
         }
-    })
-    .map_err(Classified::into_cli)?;
+    };
+    let weights: Vec<Weights> = if cmd.weights.contains(&WeightsArg::All) {
+        vec![] // every set the run has
+    } else if cmd.weights.is_empty() {
+        let (w, why) = super::handle::default_weights(&h, last);
+        say(&why);
+        vec![w]
+    } else {
+        cmd.weights
+            .iter()
+            .filter_map(|w| match w {
+                WeightsArg::One(w) => Some(*w),
+                WeightsArg::All => None,
+            })
+            .collect()
+    };
+    let shown = match weights.is_empty() {
+        true => crate::run::Weights::of_run(&h.config.ema.decays),
+        false => weights.clone(),
+    };
+    for w in super::handle::cold_warnings(&h, &shown, last) {
+        eprintln!("warning: {w}");
+    }
+    let out = cmd.out.clone().unwrap_or_else(|| h.trained.eval());
+    let opts = EvalOptions {
+        run_dir: h.trained.root.clone(),
+        weights,
+        out: out.clone(),
+        device,
+        evaluators: cmd.evaluators.clone(),
+        loss_only: cmd.loss_only,
+        settings: matches!(h.kind, FolderKind::SweepRun { .. }).then(|| h.config.eval.clone()),
+    };
+    let report = evaluate(&opts, say).map_err(Classified::into_cli)?;
     eprintln!(
         "{}: evaluated {} (step, weights) pair(s), {} already there",
         out.display(),

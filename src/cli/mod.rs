@@ -7,6 +7,7 @@ pub mod data;
 pub mod eval;
 pub mod evaluator;
 pub mod inspect;
+mod handle;
 mod output;
 pub mod report;
 pub mod sample;

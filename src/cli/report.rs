@@ -52,6 +52,12 @@ pub fn run(cmd: ReportCmd) -> anyhow::Result<()> {
             out.not_evaluated.join(", ")
         );
     }
+    if !out.stale.is_empty() {
+        eprintln!(
+            "warning: evaluated with other eval.* settings, so left out of the numbers: {}; run the sweep again to re-evaluate them (training is kept)",
+            out.stale.join(", ")
+        );
+    }
     println!("{}", out.report_html.display());
     Ok(())
 }

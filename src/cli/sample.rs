@@ -31,12 +31,15 @@ pub enum VarianceArg {
 // `--eta -1` or `--guidance -2` reach their own range checks, not clap's "unexpected argument".
 #[command(allow_negative_numbers = true)]
 pub struct SampleCmd {
-    /// A run directory (from `ddpm-lab train`, or a sweep's results/<sweep>/jobs/<id>/).
+    /// A run folder: `ddpm-lab train --out`, or a sweep's
+    /// results/<sweep>/runs/<run>/ (the ids the plan and report print) or jobs/<job>/.
     pub run_dir: PathBuf,
     /// Where to write: .png for image runs; .csv or .parquet for vector runs.
     #[arg(long)]
     pub out: PathBuf,
-    /// The weights: raw or ema-<decay> (default: the run's first EMA, else raw).
+    /// The weights: raw or ema-<decay>. Default: a sweep run's own set;
+    /// otherwise the warm EMA of longest memory (≤ 1% of the initial
+    /// weights left at the step sampled), else raw.
     #[arg(long)]
     pub weights: Option<crate::run::Weights>,
     /// The checkpoint's step (default: the latest).
@@ -114,19 +117,27 @@ pub fn run(cmd: SampleCmd) -> anyhow::Result<()> {
             cmd.out.display()
         )));
     }
-    let cfg = trained::run_config(&cmd.run_dir).map_err(trained_err)?;
+    let h = super::handle::open(&cmd.run_dir)?;
+    let run_dir = h.trained.root.clone();
+    let cfg = h.config.clone();
+    let step = cmd
+        .step
+        .or_else(|| h.trained.saved_steps().last().map(|(s, _)| *s))
+        .unwrap_or(0);
     let (weights, named_by) = match cmd.weights {
         Some(w) => (w, WeightsSource::Flag),
-        None => (
-            trained::weight_sets(&cfg)
-                .get(1)
-                .copied()
-                .unwrap_or(crate::run::Weights::Raw),
-            WeightsSource::RunConfig,
-        ),
+        None => {
+            let (w, why) = super::handle::default_weights(&h, step);
+            if !cmd.quiet {
+                eprintln!("[sample] {why}");
+            }
+            (w, WeightsSource::RunConfig)
+        }
     };
-    let tm =
-        trained::load(&cmd.run_dir, cmd.step, weights, named_by, device).map_err(trained_err)?;
+    let tm = trained::load(&run_dir, cmd.step, weights, named_by, device).map_err(trained_err)?;
+    for w in super::handle::cold_warnings(&h, &[weights], tm.step) {
+        eprintln!("warning: {w}");
+    }
     let is_image = crate::config::data_shape(&cfg).is_image();
     let opts = sampling_options(&cmd, &cfg, is_image)?;
     let guidance = cmd.guidance.unwrap_or(cfg.eval.guidance_scale);
@@ -141,7 +152,7 @@ pub fn run(cmd: SampleCmd) -> anyhow::Result<()> {
         )));
     }
     let stats: Option<Vec<crate::data::tabular::ColumnStats>> =
-        std::fs::read_to_string(cmd.run_dir.join("data_stats.json"))
+        std::fs::read_to_string(h.trained.data_stats())
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok());
     let cols = if tm.num_classes > 0 {

@@ -278,6 +278,50 @@ impl Default for EmaConfig {
     }
 }
 
+impl EmaConfig {
+    /// The decay applied at optimizer step c (1-based) for nominal decay μ:
+    /// 0 (a copy of θ) up to `update_after_step`; then μ, or under `warmup`
+    /// min(μ, 1 − (1 + e/inv_gamma)^(−power)) with e = c − u − 1.
+    pub fn decay_at(&self, decay: f64, c: u64) -> f64 {
+        let u = self.update_after_step;
+        match self.mode {
+            EmaMode::Constant | EmaMode::BiasCorrected => {
+                if c <= u {
+                    0.0
+                } else {
+                    decay
+                }
+            }
+            EmaMode::Warmup => {
+                let e = c as i64 - u as i64 - 1;
+                if e <= 0 {
+                    0.0
+                } else {
+                    decay.min(1.0 - (1.0 + e as f64 / self.inv_gamma).powf(-self.power))
+                }
+            }
+        }
+    }
+
+    /// The weight the EMA of nominal decay μ still puts on the initial
+    /// (random) weights after `steps` optimizer steps: Π_c μ_c, which is μ^N
+    /// for a constant decay. A bias-corrected EMA starts from zero, so it
+    /// puts none on them.
+    pub fn initial_fraction(&self, decay: f64, steps: u64) -> f64 {
+        if self.mode == EmaMode::BiasCorrected {
+            return 0.0;
+        }
+        let mut f = 1.0;
+        for c in 1..=steps {
+            f *= self.decay_at(decay, c);
+            if f < 1e-300 {
+                return 0.0;
+            }
+        }
+        f
+    }
+}
+
 pub use crate::diffusion::sampling::SamplerKind;
 
 /// How a trained run is evaluated. Every key here is evaluation-only: runs of a

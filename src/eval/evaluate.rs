@@ -2,14 +2,18 @@
 //! set (× every guidance scale, for samples), into the run's `eval/` folder:
 //!
 //! * `timestep_loss.parquet`: step, weights, bin, t_lo, t_hi,
-//!   loss_unweighted, loss_weighted, checkpoint — one row per bin;
-//! * `eval_metrics.parquet` ([`super::metrics_table`]): bits/dim (images) and
-//!   the sample-quality metrics ([`super::quality`]);
-//! * `samples/step-<N>_<weights>_g<scale>.png` (images) or `.parquet`
-//!   (vectors, original units): the samples the metrics were computed on.
+//!   loss_unweighted, loss_weighted, checkpoint, eval_key — one row per bin;
+//! * `eval_metrics.parquet` ([`crate::run::metrics_table`]): bits/dim (images)
+//!   and the sample-quality metrics ([`super::quality`]);
+//! * `samples/step-<N>_<weights>_g<scale>_<key>.png` (images) or `.parquet`
+//!   (vectors, original units): the samples the metrics were computed on;
+//! * `done.json`: the (step, weight set, evaluation key) triples finished.
 //!
-//! Work already in the tables is kept and not redone, so an evaluation can be
+//! Work already in the tables under the same settings (the same
+//! [`crate::run::eval_key`]) is kept and not redone, so an evaluation can be
 //! stopped and run again, and a longer training adds only its new points.
+//! Rows computed with other settings stay in the tables, under their own key,
+//! and are recomputed with the settings asked for now.
 
 use super::held_out::HeldOut;
 use super::quality::Reference;
@@ -22,9 +26,9 @@ use crate::diffusion::likelihood::{mean_and_stderr, Estimate, Likelihood};
 use crate::diffusion::sampling::SamplingOptions;
 use crate::diffusion::NoiseSchedule;
 use crate::run::metrics_table::{self, MetricRow, TableError};
-use crate::run::records::EvalDone;
 use crate::run::timestep_table::{read_timestep_rows, write_timestep_rows, TimestepRow};
-use crate::run::{atomic, identity, EvalDir, RunDir, Weights};
+use crate::run::eval_key::metric_part;
+use crate::run::{atomic, identity, EvalDir, EvalKeys, EvalPart, RunDir, Weights};
 use std::path::{Path, PathBuf};
 use tch::{Device, Tensor};
 
@@ -70,6 +74,9 @@ pub struct EvalOptions {
     pub evaluators: PathBuf,
     /// Skip bits/dim and the sample-quality metrics (only the per-timestep loss).
     pub loss_only: bool,
+    /// The `[eval]` settings to use instead of the run's own (a sweep run's,
+    /// when its job is evaluated through the run's folder).
+    pub settings: Option<crate::config::run::EvalConfig>,
 }
 
 fn write_err(path: &Path, e: impl std::fmt::Display) -> EvalError {
@@ -93,7 +100,10 @@ pub fn evaluate(
     opts: &EvalOptions,
     mut progress: impl FnMut(&str),
 ) -> Result<EvalReport, EvalError> {
-    let cfg = trained::run_config(&opts.run_dir)?;
+    let mut cfg = trained::run_config(&opts.run_dir)?;
+    if let Some(settings) = &opts.settings {
+        cfg.eval = settings.clone();
+    }
     let points = RunDir::new(&opts.run_dir).eval_points();
     if points.is_empty() {
         return Err(EvalError::Input(format!(
@@ -116,10 +126,14 @@ pub fn evaluate(
             }
         }
     }
-    let done = EvalDone {
-        steps: points.iter().map(|(s, _)| *s).collect(),
-        weights,
-    };
+    // Evaluations with other settings keep their entries.
+    let mut done = eval_dir.read_done();
+    let key = EvalKeys::of(&evaluation.cfg.eval).combined();
+    for (step, _) in &points {
+        for &w in &weights {
+            done.add(*step, w, &key, &evaluation.cfg.eval);
+        }
+    }
     atomic::write_json(&eval_dir.done(), &done).map_err(|e| write_err(&opts.out, e))?;
     Ok(report)
 }
@@ -166,18 +180,23 @@ impl Tables {
         })
     }
 
+    /// Rows under another evaluation key do not count: they were computed
+    /// with other settings.
     fn has_loss(&self, p: &Point) -> bool {
+        let key = p.keys.get(EvalPart::TimestepLoss);
         self.loss
             .iter()
-            .any(|r| r.step == p.step && r.weights == p.weights)
+            .any(|r| r.step == p.step && r.weights == p.weights && r.eval_key == key)
     }
 
     fn has_metrics(&self, p: &Point, guidance: Option<f64>, sampler: &str) -> bool {
+        let key = p.keys.get(metric_part(guidance));
         self.metrics.iter().any(|r| {
             r.step == p.step
                 && r.weights == p.weights
                 && r.guidance == guidance
                 && r.sampler == sampler
+                && r.eval_key == key
         })
     }
 
@@ -203,6 +222,8 @@ struct Point {
     weights: Weights,
     /// The saved state's folder, relative to the run directory.
     checkpoint: String,
+    /// The keys of the settings its rows are computed with.
+    keys: EvalKeys,
 }
 
 impl Point {
@@ -224,6 +245,7 @@ impl Point {
             value,
             stderr,
             checkpoint: self.checkpoint.clone(),
+            eval_key: self.keys.get(metric_part(guidance)).to_string(),
         }
     }
 }
@@ -306,6 +328,7 @@ impl<'a> Evaluation<'a> {
                 .unwrap_or(dir)
                 .display()
                 .to_string(),
+            keys: EvalKeys::of(&self.cfg.eval),
         };
         let need_loss = !self.tables.has_loss(&p);
         let need_bpd = !self.opts.loss_only
@@ -355,6 +378,7 @@ impl<'a> Evaluation<'a> {
                 loss_unweighted: b.unweighted,
                 loss_weighted: b.weighted,
                 checkpoint: p.checkpoint.clone(),
+                eval_key: p.keys.timestep_loss.clone(),
             }))?;
         progress(&format!("step {} {}: per-timestep loss", p.step, p.weights));
         Ok(())
@@ -419,7 +443,8 @@ impl<'a> Evaluation<'a> {
         let metrics = r.metrics(&x, labels.as_deref(), self.cfg.train.seed)?;
         let out = &self.opts.out;
         let labels = labels.as_deref();
-        write_samples(&self.cfg, r.stats(), &x, labels, out, p.step, p.weights, g)?;
+        let stem = EvalDir::sample_stem(p.step, p.weights, g, &p.keys.samples);
+        write_samples(&self.cfg, r.stats(), &x, labels, out, &stem)?;
         let summary: Vec<String> = metrics
             .iter()
             .take(4)
@@ -534,20 +559,16 @@ fn bits_per_dim(
 
 /// The samples behind the metrics: a PNG grid (images) or a Parquet table in
 /// original units (vectors), under `<out>/samples/`.
-#[allow(clippy::too_many_arguments)]
 fn write_samples(
     cfg: &RunConfig,
     stats: Option<&[crate::data::tabular::ColumnStats]>,
     x: &Tensor,
     labels: Option<&[i64]>,
     out: &Path,
-    step: u64,
-    weights: Weights,
-    guidance: f64,
+    stem: &str,
 ) -> Result<(), EvalError> {
     let dir = EvalDir::new(out).samples();
     std::fs::create_dir_all(&dir).map_err(|e| write_err(&dir, e))?;
-    let stem = format!("step-{step}_{weights}_g{guidance}");
     let output_err = |e: super::output::OutputError| write_err(&dir.join(&stem), e);
     if x.dim() == 4 {
         let k = (cfg.eval.grid_images as i64).min(x.size()[0]);
@@ -628,6 +649,7 @@ mod tests {
             value: 3.25,
             stderr: Some(0.01),
             checkpoint: "snapshots/step-10".into(),
+            eval_key: EvalKeys::of(&Default::default()).bits_per_dim,
         }
     }
 
@@ -641,6 +663,7 @@ mod tests {
             loss_unweighted: 0.5,
             loss_weighted: 0.5,
             checkpoint: "snapshots/step-10".into(),
+            eval_key: EvalKeys::of(&Default::default()).timestep_loss,
         }
     }
 
@@ -718,6 +741,7 @@ mod tests {
             step: 10,
             weights: Weights::Raw,
             checkpoint: "snapshots/step-10".into(),
+            keys: EvalKeys::of(&Default::default()),
         };
         assert!(!tables.has_loss(&p) && !tables.has_metrics(&p, None, ""));
         tables.add_loss([loss_row()]).unwrap();
@@ -729,5 +753,14 @@ mod tests {
         assert!(!again.has_metrics(&p, Some(1.0), "ddpm-100"));
         assert_eq!(again.loss, [loss_row()]);
         assert_eq!(again.metrics, [bpd_row()]);
+        // Rows of other settings are not what this point asks for.
+        let mut other = crate::config::run::EvalConfig::default();
+        other.timestep_bins = 5;
+        other.bpd_images = 7;
+        let q = Point {
+            keys: EvalKeys::of(&other),
+            ..p
+        };
+        assert!(!again.has_loss(&q) && !again.has_metrics(&q, None, ""));
     }
 }

@@ -9,7 +9,8 @@ use crate::config::RunConfig;
 use crate::run::metrics_table::{self, MetricRow};
 use crate::run::records::{LogRecord, PlanFile, PlanRun};
 use crate::run::timestep_table::{read_timestep_rows, TimestepRow};
-use crate::run::{EvalDir, JobState, RunStatus, SweepDir, Weights};
+use crate::run::eval_key::metric_part;
+use crate::run::{EvalDir, EvalKeys, Freshness, JobState, RunStatus, SweepDir, Weights};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -108,6 +109,10 @@ pub struct RunData {
     pub timestep: Vec<TimestepRow>,
     /// The job's evaluation rows for this run's weights (every guidance scale).
     pub eval: Vec<MetricRow>,
+    /// Its job was evaluated, but not with this run's `eval.*` settings:
+    /// what changed (`eval.num_samples 1000 → 37`). Its rows under the old
+    /// settings are left out of [`RunData::eval`] and [`RunData::timestep`].
+    pub stale: Option<Vec<String>>,
 }
 
 /// How the report names a run's state: a planned run whose job never
@@ -319,6 +324,12 @@ fn read_run(sweep: &SweepDir, r: &PlanRun) -> (RunData, Vec<Unreadable>) {
     };
     let eval_dir = EvalDir::new(job.eval());
     let weights = r.weights;
+    // Only rows computed with this run's evaluation settings are its numbers.
+    let keys = EvalKeys::of(&r.config.eval);
+    let stale = match eval_dir.freshness(&job, &[weights], &r.config.eval) {
+        Freshness::Stale { changes } => Some(changes),
+        _ => None,
+    };
     let (ts_path, metrics_path) = (eval_dir.timestep_loss(), eval_dir.metrics());
     let timestep = read_timestep_rows(&ts_path)
         .unwrap_or_else(|e| {
@@ -331,6 +342,7 @@ fn read_run(sweep: &SweepDir, r: &PlanRun) -> (RunData, Vec<Unreadable>) {
         })
         .into_iter()
         .filter(|t| t.weights == weights || t.weights == Weights::Raw)
+        .filter(|t| t.eval_key == keys.timestep_loss)
         .collect();
     let eval = metrics_table::read(&metrics_path)
         .unwrap_or_else(|e| {
@@ -343,6 +355,7 @@ fn read_run(sweep: &SweepDir, r: &PlanRun) -> (RunData, Vec<Unreadable>) {
         })
         .into_iter()
         .filter(|m| m.weights == weights)
+        .filter(|m| m.eval_key == keys.get(metric_part(m.guidance)))
         .collect();
     let data = RunData {
         id: r.id.clone(),
@@ -361,6 +374,7 @@ fn read_run(sweep: &SweepDir, r: &PlanRun) -> (RunData, Vec<Unreadable>) {
         log: read_log(&job.metrics_jsonl()),
         timestep,
         eval,
+        stale,
     };
     (data, unreadable)
 }

@@ -10,7 +10,7 @@ use super::document::Block;
 use super::stats::{self, summarize};
 use super::tables::SummaryRow;
 use super::{guidance, variant_key, ReportError};
-use crate::run::Weights;
+use crate::run::{EvalDir, EvalKeys, SweepDir, Weights};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -320,12 +320,16 @@ pub fn sample_grids(
         let Some(r) = completed(runs).into_iter().next() else {
             continue;
         };
-        let samples = root.join("jobs").join(&r.job).join("eval/samples");
+        let samples = EvalDir::new(SweepDir::at(root).job(&r.job).eval()).samples();
         let Some(step) = r.eval.iter().map(|m| m.step).max() else {
             continue;
         };
         let g = r.config.eval.guidance_scale;
-        let src = samples.join(format!("step-{step}_{}_g{g}.png", r.weights));
+        let key = EvalKeys::of(&r.config.eval).samples;
+        let src = samples.join(format!(
+            "{}.png",
+            EvalDir::sample_stem(step, r.weights, g, &key)
+        ));
         if src.exists() {
             let dst = dir.join(format!("samples_{i}.png"));
             std::fs::create_dir_all(dir).map_err(write(dir))?;

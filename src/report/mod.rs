@@ -82,6 +82,9 @@ pub struct ReportOutcome {
     /// Completed runs without evaluation numbers (evaluation skipped or not
     /// finished), by id.
     pub not_evaluated: Vec<String>,
+    /// Completed runs evaluated with other `eval.*` settings, as
+    /// `id (what changed)`: left out of the numbers.
+    pub stale: Vec<String>,
     /// Evaluation tables and job statuses that exist but could not be read.
     pub unreadable: Vec<Unreadable>,
 }
@@ -148,6 +151,13 @@ pub fn report(root: &Path, opts: &ReportOptions) -> Result<ReportOutcome, Report
         not_evaluated: sections::not_evaluated(&s)
             .iter()
             .map(|r| r.id.clone())
+            .collect(),
+        stale: sections::stale(&s)
+            .iter()
+            .map(|r| {
+                let changes = r.stale.as_deref().unwrap_or_default();
+                format!("{} ({})", r.id, changes.join(", "))
+            })
             .collect(),
         unreadable: s.unreadable.clone(),
     })

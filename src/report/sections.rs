@@ -32,6 +32,7 @@ pub fn document(p: Parts) -> Vec<Block> {
     b.extend(what_was_run(s, p.variants.len()));
     b.extend(not_completed_section(s));
     b.extend(not_evaluated_section(s));
+    b.extend(stale_section(s));
     b.extend(unreadable_sections(s));
     if !s.orphans.is_empty() {
         b.push(Block::Para(format!(
@@ -93,8 +94,41 @@ pub fn not_evaluated(s: &SweepData) -> Vec<&RunData> {
     };
     s.runs
         .iter()
-        .filter(|r| r.completed() && !r.evaluated() && !bad_table(r))
+        .filter(|r| r.completed() && !r.evaluated() && r.stale.is_none() && !bad_table(r))
         .collect()
+}
+
+/// The completed runs whose job was evaluated with other `eval.*` settings
+/// than the run asks for: left out of the numbers, never mixed in.
+pub fn stale(s: &SweepData) -> Vec<&RunData> {
+    s.runs
+        .iter()
+        .filter(|r| r.completed() && r.stale.is_some())
+        .collect()
+}
+
+/// The stale runs, each with what changed.
+fn stale_section(s: &SweepData) -> Vec<Block> {
+    let runs = stale(s);
+    if runs.is_empty() {
+        return vec![];
+    }
+    vec![
+        Block::Heading(3, "Runs evaluated with other settings".into()),
+        Block::Para(format!(
+            "{} completed run(s) were evaluated with other `eval.*` settings than the spec asks for now, so their old numbers are left out of every table below (numbers from different evaluation settings are never mixed). Run `ddpm-lab sweep {}` again: it re-evaluates them and does not retrain.",
+            runs.len(),
+            s.spec_path
+        )),
+        Block::List(
+            runs.iter()
+                .map(|r| {
+                    let changes = r.stale.as_deref().unwrap_or_default();
+                    format!("{}: {}", r.id, changes.join(", "))
+                })
+                .collect(),
+        ),
+    ]
 }
 
 /// The sweep in a few lines: runs, tool, devices, wall time, folder.

@@ -109,6 +109,12 @@ fn hash_of(mut doc: toml::Table, for_resume: bool) -> String {
         }
     }
     let text = toml::to_string(&doc).expect("a TOML table serializes"); // ok: plain data
+    digest(&text)
+}
+
+/// 16 hex digits of the SHA-256 of `text`: the hashes that name jobs and
+/// evaluations.
+pub(crate) fn digest(text: &str) -> String {
     let digest = Sha256::digest(text.as_bytes());
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }

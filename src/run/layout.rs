@@ -37,7 +37,8 @@
 
 use super::checkpoint;
 use super::records::EvalDone;
-use super::Weights;
+use super::{EvalKeys, Weights};
+use crate::config::run::EvalConfig;
 use std::path::{Path, PathBuf};
 
 /// The folder of one trained (or training) run.
@@ -132,17 +133,60 @@ impl EvalDir {
         self.root.join("evaluated_run.json")
     }
 
-    /// Whether this folder holds a finished evaluation of `run` covering
-    /// `weights` and every evaluation point the run has now.
-    pub fn is_done(&self, run: &RunDir, weights: &[Weights]) -> bool {
-        let Ok(Some(done)) = super::atomic::read_json::<EvalDone>(&self.done()) else {
-            return false;
-        };
-        let points = run.eval_points();
-        !points.is_empty()
-            && points.iter().all(|(s, _)| done.steps.contains(s))
-            && weights.iter().all(|w| done.weights.contains(w))
+    /// What `done.json` records (nothing when it is missing or from a
+    /// version that did not record evaluation keys).
+    pub fn read_done(&self) -> EvalDone {
+        match super::atomic::read_json::<EvalDone>(&self.done()) {
+            Ok(Some(done)) => done,
+            _ => EvalDone::default(),
+        }
     }
+
+    /// How this folder's finished evaluations stand against evaluating `run`
+    /// now with `weights` and the settings `eval`.
+    pub fn freshness(&self, run: &RunDir, weights: &[Weights], eval: &EvalConfig) -> Freshness {
+        let points = run.eval_points();
+        let done = self.read_done();
+        let key = EvalKeys::of(eval).combined();
+        let wanted = || {
+            points
+                .iter()
+                .flat_map(|(s, _)| weights.iter().map(move |w| (*s, *w)))
+        };
+        if !points.is_empty() && wanted().all(|(s, w)| done.covers(s, w, &key)) {
+            return Freshness::Done;
+        }
+        // The last settings that covered a wanted point, if any did.
+        let before = done.done.iter().rev().find(|d| {
+            d.eval_key != key
+                && wanted().any(|(s, w)| s == d.step && w == d.weights)
+                && !done.covers(d.step, d.weights, &key)
+        });
+        match before.and_then(|d| done.settings.get(&d.eval_key)) {
+            Some(old) => Freshness::Stale {
+                changes: super::eval_key::changes(old, eval),
+            },
+            None => Freshness::Missing,
+        }
+    }
+
+    /// The file stem of the samples drawn at (step, weights, guidance) with
+    /// the sample settings of key `samples_key`, under [`EvalDir::samples`].
+    pub fn sample_stem(step: u64, weights: Weights, guidance: f64, samples_key: &str) -> String {
+        let key = &samples_key[..samples_key.len().min(8)];
+        format!("step-{step}_{weights}_g{guidance}_{key}")
+    }
+}
+
+/// Whether an evaluation folder has what is asked of it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Freshness {
+    /// Every point and weight set, under the settings asked for.
+    Done,
+    /// Some are not evaluated at all (a new run, a longer one, a new weight set).
+    Missing,
+    /// Some were evaluated, but with other settings: these changed.
+    Stale { changes: Vec<String> },
 }
 
 /// The files a sweep folder holds about its plan (rather than its jobs):
@@ -246,30 +290,63 @@ mod tests {
     }
 
     #[test]
-    fn an_evaluation_is_done_when_it_covers_every_point_and_weight_set() {
+    fn an_evaluation_is_done_when_it_covers_every_point_and_weight_set_under_its_settings() {
         let dir = tempfile::tempdir().unwrap();
         let run = RunDir::new(dir.path());
         let eval = EvalDir::new(run.eval());
+        let settings = EvalConfig::default();
+        let fresh = |w: &[Weights], e: &EvalConfig| eval.freshness(&run, w, e);
         let raw_ema = [Weights::Raw, Weights::ema(0.9)];
-        assert!(!eval.is_done(&run, &raw_ema), "no done.json");
+        assert_eq!(fresh(&raw_ema, &settings), Freshness::Missing, "no points");
         for step in [0, 50] {
             std::fs::create_dir_all(run.snapshots().join(checkpoint::dir_name(step))).unwrap();
         }
         std::fs::create_dir_all(&eval.root).unwrap();
-        let done = |steps: Vec<u64>, weights: Vec<Weights>| {
-            crate::run::atomic::write_json(&eval.done(), &EvalDone { steps, weights }).unwrap()
-        };
-        done(vec![0, 50], raw_ema.to_vec());
-        assert!(eval.is_done(&run, &raw_ema));
-        assert!(
-            !eval.is_done(&run, &[Weights::ema(0.99)]),
-            "another weight set"
+        assert_eq!(fresh(&raw_ema, &settings), Freshness::Missing, "no done.json");
+        let key = EvalKeys::of(&settings).combined();
+        let mut done = EvalDone::default();
+        for s in [0, 50] {
+            for w in raw_ema {
+                done.add(s, w, &key, &settings);
+            }
+        }
+        crate::run::atomic::write_json(&eval.done(), &done).unwrap();
+        assert_eq!(fresh(&raw_ema, &settings), Freshness::Done);
+        assert_eq!(fresh(&[Weights::ema(0.99)], &settings), Freshness::Missing);
+        // Other sample settings: stale, naming what changed.
+        let mut fewer = settings.clone();
+        fewer.num_samples = 37;
+        assert_eq!(
+            fresh(&raw_ema, &fewer),
+            Freshness::Stale {
+                changes: vec!["eval.num_samples 1000 → 37".into()]
+            }
         );
-        // A longer run has a new point: not done.
+        // A guidance scale is not a setting of the numbers: still done.
+        let mut scales = settings.clone();
+        scales.guidance_scales = vec![1.0, 2.0];
+        assert_eq!(fresh(&raw_ema, &scales), Freshness::Done);
+        // Once evaluated with the new settings too, both are done.
+        let fewer_key = EvalKeys::of(&fewer).combined();
+        for s in [0, 50] {
+            for w in raw_ema {
+                done.add(s, w, &fewer_key, &fewer);
+            }
+        }
+        crate::run::atomic::write_json(&eval.done(), &done).unwrap();
+        assert_eq!(fresh(&raw_ema, &fewer), Freshness::Done);
+        assert_eq!(fresh(&raw_ema, &settings), Freshness::Done);
+        // A longer run has a new point: missing, not stale.
         std::fs::create_dir_all(run.snapshots().join(checkpoint::dir_name(100))).unwrap();
-        assert!(!eval.is_done(&run, &raw_ema));
-        done(vec![0, 50, 100], vec![Weights::Raw]);
-        assert!(!eval.is_done(&run, &raw_ema));
+        assert_eq!(fresh(&raw_ema, &settings), Freshness::Missing);
         assert_eq!(run.eval_points().len(), 3);
+    }
+
+    #[test]
+    fn a_done_json_of_the_older_format_reads_as_nothing_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let eval = EvalDir::new(dir.path());
+        std::fs::write(eval.done(), r#"{"steps":[0,50],"weights":["raw"]}"#).unwrap();
+        assert_eq!(eval.read_done(), EvalDone::default());
     }
 }

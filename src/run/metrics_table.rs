@@ -4,7 +4,12 @@
 //!
 //! Columns: run, step, weights, guidance (null where guidance does not
 //! apply, e.g. bits/dim), sampler (empty where no sampling was involved),
-//! metric, value, stderr (null where the number has none), checkpoint.
+//! metric, value, stderr (null where the number has none), checkpoint,
+//! eval_key (the [`crate::run::eval_key`] of the settings that produced the
+//! row; empty in tables written before it existed, which makes them stale).
+//!
+//! Every table is written as Parquet and, beside it, as CSV (the same name
+//! with `.csv`) for readers without a Parquet library.
 
 use crate::run::weights::WeightsParseError;
 use crate::run::Weights;
@@ -23,6 +28,8 @@ pub struct MetricRow {
     pub value: f64,
     pub stderr: Option<f64>,
     pub checkpoint: String,
+    /// The key of the settings that produced it (see [`crate::run::eval_key`]).
+    pub eval_key: String,
 }
 
 pub const FILE: &str = "eval_metrics.parquet";
@@ -86,6 +93,7 @@ pub fn read(path: &Path) -> Result<Vec<MetricRow>, TableError> {
     };
     let (run, sampler, metric, checkpoint) =
         (s("run")?, s("sampler")?, s("metric")?, s("checkpoint")?);
+    let eval_key = optional_str(path, &df, "eval_key")?;
     let steps: Vec<u64> = col("step")?
         .u64()
         .map_err(|e| err(path, e))?
@@ -105,7 +113,21 @@ pub fn read(path: &Path) -> Result<Vec<MetricRow>, TableError> {
             value: value[i].unwrap_or(f64::NAN),
             stderr: stderr[i],
             checkpoint: checkpoint[i].clone(),
+            eval_key: eval_key[i].clone(),
         })
+        .collect())
+}
+
+/// A string column that older tables lack: empty cells then.
+pub fn optional_str(path: &Path, df: &DataFrame, name: &str) -> Result<Vec<String>, TableError> {
+    let Ok(col) = df.column(name) else {
+        return Ok(vec![String::new(); df.height()]);
+    };
+    Ok(col
+        .str()
+        .map_err(|e| err(path, e))?
+        .iter()
+        .map(|v| v.unwrap_or("").to_string())
         .collect())
 }
 
@@ -165,20 +187,27 @@ pub fn write(path: &Path, rows: &[MetricRow]) -> Result<(), TableError> {
                 rows.iter().map(|r| r.stderr).collect::<Vec<_>>(),
             ),
             Column::new("checkpoint".into(), strs(|r| r.checkpoint.as_str())),
+            Column::new("eval_key".into(), strs(|r| r.eval_key.as_str())),
         ],
     )
     .map_err(|e| err(path, e))?;
     write_parquet(path, &mut df)
 }
 
-/// Write `df` to `path` atomically, as Parquet. A file that cannot be made
-/// (or renamed into place) is a [`TableFault::Io`].
+/// Write `df` to `path` atomically, as Parquet, and beside it as CSV. A
+/// file that cannot be made (or renamed into place) is a [`TableFault::Io`].
 pub fn write_parquet(path: &Path, df: &mut DataFrame) -> Result<(), TableError> {
     crate::run::atomic::write_with(path, |tmp| -> Result<(), TableFault> {
         ParquetWriter::new(File::create(tmp)?).finish(df)?;
         Ok(())
     })
-    .map_err(|e| err(path, e))
+    .map_err(|e| err(path, e))?;
+    let csv = path.with_extension("csv");
+    crate::run::atomic::write_with(&csv, |tmp| -> Result<(), TableFault> {
+        CsvWriter::new(File::create(tmp)?).finish(df)?;
+        Ok(())
+    })
+    .map_err(|e| err(&csv, e))
 }
 
 #[cfg(test)]
@@ -201,6 +230,7 @@ mod tests {
                 value: 3.25,
                 stderr: Some(0.01),
                 checkpoint: "snapshots/step-10".into(),
+                eval_key: "0123abcd".into(),
             },
             MetricRow {
                 run: "r".into(),
@@ -212,10 +242,16 @@ mod tests {
                 value: 12.5,
                 stderr: None,
                 checkpoint: "snapshots/step-10".into(),
+                eval_key: "0123abcd".into(),
             },
         ];
         write(&p, &rows).unwrap();
         assert_eq!(read(&p).unwrap(), rows);
+        // The CSV beside it holds the same rows.
+        let csv = std::fs::read_to_string(p.with_extension("csv")).unwrap();
+        assert_eq!(csv.lines().count(), 3, "{csv}");
+        assert!(csv.lines().next().unwrap().ends_with(",eval_key"), "{csv}");
+        assert!(csv.contains("ddim-50,fd_mnist-cnn,12.5"), "{csv}");
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! report agree on, in one place so that none of them imports another.
 //!
 //! * [`identity`]: each config key's role, and the training and resume hashes;
+//! * [`eval_key`]: which `eval.*` settings each evaluation number depends on;
+//! * [`handle`]: the folder a user names (a run, a job, a sweep run) and what it stands for;
 //! * [`weights`]: the [`Weights`] of a trained run (`raw`, `ema-<decay>`);
 //! * [`layout`]: every path of a run folder and a sweep folder;
 //! * [`status`]: the one [`JobState`], `status.json` and process liveness;
@@ -17,6 +19,8 @@
 
 pub mod atomic;
 pub mod checkpoint;
+pub mod eval_key;
+pub mod handle;
 pub mod identity;
 pub mod layout;
 pub mod metrics_table;
@@ -26,8 +30,9 @@ pub mod stop;
 pub mod timestep_table;
 pub mod weights;
 
+pub use eval_key::{EvalKeys, EvalPart};
 pub use identity::{resume_hash, role, training_hash, KeyRole};
-pub use layout::{EvalDir, RunDir, SweepDir};
+pub use layout::{EvalDir, Freshness, RunDir, SweepDir};
 pub use status::{JobState, Observed, RunStatus};
 pub use stop::StopToken;
 pub use weights::Weights;

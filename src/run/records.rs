@@ -68,11 +68,20 @@ pub struct PlanJob {
     pub est_s: f64,
     /// Its state when planned.
     pub state: JobState,
-    /// The weight sets its runs are evaluated with (raw always among them).
-    pub eval_weights: Vec<Weights>,
+    /// Its evaluations: one per distinct `eval.*` settings among its runs.
+    pub evals: Vec<EvalTask>,
     /// What the sweep does with it (`train`, `skip (completed)`, …).
     pub will: String,
     pub config: RunConfig,
+}
+
+/// One evaluation of a job: with the `eval.*` settings of run `run` (whose
+/// folder `runs/<run>/` is the handle `ddpm-lab eval` is given), for these
+/// weight sets (raw always among them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalTask {
+    pub run: String,
+    pub weights: Vec<Weights>,
 }
 
 /// `runs/<run>/run.json`.
@@ -172,12 +181,44 @@ impl ProgressLine {
     }
 }
 
-/// `done.json` of an evaluation folder: written when an evaluation has
-/// covered these points for these weight sets.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `done.json` of an evaluation folder: every (step, weight set, evaluation
+/// key) a finished evaluation covered, and the `[eval]` section behind each
+/// key (so a later plan can say which settings changed). Evaluations with
+/// other settings add to it; none removes another's entries.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EvalDone {
-    pub steps: Vec<u64>,
-    pub weights: Vec<Weights>,
+    pub done: Vec<DonePoint>,
+    /// The combined evaluation key → the `[eval]` section that produced it.
+    pub settings: std::collections::BTreeMap<String, crate::config::run::EvalConfig>,
+}
+
+/// One evaluated (step, weight set) under one evaluation key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DonePoint {
+    pub step: u64,
+    pub weights: Weights,
+    pub eval_key: String,
+}
+
+impl EvalDone {
+    /// Whether (step, weights) was evaluated under `key`.
+    pub fn covers(&self, step: u64, weights: Weights, key: &str) -> bool {
+        self.done
+            .iter()
+            .any(|d| d.step == step && d.weights == weights && d.eval_key == key)
+    }
+
+    /// Record (step, weights) under `key`, evaluated with `eval`.
+    pub fn add(&mut self, step: u64, weights: Weights, key: &str, eval: &crate::config::run::EvalConfig) {
+        if !self.covers(step, weights, key) {
+            self.done.push(DonePoint {
+                step,
+                weights,
+                eval_key: key.to_string(),
+            });
+        }
+        self.settings.insert(key.to_string(), eval.clone());
+    }
 }
 
 #[cfg(test)]
@@ -216,7 +257,10 @@ mod tests {
                 macs: 3e9,
                 est_s: 4.0,
                 state: JobState::New,
-                eval_weights: vec![Weights::ema(0.999), Weights::Raw],
+                evals: vec![EvalTask {
+                    run: "decay-0.999_seed-1-abcdef".into(),
+                    weights: vec![Weights::ema(0.999), Weights::Raw],
+                }],
                 will: "train".into(),
                 config: cfg,
             }],
@@ -232,7 +276,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["runs"][0]["weights"], Weights::ema(0.999).to_string());
         assert_eq!(v["jobs"][0]["state"], "new");
-        assert_eq!(v["jobs"][0]["eval_weights"][1], "raw");
+        assert_eq!(v["jobs"][0]["evals"][0]["weights"][1], "raw");
         assert_eq!(v["runs"][0]["swept"]["seed"], 1);
     }
 

@@ -3,7 +3,8 @@
 //! the report reads it.
 //!
 //! Columns: step, weights, bin, t_lo, t_hi, loss_unweighted, loss_weighted,
-//! checkpoint.
+//! checkpoint, eval_key (as in [`super::metrics_table`]). Written as Parquet
+//! and CSV.
 
 use super::metrics_table::{self, TableError};
 use super::Weights;
@@ -22,6 +23,8 @@ pub struct TimestepRow {
     pub loss_unweighted: f64,
     pub loss_weighted: f64,
     pub checkpoint: String,
+    /// The key of the settings that produced it (see [`crate::run::eval_key`]).
+    pub eval_key: String,
 }
 
 /// Read `timestep_loss.parquet` (missing: no rows).
@@ -42,6 +45,7 @@ pub fn read_timestep_rows(path: &Path) -> Result<Vec<TimestepRow>, TableError> {
     let lu = col("loss_unweighted")?.f64().map_err(err)?.clone();
     let lw = col("loss_weighted")?.f64().map_err(err)?.clone();
     let ck = col("checkpoint")?.str().map_err(err)?.clone();
+    let keys = metrics_table::optional_str(path, &df, "eval_key")?;
     Ok((0..df.height())
         .map(|i| TimestepRow {
             step: steps.get(i).unwrap_or(0),
@@ -52,6 +56,7 @@ pub fn read_timestep_rows(path: &Path) -> Result<Vec<TimestepRow>, TableError> {
             loss_unweighted: lu.get(i).unwrap_or(f64::NAN),
             loss_weighted: lw.get(i).unwrap_or(f64::NAN),
             checkpoint: ck.get(i).unwrap_or("").to_string(),
+            eval_key: keys[i].clone(),
         })
         .collect())
 }
@@ -92,6 +97,10 @@ pub fn write_timestep_rows(path: &Path, rows: &[TimestepRow]) -> Result<(), Tabl
                 rows.iter()
                     .map(|r| r.checkpoint.as_str())
                     .collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "eval_key".into(),
+                rows.iter().map(|r| r.eval_key.as_str()).collect::<Vec<_>>(),
             ),
         ],
     )

@@ -12,6 +12,7 @@
 //! EMA weight sets will be further variants of the same enum.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use crate::config::run::EmaConfig;
 use std::fmt;
 use std::str::FromStr;
 
@@ -117,6 +118,73 @@ impl<'de> Deserialize<'de> for Weights {
     }
 }
 
+/// An EMA that still puts more than this weight on the initial (random)
+/// weights is not yet a usable model.
+pub const SAFE_INITIAL_FRACTION: f64 = 0.01;
+
+/// How far one weight set of a run has warmed up after `steps` steps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Warmth {
+    pub weights: Weights,
+    /// The decay applied at the last step (0 for raw).
+    pub effective_decay: f64,
+    /// The weight still on the initial weights, μ^N for a constant decay
+    /// (0 for raw).
+    pub initial_fraction: f64,
+}
+
+impl Warmth {
+    pub fn of(ema: &EmaConfig, weights: Weights, steps: u64) -> Warmth {
+        match weights.decay() {
+            None => Warmth {
+                weights,
+                effective_decay: 0.0,
+                initial_fraction: 0.0,
+            },
+            Some(mu) => Warmth {
+                weights,
+                effective_decay: if steps == 0 {
+                    mu
+                } else {
+                    ema.decay_at(mu, steps)
+                },
+                initial_fraction: ema.initial_fraction(mu, steps),
+            },
+        }
+    }
+
+    /// Whether it still leans on the initial weights (above
+    /// [`SAFE_INITIAL_FRACTION`]).
+    pub fn is_cold(&self) -> bool {
+        self.initial_fraction > SAFE_INITIAL_FRACTION
+    }
+
+    /// The warning to print when it is used while cold.
+    pub fn warning(&self, steps: u64) -> Option<String> {
+        self.is_cold().then(|| {
+            format!(
+                "{} after {steps} steps still holds {:.0}% of the initial random weights (μ^N = {:.3}); its samples and metrics are mostly the untrained model's. Use --weights raw, an EMA of lower decay, or train longer",
+                self.weights,
+                self.initial_fraction * 100.0,
+                self.initial_fraction
+            )
+        })
+    }
+}
+
+/// The weight set to use when none is named: the EMA of the longest
+/// memory (highest decay) that is warm after `steps` steps, else raw.
+pub fn safe_default(ema: &EmaConfig, steps: u64) -> Weights {
+    let mut warm: Vec<f64> = ema
+        .decays
+        .iter()
+        .copied()
+        .filter(|&mu| !Warmth::of(ema, Weights::ema(mu), steps).is_cold())
+        .collect();
+    warm.sort_by(|a, b| a.total_cmp(b));
+    warm.last().map_or(Weights::Raw, |&mu| Weights::ema(mu))
+}
+
 /// A comma-separated list of weight sets, as they print.
 pub fn join(weights: &[Weights]) -> String {
     weights
@@ -129,6 +197,51 @@ pub fn join(weights: &[Weights]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ema(mode: crate::config::run::EmaMode, decays: &[f64]) -> EmaConfig {
+        EmaConfig {
+            decays: decays.to_vec(),
+            mode,
+            ..EmaConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_constant_ema_keeps_mu_to_the_n_of_its_start() {
+        use crate::config::run::EmaMode;
+        let c = ema(EmaMode::Constant, &[0.9999, 0.99]);
+        let w = Warmth::of(&c, Weights::ema(0.9999), 300);
+        // The example: after 300 steps ema-0.9999 is 97% initialisation.
+        assert!((w.initial_fraction - 0.9999f64.powi(300)).abs() < 1e-12);
+        assert!((w.initial_fraction - 0.9704).abs() < 1e-4);
+        assert!(w.is_cold() && w.warning(300).unwrap().contains("97%"));
+        assert_eq!(w.effective_decay, 0.9999);
+        // 0.99^300 = 0.049: still cold; 0.99^500 = 0.0066: warm.
+        assert!(Warmth::of(&c, Weights::ema(0.99), 300).is_cold());
+        assert!(!Warmth::of(&c, Weights::ema(0.99), 500).is_cold());
+        assert_eq!(safe_default(&c, 300), Weights::Raw);
+        assert_eq!(safe_default(&c, 500), Weights::ema(0.99));
+        // 0.9999^N ≤ 0.01 from N = ln 0.01 / ln 0.9999 = 46,050.
+        assert_eq!(safe_default(&c, 46_050), Weights::ema(0.9999));
+        assert_eq!(safe_default(&c, 46_000), Weights::ema(0.99));
+        assert!(!Warmth::of(&c, Weights::Raw, 0).is_cold());
+    }
+
+    #[test]
+    fn warmup_and_update_after_step_forget_the_start_at_once() {
+        use crate::config::run::EmaMode;
+        // Warm-up copies θ at its first step: nothing of θ_0 is left.
+        let w = ema(EmaMode::Warmup, &[0.9999]);
+        assert_eq!(Warmth::of(&w, Weights::ema(0.9999), 300).initial_fraction, 0.0);
+        // Its decay at step c = 300: e = 299, 1 − (1 + 299)^(−2/3).
+        let d = Warmth::of(&w, Weights::ema(0.9999), 300).effective_decay;
+        assert!((d - (1.0 - 300f64.powf(-2.0 / 3.0))).abs() < 1e-12, "{d}");
+        let mut late = ema(EmaMode::Constant, &[0.5]);
+        late.update_after_step = 10;
+        assert_eq!(late.initial_fraction(0.5, 12), 0.0);
+        let b = ema(EmaMode::BiasCorrected, &[0.9999]);
+        assert_eq!(b.initial_fraction(0.9999, 3), 0.0);
+    }
 
     #[test]
     fn names_round_trip_and_equal_decays_are_one_weight_set() {

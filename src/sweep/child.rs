@@ -12,7 +12,7 @@ use super::devices::{Slot, SlotDevice};
 use super::executor::{Executor, JobOutcome, JobTicket};
 use super::progress::SweepProgress;
 use super::results::Action;
-use crate::run::records::ProgressLine;
+use crate::run::records::{EvalTask, ProgressLine};
 use crate::run::{JobState, RunStatus, StopToken, SweepDir};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
@@ -241,15 +241,35 @@ impl ProcessExecutor {
         }
     }
 
-    /// Evaluate a trained job (`ddpm-lab eval`); a failure becomes the job's.
+    /// Evaluate a trained job: `ddpm-lab eval runs/<run>` for each of its
+    /// evaluations, in turn; the first failure becomes the job's.
     fn evaluate(
         &self,
         slot: &Slot,
         job: &JobTicket,
+        mut trained: JobOutcome,
+        stop: &StopToken,
+    ) -> JobOutcome {
+        for task in &job.evals {
+            if stop.is_stopped() {
+                break;
+            }
+            trained = self.evaluate_one(slot, job, task, trained, stop);
+            if trained.ended != JobState::Completed {
+                break;
+            }
+        }
+        trained
+    }
+
+    fn evaluate_one(
+        &self,
+        slot: &Slot,
+        job: &JobTicket,
+        task: &EvalTask,
         trained: JobOutcome,
         stop: &StopToken,
     ) -> JobOutcome {
-        let out = self.dir.job_dir(&job.id);
         let mut cmd = self.command(slot);
         // Evaluation is many small ops with host syncs: spinning OpenMP
         // threads only slow it down (and its neighbours).
@@ -257,10 +277,10 @@ impl ProcessExecutor {
             cmd.env("OMP_WAIT_POLICY", "passive");
         }
         cmd.arg("eval")
-            .arg(&out)
+            .arg(self.dir.run_dir(&task.run))
             .arg("--weights")
             .arg(
-                job.eval_weights
+                task.weights
                     .iter()
                     .map(|w| w.to_string())
                     .collect::<Vec<_>>()

@@ -8,7 +8,8 @@
 use super::devices::Slot;
 use super::progress::SweepProgress;
 use super::results::Action;
-use crate::run::{JobState, StopToken, Weights};
+use crate::run::records::EvalTask;
+use crate::run::{JobState, StopToken};
 
 /// One job as an executor sees it.
 #[derive(Debug, Clone)]
@@ -19,8 +20,8 @@ pub struct JobTicket {
     pub action: Action,
     /// Evaluate after training (or only evaluate, for `Action::Evaluate`).
     pub evaluate: bool,
-    /// The weight sets to evaluate.
-    pub eval_weights: Vec<Weights>,
+    /// Its evaluations (each with one run's settings and its weight sets).
+    pub evals: Vec<EvalTask>,
     pub total_steps: u64,
     /// A short description for progress lines (its runs).
     pub label: String,

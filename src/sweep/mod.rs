@@ -5,6 +5,7 @@
 pub mod child;
 pub mod devices;
 pub mod estimate;
+pub mod evals;
 pub mod executor;
 pub mod expand;
 pub mod lock;

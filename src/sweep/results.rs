@@ -26,6 +26,9 @@ pub enum Action {
     SkipFailed,
     /// Trained, but its evaluation is missing or incomplete: evaluate only.
     Evaluate,
+    /// Trained and evaluated, but with other `eval.*` settings than its runs
+    /// ask for now: evaluate again (only).
+    Reevaluate,
     /// Another process is training it now.
     SkipBusy,
 }
@@ -36,7 +39,11 @@ impl Action {
     }
     /// Whether a child process runs for it (training, evaluation or both).
     pub fn runs(self) -> bool {
-        self.trains() || self == Action::Evaluate
+        self.trains() || self.evaluates_only()
+    }
+    /// Whether it only evaluates (the job is trained already).
+    pub fn evaluates_only(self) -> bool {
+        matches!(self, Action::Evaluate | Action::Reevaluate)
     }
 }
 

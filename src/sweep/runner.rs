@@ -19,7 +19,8 @@ use crate::config::{Problem, RunConfig};
 use crate::model::cost::ModelCost;
 use crate::run::atomic::{write_if_changed, write_json};
 use crate::run::records::{JobReport, PlanFile, PlanJob, PlanRun, Summary};
-use crate::run::{identity, EvalDir, JobState, Observed, StopToken, SweepDir, Weights};
+use super::evals::{job_evals, with_evals, JobEval};
+use crate::run::{identity, JobState, Observed, StopToken, SweepDir};
 use rayon::prelude::*;
 use std::path::PathBuf;
 
@@ -83,8 +84,10 @@ pub struct JobView {
     pub macs: f64,
     /// Estimated seconds on its kind of slot.
     pub est_s: f64,
-    /// The weight sets its runs are evaluated with.
-    pub eval_weights: Vec<Weights>,
+    /// Its evaluations (one per distinct `eval.*` settings among its runs).
+    pub evals: Vec<JobEval>,
+    /// For [`Action::Reevaluate`]: the settings that changed.
+    pub eval_changes: Vec<String>,
     /// Its folder as found.
     pub seen: Observed,
     pub action: Action,
@@ -104,8 +107,8 @@ impl JobView {
             macs: self.macs,
             est_s: self.est_s,
             state: self.seen.state,
-            eval_weights: self.eval_weights.clone(),
-            will: will(self.action).to_string(),
+            evals: self.evals.iter().map(|e| e.task.clone()).collect(),
+            will: self.will(),
             config: config.clone(),
         }
     }
@@ -121,6 +124,19 @@ pub struct Planned {
     pub jobs: Vec<JobView>,
 }
 
+impl JobView {
+    /// What the sweep does with it, as the plan says it.
+    fn will(&self) -> String {
+        match self.action {
+            Action::Reevaluate => format!(
+                "re-evaluate (eval settings changed: {})",
+                self.eval_changes.join(", ")
+            ),
+            a => will(a).to_string(),
+        }
+    }
+}
+
 fn will(action: Action) -> &'static str {
     match action {
         Action::Train => "train",
@@ -129,6 +145,7 @@ fn will(action: Action) -> &'static str {
         Action::SkipCompleted => "skip (completed)",
         Action::SkipFailed => "skip (failed; --rerun-failed retries)",
         Action::Evaluate => "evaluate",
+        Action::Reevaluate => "re-evaluate",
         Action::SkipBusy => "skip (another process is training it)",
     }
 }
@@ -219,12 +236,12 @@ fn job_view(
 ) -> JobView {
     let hash = identity::training_hash(&job.config);
     let seen = Observed::read(&dir.job_dir(&job.id), &hash);
-    let eval_weights = eval_weights(plan, job);
-    let action = with_eval(
+    let evals = job_evals(plan, job);
+    let (action, eval_changes) = with_evals(
         decide(&seen, opts.policy),
         dir,
         &job.id,
-        &eval_weights,
+        &evals,
         opts.no_eval,
     );
     let steps = job.config.train.steps;
@@ -249,7 +266,8 @@ fn job_view(
         macs_per_sample: cost.macs_per_sample,
         macs: est.macs,
         est_s: est.seconds,
-        eval_weights,
+        evals,
+        eval_changes,
         seen,
         action,
     }
@@ -315,41 +333,6 @@ pub fn missing_data(planned: &Planned) -> Result<(), ConfigError> {
         problems.push(Problem::new("data.path", message).at(Some(spec_origin(spec, "data.path"))));
     }
     ConfigError::unless_empty(&spec.path, problems)
-}
-
-/// The weight sets a job's runs are evaluated with, in plan order, and the
-/// raw weights always (the reference every EMA is compared against).
-fn eval_weights(plan: &Plan, job: &super::plan::Job) -> Vec<Weights> {
-    let mut out: Vec<Weights> = vec![];
-    for &r in &job.runs {
-        let w = plan.runs[r].weights;
-        if !out.contains(&w) {
-            out.push(w);
-        }
-    }
-    if !out.contains(&Weights::Raw) {
-        out.push(Weights::Raw);
-    }
-    out
-}
-
-/// A completed job whose evaluation is not finished is evaluated.
-fn with_eval(
-    action: Action,
-    dir: &SweepDir,
-    id: &str,
-    weights: &[Weights],
-    no_eval: bool,
-) -> Action {
-    let job = dir.job(id);
-    if action == Action::SkipCompleted
-        && !no_eval
-        && !EvalDir::new(job.eval()).is_done(&job, weights)
-    {
-        Action::Evaluate
-    } else {
-        action
-    }
 }
 
 /// The sweep's estimated wall time: longest-first over the slots.
@@ -485,7 +468,7 @@ pub fn plan_text(p: &Planned) -> String {
             j.macs_per_sample / 1e6,
             human_secs(j.est_s),
             j.seen.state,
-            will(j.action)
+            j.will()
         );
     }
     let _ = writeln!(s, "\ndevices: {}", devices::describe(&p.slots));
@@ -520,11 +503,11 @@ pub fn execute(
     let mut jobs = p.jobs.clone();
     for j in &mut jobs {
         j.seen = Observed::read(&p.dir.job_dir(&j.id), &j.hash);
-        j.action = with_eval(
+        (j.action, j.eval_changes) = with_evals(
             decide(&j.seen, opts.policy),
             &p.dir,
             &j.id,
-            &j.eval_weights,
+            &j.evals,
             opts.no_eval,
         );
     }
@@ -599,7 +582,7 @@ fn announce(p: &Planned, jobs: &[JobView], to_run: &[usize]) {
     let to_train = to_run.iter().filter(|&&i| jobs[i].action.trains()).count();
     let skipped_done = jobs
         .iter()
-        .filter(|j| matches!(j.action, Action::SkipCompleted | Action::Evaluate))
+        .filter(|j| j.action == Action::SkipCompleted || j.action.evaluates_only())
         .count();
     let evaluate_only = to_run.len() - to_train;
     if to_train == 0 && evaluate_only > 0 {
@@ -635,7 +618,7 @@ fn ticket(key: usize, j: &JobView, opts: &SweepOptions) -> JobTicket {
         id: j.id.clone(),
         action: j.action,
         evaluate: !opts.no_eval,
-        eval_weights: j.eval_weights.clone(),
+        evals: j.evals.iter().map(|e| e.task.clone()).collect(),
         total_steps: j.steps,
         label: match j.runs.len() {
             1 => format!("run {}", j.runs[0]),

@@ -57,26 +57,17 @@ impl Ema {
         }
     }
 
-    /// The decay applied at optimizer step c (1-based) for nominal decay μ.
+    /// The decay applied at optimizer step c (1-based) for nominal decay μ
+    /// ([`EmaConfig::decay_at`]).
     pub fn decay_at(&self, decay: f64, c: u64) -> f64 {
-        let u = self.update_after_step;
-        match self.mode {
-            EmaMode::Constant | EmaMode::BiasCorrected => {
-                if c <= u {
-                    0.0
-                } else {
-                    decay
-                }
-            }
-            EmaMode::Warmup => {
-                let e = c as i64 - u as i64 - 1;
-                if e <= 0 {
-                    0.0
-                } else {
-                    decay.min(1.0 - (1.0 + e as f64 / self.inv_gamma).powf(-self.power))
-                }
-            }
+        EmaConfig {
+            decays: vec![],
+            mode: self.mode,
+            inv_gamma: self.inv_gamma,
+            power: self.power,
+            update_after_step: self.update_after_step,
         }
+        .decay_at(decay, c)
     }
 
     /// Call once after every optimizer step: [`Ema::advance`], then [`Ema::apply`].
