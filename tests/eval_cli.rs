@@ -69,7 +69,7 @@ fn the_per_timestep_loss_covers_every_point_and_weight_set_and_falls_with_traini
             .output()
             .unwrap()
     };
-    let o = eval(&[]);
+    let o = eval(&["--weights", "all"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(text(&o.stderr).contains("evaluated 6 (step, weights) pair(s), 0 already there"));
     let rows = read_timestep_rows(&run.join("eval/timestep_loss.parquet")).unwrap();
@@ -121,9 +121,7 @@ fn the_per_timestep_loss_covers_every_point_and_weight_set_and_falls_with_traini
                 assert!(r.value.is_finite(), "{r:?}");
                 assert_eq!(r.run, "run");
             }
-            assert!(run
-                .join(format!("eval/samples/step-{step}_{w}_g1.parquet"))
-                .exists());
+            assert!(common::sample_file(&run.join("eval"), step, w, 1.0, "parquet").is_some());
         }
     }
     assert!(
@@ -142,8 +140,21 @@ fn the_per_timestep_loss_covers_every_point_and_weight_set_and_falls_with_traini
     );
 
     // Again: nothing to do, nothing changed.
-    let o = eval(&[]);
+    let o = eval(&["--weights", "all"]);
     assert!(text(&o.stderr).contains("evaluated 0 (step, weights) pair(s), 6 already there"));
+    // Without --weights: the warm EMA (0.9^400 of the start is left), said so.
+    let o = bin()
+        .arg("eval")
+        .arg(&run)
+        .args(["--device", "cpu"])
+        .output()
+        .unwrap();
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("[eval] weights: ema-0.9 (the EMA of longest memory whose share of the initial weights after 400 steps is ≤ 1%")
+            && err.contains("evaluated 0 (step, weights) pair(s), 3 already there"),
+        "{err}"
+    );
     assert_eq!(
         read_timestep_rows(&run.join("eval/timestep_loss.parquet")).unwrap(),
         rows
@@ -321,7 +332,7 @@ probe_size = 32
                 assert_eq!(r.sampler, "ddim-10");
                 assert!(r.value.is_finite() && r.value >= 0.0, "{r:?}");
             }
-            let png = run.join(format!("eval/samples/step-{step}_raw_g{g}.png"));
+            let png = common::sample_file(&run.join("eval"), step, "raw", g, "png").unwrap();
             let img = image::open(&png).unwrap();
             // 16 images of 16×16 in a 4×4 grid with 2-pixel borders.
             assert_eq!((img.width(), img.height()), (4 * 18 + 2, 4 * 18 + 2));

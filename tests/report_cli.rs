@@ -9,10 +9,12 @@ mod common;
 use common::{bin, text};
 
 use ddpm_lab::config::RunConfig;
+use ddpm_lab::run::eval_key::metric_part;
 use ddpm_lab::run::metrics_table::{self, MetricRow};
+use ddpm_lab::run::records::EvalDone;
 use ddpm_lab::run::records::{LogRecord, PlanFile, PlanRun};
 use ddpm_lab::run::timestep_table::{write_timestep_rows, TimestepRow};
-use ddpm_lab::run::{JobState, RunStatus, Weights};
+use ddpm_lab::run::{EvalKeys, JobState, RunStatus, Weights};
 use polars::prelude::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,6 +29,9 @@ struct Damage<'a> {
     bad_status: &'a [&'a str],
     /// Jobs whose evaluation tables are both not Parquet.
     bad_tables: &'a [&'a str],
+    /// Jobs evaluated with other `eval.*` settings (eval.num_samples 37)
+    /// than their runs ask for.
+    stale: &'a [&'a str],
 }
 
 /// Two variants (prediction epsilon / v) × 3 seeds; v's seed 2 never ran.
@@ -57,7 +62,7 @@ fn fixture(root: &Path, damage: Damage) {
                 job: job.clone(),
                 weights: Weights::Raw,
                 swept,
-                config: cfg,
+                config: cfg.clone(),
             });
             let Some(&value) = fd.get(&(pred, seed)) else {
                 continue; // never started: no job folder at all
@@ -103,6 +108,21 @@ fn fixture(root: &Path, damage: Damage) {
             if damage.no_eval.contains(&job.as_str()) {
                 continue;
             }
+            // The settings its rows were computed with, and done.json saying so.
+            let mut evaluated = cfg.eval.clone();
+            if damage.stale.contains(&job.as_str()) {
+                evaluated.num_samples = 37;
+            }
+            let keys = EvalKeys::of(&evaluated);
+            let mut done = EvalDone::default();
+            for step in [0, 100] {
+                done.add(step, Weights::Raw, &keys.combined(), &evaluated);
+            }
+            std::fs::write(
+                jd.join("eval/done.json"),
+                serde_json::to_string(&done).unwrap(),
+            )
+            .unwrap();
             let row = |step: u64, metric: &str, value: f64, g: Option<f64>| MetricRow {
                 run: job.clone(),
                 step,
@@ -113,6 +133,7 @@ fn fixture(root: &Path, damage: Damage) {
                 value,
                 stderr: None,
                 checkpoint: format!("snapshots/step-{step}"),
+                eval_key: keys.get(metric_part(g)).to_string(),
             };
             // Per-timestep loss: two bins; training lowers the first by 80%, the second by 10%.
             let tl = |step: u64, bin: usize, loss: f64| TimestepRow {
@@ -124,6 +145,7 @@ fn fixture(root: &Path, damage: Damage) {
                 loss_unweighted: loss,
                 loss_weighted: loss,
                 checkpoint: format!("snapshots/step-{step}"),
+                eval_key: keys.timestep_loss.clone(),
             };
             write_timestep_rows(
                 &jd.join("eval/timestep_loss.parquet"),
@@ -486,6 +508,60 @@ fn completed_runs_without_evaluation_numbers_are_named_with_the_fix() {
     let (root, _) = reported_fixture(&tmp.path().join("whole"));
     let md = std::fs::read_to_string(root.join("report.md")).unwrap();
     assert!(!md.contains("without evaluation numbers"), "{md}");
+}
+
+/// A job evaluated with other `eval.*` settings than its runs ask for: its
+/// numbers are never mixed with the others'; the report names the run and
+/// what changed, and says that the sweep re-evaluates it.
+#[test]
+fn runs_evaluated_with_other_settings_are_named_and_left_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let damage = Damage {
+        stale: &["job-epsilon-2"],
+        ..Damage::default()
+    };
+    let (root, o) = reported_fixture_with(tmp.path(), damage);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains(
+            "left out of the numbers: prediction-epsilon_seed-2 (eval.num_samples 37 → 1000)"
+        ),
+        "{err}"
+    );
+    let md = std::fs::read_to_string(root.join("report.md")).unwrap();
+    assert!(
+        md.contains("### Runs evaluated with other settings")
+            && md.contains("- prediction-epsilon_seed-2: eval.num_samples 37 → 1000")
+            && md.contains("it re-evaluates them and does not retrain"),
+        "{md}"
+    );
+    assert!(!md.contains("without evaluation numbers"), "{md}");
+    // epsilon's fd is over seeds 0 and 1 only: n = 2, mean (10 + 12) / 2.
+    let s = read_csv(&root.join("tables/summary.csv"));
+    let mask = s
+        .column("variant")
+        .unwrap()
+        .str()
+        .unwrap()
+        .equal("prediction=epsilon")
+        & s.column("metric")
+            .unwrap()
+            .str()
+            .unwrap()
+            .equal("fd_mnist-cnn");
+    let row = s.filter(&mask).unwrap();
+    let col = |c: &str| {
+        row.column(c)
+            .unwrap()
+            .cast(&DataType::Float64)
+            .unwrap()
+            .f64()
+            .unwrap()
+            .get(0)
+            .unwrap()
+    };
+    assert_eq!((col("n"), col("mean")), (2.0, 11.0));
 }
 
 /// A corrupt status.json is named with its own fix (rerun the sweep, which

@@ -332,3 +332,50 @@ fn an_image_run_samples_into_a_png_grid() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(image::open(&upper).is_ok());
 }
+
+/// Without --weights, `sample` uses the EMA of longest memory that has
+/// warmed up (≤ 1% of the initial weights left), else raw, and says which;
+/// a cold EMA named by --weights is used with a warning.
+#[test]
+fn the_default_weights_are_a_warm_ema_and_a_cold_one_warns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let body = |decays: &str| {
+        format!(
+            "[data]\nsource = \"toy\"\nn_samples = 500\n[model]\npreset = \"mlp-small\"\n[diffusion]\ntimesteps = 20\n[train]\nsteps = 30\nbatch_size = 32\nlog_every = 10\ncheckpoint_every = 30\n[ema]\ndecays = {decays}\n"
+        )
+    };
+    let run = d.join("both");
+    train_cpu(&write(d, "both.toml", &body("[0.99, 0.5]")), &run);
+    // 0.99^30 = 0.74 of the start is left: cold; 0.5^30: warm.
+    let o = sample(&run, &d.join("a.csv"), &["-n", "4"]);
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("[sample] weights: ema-0.5 (the EMA of longest memory whose share of the initial weights after 30 steps is ≤ 1%"),
+        "{err}"
+    );
+    assert!(!err.contains("warning"), "{err}");
+    let o = sample(
+        &run,
+        &d.join("b.csv"),
+        &["-n", "4", "--weights", "ema-0.99"],
+    );
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("warning: ema-0.99 after 30 steps still holds 74% of the initial random weights (μ^N = 0.740)"),
+        "{err}"
+    );
+    let cold = d.join("cold");
+    train_cpu(&write(d, "cold.toml", &body("[0.99]")), &cold);
+    let o = sample(&cold, &d.join("c.csv"), &["-n", "4"]);
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "[sample] weights: raw (no EMA has warmed up after 30 steps: ema-0.99 still holds 74%"
+        ),
+        "{err}"
+    );
+}

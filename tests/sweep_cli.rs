@@ -98,6 +98,32 @@ fn a_smoke_spec_runs_end_to_end_and_a_second_invocation_trains_nothing() {
     let summary = json(&root.join("summary.json"));
     assert_eq!(summary["failed"], 0);
     assert_eq!(summary["trained"], 4);
+    // A run id the plan and report print is a handle: `sample` reads its
+    // job's weights with the run's own weight set and guidance scale.
+    let run = &runs[runs.len() - 1];
+    let handle = root.join("runs").join(run["id"].as_str().unwrap());
+    let o = bin()
+        .arg("sample")
+        .arg(&handle)
+        .arg("--out")
+        .arg(tmp.path().join("handle.csv"))
+        .args(["-n", "8", "--device", "cpu"])
+        .output()
+        .unwrap();
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let own = format!(
+        "weights: {} (the run's own)",
+        run["weights"].as_str().unwrap()
+    );
+    assert!(err.contains(&own), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("handle.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        9
+    );
     // Each job was evaluated at its points (0 and 60) for its runs' weights.
     for j in plan["jobs"].as_array().unwrap() {
         let done = json(
@@ -106,11 +132,23 @@ fn a_smoke_spec_runs_end_to_end_and_a_second_invocation_trains_nothing() {
                 .join(j["id"].as_str().unwrap())
                 .join("eval/done.json"),
         );
-        assert_eq!(done["steps"], serde_json::json!([0, 60]));
-        assert_eq!(
-            done["weights"],
-            serde_json::json!(["ema-0.9", "ema-0.99", "raw"])
-        );
+        let mut pairs: Vec<(u64, String)> = done["done"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["step"].as_u64().unwrap(),
+                    d["weights"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        pairs.sort();
+        let want: Vec<(u64, String)> = [0, 60]
+            .iter()
+            .flat_map(|&s| ["ema-0.9", "ema-0.99", "raw"].map(|w| (s, w.to_string())))
+            .collect();
+        assert_eq!(pairs, want);
     }
     // Every job also evaluated its guidance scales (the union of its runs').
     let m = ddpm_lab::run::metrics_table::read(
@@ -186,19 +224,42 @@ fn a_smoke_spec_runs_end_to_end_and_a_second_invocation_trains_nothing() {
         "the same spec moves nothing aside"
     );
 
-    // The same folder with a changed spec (fewer seeds): the previous plan and
-    // its 16-run report move to the attic instead of being overwritten, and
-    // the jobs the new plan shares are reused.
-    let out = sweep(
-        &smoke("ema_cfg.toml"),
-        &results,
-        &["--set", "sweep.seeds=[0]"],
+    // The same folder with a changed spec (fewer seeds, fewer samples): the
+    // previous plan and its 16-run report move to the attic instead of being
+    // overwritten; the jobs the new plan shares are reused, not retrained,
+    // and re-evaluated, since the evaluation settings changed.
+    let fewer = ["--set", "sweep.seeds=[0]", "--set", "eval.num_samples=37"];
+    let dry = bin()
+        .arg("sweep")
+        .arg(smoke("ema_cfg.toml"))
+        .arg("--results")
+        .arg(&results)
+        .args(["--devices", "cpu", "--dry-run"])
+        .args(fewer)
+        .output()
+        .unwrap();
+    let plan_text = text(&dry.stdout);
+    assert_eq!(
+        plan_text
+            .matches("re-evaluate (eval settings changed: eval.num_samples 500 → 37)")
+            .count(),
+        2,
+        "{plan_text}"
     );
+    let before = ddpm_lab::run::metrics_table::read(&job_metrics(&root, &plan, 0)).unwrap();
+    let log_before = train_log(&root, &plan, 0);
+    let out = sweep(&smoke("ema_cfg.toml"), &results, &fewer);
     let err = text(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(
         err.contains("the spec differs from the last invocation's"),
         "{err}"
+    );
+    assert!(err.contains("nothing to train"), "{err}");
+    assert_eq!(
+        train_log(&root, &plan, 0),
+        log_before,
+        "no training happened"
     );
     let old: Vec<_> = std::fs::read_dir(root.join("attic"))
         .unwrap()
@@ -212,9 +273,42 @@ fn a_smoke_spec_runs_end_to_end_and_a_second_invocation_trains_nothing() {
         "{old_md}"
     );
     assert!(old[0].join("tables/summary.csv").exists() && old[0].join("plan.json").exists());
+    // The new sample metrics sit beside the old, under their own key, and differ.
+    let after = ddpm_lab::run::metrics_table::read(&job_metrics(&root, &plan, 0)).unwrap();
+    let sw = |rows: &[ddpm_lab::run::metrics_table::MetricRow], key: &str| -> Vec<f64> {
+        rows.iter()
+            .filter(|r| r.metric == "sliced_wasserstein" && r.eval_key == key)
+            .map(|r| r.value)
+            .collect()
+    };
+    let mut settings = ddpm_lab::config::run::EvalConfig {
+        num_samples: 500,
+        ..Default::default()
+    };
+    let old_key = ddpm_lab::run::EvalKeys::of(&settings).samples;
+    settings.num_samples = 37;
+    let new_key = ddpm_lab::run::EvalKeys::of(&settings).samples;
+    assert_eq!(sw(&after, &old_key), sw(&before, &old_key), "old rows kept");
+    assert_eq!(sw(&after, &new_key).len(), sw(&before, &old_key).len());
+    assert_ne!(sw(&after, &new_key), sw(&before, &old_key));
     let md = std::fs::read_to_string(root.join("report.md")).unwrap();
     assert!(md.contains("8 runs in 8 variants; 8 completed."), "{md}");
-    assert!(err.contains("nothing to train"), "{err}");
+    assert!(!md.contains("evaluated with other settings"), "{md}");
+}
+
+/// The training log of the plan's `i`-th job.
+fn train_log(root: &Path, plan: &Value, i: usize) -> String {
+    let job = root
+        .join("jobs")
+        .join(plan["jobs"][i]["id"].as_str().unwrap());
+    std::fs::read_to_string(job.join("train.log")).unwrap()
+}
+
+/// The evaluation table of the plan's `i`-th job.
+fn job_metrics(root: &Path, plan: &Value, i: usize) -> PathBuf {
+    root.join("jobs")
+        .join(plan["jobs"][i]["id"].as_str().unwrap())
+        .join("eval/eval_metrics.parquet")
 }
 
 #[test]

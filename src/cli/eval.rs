@@ -6,9 +6,10 @@
 
 use super::handle::WeightsArg;
 use crate::eval::evaluate::{evaluate, EvalOptions};
+use crate::eval::trained::WeightsSource;
+use crate::exit::Classified;
 use crate::run::handle::FolderKind;
 use crate::run::Weights;
-use crate::exit::Classified;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -94,6 +95,10 @@ fn eval(cmd: EvalCmd) -> anyhow::Result<()> {
     let opts = EvalOptions {
         run_dir: h.trained.root.clone(),
         weights,
+        named_by: match cmd.weights.is_empty() {
+            true => WeightsSource::RunConfig,
+            false => WeightsSource::Flag,
+        },
         out: out.clone(),
         device,
         evaluators: cmd.evaluators.clone(),

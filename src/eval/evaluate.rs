@@ -25,9 +25,9 @@ use crate::data::Dataset;
 use crate::diffusion::likelihood::{mean_and_stderr, Estimate, Likelihood};
 use crate::diffusion::sampling::SamplingOptions;
 use crate::diffusion::NoiseSchedule;
+use crate::run::eval_key::metric_part;
 use crate::run::metrics_table::{self, MetricRow, TableError};
 use crate::run::timestep_table::{read_timestep_rows, write_timestep_rows, TimestepRow};
-use crate::run::eval_key::metric_part;
 use crate::run::{atomic, identity, EvalDir, EvalKeys, EvalPart, RunDir, Weights};
 use std::path::{Path, PathBuf};
 use tch::{Device, Tensor};
@@ -67,6 +67,8 @@ pub struct EvalOptions {
     pub run_dir: PathBuf,
     /// Weight sets; empty = every one the run has.
     pub weights: Vec<Weights>,
+    /// Who named them: `--weights`, or the run (its config, its default).
+    pub named_by: WeightsSource,
     /// Where the tables go (default: `<run_dir>/eval`).
     pub out: PathBuf,
     pub device: Device,
@@ -294,10 +296,7 @@ impl<'a> Evaluation<'a> {
         Ok(Evaluation {
             opts,
             run,
-            named_by: match opts.weights.is_empty() {
-                true => WeightsSource::RunConfig,
-                false => WeightsSource::Flag,
-            },
+            named_by: opts.named_by,
             tables,
             test,
             probe,
@@ -569,7 +568,7 @@ fn write_samples(
 ) -> Result<(), EvalError> {
     let dir = EvalDir::new(out).samples();
     std::fs::create_dir_all(&dir).map_err(|e| write_err(&dir, e))?;
-    let output_err = |e: super::output::OutputError| write_err(&dir.join(&stem), e);
+    let output_err = |e: super::output::OutputError| write_err(&dir.join(stem), e);
     if x.dim() == 4 {
         let k = (cfg.eval.grid_images as i64).min(x.size()[0]);
         let cols = (k as f64).sqrt().ceil() as usize;
@@ -754,9 +753,11 @@ mod tests {
         assert_eq!(again.loss, [loss_row()]);
         assert_eq!(again.metrics, [bpd_row()]);
         // Rows of other settings are not what this point asks for.
-        let mut other = crate::config::run::EvalConfig::default();
-        other.timestep_bins = 5;
-        other.bpd_images = 7;
+        let other = crate::config::run::EvalConfig {
+            timestep_bins: 5,
+            bpd_images: 7,
+            ..Default::default()
+        };
         let q = Point {
             keys: EvalKeys::of(&other),
             ..p

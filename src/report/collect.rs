@@ -6,11 +6,11 @@
 //! report can name it and its fix.
 
 use crate::config::RunConfig;
+use crate::run::eval_key::metric_part;
 use crate::run::metrics_table::{self, MetricRow};
 use crate::run::records::{LogRecord, PlanFile, PlanRun};
 use crate::run::timestep_table::{read_timestep_rows, TimestepRow};
-use crate::run::eval_key::metric_part;
-use crate::run::{EvalDir, EvalKeys, Freshness, JobState, RunStatus, SweepDir, Weights};
+use crate::run::{EvalDir, EvalKeys, JobState, RunStatus, SweepDir, Weights};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -326,10 +326,7 @@ fn read_run(sweep: &SweepDir, r: &PlanRun) -> (RunData, Vec<Unreadable>) {
     let weights = r.weights;
     // Only rows computed with this run's evaluation settings are its numbers.
     let keys = EvalKeys::of(&r.config.eval);
-    let stale = match eval_dir.freshness(&job, &[weights], &r.config.eval) {
-        Freshness::Stale { changes } => Some(changes),
-        _ => None,
-    };
+    let stale = eval_dir.stale_for(weights, &r.config.eval);
     let (ts_path, metrics_path) = (eval_dir.timestep_loss(), eval_dir.metrics());
     let timestep = read_timestep_rows(&ts_path)
         .unwrap_or_else(|e| {

@@ -141,8 +141,10 @@ mod tests {
 
     #[test]
     fn every_eval_key_has_a_part() {
-        let mut every = EvalConfig::default();
-        every.clip_x0 = Some(true);
+        let every = EvalConfig {
+            clip_x0: Some(true),
+            ..Default::default()
+        };
         for k in document(&every).keys() {
             assert!(
                 PART_OF.iter().any(|(p, _)| p == k),

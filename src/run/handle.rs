@@ -195,7 +195,11 @@ mod tests {
             job_dir: "../../jobs/abcd1234".into(),
             swept: Swept::new(),
         };
-        std::fs::write(run.join("run.json"), serde_json::to_string(&record).unwrap()).unwrap();
+        std::fs::write(
+            run.join("run.json"),
+            serde_json::to_string(&record).unwrap(),
+        )
+        .unwrap();
         let mut own = cfg.clone();
         own.eval.num_samples = 37;
         std::fs::write(run.join("config.toml"), own.to_toml()).unwrap();
@@ -212,7 +216,10 @@ mod tests {
         assert_eq!(h.config, own);
         assert_eq!(
             h.trained.root.canonicalize().unwrap(),
-            SweepDir::at(dir.path()).job_dir("abcd1234").canonicalize().unwrap()
+            SweepDir::at(dir.path())
+                .job_dir("abcd1234")
+                .canonicalize()
+                .unwrap()
         );
         assert!(matches!(h.kind, FolderKind::SweepRun { ref job, .. } if job == "abcd1234"));
         // The job folder itself is a trained folder.

@@ -170,6 +170,20 @@ impl EvalDir {
         }
     }
 
+    /// For a reader of the tables (the report): when `weights` was
+    /// evaluated only under settings other than `eval`, what changed.
+    pub fn stale_for(&self, weights: Weights, eval: &EvalConfig) -> Option<Vec<String>> {
+        let done = self.read_done();
+        let key = EvalKeys::of(eval).combined();
+        let of_weights = || done.done.iter().filter(|d| d.weights == weights);
+        if of_weights().any(|d| d.eval_key == key) {
+            return None;
+        }
+        let old = of_weights().next_back()?;
+        let settings = done.settings.get(&old.eval_key)?;
+        Some(super::eval_key::changes(settings, eval))
+    }
+
     /// The file stem of the samples drawn at (step, weights, guidance) with
     /// the sample settings of key `samples_key`, under [`EvalDir::samples`].
     pub fn sample_stem(step: u64, weights: Weights, guidance: f64, samples_key: &str) -> String {
@@ -302,7 +316,11 @@ mod tests {
             std::fs::create_dir_all(run.snapshots().join(checkpoint::dir_name(step))).unwrap();
         }
         std::fs::create_dir_all(&eval.root).unwrap();
-        assert_eq!(fresh(&raw_ema, &settings), Freshness::Missing, "no done.json");
+        assert_eq!(
+            fresh(&raw_ema, &settings),
+            Freshness::Missing,
+            "no done.json"
+        );
         let key = EvalKeys::of(&settings).combined();
         let mut done = EvalDone::default();
         for s in [0, 50] {
@@ -340,6 +358,35 @@ mod tests {
         std::fs::create_dir_all(run.snapshots().join(checkpoint::dir_name(100))).unwrap();
         assert_eq!(fresh(&raw_ema, &settings), Freshness::Missing);
         assert_eq!(run.eval_points().len(), 3);
+    }
+
+    #[test]
+    fn a_weight_set_evaluated_only_under_other_settings_is_stale_for_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        let eval = EvalDir::new(dir.path());
+        let asked = EvalConfig::default();
+        assert_eq!(
+            eval.stale_for(Weights::Raw, &asked),
+            None,
+            "nothing evaluated"
+        );
+        let mut other = asked.clone();
+        other.sampler = crate::diffusion::sampling::SamplerKind::Ddim;
+        let mut done = EvalDone::default();
+        done.add(10, Weights::Raw, &EvalKeys::of(&other).combined(), &other);
+        crate::run::atomic::write_json(&eval.done(), &done).unwrap();
+        assert_eq!(
+            eval.stale_for(Weights::Raw, &asked),
+            Some(vec!["eval.sampler \"ddim\" → \"ddpm\"".to_string()])
+        );
+        assert_eq!(eval.stale_for(Weights::ema(0.9), &asked), None);
+        done.add(10, Weights::Raw, &EvalKeys::of(&asked).combined(), &asked);
+        crate::run::atomic::write_json(&eval.done(), &done).unwrap();
+        assert_eq!(
+            eval.stale_for(Weights::Raw, &asked),
+            None,
+            "also under these"
+        );
     }
 
     #[test]

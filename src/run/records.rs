@@ -209,7 +209,13 @@ impl EvalDone {
     }
 
     /// Record (step, weights) under `key`, evaluated with `eval`.
-    pub fn add(&mut self, step: u64, weights: Weights, key: &str, eval: &crate::config::run::EvalConfig) {
+    pub fn add(
+        &mut self,
+        step: u64,
+        weights: Weights,
+        key: &str,
+        eval: &crate::config::run::EvalConfig,
+    ) {
         if !self.covers(step, weights, key) {
             self.done.push(DonePoint {
                 step,

@@ -11,8 +11,8 @@
 //! `ema-0.990` and `EMA-0.99` name the same weights as `ema-0.99`. Post-hoc
 //! EMA weight sets will be further variants of the same enum.
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::config::run::EmaConfig;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::str::FromStr;
 
@@ -232,7 +232,10 @@ mod tests {
         use crate::config::run::EmaMode;
         // Warm-up copies θ at its first step: nothing of θ_0 is left.
         let w = ema(EmaMode::Warmup, &[0.9999]);
-        assert_eq!(Warmth::of(&w, Weights::ema(0.9999), 300).initial_fraction, 0.0);
+        assert_eq!(
+            Warmth::of(&w, Weights::ema(0.9999), 300).initial_fraction,
+            0.0
+        );
         // Its decay at step c = 300: e = 299, 1 − (1 + 299)^(−2/3).
         let d = Warmth::of(&w, Weights::ema(0.9999), 300).effective_decay;
         assert!((d - (1.0 - 300f64.powf(-2.0 / 3.0))).abs() < 1e-12, "{d}");

@@ -121,6 +121,9 @@ mod tests {
         assert_eq!(evals[1].eval.sampler, crate::config::run::SamplerKind::Ddim);
         // Each names a run of its group, whose folder holds its settings.
         let run = |id: &str| plan.runs.iter().find(|r| r.id == id).unwrap();
-        assert_eq!(run(&evals[1].task.run).config.eval.sampler, evals[1].eval.sampler);
+        assert_eq!(
+            run(&evals[1].task.run).config.eval.sampler,
+            evals[1].eval.sampler
+        );
     }
 }

@@ -14,7 +14,7 @@ use super::expand::Assignment;
 use super::spec::{slug, SweepSpec};
 use crate::config::load::{ConfigError, SetArg};
 use crate::config::{Problem, RunConfig};
-use crate::run::{identity, Weights};
+use crate::run::{identity, EvalKeys, Weights};
 
 /// One run of the plan.
 #[derive(Debug, Clone)]
@@ -151,7 +151,42 @@ pub fn plan(spec: &SweepSpec, sets: &[SetArg], env: bool) -> Result<Plan, Config
         run.id = format!("{}-{}", slug(&run.assignment), &jobs[run.job].id[..6]);
         run.config.ema.decays = jobs[run.job].config.ema.decays.clone();
     }
+    share_guidance_scales(&mut runs);
     Ok(Plan { runs, jobs })
+}
+
+/// Runs of one job with the same evaluation settings are evaluated together
+/// (`sweep::evals`): each of their configs lists the union of their guidance
+/// scales, so that the one evaluation, with any of their settings, covers
+/// every scale. A run's own scale stays `eval.guidance_scale`.
+fn share_guidance_scales(runs: &mut [PlannedRun]) {
+    let group = |r: &PlannedRun| (r.job, EvalKeys::of(&r.config.eval).combined());
+    let groups: Vec<(usize, String)> = runs.iter().map(group).collect();
+    let mut scales: Vec<((usize, String), Vec<f64>)> = vec![];
+    for (r, g) in runs.iter().zip(&groups) {
+        let i = match scales.iter().position(|(k, _)| k == g) {
+            Some(i) => i,
+            None => {
+                scales.push((g.clone(), vec![]));
+                scales.len() - 1
+            }
+        };
+        for s in r.config.eval.scales() {
+            if !scales[i].1.contains(&s) {
+                scales[i].1.push(s);
+            }
+        }
+    }
+    for (r, g) in runs.iter_mut().zip(&groups) {
+        let union = &scales
+            .iter()
+            .find(|(k, _)| k == g)
+            .expect("every group was seen")
+            .1; // ok: built above from the same runs
+        if union.len() > 1 {
+            r.config.eval.guidance_scales = union.clone();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -259,7 +294,10 @@ mod tests {
             plan.jobs[0].config.eval.guidance_scale, 1.0,
             "the first run's"
         );
-        // The shared job evaluates every scale its runs ask for.
+        // The shared job evaluates every scale its runs ask for; so does
+        // each run's evaluation (per sampler), through the run's config.
         assert_eq!(plan.jobs[0].config.eval.scales(), vec![1.0, 3.0, 5.0]);
+        assert_eq!(plan.runs[4].config.eval.scales(), vec![1.0, 3.0, 5.0]);
+        assert_eq!(plan.runs[4].config.eval.guidance_scale, 3.0, "its own");
     }
 }

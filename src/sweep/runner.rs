@@ -4,6 +4,7 @@
 
 use super::devices::{self, DeviceRequest, Slot, SlotDevice};
 use super::estimate;
+use super::evals::{job_evals, with_evals, JobEval};
 use super::executor::{Executor, JobOutcome, JobTicket};
 use super::lock;
 use super::plan::{plan, Plan};
@@ -19,7 +20,6 @@ use crate::config::{Problem, RunConfig};
 use crate::model::cost::ModelCost;
 use crate::run::atomic::{write_if_changed, write_json};
 use crate::run::records::{JobReport, PlanFile, PlanJob, PlanRun, Summary};
-use super::evals::{job_evals, with_evals, JobEval};
 use crate::run::{identity, JobState, Observed, StopToken, SweepDir};
 use rayon::prelude::*;
 use std::path::PathBuf;
@@ -587,7 +587,7 @@ fn announce(p: &Planned, jobs: &[JobView], to_run: &[usize]) {
     let evaluate_only = to_run.len() - to_train;
     if to_train == 0 && evaluate_only > 0 {
         eprintln!(
-            "[sweep] {}: nothing to train ({skipped_done} of {} job(s) already completed); evaluating {evaluate_only} job(s) whose evaluation is missing",
+            "[sweep] {}: nothing to train ({skipped_done} of {} job(s) already completed); evaluating {evaluate_only} job(s) whose evaluation is missing or used other eval.* settings",
             p.spec.name,
             jobs.len()
         );

@@ -67,3 +67,28 @@ pub fn distance(a: &Path, b: &Path) -> f64 {
     }
     sq.sqrt()
 }
+
+/// The samples an evaluation in `eval_dir` drew at (step, weights, guidance):
+/// `samples/step-<N>_<weights>_g<scale>_<key>.<ext>`, whatever the key of
+/// its sample settings.
+pub fn sample_file(
+    eval_dir: &Path,
+    step: u64,
+    weights: &str,
+    g: f64,
+    ext: &str,
+) -> Option<PathBuf> {
+    let prefix = format!("step-{step}_{weights}_g{g}_");
+    std::fs::read_dir(eval_dir.join("samples"))
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            let name = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            name.starts_with(&prefix) && name.ends_with(&format!(".{ext}"))
+        })
+}
