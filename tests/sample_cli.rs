@@ -367,6 +367,19 @@ fn the_default_weights_are_a_warm_ema_and_a_cold_one_warns() {
         err.contains("warning: ema-0.99 after 30 steps still holds 74% of the initial random weights (μ^N = 0.740)"),
         "{err}"
     );
+    // `inspect run` shows each set's warm-up: 0.99^30 = 0.7397, 0.5^30 = 9.3e-10.
+    let o = bin().args(["inspect", "run"]).arg(&run).output().unwrap();
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    for needle in [
+        ": a trained run, completed at step 30 of 30",
+        "ema-0.99     effective decay 0.990000, initial weights left μ^N = 7.397e-1 (cold: above 1%)",
+        "ema-0.5      effective decay 0.500000, initial weights left μ^N = 9.313e-10 (warm)",
+        "sample and eval use: ema-0.5",
+        "evaluation of ema-0.5 with its eval.* settings: not done yet",
+    ] {
+        assert!(out.contains(needle), "{needle}: {out}");
+    }
     let cold = d.join("cold");
     train_cpu(&write(d, "cold.toml", &body("[0.99]")), &cold);
     let o = sample(&cold, &d.join("c.csv"), &["-n", "4"]);

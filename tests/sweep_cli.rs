@@ -124,6 +124,36 @@ fn a_smoke_spec_runs_end_to_end_and_a_second_invocation_trains_nothing() {
             .count(),
         9
     );
+    // `inspect run` says what the run and the sweep folder are.
+    let inspect = |p: &Path| {
+        text(
+            &bin()
+                .args(["inspect", "run"])
+                .arg(p)
+                .output()
+                .unwrap()
+                .stdout,
+        )
+    };
+    let out = inspect(&handle);
+    let own_weights = run["weights"].as_str().unwrap();
+    assert!(
+        out.contains(&format!(
+            "run {} of a sweep; its weights are in job {}",
+            run["id"].as_str().unwrap(),
+            record_job(&handle)
+        )) && out.contains("← this run's")
+            && out.contains(&format!(
+                "evaluation of {own_weights} with its eval.* settings: done"
+            )),
+        "{out}"
+    );
+    let out = inspect(&root);
+    assert!(
+        out.contains("sweep smoke-ema-cfg (spec ") && out.contains("16 runs in 4 jobs"),
+        "{out}"
+    );
+    assert_eq!(out.matches("completed 60/60").count(), 16, "{out}");
     // Each job was evaluated at its points (0 and 60) for its runs' weights.
     for j in plan["jobs"].as_array().unwrap() {
         let done = json(
@@ -294,6 +324,14 @@ fn a_smoke_spec_runs_end_to_end_and_a_second_invocation_trains_nothing() {
     let md = std::fs::read_to_string(root.join("report.md")).unwrap();
     assert!(md.contains("8 runs in 8 variants; 8 completed."), "{md}");
     assert!(!md.contains("evaluated with other settings"), "{md}");
+}
+
+/// The job a sweep's run folder names in its run.json.
+fn record_job(run: &Path) -> String {
+    json(&run.join("run.json"))["job"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 /// The training log of the plan's `i`-th job.

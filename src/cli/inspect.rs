@@ -1,5 +1,6 @@
 //! `ddpm-lab inspect`: print the numbers a run would use, so users (and tests)
-//! can see them: a schedule's tables, a loss weighting per timestep, the devices.
+//! can see them: a schedule's tables, a loss weighting per timestep, the
+//! devices, and (`inspect run`, [`super::inspect_run`]) a run folder.
 
 use super::output::{print_table, Column, Format};
 use crate::config::run::{DataSource, RunConfig};
@@ -26,6 +27,9 @@ pub enum Inspect {
     Config(ConfigCmd),
     /// The devices libtorch sees (CUDA, cuDNN, CPU threads).
     Devices(DevicesCmd),
+    /// A run, job or sweep folder: what it is, its state, and each weight
+    /// set's warm-up (effective decay, initial weights left μ^N).
+    Run(super::inspect_run::RunCmd),
 }
 
 #[derive(Debug, Args)]
@@ -155,6 +159,7 @@ pub fn run(cmd: Inspect) -> anyhow::Result<()> {
             Ok(())
         }
         Inspect::Devices(c) => devices(c),
+        Inspect::Run(c) => super::inspect_run::run(c),
     }
 }
 

@@ -370,6 +370,10 @@ fn unknown_keys(fig: &Figment) -> Vec<(String, String)> {
 }
 
 fn did_you_mean(path: &str, known: &BTreeSet<String>) -> String {
+    if path == "ema.decay" {
+        // One word apart, two meanings: say which is which.
+        return "; `ema.decay` is a sweep axis, not a run key: under [sweep], \"ema.decay\" = [0.999, 0.9999] picks the EMA each run is evaluated with (its runs share one training); in a run config or a spec's [base], list the decays a run tracks: ema.decays = [0.999]".into();
+    }
     let depth = path.matches('.').count();
     let best = known
         .iter()

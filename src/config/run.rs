@@ -269,7 +269,9 @@ pub struct EmaConfig {
 impl Default for EmaConfig {
     fn default() -> Self {
         EmaConfig {
-            decays: vec![0.9999],
+            // Warm within the default 1,000 steps: 0.995^1000 = 0.7% of the
+            // initial weights left (0.9999 would keep 90%).
+            decays: vec![0.995],
             mode: EmaMode::Constant,
             inv_gamma: 1.0,
             power: 2.0 / 3.0,

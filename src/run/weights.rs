@@ -228,6 +228,20 @@ mod tests {
     }
 
     #[test]
+    fn the_default_emas_are_warm_by_the_end_of_a_default_run() {
+        let cfg = crate::config::RunConfig::default();
+        let steps = cfg.train.steps;
+        for &mu in &cfg.ema.decays {
+            let w = Warmth::of(&cfg.ema, Weights::ema(mu), steps);
+            assert!(!w.is_cold(), "ema-{mu} after {steps} steps: {w:?}");
+        }
+        assert_eq!(
+            safe_default(&cfg.ema, steps),
+            Weights::ema(cfg.ema.decays[0])
+        );
+    }
+
+    #[test]
     fn warmup_and_update_after_step_forget_the_start_at_once() {
         use crate::config::run::EmaMode;
         // Warm-up copies θ at its first step: nothing of θ_0 is left.

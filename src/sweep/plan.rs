@@ -100,7 +100,11 @@ pub fn plan(spec: &SweepSpec, sets: &[SetArg], env: bool) -> Result<Plan, Config
         jobs[j].config.eval.guidance_scales = scales;
         let weights = match decay {
             Some(d) if d > 0.0 => Weights::ema(d),
-            _ => Weights::Raw,
+            // An `ema.decays` axis of one decay per run: the run reads its EMA.
+            _ => match r.config.ema.decays.as_slice() {
+                [d] if r.assignment.iter().any(|(k, _)| k == "ema.decays") => Weights::ema(*d),
+                _ => Weights::Raw,
+            },
         };
         runs.push(PlannedRun {
             id: String::new(),
@@ -256,6 +260,22 @@ mod tests {
             e.contains("bad.toml:2: sweep.ema.decay: = 1.5: each decay must be a number in [0, 1)"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn an_ema_decays_axis_trains_a_job_per_value_and_each_run_reads_its_own_ema() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("decays.toml");
+        std::fs::write(
+            &p,
+            "[sweep]\n\"ema.decays\" = [[0.999], [0.9999], [0.9, 0.99]]\n",
+        )
+        .unwrap();
+        let plan = plan(&super::super::spec::read(&p).unwrap(), &[], false).unwrap();
+        assert_eq!(plan.jobs.len(), 3, "ema.decays is a training key");
+        let w: Vec<Weights> = plan.runs.iter().map(|r| r.weights).collect();
+        // Several decays in one value: no one EMA is the run's, so raw.
+        assert_eq!(w, [Weights::ema(0.999), Weights::ema(0.9999), Weights::Raw]);
     }
 
     #[test]

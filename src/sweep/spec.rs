@@ -788,6 +788,19 @@ mod tests {
             e.contains("bad.toml:4: train.stepz: unknown key; did you mean `train.steps`?"),
             "{e}"
         );
+        // The axis `ema.decay` in [base]: axis and run key explained.
+        let p = spec(dir.path(), "decay.toml", "[base]\nema.decay = 0.999\n");
+        let e = read(&p)
+            .unwrap()
+            .resolve(&[], false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "decay.toml:2: ema.decay: unknown key; `ema.decay` is a sweep axis, not a run key"
+            ) && e.contains("ema.decays = [0.999]"),
+            "{e}"
+        );
         let p = spec(
             dir.path(),
             "bad2.toml",
