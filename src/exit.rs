@@ -80,6 +80,30 @@ impl Classified for crate::eval::evaluate::EvalError {
     }
 }
 
+impl Classified for crate::eval::trained::TrainedError {
+    fn is_bad_input(&self) -> bool {
+        crate::eval::trained::TrainedError::is_bad_input(self)
+    }
+}
+
+impl Classified for crate::eval::samples::DrawError {
+    fn is_bad_input(&self) -> bool {
+        crate::eval::samples::DrawError::is_bad_input(self)
+    }
+}
+
+impl Classified for crate::eval::output::OutputError {
+    fn is_bad_input(&self) -> bool {
+        crate::eval::output::OutputError::is_bad_input(self)
+    }
+}
+
+impl Classified for crate::eval::evaluator::EvaluatorError {
+    fn is_bad_input(&self) -> bool {
+        crate::eval::evaluator::EvaluatorError::is_bad_input(self)
+    }
+}
+
 impl Classified for crate::report::ReportError {
     fn is_bad_input(&self) -> bool {
         crate::report::ReportError::is_bad_input(self)

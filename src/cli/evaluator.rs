@@ -5,7 +5,7 @@
 
 use crate::config::{self, SetArg, Sources};
 use crate::eval::evaluator::{self, Evaluator, TrainOptions};
-use crate::exit::bad_input;
+use crate::exit::{bad_input, Classified};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
@@ -96,7 +96,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         env: true,
     })
     .map_err(bad_input)?;
-    let dir = evaluator::dir_of(&a.evaluators, &cfg).map_err(bad_input)?;
+    let dir = evaluator::dir_of(&a.evaluators, &cfg).map_err(Classified::into_cli)?;
     if a.force && dir.exists() {
         // Train beside it, then swap.
         let _ = std::fs::remove_dir_all(a.evaluators.join(".retrain"));
@@ -111,7 +111,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
                 }
             },
         )
-        .map_err(wrap)?;
+        .map_err(Classified::into_cli)?;
         let fresh = a.evaluators.join(".retrain").join(&ev.info.key);
         std::fs::remove_dir_all(&dir)?;
         std::fs::rename(&fresh, &dir)?;
@@ -124,7 +124,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
             eprintln!("[evaluator] {l}");
         }
     })
-    .map_err(wrap)?;
+    .map_err(Classified::into_cli)?;
     print_info(&ev.info, &dir);
     Ok(())
 }
@@ -179,13 +179,6 @@ fn opts(a: &TrainArgs) -> TrainOptions {
     TrainOptions {
         epochs: a.epochs,
         ..Default::default()
-    }
-}
-
-fn wrap(e: evaluator::EvaluatorError) -> anyhow::Error {
-    match e {
-        evaluator::EvaluatorError::Input(_) => bad_input(e),
-        other => anyhow::Error::new(other),
     }
 }
 

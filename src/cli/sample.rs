@@ -8,8 +8,8 @@ use crate::data::tabular::ColumnStats;
 use crate::diffusion::sampling::{SamplingOptions, Variance};
 use crate::eval::output::{write_png_grid, write_vectors};
 use crate::eval::samples::{draw, Condition};
-use crate::eval::trained::{self, TrainedError, TrainedModel, WeightsSource};
-use crate::exit::bad_input;
+use crate::eval::trained::{self, TrainedModel, WeightsSource};
+use crate::exit::{bad_input, Classified};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
@@ -101,14 +101,6 @@ fn non_finite_samples(x: &tch::Tensor) -> i64 {
     bad.sum(tch::Kind::Int64).int64_value(&[])
 }
 
-/// A run's error: bad input (exit 2) when it names what the user gave.
-fn trained_err(e: TrainedError) -> anyhow::Error {
-    match e {
-        TrainedError::Input(_) => bad_input(e),
-        other => anyhow::Error::new(other),
-    }
-}
-
 pub fn run(cmd: SampleCmd) -> anyhow::Result<()> {
     let device = super::device_arg(&cmd.device)?;
     if cmd.out.exists() {
@@ -134,7 +126,8 @@ pub fn run(cmd: SampleCmd) -> anyhow::Result<()> {
             (w, WeightsSource::RunConfig)
         }
     };
-    let tm = trained::load(&run_dir, cmd.step, weights, named_by, device).map_err(trained_err)?;
+    let tm = trained::load(&run_dir, cmd.step, weights, named_by, device)
+        .map_err(Classified::into_cli)?;
     for w in super::handle::cold_warnings(&h, &[weights], tm.step) {
         eprintln!("warning: {w}");
     }
@@ -174,7 +167,7 @@ pub fn run(cmd: SampleCmd) -> anyhow::Result<()> {
         &mut |done, total| progress.step(done, total),
     );
     progress.finish();
-    let x = x.map_err(bad_input)?;
+    let x = x.map_err(Classified::into_cli)?;
     let broken = non_finite_samples(&x);
     if broken > 0 {
         return Err(bad_input(format!(
@@ -316,10 +309,7 @@ fn write_samples(
         Condition::Labels(l) => vec![("label".to_string(), l.clone())],
         _ => vec![],
     };
-    write_vectors(x, &names, stats, &extra, &cmd.out).map_err(|e| match e {
-        crate::eval::output::OutputError::Input(_) => bad_input(e),
-        other => anyhow::Error::new(other),
-    })
+    write_vectors(x, &names, stats, &extra, &cmd.out).map_err(Classified::into_cli)
 }
 
 /// The line that says what was written, from what, and how long it took.

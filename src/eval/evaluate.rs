@@ -36,15 +36,54 @@ use tch::{Device, Tensor};
 pub enum EvalError {
     #[error(transparent)]
     Trained(#[from] TrainedError),
-    /// What the user gave is wrong: a flag, the run, its config or its data.
-    #[error("{0}")]
-    Input(String),
+    #[error("{} has no snapshot or checkpoint to evaluate; train it first", .run.display())]
+    NothingToEvaluate { run: PathBuf },
+    /// `--weights` names a set the run does not have.
+    #[error("--weights {weights}: the run has {}", crate::run::weights::join(.have))]
+    UnknownWeights {
+        weights: Weights,
+        have: Vec<Weights>,
+    },
+    /// `--out` holds another run's evaluation.
+    #[error("--out {}: holds the evaluation of another run ({other_run}, config {other_hash}; this run's is {hash}); give each run its own folder (the default is RUN_DIR/eval)", .out.display())]
+    OtherRunsFolder {
+        out: PathBuf,
+        other_run: String,
+        other_hash: String,
+        hash: String,
+    },
+    #[error("--out {}: is a file; name a folder for the evaluation tables (the default is RUN_DIR/eval)", .out.display())]
+    OutIsFile { out: PathBuf },
+    /// The run's held-out split cannot be loaded.
+    #[error("the held-out split: {error}")]
+    HeldOut { error: crate::data::DataError },
+    /// The run's schedule or weighting cannot be built for the probe.
+    #[error("building the held-out probe: {error}")]
+    Probe {
+        error: super::timestep_loss::ProbeError,
+    },
+    #[error("the run's schedule: {error}")]
+    Schedule {
+        error: crate::diffusion::schedule::ScheduleError,
+    },
+    /// Samples cannot be drawn as the run's config asks.
+    #[error(transparent)]
+    Draw(#[from] samples::DrawError),
     /// Reading or writing one of the tables (a full disk, a damaged file).
     #[error(transparent)]
     Table(#[from] TableError),
-    /// Writing another output: the folder, its owner file, samples, done.json.
-    #[error("{path}: {msg}")]
-    Write { path: String, msg: String },
+    /// Writing another output: the folder, its owner file, done.json.
+    #[error("{}: {error}", .path.display())]
+    Write {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// Writing the samples behind the metrics.
+    #[error("{}: {error}", .path.display())]
+    Samples {
+        path: PathBuf,
+        error: super::output::OutputError,
+    },
     /// Reference statistics or sample metrics (the evaluator network, the
     /// Inception network, their caches).
     #[error(transparent)]
@@ -52,11 +91,22 @@ pub enum EvalError {
 }
 
 impl EvalError {
+    /// Whether what the user gave (a flag, the run, its config or its data)
+    /// is what is wrong (exit 2); a table, sample or folder that cannot be
+    /// written (a full disk) is not.
     pub fn is_bad_input(&self) -> bool {
         match self {
-            EvalError::Input(_) | EvalError::Trained(TrainedError::Input(_)) => true,
+            EvalError::NothingToEvaluate { .. }
+            | EvalError::UnknownWeights { .. }
+            | EvalError::OtherRunsFolder { .. }
+            | EvalError::OutIsFile { .. }
+            | EvalError::HeldOut { .. }
+            | EvalError::Probe { .. }
+            | EvalError::Schedule { .. } => true,
+            EvalError::Trained(e) => e.is_bad_input(),
+            EvalError::Draw(e) => e.is_bad_input(),
             EvalError::Quality(e) => e.is_bad_input(),
-            _ => false,
+            EvalError::Table(_) | EvalError::Write { .. } | EvalError::Samples { .. } => false,
         }
     }
 }
@@ -81,10 +131,10 @@ pub struct EvalOptions {
     pub settings: Option<crate::config::run::EvalConfig>,
 }
 
-fn write_err(path: &Path, e: impl std::fmt::Display) -> EvalError {
-    EvalError::Write {
-        path: path.display().to_string(),
-        msg: e.to_string(),
+fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> EvalError + '_ {
+    |error| EvalError::Write {
+        path: path.to_path_buf(),
+        error,
     }
 }
 
@@ -108,10 +158,9 @@ pub fn evaluate(
     }
     let points = RunDir::new(&opts.run_dir).eval_points();
     if points.is_empty() {
-        return Err(EvalError::Input(format!(
-            "{} has no snapshot or checkpoint to evaluate; train it first",
-            opts.run_dir.display()
-        )));
+        return Err(EvalError::NothingToEvaluate {
+            run: opts.run_dir.clone(),
+        });
     }
     let weights = choose_weights(&cfg, &opts.weights)?;
     claim_out(&opts.out, &opts.run_dir, &cfg)?;
@@ -136,7 +185,7 @@ pub fn evaluate(
             done.add(*step, w, &key, &evaluation.cfg.eval);
         }
     }
-    atomic::write_json(&eval_dir.done(), &done).map_err(|e| write_err(&opts.out, e))?;
+    atomic::write_json(&eval_dir.done(), &done).map_err(write_err(&opts.out))?;
     Ok(report)
 }
 
@@ -150,10 +199,10 @@ fn choose_weights(cfg: &RunConfig, given: &[Weights]) -> Result<Vec<Weights>, Ev
     let mut chosen: Vec<Weights> = Vec::new();
     for &w in given {
         if !all.contains(&w) {
-            return Err(EvalError::Input(format!(
-                "--weights {w}: the run has {}",
-                crate::run::weights::join(&all)
-            )));
+            return Err(EvalError::UnknownWeights {
+                weights: w,
+                have: all,
+            });
         }
         if !chosen.contains(&w) {
             chosen.push(w);
@@ -279,9 +328,9 @@ impl<'a> Evaluation<'a> {
     /// statistics all come from it.
     fn new(opts: &'a EvalOptions, cfg: RunConfig, tables: Tables) -> Result<Self, EvalError> {
         let test = crate::data::load(&cfg.data, crate::data::Split::Test)
-            .map_err(|e| EvalError::Input(format!("the held-out split: {e}")))?;
-        let probe = Probe::new(&cfg, &test, opts.device)
-            .map_err(|e| EvalError::Input(format!("building the held-out probe: {e}")))?;
+            .map_err(|error| EvalError::HeldOut { error })?;
+        let probe =
+            Probe::new(&cfg, &test, opts.device).map_err(|error| EvalError::Probe { error })?;
         let images = crate::config::data_shape(&cfg).sample.len() == 3;
         let bpd_data =
             images.then(|| HeldOut::first(&cfg, &test, cfg.eval.bpd_images as i64, opts.device));
@@ -437,8 +486,7 @@ impl<'a> Evaluation<'a> {
         }
         let seed = self.cfg.train.seed ^ SAMPLE_SEED;
         let (sampling, device) = (&self.sampling, self.opts.device);
-        let x = samples::draw(tm, sampling, g, &condition, n, seed, device, &mut |_, _| {})
-            .map_err(EvalError::Input)?;
+        let x = samples::draw(tm, sampling, g, &condition, n, seed, device, &mut |_, _| {})?;
         let metrics = r.metrics(&x, labels.as_deref(), self.cfg.train.seed)?;
         let out = &self.opts.out;
         let labels = labels.as_deref();
@@ -529,8 +577,8 @@ fn bits_per_dim(
     device: Device,
 ) -> Result<(MeanSe, MeanSe, MeanSe), EvalError> {
     let d = &cfg.diffusion;
-    let schedule = NoiseSchedule::new(d.schedule_config())
-        .map_err(|e| EvalError::Input(format!("the run's schedule: {e}")))?;
+    let schedule =
+        NoiseSchedule::new(d.schedule_config()).map_err(|error| EvalError::Schedule { error })?;
     let lik = Likelihood::new(
         &schedule,
         d.prediction,
@@ -567,8 +615,11 @@ fn write_samples(
     stem: &str,
 ) -> Result<(), EvalError> {
     let dir = EvalDir::new(out).samples();
-    std::fs::create_dir_all(&dir).map_err(|e| write_err(&dir, e))?;
-    let output_err = |e: super::output::OutputError| write_err(&dir.join(stem), e);
+    std::fs::create_dir_all(&dir).map_err(write_err(&dir))?;
+    let output_err = |error| EvalError::Samples {
+        path: dir.join(stem),
+        error,
+    };
     if x.dim() == 4 {
         let k = (cfg.eval.grid_images as i64).min(x.size()[0]);
         let cols = (k as f64).sqrt().ceil() as usize;
@@ -612,25 +663,23 @@ fn claim_out(out: &Path, run_dir: &Path, cfg: &crate::config::RunConfig) -> Resu
         .and_then(|t| serde_json::from_str::<EvalOwner>(&t).ok())
     {
         if other.config_hash != owner.config_hash {
-            return Err(EvalError::Input(format!(
-                "--out {}: holds the evaluation of another run ({}, config {}; this run's is {}); give each run its own folder (the default is RUN_DIR/eval)",
-                out.display(),
-                other.run_dir,
-                other.config_hash,
-                owner.config_hash
-            )));
+            return Err(EvalError::OtherRunsFolder {
+                out: out.to_path_buf(),
+                other_run: other.run_dir,
+                other_hash: other.config_hash,
+                hash: owner.config_hash,
+            });
         }
         return Ok(());
     }
     if out.exists() && !out.is_dir() {
-        return Err(EvalError::Input(format!(
-            "--out {}: is a file; name a folder for the evaluation tables (the default is RUN_DIR/eval)",
-            out.display()
-        )));
+        return Err(EvalError::OutIsFile {
+            out: out.to_path_buf(),
+        });
     }
-    std::fs::create_dir_all(out).map_err(|e| write_err(out, e))?;
+    std::fs::create_dir_all(out).map_err(write_err(out))?;
     // A folder from before this file existed is taken to be this run's.
-    atomic::write_json(&file, &owner).map_err(|e| write_err(&file, e))
+    atomic::write_json(&file, &owner).map_err(write_err(&file))
 }
 
 #[cfg(test)]
@@ -670,24 +719,101 @@ mod tests {
     fn a_reference_cache_that_cannot_be_written_is_a_failure_not_bad_input() {
         use super::super::evaluator::EvaluatorError;
         use super::super::quality::QualityError;
+        let full = || std::io::Error::from(std::io::ErrorKind::StorageFull);
         let cache = EvalError::from(QualityError::Cache {
             path: "results/.evaluators/x/reference-test.safetensors".into(),
-            error: "No space left on device (os error 28)".into(),
+            error: tch::TchError::Io(full()),
         });
         assert!(!cache.is_bad_input(), "{cache}");
         assert!(cache
             .to_string()
             .starts_with("results/.evaluators/x/reference-test.safetensors: "));
+        let folder = EvalError::from(QualityError::CacheFolder {
+            path: "results/.evaluators/x".into(),
+            error: full(),
+        });
+        assert!(!folder.is_bad_input(), "{folder}");
         let io = EvalError::from(QualityError::from(EvaluatorError::Io {
             path: "results/.evaluators/x".into(),
-            msg: "Permission denied".into(),
+            error: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
         }));
         assert!(!io.is_bad_input(), "{io}");
-        let input = EvalError::from(QualityError::from(EvaluatorError::Input(
-            "--data foo: unknown".into(),
-        )));
+        assert!(
+            io.to_string().starts_with("results/.evaluators/x: "),
+            "{io}"
+        );
+        let input = EvalError::from(QualityError::from(EvaluatorError::Unlabelled {
+            split: "training",
+        }));
         assert!(input.is_bad_input(), "{input}");
-        assert_eq!(input.to_string(), "--data foo: unknown");
+        assert!(
+            input
+                .to_string()
+                .starts_with("the evaluator network is a classifier and needs class labels; the training split has none"),
+            "{input}"
+        );
+    }
+
+    #[test]
+    fn outputs_that_cannot_be_written_are_failures_and_the_users_mistakes_are_bad_input() {
+        let full = || std::io::Error::from(std::io::ErrorKind::StorageFull);
+        let write = EvalError::Write {
+            path: "out/done.json".into(),
+            error: full(),
+        };
+        assert!(!write.is_bad_input(), "{write}");
+        assert!(write.to_string().starts_with("out/done.json: "), "{write}");
+        let samples = EvalError::Samples {
+            path: "out/samples/step-10_raw_g1".into(),
+            error: super::super::output::OutputError::Io {
+                path: "out/samples/step-10_raw_g1.png".into(),
+                error: full(),
+            },
+        };
+        assert!(!samples.is_bad_input(), "{samples}");
+        assert!(
+            samples.to_string().starts_with(
+                "out/samples/step-10_raw_g1: writing out/samples/step-10_raw_g1.png: "
+            ),
+            "{samples}"
+        );
+        let out = EvalError::OutIsFile {
+            out: "results/x".into(),
+        };
+        assert!(out.is_bad_input(), "{out}");
+        assert_eq!(
+            out.to_string(),
+            "--out results/x: is a file; name a folder for the evaluation tables (the default is RUN_DIR/eval)"
+        );
+        let held_out = EvalError::HeldOut {
+            error: crate::data::DataError::format("data/x.csv", "no rows"),
+        };
+        assert!(held_out.is_bad_input(), "{held_out}");
+        assert_eq!(
+            held_out.to_string(),
+            "the held-out split: data/x.csv: no rows"
+        );
+        // The held-out split's error is kept, typed.
+        assert!(matches!(
+            held_out,
+            EvalError::HeldOut {
+                error: crate::data::DataError::Format { .. }
+            }
+        ));
+        let draw = EvalError::from(samples::DrawError::LabelOutOfRange {
+            label: 8,
+            classes: 8,
+        });
+        assert!(draw.is_bad_input(), "{draw}");
+        assert_eq!(draw.to_string(), "--label 8: the run has classes 0…7");
+        let none = EvalError::NothingToEvaluate {
+            run: "runs/a".into(),
+        };
+        assert!(none.is_bad_input(), "{none}");
+        assert_eq!(
+            none.to_string(),
+            "runs/a has no snapshot or checkpoint to evaluate; train it first"
+        );
     }
 
     #[test]

@@ -30,24 +30,68 @@ const INFO_FILE: &str = "evaluator.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvaluatorError {
-    #[error("{0}")]
-    Input(String),
-    #[error("{path}: {msg}")]
-    Io { path: String, msg: String },
+    /// The run's data are not images.
+    #[error("the evaluator network needs image data; data.source = {} has samples of shape {shape:?}", source_name(*.data))]
+    NotImages { data: DataSource, shape: Vec<i64> },
+    /// A split has no class labels to train the classifier on.
+    #[error("the evaluator network is a classifier and needs class labels; the {split} split has none (for an image folder, set data.labels = true and put each class in its own subfolder)")]
+    Unlabelled { split: &'static str },
+    #[error("evaluator training needs at least one epoch")]
+    NoEpochs,
+    /// The run's data could not be loaded.
+    #[error("the evaluator's data: {error}")]
+    Data { error: crate::data::DataError },
+    /// libtorch could not build the optimizer.
+    #[error("optimizer: {error}")]
+    Optimizer { error: tch::TchError },
+    /// The cache folder or a file in it could not be read or written.
+    #[error("{}: {error}", .path.display())]
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// The weights could not be written to the cache.
+    #[error("{}: {error}", .path.display())]
+    SaveWeights { path: PathBuf, error: tch::TchError },
+    /// The cached description does not parse: a damaged cache.
+    #[error("{}: not an evaluator description ({error}); delete {} to retrain it", .path.display(), .dir.display())]
+    BadInfo {
+        path: PathBuf,
+        dir: PathBuf,
+        error: serde_json::Error,
+    },
+    /// The cached weights do not load: a damaged cache.
+    #[error("{}: {error}; delete {} to retrain it", .path.display(), .dir.display())]
+    BadWeights {
+        path: PathBuf,
+        dir: PathBuf,
+        error: tch::TchError,
+    },
 }
 
 impl EvaluatorError {
     /// Whether what the user gave is what is wrong (exit 2), not a file
-    /// that could not be read or written.
+    /// that could not be read or written, a damaged cache or libtorch.
     pub fn is_bad_input(&self) -> bool {
-        matches!(self, EvaluatorError::Input(_))
+        matches!(
+            self,
+            EvaluatorError::NotImages { .. }
+                | EvaluatorError::Unlabelled { .. }
+                | EvaluatorError::NoEpochs
+                | EvaluatorError::Data { .. }
+        )
     }
 }
 
-fn io_err(path: &Path, e: impl std::fmt::Display) -> EvaluatorError {
-    EvaluatorError::Io {
-        path: path.display().to_string(),
-        msg: e.to_string(),
+/// `data.source` as the config spells it.
+fn source_name(source: DataSource) -> String {
+    toml::Value::try_from(source).map_or_else(|_| "?".into(), |v| v.to_string())
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> EvaluatorError + '_ {
+    |error| EvaluatorError::Io {
+        path: path.to_path_buf(),
+        error,
     }
 }
 
@@ -164,10 +208,10 @@ pub fn dataset_key(cfg: &RunConfig) -> Result<String, EvaluatorError> {
     let d = &cfg.data;
     let shape = crate::config::data_shape(cfg).sample;
     if shape.len() != 3 {
-        return Err(EvaluatorError::Input(format!(
-            "the evaluator network needs image data; data.source = {} has samples of shape {shape:?}",
-            toml::Value::try_from(d.source).map_or_else(|_| "?".into(), |v| v.to_string())
-        )));
+        return Err(EvaluatorError::NotImages {
+            data: d.source,
+            shape,
+        });
     }
     let what = match d.source {
         DataSource::Synthetic => format!("synthetic {:?} {} {}", d.shape, d.n_samples, d.seed),
@@ -199,12 +243,10 @@ fn evaluator_name(key: &str) -> String {
     format!("{}-cnn", key.split('-').next().unwrap_or("data"))
 }
 
-fn labelled(ds: &Dataset, what: &str) -> Result<(Tensor, i64), EvaluatorError> {
+fn labelled(ds: &Dataset, split: &'static str) -> Result<(Tensor, i64), EvaluatorError> {
     match (&ds.labels, ds.num_classes) {
         (Some(l), Some(c)) if c >= 2 => Ok((l.shallow_clone(), c)),
-        _ => Err(EvaluatorError::Input(format!(
-            "the evaluator network is a classifier and needs class labels; the {what} split has none (for an image folder, set data.labels = true and put each class in its own subfolder)"
-        ))),
+        _ => Err(EvaluatorError::Unlabelled { split }),
     }
 }
 
@@ -271,9 +313,7 @@ impl Evaluator {
     ) -> Result<Evaluator, EvaluatorError> {
         use rand::SeedableRng;
         if opts.epochs == 0 {
-            return Err(EvaluatorError::Input(
-                "evaluator training needs at least one epoch".into(),
-            ));
+            return Err(EvaluatorError::NoEpochs);
         }
         let started = std::time::Instant::now();
         let (labels, classes) = labelled(train, "training")?;
@@ -284,7 +324,7 @@ impl Evaluator {
         let net = Net::new(vs.root(), size[1], classes);
         let mut opt = nn::Adam::default()
             .build(&vs, 1e-3)
-            .map_err(|e| EvaluatorError::Input(format!("optimizer: {e}")))?;
+            .map_err(|error| EvaluatorError::Optimizer { error })?;
         let mut rng = rand_pcg::Pcg64::seed_from_u64(opts.seed);
         let n = train.len();
         let (x_all, y_all) = (train.x.to_device(device), labels.to_device(device));
@@ -347,7 +387,7 @@ impl Evaluator {
     /// Write to `dir` (atomically: a temporary folder renamed into place).
     pub fn save(&self, dir: &Path) -> Result<(), EvaluatorError> {
         let parent = dir.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
+        std::fs::create_dir_all(parent).map_err(io_err(parent))?;
         let tmp = parent.join(format!(
             ".{}.tmp-{}",
             dir.file_name()
@@ -356,19 +396,23 @@ impl Evaluator {
             std::process::id()
         ));
         let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp).map_err(|e| io_err(&tmp, e))?;
+        std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+        let weights = tmp.join(WEIGHTS_FILE);
         self._vs
-            .save(tmp.join(WEIGHTS_FILE))
-            .map_err(|e| io_err(&tmp.join(WEIGHTS_FILE), e))?;
-        crate::run::atomic::write_json(&tmp.join(INFO_FILE), &self.info)
-            .map_err(|e| io_err(&tmp.join(INFO_FILE), e))?;
+            .save(&weights)
+            .map_err(|error| EvaluatorError::SaveWeights {
+                path: weights.clone(),
+                error,
+            })?;
+        let info = tmp.join(INFO_FILE);
+        crate::run::atomic::write_json(&info, &self.info).map_err(io_err(&info))?;
         if dir.join(INFO_FILE).exists() {
             // Someone else finished first: theirs stands.
             let _ = std::fs::remove_dir_all(&tmp);
             return Ok(());
         }
         let _ = std::fs::remove_dir_all(dir);
-        std::fs::rename(&tmp, dir).map_err(|e| io_err(dir, e))
+        std::fs::rename(&tmp, dir).map_err(io_err(dir))
     }
 
     /// Read the evaluator in `dir` (None if there is none).
@@ -377,24 +421,27 @@ impl Evaluator {
         if !info_path.exists() {
             return Ok(None);
         }
-        let text = std::fs::read_to_string(&info_path).map_err(|e| io_err(&info_path, e))?;
-        let info: EvaluatorInfo = serde_json::from_str(&text).map_err(|e| {
-            io_err(
-                &info_path,
-                format!(
-                    "not an evaluator description ({e}); delete {} to retrain it",
-                    dir.display()
-                ),
-            )
-        })?;
+        let text = std::fs::read_to_string(&info_path).map_err(io_err(&info_path))?;
+        let info: EvaluatorInfo = match serde_json::from_str(&text) {
+            Ok(info) => info,
+            Err(error) => {
+                return Err(EvaluatorError::BadInfo {
+                    path: info_path,
+                    dir: dir.to_path_buf(),
+                    error,
+                })
+            }
+        };
         let mut vs = nn::VarStore::new(device);
         let net = Net::new(vs.root(), info.channels, info.num_classes);
-        vs.load(dir.join(WEIGHTS_FILE)).map_err(|e| {
-            io_err(
-                &dir.join(WEIGHTS_FILE),
-                format!("{e}; delete {} to retrain it", dir.display()),
-            )
-        })?;
+        let weights = dir.join(WEIGHTS_FILE);
+        if let Err(error) = vs.load(&weights) {
+            return Err(EvaluatorError::BadWeights {
+                path: weights,
+                dir: dir.to_path_buf(),
+                error,
+            });
+        }
         vs.freeze();
         Ok(Some(Evaluator {
             net,
@@ -419,8 +466,7 @@ pub fn load_or_train(
     if let Some(ev) = Evaluator::load(&dir, device)? {
         return Ok(ev);
     }
-    let data_err =
-        |e: crate::data::DataError| EvaluatorError::Input(format!("the evaluator's data: {e}"));
+    let data_err = |error| EvaluatorError::Data { error };
     let train = data::load(&cfg.data, Split::Train).map_err(data_err)?;
     let test = data::load(&cfg.data, Split::Test).map_err(data_err)?;
     progress(&format!(
@@ -558,5 +604,46 @@ mod tests {
         assert_eq!(y.size(), vec![3, 1, 5, 5]);
         let vals: Vec<f32> = Vec::try_from(y.flatten(0, -1)).unwrap();
         assert!(vals.iter().all(|&v| v == 1.0 || v == -1.0));
+    }
+
+    #[test]
+    fn a_cache_that_cannot_be_read_or_written_is_a_failure_not_bad_input() {
+        let dir = tempfile::tempdir().unwrap();
+        // A damaged description: a failure, with the fix.
+        std::fs::write(dir.path().join(INFO_FILE), "{").unwrap();
+        let e = Evaluator::load(dir.path(), Device::Cpu).err().unwrap();
+        assert!(matches!(e, EvaluatorError::BadInfo { .. }), "{e:?}");
+        assert!(!e.is_bad_input(), "{e}");
+        assert!(
+            e.to_string().contains("not an evaluator description (")
+                && e.to_string()
+                    .ends_with(&format!("; delete {} to retrain it", dir.path().display())),
+            "{e}"
+        );
+        let io = EvaluatorError::Io {
+            path: "results/.evaluators/x".into(),
+            error: std::io::Error::from(std::io::ErrorKind::StorageFull),
+        };
+        assert!(!io.is_bad_input(), "{io}");
+        let optimizer = EvaluatorError::Optimizer {
+            error: tch::TchError::Torch("out of memory".into()),
+        };
+        assert!(!optimizer.is_bad_input(), "{optimizer}");
+        // What the user gave is bad input.
+        let mut c = RunConfig::default();
+        c.data.source = DataSource::Toy;
+        let e = dataset_key(&c).unwrap_err();
+        assert!(e.is_bad_input(), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("the evaluator network needs image data; data.source = \"toy\" has samples of shape ["),
+            "{e}"
+        );
+        assert!(EvaluatorError::NoEpochs.is_bad_input());
+        let data = EvaluatorError::Data {
+            error: crate::data::DataError::format("d", "empty"),
+        };
+        assert!(data.is_bad_input(), "{data}");
+        assert_eq!(data.to_string(), "the evaluator's data: d: empty");
     }
 }

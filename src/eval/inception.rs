@@ -12,12 +12,33 @@
 //! SHA-256), so replacing the file never mixes statistics.
 
 use sha2::{Digest, Sha256};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tch::{CModule, Device, IValue, Kind, Tensor};
 
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct InceptionError(pub String);
+pub enum InceptionError {
+    /// The file `eval.inception` names cannot be read.
+    #[error("eval.inception = {:?}: cannot read it ({error}); point it at the TorchScript inception-2015-12-05.pt", .path.display().to_string())]
+    Unreadable {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// The file is not a TorchScript module.
+    #[error("eval.inception = {:?}: not a TorchScript module ({}); it must be the TorchScript inception-2015-12-05.pt", .path.display().to_string(), first_line(.error))]
+    NotTorchScript { path: PathBuf, error: tch::TchError },
+    /// The network failed on a batch of images.
+    #[error("eval.inception: the network failed on a batch ({}); it must take (img, return_features: bool)", first_line(.error))]
+    Forward { error: tch::TchError },
+    #[error("eval.inception: the network returned something other than a tensor")]
+    NotATensor,
+    #[error("eval.inception: the network returned {size:?} for a batch of {batch}; it must return one feature row per image")]
+    FeatureShape { size: Vec<i64>, batch: i64 },
+}
+
+/// The first line of libtorch's message (the rest is its C++ backtrace).
+fn first_line(e: &tch::TchError) -> String {
+    e.to_string().lines().next().unwrap_or("").to_string()
+}
 
 pub struct Inception {
     module: CModule,
@@ -30,23 +51,20 @@ const BATCH: i64 = 100;
 
 impl Inception {
     pub fn load(path: &Path, device: Device) -> Result<Inception, InceptionError> {
-        let bytes = std::fs::read(path).map_err(|e| {
-            InceptionError(format!(
-                "eval.inception = {:?}: cannot read it ({e}); point it at the TorchScript inception-2015-12-05.pt",
-                path.display().to_string()
-            ))
+        let bytes = std::fs::read(path).map_err(|error| InceptionError::Unreadable {
+            path: path.to_path_buf(),
+            error,
         })?;
         let digest: String = Sha256::digest(&bytes)
             .iter()
             .take(8)
             .map(|b| format!("{b:02x}"))
             .collect();
-        let mut module = CModule::load_on_device(path, device).map_err(|e| {
-            InceptionError(format!(
-                "eval.inception = {:?}: not a TorchScript module ({}); it must be the TorchScript inception-2015-12-05.pt",
-                path.display().to_string(),
-                e.to_string().lines().next().unwrap_or("")
-            ))
+        let mut module = CModule::load_on_device(path, device).map_err(|error| {
+            InceptionError::NotTorchScript {
+                path: path.to_path_buf(),
+                error,
+            }
         })?;
         module.set_eval();
         Ok(Inception {
@@ -76,26 +94,62 @@ impl Inception {
                 self.module
                     .forward_is(&[IValue::Tensor(img), IValue::Bool(true)])
             })
-            .map_err(|e| {
-                InceptionError(format!(
-                    "eval.inception: the network failed on a batch ({}); it must take (img, return_features: bool)",
-                    e.to_string().lines().next().unwrap_or("")
-                ))
-            })?;
+            .map_err(|error| InceptionError::Forward { error })?;
             let IValue::Tensor(f) = f else {
-                return Err(InceptionError(
-                    "eval.inception: the network returned something other than a tensor".into(),
-                ));
+                return Err(InceptionError::NotATensor);
             };
-            let f = f.f_reshape([len, -1]).map_err(|_| {
-                InceptionError(format!(
-                    "eval.inception: the network returned {:?} for a batch of {len}; it must return one feature row per image",
-                    f.size()
-                ))
-            })?;
+            let f = f
+                .f_reshape([len, -1])
+                .map_err(|_| InceptionError::FeatureShape {
+                    size: f.size(),
+                    batch: len,
+                })?;
             out.push(f.to_device(Device::Cpu));
             start += len;
         }
         Ok(Tensor::cat(&out, 0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_that_is_missing_or_not_torchscript_is_named_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pt");
+        let e = Inception::load(&missing, Device::Cpu).err().unwrap();
+        assert!(
+            matches!(&e, InceptionError::Unreadable { error, .. } if error.kind() == std::io::ErrorKind::NotFound),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string().starts_with(&format!(
+                "eval.inception = {:?}: cannot read it (",
+                missing.display().to_string()
+            )) && e
+                .to_string()
+                .ends_with("); point it at the TorchScript inception-2015-12-05.pt"),
+            "{e}"
+        );
+        let junk = dir.path().join("junk.pt");
+        std::fs::write(&junk, "not a module").unwrap();
+        let e = Inception::load(&junk, Device::Cpu).err().unwrap();
+        assert!(matches!(e, InceptionError::NotTorchScript { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(text.contains(": not a TorchScript module ("), "{text}");
+        assert!(
+            !text.contains('\n'),
+            "one line of libtorch's message: {text}"
+        );
+        assert_eq!(
+            InceptionError::FeatureShape {
+                size: vec![7],
+                batch: 2
+            }
+            .to_string(),
+            "eval.inception: the network returned [7] for a batch of 2; it must return one feature row per image"
+        );
     }
 }

@@ -4,21 +4,63 @@
 
 use crate::data::tabular::ColumnStats;
 use polars::prelude::*;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
-    #[error("{0}")]
-    Input(String),
-    #[error("writing {path}: {msg}")]
-    Write { path: String, msg: String },
+    /// The samples are not images: a caller's mistake.
+    #[error("a PNG grid needs images [N, 1 or 3, H, W], got {size:?}")]
+    NotImages { size: Vec<i64> },
+    /// The samples are not vectors of the named columns: a caller's mistake.
+    #[error("vectors [N, {columns}] expected, got {size:?}")]
+    NotVectors { columns: usize, size: Vec<i64> },
+    /// `--out` names a file that is neither .csv nor .parquet.
+    #[error("--out {}: .{extension} is not a table format; use .csv or .parquet", .path.display())]
+    NotATable { path: PathBuf, extension: String },
+    /// The samples could not be copied off the device.
+    #[error("writing {}: {error}", .path.display())]
+    Tensor { path: PathBuf, error: tch::TchError },
+    #[error("writing {}: {error}", .path.display())]
+    Image {
+        path: PathBuf,
+        error: image::ImageError,
+    },
+    #[error("writing {}: {error}", .path.display())]
+    Table { path: PathBuf, error: PolarsError },
+    #[error("writing {}: {error}", .path.display())]
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
 }
 
-fn write_err(path: &Path, msg: impl std::fmt::Display) -> OutputError {
-    OutputError::Write {
-        path: path.display().to_string(),
-        msg: msg.to_string(),
+impl OutputError {
+    /// Whether the user's `--out` is what is wrong (exit 2); a write that
+    /// fails (a full disk) is not, nor are samples of the wrong shape.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, OutputError::NotATable { .. })
+    }
+}
+
+fn tensor_err(path: &Path) -> impl FnOnce(tch::TchError) -> OutputError + '_ {
+    |error| OutputError::Tensor {
+        path: path.to_path_buf(),
+        error,
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> OutputError + '_ {
+    |error| OutputError::Io {
+        path: path.to_path_buf(),
+        error,
+    }
+}
+
+fn table_err(path: &Path) -> impl FnOnce(PolarsError) -> OutputError + '_ {
+    |error| OutputError::Table {
+        path: path.to_path_buf(),
+        error,
     }
 }
 
@@ -27,9 +69,7 @@ fn write_err(path: &Path, msg: impl std::fmt::Display) -> OutputError {
 pub fn write_png_grid(images: &Tensor, cols: usize, path: &Path) -> Result<(), OutputError> {
     let size = images.size();
     if size.len() != 4 || !(size[1] == 1 || size[1] == 3) {
-        return Err(OutputError::Input(format!(
-            "a PNG grid needs images [N, 1 or 3, H, W], got {size:?}"
-        )));
+        return Err(OutputError::NotImages { size });
     }
     let (n, c, h, w) = (
         size[0] as usize,
@@ -50,7 +90,7 @@ pub fn write_png_grid(images: &Tensor, cols: usize, path: &Path) -> Result<(), O
             .contiguous()
             .flatten(0, -1),
     )
-    .map_err(|e| write_err(path, e))?;
+    .map_err(tensor_err(path))?;
     let mut img = image::RgbImage::from_pixel(gw as u32, gh as u32, image::Rgb([255, 255, 255]));
     for i in 0..n {
         let (r, col) = (i / cols, i % cols);
@@ -69,8 +109,11 @@ pub fn write_png_grid(images: &Tensor, cols: usize, path: &Path) -> Result<(), O
     }
     let tmp = path.with_extension("png.tmp");
     img.save_with_format(&tmp, image::ImageFormat::Png)
-        .map_err(|e| write_err(path, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| write_err(path, e))
+        .map_err(|error| OutputError::Image {
+            path: path.to_path_buf(),
+            error,
+        })?;
+    std::fs::rename(&tmp, path).map_err(io_err(path))
 }
 
 /// Vectors [N, D] as a table, mapped back through `stats` (a tabular source's
@@ -85,10 +128,10 @@ pub fn write_vectors(
 ) -> Result<(), OutputError> {
     let size = samples.size();
     if size.len() != 2 || size[1] as usize != names.len() {
-        return Err(OutputError::Input(format!(
-            "vectors [N, {}] expected, got {size:?}",
-            names.len()
-        )));
+        return Err(OutputError::NotVectors {
+            columns: names.len(),
+            size,
+        });
     }
     let d = names.len();
     let values: Vec<f64> = Vec::try_from(
@@ -98,7 +141,7 @@ pub fn write_vectors(
             .contiguous()
             .flatten(0, -1),
     )
-    .map_err(|e| write_err(path, e))?;
+    .map_err(tensor_err(path))?;
     let mut columns: Vec<Column> = (0..d)
         .map(|j| {
             let col: Vec<f64> = values
@@ -113,32 +156,32 @@ pub fn write_vectors(
     for (name, v) in extra {
         columns.push(Column::new(name.as_str().into(), v.clone()));
     }
-    let mut df = DataFrame::new(size[0] as usize, columns).map_err(|e| write_err(path, e))?;
+    let mut df = DataFrame::new(size[0] as usize, columns).map_err(table_err(path))?;
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
         .unwrap_or("")
         .to_ascii_lowercase();
     let tmp = path.with_extension(format!("{ext}.tmp"));
-    let file = std::fs::File::create(&tmp).map_err(|e| write_err(path, e))?;
+    let file = std::fs::File::create(&tmp).map_err(io_err(path))?;
     match ext.as_str() {
         "csv" => CsvWriter::new(file)
             .finish(&mut df)
-            .map_err(|e| write_err(path, e))?,
+            .map_err(table_err(path))?,
         "parquet" => {
             ParquetWriter::new(file)
                 .finish(&mut df)
-                .map_err(|e| write_err(path, e))?;
+                .map_err(table_err(path))?;
         }
         other => {
             let _ = std::fs::remove_file(&tmp);
-            return Err(OutputError::Input(format!(
-                "--out {}: .{other} is not a table format; use .csv or .parquet",
-                path.display()
-            )));
+            return Err(OutputError::NotATable {
+                path: path.to_path_buf(),
+                extension: other.to_string(),
+            });
         }
     }
-    std::fs::rename(&tmp, path).map_err(|e| write_err(path, e))
+    std::fs::rename(&tmp, path).map_err(io_err(path))
 }
 
 #[cfg(test)]
@@ -210,5 +253,37 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("use .csv or .parquet"), "{e}");
+    }
+
+    #[test]
+    fn a_wrong_out_extension_is_bad_input_and_a_failed_write_is_not() {
+        let table = OutputError::NotATable {
+            path: "s.txt".into(),
+            extension: "txt".into(),
+        };
+        assert!(table.is_bad_input(), "{table}");
+        assert_eq!(
+            table.to_string(),
+            "--out s.txt: .txt is not a table format; use .csv or .parquet"
+        );
+        let io = OutputError::Io {
+            path: "s.csv".into(),
+            error: std::io::Error::from(std::io::ErrorKind::StorageFull),
+        };
+        assert!(!io.is_bad_input(), "{io}");
+        assert!(io.to_string().starts_with("writing s.csv: "), "{io}");
+        // A write into a folder that is not there: an I/O failure, typed.
+        let dir = tempfile::tempdir().unwrap();
+        let x = Tensor::zeros([2, 2], (Kind::Float, tch::Device::Cpu));
+        let e = write_vectors(
+            &x,
+            &["a".into(), "b".into()],
+            None,
+            &[],
+            &dir.path().join("no/such/v.csv"),
+        )
+        .unwrap_err();
+        assert!(matches!(e, OutputError::Io { .. }), "{e:?}");
+        assert!(!e.is_bad_input(), "{e}");
     }
 }

@@ -58,11 +58,17 @@ pub enum QualityError {
     /// The Inception network failed on the data (libtorch).
     #[error(transparent)]
     Features(super::inception::InceptionError),
+    /// The reference cache's folder could not be made.
+    #[error("{}: {error}", .path.display())]
+    CacheFolder {
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
     /// The reference cache could not be written.
     #[error("{}: {error}", .path.display())]
     Cache {
         path: std::path::PathBuf,
-        error: String,
+        error: tch::TchError,
     },
 }
 
@@ -73,7 +79,9 @@ impl QualityError {
         match self {
             QualityError::Evaluator(e) => e.is_bad_input(),
             QualityError::Inception(_) => true,
-            QualityError::Features(_) | QualityError::Cache { .. } => false,
+            QualityError::Features(_)
+            | QualityError::CacheFolder { .. }
+            | QualityError::Cache { .. } => false,
         }
     }
 }
@@ -107,12 +115,10 @@ fn save_named(path: &Path, named: &[(String, Tensor)]) -> Result<(), QualityErro
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     let refs: Vec<(&str, &Tensor)> = named.iter().map(|(n, t)| (n.as_str(), t)).collect();
     Tensor::write_safetensors(&refs, &tmp)
-        .and_then(|_| {
-            std::fs::rename(&tmp, path).map_err(|e| tch::TchError::FileFormat(e.to_string()))
-        })
-        .map_err(|e| QualityError::Cache {
+        .and_then(|_| std::fs::rename(&tmp, path).map_err(tch::TchError::Io))
+        .map_err(|error| QualityError::Cache {
             path: path.to_path_buf(),
-            error: e.to_string(),
+            error,
         })
 }
 
@@ -209,9 +215,9 @@ impl Reference {
                 let net = Inception::load(Path::new(p), device).map_err(QualityError::Inception)?;
                 let dir =
                     evaluator::dir_of(evaluators, cfg).unwrap_or_else(|_| evaluators.join("data"));
-                std::fs::create_dir_all(&dir).map_err(|e| QualityError::Cache {
+                std::fs::create_dir_all(&dir).map_err(|error| QualityError::CacheFolder {
                     path: dir.clone(),
-                    error: e.to_string(),
+                    error,
                 })?;
                 let path = dir.join(format!("inception-{}-test.safetensors", net.digest));
                 let stats = match load_named(&path).and_then(|n| FeatureStats::from_named(&n)) {

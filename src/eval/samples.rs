@@ -8,6 +8,38 @@ use crate::model::embedding::Conditioning;
 use crate::model::guidance::Guided;
 use tch::{Device, Kind, Tensor};
 
+/// Why samples could not be drawn: each names the flag or the run's setting
+/// at fault, so every one is the user's input (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum DrawError {
+    #[error("the run's schedule: {error}")]
+    Schedule {
+        error: crate::diffusion::schedule::ScheduleError,
+    },
+    #[error("--guidance {guidance}: guidance needs a condition (--label or --condition)")]
+    GuidanceWithoutCondition { guidance: f64 },
+    #[error("--guidance {guidance}: the run was trained with train.p_uncond = 0, so it never learned the unconditional prediction guidance needs")]
+    GuidanceUntrained { guidance: f64 },
+    #[error("--label: this run is not class-conditional")]
+    NotClassConditional,
+    #[error("--label {label}: the run has classes 0…{}", .classes - 1)]
+    LabelOutOfRange { label: i64, classes: i64 },
+    #[error("condition vectors [{n}, {width}] expected, got {got:?}")]
+    ConditionVectors { n: i64, width: i64, got: Vec<i64> },
+    #[error("--condition: this run has no condition vector")]
+    NoConditionVector,
+    #[error("--condition: the run's condition has {width} values, got {got}")]
+    ConditionWidth { width: i64, got: usize },
+}
+
+impl DrawError {
+    /// Whether what the user gave is what is wrong: always, as each names a
+    /// flag or the run's own settings (nothing is read or written).
+    pub fn is_bad_input(&self) -> bool {
+        true
+    }
+}
+
 /// What to condition on.
 #[derive(Debug)]
 pub enum Condition {
@@ -36,23 +68,19 @@ pub fn draw(
     seed: u64,
     device: Device,
     on_step: &mut dyn FnMut(usize, usize),
-) -> Result<Tensor, String> {
+) -> Result<Tensor, DrawError> {
     let cfg = &tm.config;
     let schedule = NoiseSchedule::new(cfg.diffusion.schedule_config())
-        .map_err(|e| format!("the run's schedule: {e}"))?;
+        .map_err(|error| DrawError::Schedule { error })?;
     let mut shape = vec![n];
     shape.extend(crate::config::data_shape(cfg).sample);
     let cond = conditioning(tm, condition, n, device)?;
     let conditioned = !matches!(condition, Condition::None);
     if guidance != 1.0 && !conditioned {
-        return Err(format!(
-            "--guidance {guidance}: guidance needs a condition (--label or --condition)"
-        ));
+        return Err(DrawError::GuidanceWithoutCondition { guidance });
     }
     if guidance != 1.0 && cfg.train.p_uncond == 0.0 {
-        return Err(format!(
-            "--guidance {guidance}: the run was trained with train.p_uncond = 0, so it never learned the unconditional prediction guidance needs"
-        ));
+        return Err(DrawError::GuidanceUntrained { guidance });
     }
     let guided = Guided {
         model: &tm.model,
@@ -87,7 +115,7 @@ fn conditioning(
     condition: &Condition,
     n: i64,
     device: Device,
-) -> Result<Conditioning, String> {
+) -> Result<Conditioning, DrawError> {
     let cond_dim = match &tm.spec {
         crate::model::ModelSpec::Unet(c) => c.cond_dim,
         crate::model::ModelSpec::Mlp(c) => c.cond_dim,
@@ -102,22 +130,23 @@ fn conditioning(
         },
         Condition::Labels(l) => {
             if tm.num_classes == 0 {
-                return Err("--label: this run is not class-conditional".into());
+                return Err(DrawError::NotClassConditional);
             }
             if let Some(bad) = l.iter().find(|&&c| c < 0 || c >= tm.num_classes) {
-                return Err(format!(
-                    "--label {bad}: the run has classes 0…{}",
-                    tm.num_classes - 1
-                ));
+                return Err(DrawError::LabelOutOfRange {
+                    label: *bad,
+                    classes: tm.num_classes,
+                });
             }
             Conditioning::labels(Tensor::from_slice(l).to_device(device))
         }
         Condition::Vectors(v) => {
             if cond_dim == 0 || v.size() != [n, cond_dim] {
-                return Err(format!(
-                    "condition vectors [{n}, {cond_dim}] expected, got {:?}",
-                    v.size()
-                ));
+                return Err(DrawError::ConditionVectors {
+                    n,
+                    width: cond_dim,
+                    got: v.size(),
+                });
             }
             Conditioning {
                 vector: Some(v.to_kind(Kind::Float).to_device(device)),
@@ -127,13 +156,13 @@ fn conditioning(
         Condition::Vector(v) => {
             let width = cond_dim;
             if width == 0 {
-                return Err("--condition: this run has no condition vector".into());
+                return Err(DrawError::NoConditionVector);
             }
             if v.len() as i64 != width {
-                return Err(format!(
-                    "--condition: the run's condition has {width} values, got {}",
-                    v.len()
-                ));
+                return Err(DrawError::ConditionWidth {
+                    width,
+                    got: v.len(),
+                });
             }
             Conditioning {
                 vector: Some(
@@ -177,5 +206,59 @@ mod tests {
         assert_eq!(reverse_steps(100, &opts(SamplerKind::Ddpm, 10)), 100);
         assert_eq!(reverse_steps(100, &opts(SamplerKind::Ddim, 10)), 10);
         assert_eq!(reverse_steps(100, &opts(SamplerKind::Ddim, 0)), 100);
+    }
+
+    #[test]
+    fn every_draw_error_names_the_flag_or_setting_and_is_bad_input() {
+        let cases = [
+            (
+                DrawError::GuidanceWithoutCondition { guidance: 3.0 },
+                "--guidance 3: guidance needs a condition (--label or --condition)",
+            ),
+            (
+                DrawError::GuidanceUntrained { guidance: 2.5 },
+                "--guidance 2.5: the run was trained with train.p_uncond = 0, so it never learned the unconditional prediction guidance needs",
+            ),
+            (
+                DrawError::NotClassConditional,
+                "--label: this run is not class-conditional",
+            ),
+            (
+                DrawError::LabelOutOfRange {
+                    label: 8,
+                    classes: 8,
+                },
+                "--label 8: the run has classes 0…7",
+            ),
+            (
+                DrawError::ConditionVectors {
+                    n: 4,
+                    width: 2,
+                    got: vec![4, 3],
+                },
+                "condition vectors [4, 2] expected, got [4, 3]",
+            ),
+            (
+                DrawError::NoConditionVector,
+                "--condition: this run has no condition vector",
+            ),
+            (
+                DrawError::ConditionWidth { width: 2, got: 3 },
+                "--condition: the run's condition has 2 values, got 3",
+            ),
+            (
+                DrawError::Schedule {
+                    error: crate::diffusion::schedule::ScheduleError::ZeroTimesteps,
+                },
+                "the run's schedule: timesteps must be at least 1, got 0: set it to the number of diffusion steps T (1000 is standard)",
+            ),
+        ];
+        for (e, message) in cases {
+            assert!(e.is_bad_input(), "{e}");
+            assert_eq!(e.to_string(), message);
+            let cli = crate::exit::Classified::into_cli(e);
+            assert_eq!(crate::exit::code_for(&cli), crate::exit::BAD_INPUT);
+            assert_eq!(format!("{cli:#}"), message, "printed once");
+        }
     }
 }

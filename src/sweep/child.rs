@@ -42,6 +42,21 @@ pub fn stop_children() {
     }
 }
 
+/// Why a child could not be run to its end (it is reported as the job's
+/// failure to start).
+#[derive(Debug, thiserror::Error)]
+pub enum ChildError {
+    #[error("opening {}: {error}", .path.display())]
+    OpenLog {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("starting {}: {error}", .exe.display())]
+    Spawn { exe: PathBuf, error: std::io::Error },
+    #[error("waiting for the child: {error}")]
+    Wait { error: std::io::Error },
+}
+
 /// Runs jobs as children of this same binary.
 pub struct ProcessExecutor {
     pub exe: PathBuf,
@@ -95,17 +110,26 @@ impl ProcessExecutor {
         mut cmd: Command,
         stop: &StopToken,
         mut on_line: impl FnMut(&ProgressLine),
-    ) -> Result<(std::process::ExitStatus, Vec<String>, Said), String> {
+    ) -> Result<(std::process::ExitStatus, Vec<String>, Said), ChildError> {
         let log_path = self.dir.job_log(&job.id);
-        let mut log = std::fs::OpenOptions::new()
+        let mut log = match std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log_path)
-            .map_err(|e| format!("opening {}: {e}", log_path.display()))?;
+        {
+            Ok(log) => log,
+            Err(error) => {
+                return Err(ChildError::OpenLog {
+                    path: log_path,
+                    error,
+                })
+            }
+        };
         let _ = writeln!(log, "=== {} {what} on {}: {:?}", job.id, slot.label(), cmd);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("starting {}: {e}", self.exe.display()))?;
+        let mut child = cmd.spawn().map_err(|error| ChildError::Spawn {
+            exe: self.exe.clone(),
+            error,
+        })?;
         let pid = child.id();
         CHILDREN.lock().unwrap_or_else(|p| p.into_inner()).push(pid);
         if stop.is_stopped() {
@@ -144,7 +168,7 @@ impl ProcessExecutor {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|&p| p != pid);
-        let status = status.map_err(|e| format!("waiting for the child: {e}"))?;
+        let status = status.map_err(|error| ChildError::Wait { error })?;
         Ok((status, tail.into_iter().collect(), said))
     }
 
@@ -226,7 +250,7 @@ impl ProcessExecutor {
         });
         let (status, tail, said) = match ran {
             Ok(r) => r,
-            Err(e) => return JobOutcome::failed_to_start(slot, e),
+            Err(e) => return JobOutcome::failed_to_start(slot, e.to_string()),
         };
         let run_status = RunStatus::read(&out);
         let (ended, exit_code, reason) = Self::judge(status, run_status.as_ref(), said, stop);
@@ -296,7 +320,7 @@ impl ProcessExecutor {
         let started = Instant::now();
         let (status, tail, said) = match self.run_child(job, slot, "eval", cmd, stop, |_| {}) {
             Ok(r) => r,
-            Err(e) => return JobOutcome::failed_to_start(slot, e),
+            Err(e) => return JobOutcome::failed_to_start(slot, e.to_string()),
         };
         let (ended, exit_code, reason) = Self::judge(status, None, said, stop);
         let wall_s = trained.wall_s + started.elapsed().as_secs_f64();
@@ -341,5 +365,37 @@ impl Executor for ProcessExecutor {
             outcome = self.evaluate(slot, job, outcome, stop);
         }
         outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_child_that_cannot_run_says_which_step_failed() {
+        let e = ChildError::OpenLog {
+            path: "sweeps/s/logs/a.log".into(),
+            error: std::io::Error::from(std::io::ErrorKind::StorageFull),
+        };
+        assert!(
+            e.to_string().starts_with("opening sweeps/s/logs/a.log: "),
+            "{e}"
+        );
+        let e = ChildError::Spawn {
+            exe: "/no/such/ddpm-lab".into(),
+            error: std::io::Error::from(std::io::ErrorKind::NotFound),
+        };
+        assert_eq!(
+            e.to_string(),
+            "starting /no/such/ddpm-lab: entity not found"
+        );
+        let e = ChildError::Wait {
+            error: std::io::Error::from(std::io::ErrorKind::Interrupted),
+        };
+        assert_eq!(
+            e.to_string(),
+            "waiting for the child: operation interrupted"
+        );
     }
 }

@@ -11,6 +11,25 @@
 use std::path::Path;
 use std::process::Command;
 
+/// A `--devices` value that names no device.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--devices {given}: {part:?} is not a device; use auto, cpu, cuda (all GPUs) or a list like cuda:0,cuda:2")]
+pub struct DeviceParseError {
+    /// The whole value.
+    pub given: String,
+    /// The part of it that is not a device.
+    pub part: String,
+}
+
+/// A `--devices` request this machine cannot meet: the user's input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DevicesError {
+    #[error("--devices cuda: this machine has no CUDA device; use --devices cpu")]
+    NoCuda,
+    #[error("--devices cuda:{ordinal}: this machine has {count} CUDA device(s); use {} or cpu", if *.count == 0 { "--devices cpu".to_string() } else { format!("cuda:0…cuda:{}", .count - 1) })]
+    NoSuchCuda { ordinal: usize, count: usize },
+}
+
 /// What `--devices` asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceRequest {
@@ -23,7 +42,7 @@ pub enum DeviceRequest {
 
 impl DeviceRequest {
     /// Parse `auto`, `cpu`, `cuda` (all of them) or `cuda:0,cuda:2`.
-    pub fn parse(s: &str) -> Result<DeviceRequest, String> {
+    pub fn parse(s: &str) -> Result<DeviceRequest, DeviceParseError> {
         let s = s.trim();
         match s {
             "auto" => return Ok(DeviceRequest::Auto),
@@ -45,9 +64,10 @@ impl DeviceRequest {
                     }
                 }
                 _ => {
-                    return Err(format!(
-                        "--devices {s}: {part:?} is not a device; use auto, cpu, cuda (all GPUs) or a list like cuda:0,cuda:2"
-                    ))
+                    return Err(DeviceParseError {
+                        given: s.to_string(),
+                        part: part.to_string(),
+                    })
                 }
             }
         }
@@ -119,24 +139,22 @@ pub fn slots(
     jobs_per_device: usize,
     cpu_jobs: usize,
     cores: usize,
-) -> Result<Vec<Slot>, String> {
+) -> Result<Vec<Slot>, DevicesError> {
     let gpus: Vec<usize> = match request {
         DeviceRequest::Cpu => vec![],
         DeviceRequest::Auto => (0..cuda_count).collect(),
         DeviceRequest::Cuda(ids) if ids.is_empty() => {
             if cuda_count == 0 {
-                return Err(
-                    "--devices cuda: this machine has no CUDA device; use --devices cpu".into(),
-                );
+                return Err(DevicesError::NoCuda);
             }
             (0..cuda_count).collect()
         }
         DeviceRequest::Cuda(ids) => {
             if let Some(bad) = ids.iter().find(|&&i| i >= cuda_count) {
-                return Err(format!(
-                    "--devices cuda:{bad}: this machine has {cuda_count} CUDA device(s); use {} or cpu",
-                    if cuda_count == 0 { "--devices cpu".to_string() } else { format!("cuda:0…cuda:{}", cuda_count - 1) }
-                ));
+                return Err(DevicesError::NoSuchCuda {
+                    ordinal: *bad,
+                    count: cuda_count,
+                });
             }
             ids.clone()
         }
@@ -221,7 +239,10 @@ mod tests {
             Ok(DeviceRequest::Cuda(vec![0, 2]))
         );
         let e = DeviceRequest::parse("gpu0").unwrap_err();
-        assert!(e.contains("use auto, cpu, cuda"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "--devices gpu0: \"gpu0\" is not a device; use auto, cpu, cuda (all GPUs) or a list like cuda:0,cuda:2"
+        );
     }
 
     #[test]
@@ -249,9 +270,18 @@ mod tests {
             .iter()
             .all(|s| s.threads == 4 && s.train_device() == "cuda:0"));
         let e = slots(&DeviceRequest::Cuda(vec![3]), 2, None, 1, 1, 2).unwrap_err();
-        assert!(e.contains("has 2 CUDA device(s)"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "--devices cuda:3: this machine has 2 CUDA device(s); use cuda:0…cuda:1 or cpu"
+        );
+        let e = slots(&DeviceRequest::Cuda(vec![1]), 0, None, 1, 1, 2).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--devices cuda:1: this machine has 0 CUDA device(s); use --devices cpu or cpu"
+        );
         let e = slots(&DeviceRequest::Cuda(vec![]), 0, None, 1, 1, 2).unwrap_err();
-        assert!(e.contains("no CUDA device"), "{e}");
+        assert_eq!(e, DevicesError::NoCuda);
+        assert!(e.to_string().contains("no CUDA device"), "{e}");
     }
 
     #[test]

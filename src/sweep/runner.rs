@@ -29,8 +29,9 @@ pub enum SweepError {
     /// The spec or a flag is wrong: exit 2, nothing written.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("{0}")]
-    Devices(String),
+    /// The devices asked for are not on this machine.
+    #[error(transparent)]
+    Devices(#[from] devices::DevicesError),
     #[error(transparent)]
     Lock(#[from] lock::LockError),
     #[error("{context}: {source}")]
@@ -193,6 +194,14 @@ fn probe_slots(opts: &SweepOptions) -> Result<Vec<Slot>, SweepError> {
         cores,
     )
     .map_err(SweepError::Devices)
+}
+
+/// A restarted job's earlier attempt could not be moved to the attic.
+#[derive(Debug, thiserror::Error)]
+#[error("moving {} to the attic: {error}", .path.display())]
+pub struct RetireError {
+    pub path: PathBuf,
+    pub error: std::io::Error,
 }
 
 /// fp16 autocast needs CUDA: a sweep on the CPU only that asks for it is an
@@ -638,11 +647,13 @@ struct Dispatch<'a, E> {
 
 impl<E> Dispatch<'_, E> {
     /// A restarted job's earlier attempt moves to the attic first.
-    fn prepare(&self, job: &JobTicket) -> Result<(), String> {
+    fn prepare(&self, job: &JobTicket) -> Result<(), RetireError> {
         let out = self.dir.job_dir(&job.id);
         if job.action == Action::Restart && out.exists() {
-            let to = retire(self.dir, &job.id)
-                .map_err(|e| format!("moving {} to the attic: {e}", out.display()))?;
+            let to = match retire(self.dir, &job.id) {
+                Ok(to) => to,
+                Err(error) => return Err(RetireError { path: out, error }),
+            };
             self.progress.println(&format!(
                 "job {}: moved the earlier attempt to {}",
                 job.id,
@@ -667,7 +678,7 @@ impl<E: Executor> SlotWorker for Dispatch<'_, E> {
         );
         let outcome = match self.prepare(job) {
             Ok(()) => self.exec.run(job, slot, self.progress, self.stop),
-            Err(reason) => JobOutcome::failed_to_start(slot, reason),
+            Err(e) => JobOutcome::failed_to_start(slot, e.to_string()),
         };
         self.progress.finish(task.job, &job.id, &outcome);
         outcome
@@ -825,6 +836,34 @@ mod tests {
     use crate::run::RunStatus;
     use std::collections::HashMap;
     use std::sync::Mutex;
+
+    #[test]
+    fn devices_this_machine_lacks_are_bad_input_and_io_is_not() {
+        let e = SweepError::from(devices::DevicesError::NoSuchCuda {
+            ordinal: 3,
+            count: 2,
+        });
+        assert!(e.is_bad_input(), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "--devices cuda:3: this machine has 2 CUDA device(s); use cuda:0…cuda:1 or cpu"
+        );
+        let io = SweepError::Io {
+            context: "writing plan.json".into(),
+            source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+        };
+        assert!(!io.is_bad_input(), "{io}");
+        let retire = RetireError {
+            path: "sweeps/s/jobs/a".into(),
+            error: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        assert!(
+            retire
+                .to_string()
+                .starts_with("moving sweeps/s/jobs/a to the attic: "),
+            "{retire}"
+        );
+    }
 
     #[derive(Clone, Copy, PartialEq)]
     enum Script {

@@ -75,7 +75,7 @@ pub enum TrainError {
     Schedule(#[from] ScheduleError),
     #[error(transparent)]
     Weighting(#[from] WeightingError),
-    #[error("{0}")]
+    #[error(transparent)]
     Graph(super::cuda_graph::GraphError),
     #[error("at step {step}: {error}")]
     GraphStep {
