@@ -50,9 +50,25 @@ pub enum HandleError {
     #[error("{}: not a ddpm-lab run (no config.toml, run.json or plan.json); give a run folder (ddpm-lab train --out), or a sweep's results/<sweep>/runs/<run>/ or jobs/<job>/", .0.display())]
     NotARun(PathBuf),
     #[error("{}: cannot read it ({error}); the sweep that wrote it may be from another version: run `ddpm-lab sweep` on its spec again", .path.display())]
-    Record { path: PathBuf, error: String },
+    RecordUnreadable {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{}: not a run record this version can read ({error}); run `ddpm-lab sweep` on its spec again to rewrite it", .path.display())]
+    BadRecord {
+        path: PathBuf,
+        error: serde_json::Error,
+    },
     #[error("{}: cannot read it ({error}); give a run directory written by `ddpm-lab train` or a sweep's jobs/<id>/", .path.display())]
-    Config { path: PathBuf, error: String },
+    ConfigUnreadable {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{}: not a ddpm-lab run config ({error})", .path.display())]
+    BadConfig {
+        path: PathBuf,
+        error: toml::de::Error,
+    },
     #[error("{}: its job {} is not there; the sweep has not trained it yet: run `ddpm-lab sweep` on its spec", .run.display(), .job.display())]
     NoJob { run: PathBuf, job: PathBuf },
     #[error("{}: differs from the config its job {} was trained with (training hash {run_hash}, the job's {job_hash}); run `ddpm-lab sweep` on its spec again to rewrite it", .path.display(), .job.display())]
@@ -87,21 +103,21 @@ pub fn kind(path: &Path) -> Result<FolderKind, HandleError> {
 }
 
 fn read_record(path: &Path) -> Result<RunRecord, HandleError> {
-    let bad = |error: String| HandleError::Record {
-        path: path.to_path_buf(),
-        error,
+    let path = path.to_path_buf();
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(error) => return Err(HandleError::RecordUnreadable { path, error }),
     };
-    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-    serde_json::from_str(&text).map_err(|e| bad(e.to_string()))
+    serde_json::from_str(&text).map_err(|error| HandleError::BadRecord { path, error })
 }
 
 fn read_config(path: &Path) -> Result<RunConfig, HandleError> {
-    let bad = |error: String| HandleError::Config {
-        path: path.to_path_buf(),
-        error,
+    let path = path.to_path_buf();
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(error) => return Err(HandleError::ConfigUnreadable { path, error }),
     };
-    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-    toml::from_str(&text).map_err(|e| bad(e.to_string()))
+    toml::from_str(&text).map_err(|error| HandleError::BadConfig { path, error })
 }
 
 /// The first run a sweep folder's plan lists (for the message that refuses it).
@@ -242,6 +258,20 @@ mod tests {
         let empty = tempfile::tempdir().unwrap();
         let e = open(empty.path()).unwrap_err().to_string();
         assert!(e.contains("not a ddpm-lab run"), "{e}");
+    }
+
+    #[test]
+    fn damaged_records_and_configs_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (run, _) = sweep_with_one_run(dir.path(), true);
+        std::fs::write(run.join("config.toml"), "train = 3").unwrap();
+        let e = open(&run).unwrap_err();
+        assert!(matches!(e, HandleError::BadConfig { .. }), "{e:?}");
+        assert!(e.to_string().contains("config.toml: not a ddpm-lab run config"), "{e}");
+        std::fs::write(run.join("run.json"), "{").unwrap();
+        let e = open(&run).unwrap_err();
+        assert!(matches!(e, HandleError::BadRecord { .. }), "{e:?}");
+        assert!(e.to_string().contains("run.json: not a run record"), "{e}");
     }
 
     #[test]
