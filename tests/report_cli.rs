@@ -114,7 +114,10 @@ fn fixture(root: &Path, damage: Damage) {
                 evaluated.num_samples = 37;
             }
             let keys = EvalKeys::of(&evaluated);
-            let mut done = EvalDone::default();
+            let mut done = EvalDone {
+                wall_s: 4.0,
+                ..EvalDone::default()
+            };
             for step in [0, 100] {
                 done.add(step, Weights::Raw, &keys.combined(), &evaluated);
             }
@@ -231,6 +234,12 @@ fn the_report_aggregates_known_numbers_lists_missing_runs_and_writes_everything(
     let (root, o) = reported_fixture(tmp.path());
     let out = text(&o.stdout);
     assert!(out.contains("5 of 6 runs completed"), "{out}");
+    // Training (status.json, 2 s a job) and evaluation (done.json, 4 s) apart.
+    let md = std::fs::read_to_string(root.join("report.md")).unwrap();
+    assert!(
+        md.contains("Wall time over all jobs: training 10 s, evaluation 20 s."),
+        "{md}"
+    );
     assert!(
         out.contains("not in the numbers: prediction-v_seed-2 (missing)"),
         "{out}"

@@ -956,7 +956,7 @@ fn a_held_lock_refuses_a_stale_one_is_taken_over_and_force_retrains() {
         "{plan}"
     );
     assert!(
-        plan.contains("estimated cost: 0 job(s) to train, 0.000e0 training MACs"),
+        plan.contains("estimated cost: 0 job(s) to train (0.000e0 training MACs), 0 to evaluate"),
         "{plan}"
     );
     let out = sweep(&spec, &results, &["--force"]);

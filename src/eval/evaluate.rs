@@ -152,6 +152,7 @@ pub fn evaluate(
     opts: &EvalOptions,
     mut progress: impl FnMut(&str),
 ) -> Result<EvalReport, EvalError> {
+    let started = std::time::Instant::now();
     let mut cfg = trained::run_config(&opts.run_dir)?;
     if let Some(settings) = &opts.settings {
         cfg.eval = settings.clone();
@@ -179,6 +180,7 @@ pub fn evaluate(
     }
     // Evaluations with other settings keep their entries.
     let mut done = eval_dir.read_done();
+    done.wall_s += started.elapsed().as_secs_f64();
     let key = EvalKeys::of(&evaluation.cfg.eval).combined();
     for (step, _) in &points {
         for &w in &weights {

@@ -18,7 +18,6 @@
 use crate::config::run::{DataSource, RunConfig};
 use crate::data::{self, Dataset, Split};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use tch::nn::{self, Module, ModuleT, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
@@ -202,40 +201,12 @@ impl Default for TrainOptions {
     }
 }
 
-/// The dataset key of a run's data: `<source>-<channels>x<res>-<hash>`, the
-/// hash covering the source's path (or the generated data's settings).
+/// The dataset key of a run's data ([`crate::run::layout::evaluator_key`]).
 pub fn dataset_key(cfg: &RunConfig) -> Result<String, EvaluatorError> {
-    let d = &cfg.data;
-    let shape = crate::config::data_shape(cfg).sample;
-    if shape.len() != 3 {
-        return Err(EvaluatorError::NotImages {
-            data: d.source,
-            shape,
-        });
-    }
-    let what = match d.source {
-        DataSource::Synthetic => format!("synthetic {:?} {} {}", d.shape, d.n_samples, d.seed),
-        DataSource::Folder => format!(
-            "{} {} {:?} {}",
-            std::fs::canonicalize(d.resolved_path())
-                .unwrap_or(d.resolved_path())
-                .display(),
-            d.seed,
-            d.color,
-            d.test_fraction
-        ),
-        _ => std::fs::canonicalize(d.resolved_path())
-            .unwrap_or(d.resolved_path())
-            .display()
-            .to_string(),
-    };
-    let hash = Sha256::digest(what.as_bytes());
-    let hex: String = hash.iter().take(4).map(|b| format!("{b:02x}")).collect();
-    let source = serde_json::to_value(d.source)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_else(|| "data".into());
-    Ok(format!("{source}-{}x{}-{hex}", shape[0], shape[1]))
+    crate::run::layout::evaluator_key(cfg).ok_or_else(|| EvaluatorError::NotImages {
+        data: cfg.data.source,
+        shape: crate::config::data_shape(cfg).sample,
+    })
 }
 
 /// The metric suffix of a run's evaluator: `<source>-cnn`.

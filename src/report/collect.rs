@@ -102,7 +102,10 @@ pub struct RunData {
     /// started), Unknown when it cannot be read.
     pub state: JobState,
     pub reason: String,
+    /// Training seconds (its status.json).
     pub wall_time_s: f64,
+    /// Evaluation seconds its job's eval/ folder records (done.json).
+    pub eval_wall_s: f64,
     pub device: String,
     pub log: Vec<LogRecord>,
     /// The per-timestep loss of this run's weights and of the raw weights.
@@ -367,6 +370,7 @@ fn read_run(sweep: &SweepDir, r: &PlanRun) -> (RunData, Vec<Unreadable>) {
         state,
         reason,
         wall_time_s: wall,
+        eval_wall_s: eval_dir.read_done().wall_s,
         device,
         log: read_log(&job.metrics_jsonl()),
         timestep,

@@ -134,10 +134,10 @@ fn stale_section(s: &SweepData) -> Vec<Block> {
 /// The sweep in a few lines: runs, tool, devices, wall time, folder.
 fn what_was_run(s: &SweepData, variants: usize) -> Vec<Block> {
     let done = s.runs.iter().filter(|r| r.completed()).count();
-    let wall: f64 = {
-        let all: Vec<&RunData> = s.runs.iter().collect();
-        unique_jobs(&all).iter().map(|r| r.wall_time_s).sum()
-    };
+    let all: Vec<&RunData> = s.runs.iter().collect();
+    let jobs = unique_jobs(&all);
+    let wall: f64 = jobs.iter().map(|r| r.wall_time_s).sum();
+    let eval_wall: f64 = jobs.iter().map(|r| r.eval_wall_s).sum();
     let devices = if s.devices.is_empty() {
         "unknown".to_string()
     } else {
@@ -156,7 +156,9 @@ fn what_was_run(s: &SweepData, variants: usize) -> Vec<Block> {
                 tool_commit()
             ),
             format!("Devices: {devices}."),
-            format!("Training wall time: {:.0} s over all jobs.", wall),
+            format!(
+                "Wall time over all jobs: training {wall:.0} s, evaluation {eval_wall:.0} s."
+            ),
             format!(
                 "Folder: `{}`; tables under `tables/`, charts under `charts/`.",
                 s.root.display()

@@ -203,6 +203,43 @@ pub enum Freshness {
     Stale { changes: Vec<String> },
 }
 
+/// The folder name of a run's evaluator network in the evaluator cache
+/// (`<results>/.evaluators/<key>/`): `<source>-<channels>x<res>-<hash>`, the
+/// hash covering the source's path (or the generated data's settings).
+/// None for data that are not images (they have no evaluator network).
+pub fn evaluator_key(cfg: &crate::config::RunConfig) -> Option<String> {
+    use crate::config::run::DataSource;
+    use sha2::{Digest, Sha256};
+    let d = &cfg.data;
+    let shape = crate::config::data_shape(cfg).sample;
+    if shape.len() != 3 {
+        return None;
+    }
+    let what = match d.source {
+        DataSource::Synthetic => format!("synthetic {:?} {} {}", d.shape, d.n_samples, d.seed),
+        DataSource::Folder => format!(
+            "{} {} {:?} {}",
+            std::fs::canonicalize(d.resolved_path())
+                .unwrap_or(d.resolved_path())
+                .display(),
+            d.seed,
+            d.color,
+            d.test_fraction
+        ),
+        _ => std::fs::canonicalize(d.resolved_path())
+            .unwrap_or(d.resolved_path())
+            .display()
+            .to_string(),
+    };
+    let hash = Sha256::digest(what.as_bytes());
+    let hex: String = hash.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    let source = serde_json::to_value(d.source)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "data".into());
+    Some(format!("{source}-{}x{}-{hex}", shape[0], shape[1]))
+}
+
 /// The files a sweep folder holds about its plan (rather than its jobs):
 /// moved aside together when the spec changes, so a new plan never
 /// overwrites the previous plan's report.

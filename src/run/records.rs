@@ -64,8 +64,10 @@ pub struct PlanJob {
     pub macs_per_sample: f64,
     /// Training MACs still to do (all of them for a new job).
     pub macs: f64,
-    /// Estimated seconds on its kind of slot.
+    /// Estimated seconds on its kind of slot: training and evaluation.
     pub est_s: f64,
+    /// The evaluation's share of `est_s`.
+    pub eval_est_s: f64,
     /// Its state when planned.
     pub state: JobState,
     /// Its evaluations: one per distinct `eval.*` settings among its runs.
@@ -190,6 +192,9 @@ pub struct EvalDone {
     pub done: Vec<DonePoint>,
     /// The combined evaluation key → the `[eval]` section that produced it.
     pub settings: std::collections::BTreeMap<String, crate::config::run::EvalConfig>,
+    /// Seconds spent evaluating into this folder, over every evaluation.
+    #[serde(default)]
+    pub wall_s: f64,
 }
 
 /// One evaluated (step, weight set) under one evaluation key.
@@ -262,6 +267,7 @@ mod tests {
                 macs_per_sample: 2e6,
                 macs: 3e9,
                 est_s: 4.0,
+                eval_est_s: 1.5,
                 state: JobState::New,
                 evals: vec![EvalTask {
                     run: "decay-0.999_seed-1-abcdef".into(),

@@ -272,13 +272,16 @@ impl ProcessExecutor {
         slot: &Slot,
         job: &JobTicket,
         mut trained: JobOutcome,
+        progress: &SweepProgress,
         stop: &StopToken,
     ) -> JobOutcome {
         for task in &job.evals {
             if stop.is_stopped() {
                 break;
             }
-            trained = self.evaluate_one(slot, job, task, trained, stop);
+            let what = format!("with the settings of run {}", task.run);
+            progress.evaluating(job.key, &job.id, &what, true);
+            trained = self.evaluate_one(slot, job, task, trained, progress, stop);
             if trained.ended != JobState::Completed {
                 break;
             }
@@ -292,6 +295,7 @@ impl ProcessExecutor {
         job: &JobTicket,
         task: &EvalTask,
         trained: JobOutcome,
+        progress: &SweepProgress,
         stop: &StopToken,
     ) -> JobOutcome {
         let mut cmd = self.command(slot);
@@ -318,7 +322,12 @@ impl ProcessExecutor {
             .arg(self.dir.results().join(".evaluators"))
             .args(["--quiet", "--progress-jsonl"]);
         let started = Instant::now();
-        let (status, tail, said) = match self.run_child(job, slot, "eval", cmd, stop, |_| {}) {
+        let on_line = |line: &ProgressLine| {
+            if let ProgressLine::Eval { message } = line {
+                progress.evaluating(job.key, &job.id, message, false);
+            }
+        };
+        let (status, tail, said) = match self.run_child(job, slot, "eval", cmd, stop, on_line) {
             Ok(r) => r,
             Err(e) => return JobOutcome::failed_to_start(slot, e.to_string()),
         };
@@ -362,7 +371,7 @@ impl Executor for ProcessExecutor {
         };
         if outcome.ended == JobState::Completed && job.evaluate && !stop.is_stopped() {
             progress.update(key, job.total_steps, job.total_steps, None);
-            outcome = self.evaluate(slot, job, outcome, stop);
+            outcome = self.evaluate(slot, job, outcome, progress, stop);
         }
         outcome
     }

@@ -70,3 +70,147 @@ pub fn estimate(cost: &ModelCost, batch_size: i64, steps_left: u64, rate: f64) -
         seconds: JOB_STARTUP_S + macs / rate + left * STEP_OVERHEAD_S,
     }
 }
+
+/// Seconds per batched forward call in evaluation (one reverse step, one
+/// probe bin, one bits/dim term) that MACs do not see: the per-call
+/// framework cost, which dominates small models.
+pub const EVAL_CALL_S: f64 = 1.5e-3;
+/// Starting one evaluation: libtorch, the held-out split, the probe, the
+/// reference statistics.
+pub const EVAL_STARTUP_S: f64 = 3.0;
+/// Training an evaluator network on the CPU (its first use for a dataset):
+/// seconds = this + [`EVALUATOR_S_PER_PIXEL`] × channels × height × width,
+/// from 30 s at 1×14×14 and 87 s at 1×28×28 (BENCHMARKS.md).
+pub const EVALUATOR_BASE_S: f64 = 11.0;
+pub const EVALUATOR_S_PER_PIXEL: f64 = 0.097;
+/// Held-out images per bits/dim forward call.
+const BPD_BATCH: f64 = 250.0;
+
+/// The model work of evaluating one job with one set of `eval.*` settings.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct EvalWork {
+    /// Samples pushed through the network (each one forward).
+    pub forwards: f64,
+    /// Batched forward calls.
+    pub calls: f64,
+}
+
+impl EvalWork {
+    fn add(&mut self, forwards: f64, calls: f64) {
+        self.forwards += forwards;
+        self.calls += calls;
+    }
+
+    /// Seconds for a model of `cost` at `rate` MACs per second.
+    pub fn seconds(&self, cost: &ModelCost, rate: f64) -> f64 {
+        EVAL_STARTUP_S + self.forwards * cost.macs_per_sample / rate + self.calls * EVAL_CALL_S
+    }
+}
+
+/// The work of evaluating `cfg` (a run's config: its `[eval]` and its
+/// training length) for `weight_sets` weight sets at every evaluation point:
+/// samples × reverse steps × guidance scales (a scale ≠ 1 runs the network
+/// twice), the per-timestep probe, and bits/dim for images.
+pub fn eval_work(cfg: &crate::config::RunConfig, weight_sets: usize) -> EvalWork {
+    let e = &cfg.eval;
+    let steps = cfg.train.steps;
+    let points = (0..=steps).filter(|&s| e.is_point(s, steps)).count() as f64;
+    let pairs = points * weight_sets as f64;
+    let t = cfg.diffusion.timesteps as f64;
+    let reverse = match e.sampler {
+        crate::diffusion::sampling::SamplerKind::Ddpm => t,
+        crate::diffusion::sampling::SamplerKind::Ddim if e.sampling_steps == 0 => t,
+        crate::diffusion::sampling::SamplerKind::Ddim => (e.sampling_steps as f64).min(t),
+    };
+    let mut work = EvalWork::default();
+    for g in e.scales() {
+        let passes = if g == 1.0 { 1.0 } else { 2.0 };
+        work.add(pairs * e.num_samples as f64 * reverse * passes, pairs * reverse);
+    }
+    let bins = e.timestep_bins as f64;
+    work.add(pairs * e.probe_size as f64 * bins, pairs * bins);
+    if crate::config::data_shape(cfg).is_image() {
+        let terms = if e.bpd_timesteps == 0 { t } else { e.bpd_timesteps as f64 } + 1.0;
+        let images = e.bpd_images as f64;
+        work.add(
+            pairs * images * terms,
+            pairs * (images / BPD_BATCH).ceil() * terms,
+        );
+    }
+    work
+}
+
+/// Seconds to train the evaluator network of `cfg`'s data on a CPU slot of
+/// `threads` threads (scaled by MAC rate on another slot), or 0 when the
+/// data have none or `evaluators` holds it already.
+pub fn evaluator_seconds(cfg: &crate::config::RunConfig, evaluators: &std::path::Path, rate: f64) -> f64 {
+    let Some(key) = crate::run::layout::evaluator_key(cfg) else {
+        return 0.0;
+    };
+    if evaluators.join(&key).join("evaluator.json").exists() {
+        return 0.0;
+    }
+    let pixels: i64 = crate::config::data_shape(cfg).sample.iter().product();
+    let cpu_s = EVALUATOR_BASE_S + EVALUATOR_S_PER_PIXEL * pixels as f64;
+    // Calibrated with 2 threads: scale by the slot's MAC rate.
+    cpu_s * 2.0 * CPU_MACS_PER_S_PER_THREAD / rate
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RunConfig;
+
+    #[test]
+    fn evaluation_work_counts_samples_steps_scales_points_and_bits_per_dim() {
+        let mut c = RunConfig::default();
+        c.data.source = crate::config::run::DataSource::Toy;
+        c.train.steps = 60;
+        c.diffusion.timesteps = 100;
+        c.eval.every = 30; // points 0, 30, 60
+        c.eval.num_samples = 500;
+        c.eval.guidance_scales = vec![1.0, 3.0];
+        c.eval.timestep_bins = 5;
+        c.eval.probe_size = 64;
+        let w = eval_work(&c, 2);
+        let pairs = 3.0 * 2.0;
+        // DDPM: 100 reverse steps; guidance 3 doubles the forwards, not the calls.
+        let sampling = pairs * 500.0 * 100.0 * (1.0 + 2.0);
+        let probe = pairs * 64.0 * 5.0;
+        assert_eq!(w.forwards, sampling + probe);
+        assert_eq!(w.calls, pairs * (100.0 * 2.0 + 5.0));
+        // DDIM with 10 steps: a tenth of the reverse work.
+        c.eval.sampler = crate::diffusion::sampling::SamplerKind::Ddim;
+        c.eval.sampling_steps = 10;
+        assert_eq!(eval_work(&c, 2).forwards, sampling / 10.0 + probe);
+        // Images add bits/dim: (bpd_timesteps + 1) terms per held-out image.
+        let mut m = c.clone();
+        m.data.source = crate::config::run::DataSource::Synthetic;
+        m.eval.bpd_timesteps = 9;
+        m.eval.bpd_images = 300;
+        let extra = eval_work(&m, 2).forwards - eval_work(&c, 2).forwards;
+        assert_eq!(extra, pairs * 300.0 * 10.0);
+        assert_eq!(
+            eval_work(&m, 2).calls - eval_work(&c, 2).calls,
+            pairs * 2.0 * 10.0,
+            "two batches of at most 250 images"
+        );
+    }
+
+    #[test]
+    fn an_evaluator_is_costed_only_until_it_is_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = RunConfig::default();
+        c.data.source = crate::config::run::DataSource::Synthetic;
+        let rate = 2.0 * CPU_MACS_PER_S_PER_THREAD;
+        let s = evaluator_seconds(&c, dir.path(), rate);
+        let pixels: i64 = crate::config::data_shape(&c).sample.iter().product();
+        assert_eq!(s, EVALUATOR_BASE_S + EVALUATOR_S_PER_PIXEL * pixels as f64);
+        let key = crate::run::layout::evaluator_key(&c).unwrap();
+        std::fs::create_dir_all(dir.path().join(&key)).unwrap();
+        std::fs::write(dir.path().join(&key).join("evaluator.json"), "{}").unwrap();
+        assert_eq!(evaluator_seconds(&c, dir.path(), rate), 0.0);
+        c.data.source = crate::config::run::DataSource::Toy;
+        assert_eq!(evaluator_seconds(&c, dir.path(), rate), 0.0, "no images");
+    }
+}

@@ -119,6 +119,30 @@ impl SweepProgress {
         }
     }
 
+    /// A job's evaluation phase: `what` is the evaluator's latest line. On a
+    /// terminal it becomes the job's bar message; in plain mode the phase's
+    /// start is a line, and so is a first use that trains the evaluator
+    /// network (minutes on a CPU), the one slow step worth a word.
+    pub fn evaluating(&self, key: usize, id: &str, what: &str, first: bool) {
+        if self.multi.is_some() {
+            if let Some(b) = self
+                .bars
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&key)
+            {
+                b.set_message(format!("evaluating: {what}"));
+            }
+            return;
+        }
+        if self.quiet {
+            return;
+        }
+        if first || what.contains("training the evaluator network") {
+            eprintln!("[sweep] {id}: evaluating: {what}");
+        }
+    }
+
     pub fn finish(&self, key: usize, id: &str, outcome: &JobOutcome) {
         let n = self.done.fetch_add(1, Ordering::SeqCst) + 1;
         let what = match outcome.ended {

@@ -83,8 +83,10 @@ pub struct JobView {
     pub macs_per_sample: f64,
     /// Training MACs still to do (all of them for a new job).
     pub macs: f64,
-    /// Estimated seconds on its kind of slot.
+    /// Estimated seconds on its kind of slot: training and evaluation.
     pub est_s: f64,
+    /// The evaluation's share of `est_s`.
+    pub eval_est_s: f64,
     /// Its evaluations (one per distinct `eval.*` settings among its runs).
     pub evals: Vec<JobEval>,
     /// For [`Action::Reevaluate`]: the settings that changed.
@@ -107,6 +109,7 @@ impl JobView {
             macs_per_sample: self.macs_per_sample,
             macs: self.macs,
             est_s: self.est_s,
+            eval_est_s: self.eval_est_s,
             state: self.seen.state,
             evals: self.evals.iter().map(|e| e.task.clone()).collect(),
             will: self.will(),
@@ -228,11 +231,27 @@ fn refuse_fp16_on_cpu(spec: &SweepSpec, plan: &Plan) -> Result<(), ConfigError> 
 /// with it and its cost at `rate` MACs per second.
 fn job_views(opts: &SweepOptions, plan: &Plan, dir: &SweepDir, rate: f64) -> Vec<JobView> {
     let costs = estimate::job_costs(&plan.jobs);
-    plan.jobs
+    let mut views: Vec<JobView> = plan
+        .jobs
         .par_iter()
         .zip(costs.par_iter())
         .map(|(job, cost)| job_view(opts, plan, dir, job, cost, rate))
-        .collect()
+        .collect();
+    // An evaluator network missing from the cache is trained once, by the
+    // first job that evaluates images of its data.
+    let evaluators = opts.results.join(".evaluators");
+    let mut keys: Vec<String> = vec![];
+    for (v, job) in views.iter_mut().zip(&plan.jobs) {
+        let key = crate::run::layout::evaluator_key(&job.config);
+        let evaluates = !opts.no_eval && (v.action.trains() || v.action.evaluates_only());
+        if let Some(key) = key.filter(|k| evaluates && !keys.contains(k)) {
+            let s = estimate::evaluator_seconds(&job.config, &evaluators, rate);
+            v.eval_est_s += s;
+            v.est_s += s;
+            keys.push(key);
+        }
+    }
+    views
 }
 
 fn job_view(
@@ -265,6 +284,19 @@ fn job_view(
         steps.saturating_sub(done),
         rate,
     );
+    let train_s = if action.trains() { est.seconds } else { 0.0 };
+    let evaluates = !opts.no_eval && (action.trains() || action.evaluates_only());
+    let eval_est_s: f64 = match evaluates {
+        false => 0.0,
+        true => evals
+            .iter()
+            .map(|e| {
+                let mut c = job.config.clone();
+                c.eval = e.eval.clone();
+                estimate::eval_work(&c, e.task.weights.len()).seconds(cost, rate)
+            })
+            .sum(),
+    };
     JobView {
         id: job.id.clone(),
         hash,
@@ -274,7 +306,8 @@ fn job_view(
         parameters: cost.parameters,
         macs_per_sample: cost.macs_per_sample,
         macs: est.macs,
-        est_s: est.seconds,
+        est_s: train_s + eval_est_s,
+        eval_est_s,
         evals,
         eval_changes,
         seen,
@@ -483,11 +516,14 @@ pub fn plan_text(p: &Planned) -> String {
     let _ = writeln!(s, "\ndevices: {}", devices::describe(&p.slots));
     let train: Vec<&JobView> = p.jobs.iter().filter(|j| j.action.trains()).collect();
     let macs: f64 = train.iter().fold(0.0, |sum, j| sum + j.macs); // (an empty `sum()` is -0.0)
+    let evaluating = p.jobs.iter().filter(|j| j.eval_est_s > 0.0).count();
+    let eval_s: f64 = p.jobs.iter().fold(0.0, |sum, j| sum + j.eval_est_s);
     let _ = writeln!(
         s,
-        "estimated cost: {} job(s) to train, {:.3e} training MACs, about {} of wall time (rough: a calibrated MAC rate, see BENCHMARKS.md)",
+        "estimated cost: {} job(s) to train ({:.3e} training MACs), {evaluating} to evaluate ({} of evaluation work); about {} of wall time (rough: calibrated rates, see BENCHMARKS.md)",
         train.len(),
         macs,
+        human_secs(eval_s),
         human_secs(makespan(&p.jobs, p.slots.len()))
     );
     s
