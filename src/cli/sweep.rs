@@ -104,6 +104,10 @@ pub fn run(cmd: SweepCmd) -> anyhow::Result<()> {
     for w in advice(&planned.plan) {
         eprintln!("warning: {w}");
     }
+    // The plan text carries it as a note; elsewhere it is a warning.
+    if let (Some(o), false) = (runner::oversubscribed(&planned), cmd.dry_run && !cmd.json) {
+        eprintln!("warning: {o}");
+    }
     let missing = runner::missing_data(&planned);
     if cmd.dry_run {
         if let Err(e) = &missing {

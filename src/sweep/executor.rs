@@ -22,6 +22,9 @@ pub struct JobTicket {
     /// The weight sets to evaluate.
     pub eval_weights: Vec<Weights>,
     pub total_steps: u64,
+    /// Its config's `train.threads`: the user's (kept), or 0 for the slot's
+    /// share of the cores ([`Slot::threads_for`]).
+    pub threads: usize,
     /// A short description for progress lines (its runs).
     pub label: String,
 }

@@ -85,6 +85,8 @@ pub struct JobView {
     pub est_s: f64,
     /// The weight sets its runs are evaluated with.
     pub eval_weights: Vec<Weights>,
+    /// Its `train.threads` (0 = the slot's share of the cores).
+    pub threads: usize,
     /// Its folder as found.
     pub seen: Observed,
     pub action: Action,
@@ -119,6 +121,8 @@ pub struct Planned {
     pub dir: SweepDir,
     pub slots: Vec<Slot>,
     pub jobs: Vec<JobView>,
+    /// This machine's cores, which the slots share.
+    pub cores: usize,
 }
 
 fn will(action: Action) -> &'static str {
@@ -139,7 +143,8 @@ pub fn prepare(opts: &SweepOptions) -> Result<Planned, SweepError> {
     let mut spec = read(&opts.spec)?;
     let run_sets = spec.apply_axis_sets(&opts.sets)?;
     let plan = plan(&spec, &run_sets, true)?;
-    let slots = probe_slots(opts)?;
+    let cores = cores();
+    let slots = probe_slots(opts, cores)?;
     let cpu_only = slots.iter().all(|s| s.device == SlotDevice::Cpu);
     if cpu_only {
         refuse_fp16_on_cpu(&spec, &plan)?;
@@ -155,17 +160,21 @@ pub fn prepare(opts: &SweepOptions) -> Result<Planned, SweepError> {
         dir,
         slots,
         jobs,
+        cores,
     })
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// The slots the jobs run in: the CUDA devices this binary sees (unless
 /// `--devices cpu`), narrowed by the request and `CUDA_VISIBLE_DEVICES`.
-fn probe_slots(opts: &SweepOptions) -> Result<Vec<Slot>, SweepError> {
+fn probe_slots(opts: &SweepOptions, cores: usize) -> Result<Vec<Slot>, SweepError> {
     let cuda = match opts.devices {
         DeviceRequest::Cpu => 0,
         _ => devices::count_cuda(&opts.exe),
     };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
     devices::slots(
         &opts.devices,
@@ -250,6 +259,7 @@ fn job_view(
         macs: est.macs,
         est_s: est.seconds,
         eval_weights,
+        threads: usize::try_from(job.config.train.threads).unwrap_or(0),
         seen,
         action,
     }
@@ -489,6 +499,9 @@ pub fn plan_text(p: &Planned) -> String {
         );
     }
     let _ = writeln!(s, "\ndevices: {}", devices::describe(&p.slots));
+    if let Some(o) = oversubscribed(p) {
+        let _ = writeln!(s, "note: {o}");
+    }
     let train: Vec<&JobView> = p.jobs.iter().filter(|j| j.action.trains()).collect();
     let macs: f64 = train.iter().fold(0.0, |sum, j| sum + j.macs); // (an empty `sum()` is -0.0)
     let _ = writeln!(
@@ -499,6 +512,18 @@ pub fn plan_text(p: &Planned) -> String {
         human_secs(makespan(&p.jobs, p.slots.len()))
     );
     s
+}
+
+/// Whether the jobs this invocation runs ask for more CPU threads at once
+/// than the machine has cores (`train.threads` × jobs at a time).
+pub fn oversubscribed(p: &Planned) -> Option<devices::Oversubscribed> {
+    let configured: Vec<usize> = p
+        .jobs
+        .iter()
+        .filter(|j| j.action.runs())
+        .map(|j| j.threads)
+        .collect();
+    devices::oversubscribed(&p.slots, &configured, p.cores)
 }
 
 /// Lock the folder, write the plan files, and run what needs running with
@@ -637,6 +662,7 @@ fn ticket(key: usize, j: &JobView, opts: &SweepOptions) -> JobTicket {
         evaluate: !opts.no_eval,
         eval_weights: j.eval_weights.clone(),
         total_steps: j.steps,
+        threads: j.threads,
         label: match j.runs.len() {
             1 => format!("run {}", j.runs[0]),
             n => format!("{n} runs ({} …)", j.runs[0]),
