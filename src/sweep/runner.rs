@@ -13,7 +13,7 @@ use super::results::{
 };
 use super::schedule::{queue_order, run_all, SlotWorker, Task};
 use super::spec::{read, SweepSpec};
-use crate::config::load::{ConfigError, SetArg};
+use crate::config::load::{ConfigError, LoadError, SetArg};
 use crate::config::run::Precision;
 use crate::config::{Problem, RunConfig};
 use crate::model::cost::ModelCost;
@@ -28,6 +28,9 @@ pub enum SweepError {
     /// The spec or a flag is wrong: exit 2, nothing written.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The spec is a run config.
+    #[error(transparent)]
+    WrongKind(#[from] crate::config::kind::WrongKind),
     #[error("{0}")]
     Devices(String),
     #[error(transparent)]
@@ -38,6 +41,15 @@ pub enum SweepError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<LoadError> for SweepError {
+    fn from(e: LoadError) -> SweepError {
+        match e {
+            LoadError::WrongKind(k) => SweepError::WrongKind(k),
+            LoadError::Config(c) => SweepError::Config(c),
+        }
+    }
 }
 
 impl SweepError {
