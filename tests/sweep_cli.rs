@@ -522,7 +522,7 @@ fn every_validation_problem_is_reported_at_once_with_its_line_and_nothing_starts
         &spec,
         &results,
         &[],
-        &["nodata.toml:3: data.path: = \"no/such.csv\": not found (a relative data.path is resolved from the folder ddpm-lab runs in", "point data.path at the CSV or Parquet file"],
+        &["nodata.toml:3: data.path: = \"no/such.csv\": not found in ", "(ddpm-lab resolves a relative data.path from the folder it runs in, not from the spec's); point data.path at the CSV or Parquet file"],
     );
     let out = sweep(&spec, &results, &["--dry-run"]);
     assert!(out.status.success(), "{}", text(&out.stderr));

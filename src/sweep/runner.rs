@@ -305,11 +305,12 @@ pub fn missing_data(planned: &Planned) -> Result<(), ConfigError> {
             continue;
         }
         let d = &job.config.data;
+        let cwd = crate::data::error::working_folder();
         let what = match d.source {
-            DataSource::Mnist => "run `ddpm-lab data mnist` (or `just data`) to build it, or point data.path at MNIST's IDX files",
-            DataSource::Cifar10 => "point data.path at the CIFAR-10 folder or archive",
-            DataSource::Folder => "point data.path at the image folder",
-            DataSource::Tabular => "point data.path at the CSV or Parquet file",
+            DataSource::Mnist => format!("run `ddpm-lab data mnist` (or `just data`) in {} to build data/mnist there, or point data.path at MNIST's IDX files", cwd.display()),
+            DataSource::Cifar10 => "point data.path at the CIFAR-10 folder or archive".into(),
+            DataSource::Folder => "point data.path at the image folder".into(),
+            DataSource::Tabular => "point data.path at the CSV or Parquet file".into(),
             DataSource::Toy | DataSource::Synthetic => continue,
         };
         let path = d.resolved_path();
@@ -323,13 +324,11 @@ pub fn missing_data(planned: &Planned) -> Result<(), ConfigError> {
                 format!("= {shown:?}: is a folder; {what}")
             }
             _ if path.exists() => continue,
-            _ => {
-                let cwd = std::env::current_dir()
-                    .map_or_else(|_| ".".into(), |c| c.display().to_string());
-                format!(
-                    "= {shown:?}: not found (a relative data.path is resolved from the folder ddpm-lab runs in, {cwd}, not from the spec's); {what}"
-                )
-            }
+            _ if path.is_relative() => format!(
+                "= {shown:?}: not found in {} (ddpm-lab resolves a relative data.path from the folder it runs in, not from the spec's); {what}",
+                cwd.display()
+            ),
+            _ => format!("= {shown:?}: not found; {what}"),
         };
         if problems.iter().any(|p| p.message == message) {
             continue;
