@@ -51,7 +51,7 @@ pub struct SweepCmd {
     /// `ddpm-lab report results/<sweep>` writes it any time.
     #[arg(long)]
     pub no_report: bool,
-    /// Plain progress lines even on a terminal.
+    /// No progress bars or lines; warnings, errors and the final result lines still print.
     #[arg(long, short)]
     pub quiet: bool,
 }
