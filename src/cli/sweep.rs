@@ -156,11 +156,8 @@ pub fn run(cmd: SweepCmd) -> anyhow::Result<()> {
         }
     }
     if summary.interrupted {
-        return Err(Stopped(format!(
-            "sweep {} stopped by a signal; run the same command again to continue (interrupted jobs resume from their last checkpoint)",
-            summary.name
-        ))
-        .into());
+        let argv: Vec<String> = std::env::args().collect();
+        return Err(Stopped(runner::resume_advice(&summary.name, &argv)).into());
     }
     if summary.busy > 0 && summary.failed == 0 {
         anyhow::bail!(

@@ -776,6 +776,29 @@ fn report(j: &JobView, o: Option<JobOutcome>) -> JobReport {
         };
     }
     match (j.seen.state, j.action) {
+        // It was to run, but the sweep stopped first: whatever an earlier
+        // invocation left is not this invocation's doing.
+        (_, Action::Evaluate) => JobReport {
+            state: JobState::Completed,
+            reason: "trained earlier; the sweep stopped before evaluating it".into(),
+            ..base
+        },
+        (_, Action::Restart) => JobReport {
+            step: 0,
+            reason: format!(
+                "the sweep stopped before it started{}",
+                if j.seen.state == JobState::New {
+                    ""
+                } else {
+                    "; its earlier attempt is still in place"
+                }
+            ),
+            ..base
+        },
+        (_, Action::Train | Action::Resume) => JobReport {
+            reason: "the sweep stopped before it started".into(),
+            ..base
+        },
         (JobState::Completed, _) => JobReport {
             state: JobState::Completed,
             reason: "already completed; skipped".into(),
@@ -799,9 +822,40 @@ fn report(j: &JobView, o: Option<JobOutcome>) -> JobReport {
         },
         _ => JobReport {
             step: 0,
-            reason: "the sweep stopped before it started".into(),
+            reason: "not run".into(),
             ..base
         },
+    }
+}
+
+/// What to say when a signal stopped the sweep: how to continue. The same
+/// command again continues it, unless it has `--force`, which would start
+/// every job over: then the command is given without it.
+pub fn resume_advice(name: &str, argv: &[String]) -> String {
+    let force = argv.iter().any(|a| a == "--force");
+    if !force {
+        return format!(
+            "sweep {name} stopped by a signal; run the same command again to continue (interrupted jobs resume from their last checkpoint)"
+        );
+    }
+    let command: Vec<String> = argv
+        .iter()
+        .filter(|a| *a != "--force")
+        .map(|a| shell_word(a))
+        .collect();
+    format!(
+        "sweep {name} stopped by a signal; to continue, run it without --force (which would start every job over again): `{}` (interrupted jobs resume from their last checkpoint; jobs --force had not reached yet keep their earlier results)",
+        command.join(" ")
+    )
+}
+
+/// `word` as a POSIX shell reads it back: quoted when it needs to be.
+fn shell_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-./:=,@+%".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
     }
 }
 
@@ -1111,6 +1165,91 @@ mod tests {
         expect.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(calls, expect);
         assert!(!summary.interrupted);
+        assert_eq!(states(&summary), vec![JobState::Completed; 3]);
+    }
+
+    #[test]
+    fn the_dry_run_notes_threads_that_oversubscribe_the_cores() {
+        let s = sweep();
+        std::fs::write(
+            &s.opts.spec,
+            "name = \"mock\"\n[base]\ntrain.steps = 10\ntrain.threads = 8\nema.decays = []\n[sweep]\nseeds = [0, 1, 2]\n",
+        )
+        .unwrap();
+        let opts = SweepOptions {
+            cpu_jobs: 2,
+            ..s.opts.clone()
+        };
+        let mut p = prepare(&opts).unwrap();
+        assert!(p.jobs.iter().all(|j| j.threads == 8), "the user's value");
+        let ticket = ticket(0, &p.jobs[0], &opts);
+        assert_eq!(ticket.threads, 8);
+        assert_eq!(p.slots[0].threads_for(ticket.threads), 8, "not the share");
+        p.cores = 4;
+        let text = plan_text(&p);
+        assert!(
+            text.contains("note: train.threads = 8 × 2 CPU jobs at a time = 16 threads on 4 cores: the jobs will oversubscribe; lower train.threads or --cpu-jobs"),
+            "{text}"
+        );
+        p.cores = 16;
+        assert!(!plan_text(&p).contains("oversubscribe"));
+    }
+
+    /// A stop during `--force`: the jobs it never reached are "not
+    /// started" (not "already completed"), the advice drops --force, and
+    /// the command it gives resumes the interrupted job.
+    #[test]
+    fn a_stopped_force_run_is_reported_honestly_and_resumes_without_force() {
+        let s = sweep();
+        invoke(&s, Policy::default(), &[]);
+        let force = Policy {
+            force: true,
+            ..Policy::default()
+        };
+        let (calls, summary, p) = invoke(&s, force, &[(0, Script::Interrupt)]);
+        assert_eq!(calls, vec![(p.jobs[0].id.clone(), Action::Restart)]);
+        assert_eq!(
+            states(&summary),
+            vec![
+                JobState::Interrupted,
+                JobState::NotStarted,
+                JobState::NotStarted
+            ]
+        );
+        for j in &summary.jobs[1..] {
+            assert_eq!(
+                j.reason,
+                "the sweep stopped before it started; its earlier attempt is still in place"
+            );
+            assert_eq!(j.step, 0);
+        }
+        let text = summary_text(&summary);
+        assert!(!text.contains("already completed"), "{text}");
+        assert!(text.contains("not-started"), "{text}");
+        let argv: Vec<String> = [
+            "ddpm-lab",
+            "sweep",
+            "my spec.toml",
+            "--force",
+            "--set",
+            "sweep.seeds=[0,1,2]",
+        ]
+        .map(String::from)
+        .to_vec();
+        let advice = resume_advice(&summary.name, &argv);
+        assert!(
+            advice.contains("run it without --force (which would start every job over again): `ddpm-lab sweep 'my spec.toml' --set 'sweep.seeds=[0,1,2]'`"),
+            "{advice}"
+        );
+        let plain = resume_advice(&summary.name, &argv[..3]);
+        assert!(
+            plain.contains("run the same command again to continue"),
+            "{plain}"
+        );
+
+        // The advised command (no --force) resumes the stopped job and keeps the others.
+        let (calls, summary, _) = invoke(&s, Policy::default(), &[]);
+        assert_eq!(calls, vec![(p.jobs[0].id.clone(), Action::Resume)]);
         assert_eq!(states(&summary), vec![JobState::Completed; 3]);
     }
 
