@@ -198,6 +198,12 @@ fn check_exact_resume(body: &str, n: u64) {
         &["--set", &format!("train.steps={}", 2 * n), "--resume"],
     );
     assert!(o.status.success(), "{}", text(&o.stderr));
+    // The console says where it continues, even with --quiet.
+    assert!(
+        text(&o.stderr).contains(&format!("resumed from step {n} (")),
+        "{}",
+        text(&o.stderr)
+    );
     let (a, b) = (final_weights(&full), final_weights(&split));
     assert_eq!(a.len(), b.len());
     for ((na, wa), (nb, wb)) in a.iter().zip(&b) {
@@ -1016,7 +1022,7 @@ fn a_child_reports_progress_and_its_failure_as_typed_lines() {
     match ddpm_lab::run::records::ProgressLine::parse(&last) {
         Some(ddpm_lab::run::records::ProgressLine::Failed { reason }) => {
             assert!(
-                reason.contains("already holds a run (Completed at step 4)"),
+                reason.contains("already holds a run (completed at step 4)"),
                 "{reason}"
             );
             assert!(text(&o.stderr).contains(&reason), "stderr says the same");
