@@ -57,11 +57,11 @@ pub enum Command {
 }
 
 /// The examples at the end of each subcommand's `--help`: commands README.md
-/// shows too (a test holds them to it).
+/// shows too (a test holds them to it). Each line fits clap's 100 columns.
 mod examples {
     pub const SWEEP: &str = "\
 Examples:
-  ddpm-lab sweep experiments/smoke/ema_cfg.toml --dry-run   # the plan only: runs, jobs, devices, cost
+  ddpm-lab sweep experiments/smoke/ema_cfg.toml --dry-run   # the plan only, nothing run
   ddpm-lab sweep experiments/smoke/ema_cfg.toml             # a whole sweep, seconds on a CPU
   ddpm-lab sweep experiments/ema_ablation.toml --set train.steps=300 --cpu-jobs 2";
     pub const TRAIN: &str = "\
