@@ -3,7 +3,6 @@
 
 #![warn(clippy::too_many_lines)]
 
-use clap::Parser;
 use ddpm_lab::{cli, exit};
 
 fn main() {
@@ -15,7 +14,7 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let args = cli::Cli::parse(); // clap prints usage errors itself and exits with 2
+    let args = cli::parse(); // usage errors are printed there, with exit code 2
     if let Err(err) = cli::run(args) {
         eprintln!("error: {err:#}");
         std::process::exit(exit::code_for(&err));

@@ -341,7 +341,7 @@ fn bad_data_gets_a_clear_error_and_writes_nothing() {
         (
             format!("source = \"mnist\"\npath = {:?}", p(&empty)),
             vec![
-                "train-images-idx3-ubyte: missing".into(),
+                "train-images-idx3-ubyte: not found".into(),
                 "ddpm-lab data mnist".into(),
             ],
         ),
@@ -407,7 +407,7 @@ fn bad_data_gets_a_clear_error_and_writes_nothing() {
                 "source = \"folder\"\npath = {:?}\nresolution = 8\nlabels = true",
                 p(&d.join("flat"))
             ),
-            vec!["is not a folder".into()],
+            vec!["flat: not found".into()],
         ),
     ];
     for (data, needles) in cases {

@@ -380,3 +380,50 @@ probe_size = 32
     let again = metrics_table::read(&run.join("eval/eval_metrics.parquet")).unwrap();
     assert_eq!(again, m, "the same seeds give the same numbers");
 }
+
+/// `-q` means what it means everywhere: no progress lines, the final result
+/// line still printed; without it, the progress lines.
+#[test]
+fn eval_quiet_prints_no_progress_but_its_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let cfg = write(d, "toy.toml", TOY);
+    let run = d.join("run");
+    common::train_cpu_with(
+        &cfg,
+        &run,
+        &[
+            "--set",
+            "train.steps=40",
+            "--set",
+            "train.log_every=20",
+            "--set",
+            "train.checkpoint_every=40",
+            "--set",
+            "eval.every=0",
+        ],
+    );
+    let eval = |out: &str, extra: &[&str]| {
+        bin()
+            .arg("eval")
+            .arg(&run)
+            .args(["--device", "cpu", "--loss-only", "--out"])
+            .arg(d.join(out))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = eval("quiet", &["-q"]);
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("[eval]"), "{err}");
+    assert!(err.contains("evaluated 4 (step, weights) pair(s)"), "{err}");
+    let o = eval("loud", &[]);
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("[eval] step 0 raw: per-timestep loss"),
+        "{err}"
+    );
+    assert!(err.contains("evaluated 4 (step, weights) pair(s)"), "{err}");
+}

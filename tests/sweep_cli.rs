@@ -654,7 +654,7 @@ fn every_validation_problem_is_reported_at_once_with_its_line_and_nothing_starts
         &spec,
         &results,
         &[],
-        &["nodata.toml:3: data.path: = \"no/such.csv\": not found (a relative data.path is resolved from the folder ddpm-lab runs in", "point data.path at the CSV or Parquet file"],
+        &["nodata.toml:3: data.path: = \"no/such.csv\": not found in ", "(ddpm-lab resolves a relative data.path from the folder it runs in, not from the spec's); point data.path at the CSV or Parquet file"],
     );
     let out = sweep(&spec, &results, &["--dry-run"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -1018,4 +1018,60 @@ fn every_shipped_experiment_spec_plans() {
         assert_eq!(plan["runs"].as_array().unwrap().len(), runs, "{spec}");
         assert_eq!(plan["jobs"].as_array().unwrap().len(), jobs, "{spec}");
     }
+}
+
+/// A `train.threads` the user set in `[base]` reaches the job's children
+/// (training and evaluation) instead of the slot's share of the cores; the
+/// dry run notes threads that would oversubscribe the cores.
+#[test]
+fn a_users_train_threads_reaches_the_children_and_oversubscription_is_noted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    base(d);
+    let spec = write(
+        d,
+        "threads.toml",
+        "name = \"threads\"\nextends = \"base.toml\"\n[base]\ntrain.steps = 20\ntrain.threads = 1\neval.num_samples = 50\n",
+    );
+    let results = d.join("results");
+    let out = sweep(&spec, &results, &["--no-report"]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let plan = json(&results.join("threads/plan.json"));
+    let job = plan["jobs"][0]["id"].as_str().unwrap();
+    let log = std::fs::read_to_string(results.join(format!("threads/logs/{job}.log"))).unwrap();
+    let launches: Vec<&str> = log.lines().filter(|l| l.starts_with("=== ")).collect();
+    let train = launches.iter().find(|l| l.contains(" train on ")).unwrap();
+    assert!(train.contains("\"train.threads=1\""), "{train}");
+    let eval = launches.iter().find(|l| l.contains(" eval on ")).unwrap();
+    assert!(eval.contains("\"--threads\" \"1\""), "{eval}");
+
+    // 64 threads × 2 jobs at a time is more than this machine's cores.
+    let two = write(
+        d,
+        "two.toml",
+        "name = \"two\"\nextends = \"base.toml\"\n[base]\ntrain.threads = 64\n[sweep]\nseeds = [0, 1]\n",
+    );
+    let out = bin()
+        .arg("sweep")
+        .arg(&two)
+        .args([
+            "--dry-run",
+            "--devices",
+            "cpu",
+            "--cpu-jobs",
+            "2",
+            "--results",
+        ])
+        .arg(&results)
+        .output()
+        .unwrap();
+    let plan = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        plan.contains("note: train.threads = 64 × 2 CPU jobs at a time = 128 threads on ")
+            && plan
+                .contains("cores: the jobs will oversubscribe; lower train.threads or --cpu-jobs"),
+        "{plan}"
+    );
 }

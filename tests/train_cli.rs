@@ -198,6 +198,12 @@ fn check_exact_resume(body: &str, n: u64) {
         &["--set", &format!("train.steps={}", 2 * n), "--resume"],
     );
     assert!(o.status.success(), "{}", text(&o.stderr));
+    // The console says where it continues, even with --quiet.
+    assert!(
+        text(&o.stderr).contains(&format!("resumed from step {n} (")),
+        "{}",
+        text(&o.stderr)
+    );
     let (a, b) = (final_weights(&full), final_weights(&split));
     assert_eq!(a.len(), b.len());
     for ((na, wa), (nb, wb)) in a.iter().zip(&b) {
@@ -636,6 +642,41 @@ fn config_errors_name_the_key_value_and_fix_and_write_nothing() {
     );
 }
 
+/// `--threads N` is `--set train.threads=N`; `--quiet` prints no progress
+/// lines, only the closing one.
+#[test]
+fn train_threads_sets_train_threads_and_quiet_prints_no_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "run.toml", TOY); // train.threads = 1
+    let out = dir.path().join("run");
+    let o = train(&cfg, &out, &["--threads", "2", "--set", "train.steps=60"]);
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let resolved = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(resolved.contains("threads = 2\n"), "{resolved}");
+    assert!(
+        !err.contains("step 50/60"),
+        "no progress lines with --quiet: {err}"
+    );
+    assert!(err.contains("completed 60 steps"), "{err}");
+    // Without --quiet (and without a terminal): plain progress lines.
+    let o = run(&[
+        "train",
+        cfg.to_str().unwrap(),
+        "--out",
+        dir.path().join("loud").to_str().unwrap(),
+        "--set",
+        "train.steps=60",
+    ]);
+    assert!(
+        text(&o.stderr).contains("step 50/60 loss"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = run(&["train", cfg.to_str().unwrap(), "--threads", "2000"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+}
+
 #[test]
 fn inspect_model_counts_the_papers_parameters() {
     let o = run(&["inspect", "model", "--preset", "ddpm-cifar10"]);
@@ -981,7 +1022,7 @@ fn a_child_reports_progress_and_its_failure_as_typed_lines() {
     match ddpm_lab::run::records::ProgressLine::parse(&last) {
         Some(ddpm_lab::run::records::ProgressLine::Failed { reason }) => {
             assert!(
-                reason.contains("already holds a run (Completed at step 4)"),
+                reason.contains("already holds a run (completed at step 4)"),
                 "{reason}"
             );
             assert!(text(&o.stderr).contains(&reason), "stderr says the same");

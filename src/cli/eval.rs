@@ -39,7 +39,7 @@ pub struct EvalCmd {
     /// CPU threads for libtorch (0 = its default; at most 1024).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=1024))]
     pub threads: i32,
-    /// No progress lines.
+    /// No progress bars or lines; warnings, errors and the final result lines still print.
     #[arg(long, short)]
     pub quiet: bool,
     /// Progress and failures as JSON lines on stdout (for the sweep runner).
@@ -65,7 +65,8 @@ fn eval(cmd: EvalCmd) -> anyhow::Result<()> {
                 message: line.to_string(),
             };
             println!("{}", line.to_line());
-        } else if !cmd.quiet {
+        } else if !cmd.quiet || line.starts_with("warning: ") {
+            // -q silences progress, not warnings.
             eprintln!("[eval] {line}");
         }
     };

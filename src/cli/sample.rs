@@ -87,7 +87,7 @@ pub struct SampleCmd {
     /// The device: auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// No progress (the reverse steps as they are done).
+    /// No progress bars or lines; warnings, errors and the final result lines still print.
     #[arg(long, short)]
     pub quiet: bool,
 }

@@ -51,7 +51,7 @@ pub struct SweepCmd {
     /// `ddpm-lab report results/<sweep>` writes it any time.
     #[arg(long)]
     pub no_report: bool,
-    /// Plain progress lines even on a terminal.
+    /// No progress bars or lines; warnings, errors and the final result lines still print.
     #[arg(long, short)]
     pub quiet: bool,
 }
@@ -104,6 +104,10 @@ pub fn run(cmd: SweepCmd) -> anyhow::Result<()> {
     for w in advice(&planned.plan) {
         eprintln!("warning: {w}");
     }
+    // The plan text carries it as a note; elsewhere it is a warning.
+    if let (Some(o), false) = (runner::oversubscribed(&planned), cmd.dry_run && !cmd.json) {
+        eprintln!("warning: {o}");
+    }
     let missing = runner::missing_data(&planned);
     if cmd.dry_run {
         if let Err(e) = &missing {
@@ -152,11 +156,8 @@ pub fn run(cmd: SweepCmd) -> anyhow::Result<()> {
         }
     }
     if summary.interrupted {
-        return Err(Stopped(format!(
-            "sweep {} stopped by a signal; run the same command again to continue (interrupted jobs resume from their last checkpoint)",
-            summary.name
-        ))
-        .into());
+        let argv: Vec<String> = std::env::args().collect();
+        return Err(Stopped(runner::resume_advice(&summary.name, &argv)).into());
     }
     if summary.busy > 0 && summary.failed == 0 {
         anyhow::bail!(

@@ -16,13 +16,17 @@ pub struct TrainCmd {
     /// The device: cpu, cuda or cuda:N (overrides train.device).
     #[arg(long)]
     pub device: Option<String>,
+    /// CPU threads for libtorch (0 = its default; at most 1024); the same as
+    /// --set train.threads=N.
+    #[arg(long, value_parser = clap::value_parser!(i64).range(0..=1024))]
+    pub threads: Option<i64>,
     /// The run directory (default: output.dir, else results/runs/<config stem>).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Continue the run in --out from its last checkpoint (train.steps may grow).
     #[arg(long)]
     pub resume: bool,
-    /// Plain progress lines instead of a progress bar.
+    /// No progress bars or lines; warnings, errors and the final result lines still print.
     #[arg(long, short)]
     pub quiet: bool,
     /// Progress as JSON lines on stdout (for the sweep runner).
@@ -39,6 +43,9 @@ fn train(cmd: TrainCmd) -> anyhow::Result<()> {
     let mut sets = cmd.sets.clone();
     if let Some(d) = &cmd.device {
         sets.push(SetArg::parse(&format!("train.device={d:?}")).map_err(bad_input)?);
+    }
+    if let Some(n) = cmd.threads {
+        sets.push(SetArg::parse(&format!("train.threads={n}")).map_err(bad_input)?);
     }
     let cfg = config::load(&Sources {
         file: Some(cmd.config.clone()),

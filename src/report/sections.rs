@@ -156,9 +156,7 @@ fn what_was_run(s: &SweepData, variants: usize) -> Vec<Block> {
                 tool_commit()
             ),
             format!("Devices: {devices}."),
-            format!(
-                "Wall time over all jobs: training {wall:.0} s, evaluation {eval_wall:.0} s."
-            ),
+            format!("Wall time over all jobs: training {wall:.0} s, evaluation {eval_wall:.0} s."),
             format!(
                 "Folder: `{}`; tables under `tables/`, charts under `charts/`.",
                 s.root.display()

@@ -267,7 +267,11 @@ mod tests {
         std::fs::write(run.join("config.toml"), "train = 3").unwrap();
         let e = open(&run).unwrap_err();
         assert!(matches!(e, HandleError::BadConfig { .. }), "{e:?}");
-        assert!(e.to_string().contains("config.toml: not a ddpm-lab run config"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("config.toml: not a ddpm-lab run config"),
+            "{e}"
+        );
         std::fs::write(run.join("run.json"), "{").unwrap();
         let e = open(&run).unwrap_err();
         assert!(matches!(e, HandleError::BadRecord { .. }), "{e:?}");

@@ -234,8 +234,9 @@ impl ProcessExecutor {
             .arg("--out")
             .arg(&out)
             .args(["--device", slot.train_device()])
+            // The user's train.threads is kept; 0 (auto) becomes the slot's share.
             .arg("--set")
-            .arg(format!("train.threads={}", slot.threads))
+            .arg(format!("train.threads={}", slot.threads_for(job.threads)))
             .args(["--quiet", "--progress-jsonl"]);
         if job.action == Action::Resume {
             cmd.arg("--resume");
@@ -316,7 +317,7 @@ impl ProcessExecutor {
             )
             .args(["--device", slot.train_device()])
             .arg("--threads")
-            .arg(slot.threads.to_string())
+            .arg(slot.threads_for(job.threads).to_string())
             // One cache of evaluator networks for every sweep under the results root.
             .arg("--evaluators")
             .arg(self.dir.results().join(".evaluators"))

@@ -112,6 +112,83 @@ impl Slot {
             SlotDevice::Cuda { ordinal, .. } => format!("cuda:{ordinal}"),
         }
     }
+
+    /// The CPU threads a job runs with here: `configured`, its config's
+    /// `train.threads`, when the user set one; else (0, automatic) this
+    /// slot's share of the cores.
+    pub fn threads_for(&self, configured: usize) -> usize {
+        if configured > 0 {
+            configured
+        } else {
+            self.threads
+        }
+    }
+}
+
+/// The CPU threads of the jobs that run at once, when they add up to more
+/// than the cores: a note saying so and what to lower (silent
+/// oversubscription slows every job down).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Oversubscribed {
+    /// Threads of the thirstiest job.
+    pub per_job: usize,
+    /// Jobs that run at once.
+    pub at_once: usize,
+    pub cores: usize,
+    /// Whether `per_job` is a `train.threads` the user set (else the slots' share).
+    pub user_set: bool,
+    /// Whether the jobs run on the CPU (`--cpu-jobs`) rather than on GPUs.
+    pub cpu: bool,
+}
+
+impl std::fmt::Display for Oversubscribed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let per = if self.user_set {
+            format!("train.threads = {}", self.per_job)
+        } else {
+            format!("{} thread(s) per job", self.per_job)
+        };
+        let (jobs, flag) = if self.cpu {
+            ("CPU jobs", "--cpu-jobs")
+        } else {
+            ("jobs", "--jobs-per-device")
+        };
+        let fix = match (self.user_set, self.at_once > 1) {
+            (true, true) => format!("train.threads or {flag}"),
+            (true, false) => "train.threads".to_string(),
+            (false, _) => flag.to_string(),
+        };
+        write!(
+            f,
+            "{per} × {} {jobs} at a time = {} threads on {} cores: the jobs will oversubscribe; lower {fix}",
+            self.at_once,
+            self.per_job * self.at_once,
+            self.cores
+        )
+    }
+}
+
+/// Whether the jobs to run, each asking for its `configured` `train.threads`
+/// (0 = the slot's share), oversubscribe `cores` when run on `slots`.
+pub fn oversubscribed(
+    slots: &[Slot],
+    configured: &[usize],
+    cores: usize,
+) -> Option<Oversubscribed> {
+    let slot = slots.first()?;
+    let at_once = slots.len().min(configured.len());
+    let per_job = configured
+        .iter()
+        .map(|&c| slot.threads_for(c))
+        .max()
+        .unwrap_or(0);
+    (per_job * at_once > cores).then(|| Oversubscribed {
+        per_job,
+        at_once,
+        cores,
+        user_set: configured.iter().any(|&c| c > 0 && c == per_job),
+        cpu: slot.device == SlotDevice::Cpu,
+    })
 }
 
 /// Count CUDA devices in a child process of `exe`. Any failure means none.
@@ -294,5 +371,43 @@ mod tests {
         assert!(describe(&s).contains("3 job(s) at a time, 2 thread(s) each"));
         let s = slots(&DeviceRequest::Cpu, 8, None, 2, 1, 2).unwrap();
         assert_eq!(s.len(), 1, "--devices cpu ignores the GPUs");
+    }
+
+    #[test]
+    fn a_users_train_threads_wins_and_zero_takes_the_slots_share() {
+        let s = slots(&DeviceRequest::Cpu, 0, None, 1, 2, 8).unwrap();
+        assert_eq!(s[0].threads, 4);
+        assert_eq!(s[0].threads_for(1), 1, "train.threads = 1 is kept");
+        assert_eq!(s[0].threads_for(6), 6, "even above the share");
+        assert_eq!(s[0].threads_for(0), 4, "0 (auto) is the slot's share");
+    }
+
+    #[test]
+    fn threads_beyond_the_cores_are_named_with_what_to_lower() {
+        let cpu = slots(&DeviceRequest::Cpu, 0, None, 1, 2, 4).unwrap();
+        let o = oversubscribed(&cpu, &[8, 0, 8], 4).unwrap();
+        assert_eq!(
+            o.to_string(),
+            "train.threads = 8 × 2 CPU jobs at a time = 16 threads on 4 cores: the jobs will oversubscribe; lower train.threads or --cpu-jobs"
+        );
+        assert_eq!(oversubscribed(&cpu, &[0, 0], 4), None, "the share fits");
+        assert_eq!(oversubscribed(&cpu, &[2, 1], 4), None, "2 × 2 = 4 fits");
+        let one = oversubscribed(&cpu, &[8], 4).unwrap();
+        assert_eq!(one.at_once, 1, "one job to run: one at a time");
+        assert!(one.to_string().ends_with("lower train.threads"), "{one}");
+        // More CPU jobs than cores: one thread each still oversubscribes.
+        let many = slots(&DeviceRequest::Cpu, 0, None, 1, 4, 2).unwrap();
+        let o = oversubscribed(&many, &[0; 6], 2).unwrap();
+        assert_eq!(
+            o.to_string(),
+            "1 thread(s) per job × 4 CPU jobs at a time = 4 threads on 2 cores: the jobs will oversubscribe; lower --cpu-jobs"
+        );
+        let gpu = slots(&DeviceRequest::Auto, 2, None, 2, 1, 16).unwrap();
+        let o = oversubscribed(&gpu, &[8; 4], 16).unwrap();
+        assert!(
+            o.to_string()
+                .ends_with("lower train.threads or --jobs-per-device"),
+            "{o}"
+        );
     }
 }

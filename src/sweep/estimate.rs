@@ -125,12 +125,19 @@ pub fn eval_work(cfg: &crate::config::RunConfig, weight_sets: usize) -> EvalWork
     let mut work = EvalWork::default();
     for g in e.scales() {
         let passes = if g == 1.0 { 1.0 } else { 2.0 };
-        work.add(pairs * e.num_samples as f64 * reverse * passes, pairs * reverse);
+        work.add(
+            pairs * e.num_samples as f64 * reverse * passes,
+            pairs * reverse,
+        );
     }
     let bins = e.timestep_bins as f64;
     work.add(pairs * e.probe_size as f64 * bins, pairs * bins);
     if crate::config::data_shape(cfg).is_image() {
-        let terms = if e.bpd_timesteps == 0 { t } else { e.bpd_timesteps as f64 } + 1.0;
+        let terms = if e.bpd_timesteps == 0 {
+            t
+        } else {
+            e.bpd_timesteps as f64
+        } + 1.0;
         let images = e.bpd_images as f64;
         work.add(
             pairs * images * terms,
@@ -143,7 +150,11 @@ pub fn eval_work(cfg: &crate::config::RunConfig, weight_sets: usize) -> EvalWork
 /// Seconds to train the evaluator network of `cfg`'s data on a CPU slot of
 /// `threads` threads (scaled by MAC rate on another slot), or 0 when the
 /// data have none or `evaluators` holds it already.
-pub fn evaluator_seconds(cfg: &crate::config::RunConfig, evaluators: &std::path::Path, rate: f64) -> f64 {
+pub fn evaluator_seconds(
+    cfg: &crate::config::RunConfig,
+    evaluators: &std::path::Path,
+    rate: f64,
+) -> f64 {
     let Some(key) = crate::run::layout::evaluator_key(cfg) else {
         return 0.0;
     };

@@ -23,6 +23,9 @@ pub struct JobTicket {
     /// Its evaluations (each with one run's settings and its weight sets).
     pub evals: Vec<EvalTask>,
     pub total_steps: u64,
+    /// Its config's `train.threads`: the user's (kept), or 0 for the slot's
+    /// share of the cores ([`Slot::threads_for`]).
+    pub threads: usize,
     /// A short description for progress lines (its runs).
     pub label: String,
 }

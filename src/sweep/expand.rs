@@ -171,81 +171,113 @@ fn assignments(what: &'static str, item: Option<&Item>) -> Result<Vec<Assignment
         .collect()
 }
 
-/// Parse the `[sweep]` table of a spec's text (missing: no axes, one run).
+/// Parse the `[sweep]` table of a spec's text (missing: no axes, one run);
+/// its first problem when it has any ([`parse_all`] gives them all).
 pub fn parse(text: &str) -> Result<Axes, ExpandError> {
-    let doc = Document::parse(text.to_string())?;
-    let Some(sweep) = doc.get("sweep").and_then(|s| s.as_table_like()) else {
-        return Ok(Axes::default());
-    };
-    let mut axes = vec![];
-    let mut seeds = None;
-    let mut seen: Vec<(String, String)> = vec![]; // key → where it was swept
-    let mut claim = |key: &str, place: String| -> Result<(), ExpandError> {
-        if let Some((_, first)) = seen.iter().find(|(k, _)| k == key) {
+    parse_all(text).map_err(|mut errors| errors.remove(0))
+}
+
+/// The keys swept so far and where, so that a key swept twice is caught.
+#[derive(Default)]
+struct Claims(Vec<(String, String)>);
+
+impl Claims {
+    fn claim(&mut self, key: &str, place: String) -> Result<(), ExpandError> {
+        if let Some((_, first)) = self.0.iter().find(|(k, _)| k == key) {
             return Err(ExpandError::Collision {
                 key: key.to_string(),
                 first: first.clone(),
                 second: place,
             });
         }
-        seen.push((key.to_string(), place));
+        self.0.push((key.to_string(), place));
         Ok(())
+    }
+}
+
+/// The `seeds` list.
+fn seeds_axis(item: &Item, claims: &mut Claims) -> Result<Vec<toml::Value>, ExpandError> {
+    claims.claim("train.seed", "seeds".into())?;
+    let s = list("seeds", item)?;
+    let points: Vec<Vec<toml::Value>> = s.iter().map(|v| vec![v.clone()]).collect();
+    check_distinct("sweep.seeds", &["train.seed".into()], &points)?;
+    Ok(s)
+}
+
+/// One `"dotted.key" = [values]` axis.
+fn plain_axis(key: &str, item: &Item, claims: &mut Claims) -> Result<Axis, ExpandError> {
+    claims.claim(key, format!("sweep.{key}"))?;
+    let points: Vec<Vec<toml::Value>> = list(key, item)?.into_iter().map(|v| vec![v]).collect();
+    check_distinct(&format!("sweep.{key}"), &[key.to_string()], &points)?;
+    Ok(Axis {
+        keys: vec![key.to_string()],
+        points,
+    })
+}
+
+/// Zip group `g`: keys whose equal-length lists vary together.
+fn zip_axis(g: usize, table: &toml_edit::Table, claims: &mut Claims) -> Result<Axis, ExpandError> {
+    let mut cols = vec![];
+    leaves("", table, &mut cols);
+    let mut keys = vec![];
+    let mut lists = vec![];
+    for (key, item) in cols {
+        claims.claim(&key, format!("sweep.zip[{g}]"))?;
+        lists.push(list(&format!("zip[{g}].{key}"), item)?);
+        keys.push(key);
+    }
+    let lens: BTreeSet<usize> = lists.iter().map(|l| l.len()).collect();
+    if lens.len() > 1 {
+        let lengths = keys
+            .iter()
+            .zip(&lists)
+            .map(|(k, l)| format!("{k}: {}", l.len()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(ExpandError::ZipLengths { group: g, lengths });
+    }
+    let n = lists.first().map_or(0, |l| l.len());
+    let points: Vec<Vec<toml::Value>> = (0..n)
+        .map(|i| lists.iter().map(|l| l[i].clone()).collect())
+        .collect();
+    check_distinct(&format!("sweep.zip[{g}]"), &keys, &points)?;
+    Ok(Axis { keys, points })
+}
+
+/// Parse the `[sweep]` table of a spec's text (missing: no axes, one run),
+/// or every problem of it: each axis, zip group, exclude and include list
+/// is checked on its own, so one mistake does not hide the next. The
+/// checks over the runs they make come once the parts are sound.
+pub fn parse_all(text: &str) -> Result<Axes, Vec<ExpandError>> {
+    let doc = Document::parse(text.to_string()).map_err(|e| vec![e.into()])?;
+    let Some(sweep) = doc.get("sweep").and_then(|s| s.as_table_like()) else {
+        return Ok(Axes::default());
     };
+    let mut axes = vec![];
+    let mut seeds = None;
+    let mut claims = Claims::default();
+    let mut errors = vec![];
     let mut flat = vec![];
     leaves("", sweep, &mut flat);
     for (key, item) in flat {
-        match key.as_str() {
+        let parsed = match key.as_str() {
             "zip" | "exclude" | "include" => continue,
-            "seeds" => {
-                claim("train.seed", "seeds".into())?;
-                let s = list("seeds", item)?;
-                let points: Vec<Vec<toml::Value>> = s.iter().map(|v| vec![v.clone()]).collect();
-                check_distinct("sweep.seeds", &["train.seed".into()], &points)?;
-                seeds = Some(s);
-            }
-            _ => {
-                claim(&key, format!("sweep.{key}"))?;
-                let points: Vec<Vec<toml::Value>> =
-                    list(&key, item)?.into_iter().map(|v| vec![v]).collect();
-                check_distinct(&format!("sweep.{key}"), std::slice::from_ref(&key), &points)?;
-                axes.push(Axis {
-                    keys: vec![key.clone()],
-                    points,
-                });
-            }
-        }
+            "seeds" => seeds_axis(item, &mut claims).map(|s| seeds = Some(s)),
+            _ => plain_axis(&key, item, &mut claims).map(|a| axes.push(a)),
+        };
+        errors.extend(parsed.err());
     }
     if let Some(zip) = sweep.get("zip") {
-        let groups = zip.as_array_of_tables().ok_or(ExpandError::NotATable {
-            what: "zip",
-            index: 0,
-        })?;
-        for (g, table) in groups.iter().enumerate() {
-            let mut cols = vec![];
-            leaves("", table, &mut cols);
-            let mut keys = vec![];
-            let mut lists = vec![];
-            for (key, item) in cols {
-                claim(&key, format!("sweep.zip[{g}]"))?;
-                lists.push(list(&format!("zip[{g}].{key}"), item)?);
-                keys.push(key);
+        match zip.as_array_of_tables() {
+            Some(groups) => {
+                for (g, table) in groups.iter().enumerate() {
+                    errors.extend(zip_axis(g, table, &mut claims).map(|a| axes.push(a)).err());
+                }
             }
-            let lens: BTreeSet<usize> = lists.iter().map(|l| l.len()).collect();
-            if lens.len() > 1 {
-                let lengths = keys
-                    .iter()
-                    .zip(&lists)
-                    .map(|(k, l)| format!("{k}: {}", l.len()))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                return Err(ExpandError::ZipLengths { group: g, lengths });
-            }
-            let n = lists.first().map_or(0, |l| l.len());
-            let points: Vec<Vec<toml::Value>> = (0..n)
-                .map(|i| lists.iter().map(|l| l[i].clone()).collect())
-                .collect();
-            check_distinct(&format!("sweep.zip[{g}]"), &keys, &points)?;
-            axes.push(Axis { keys, points });
+            None => errors.push(ExpandError::NotATable {
+                what: "zip",
+                index: 0,
+            }),
         }
     }
     if let Some(s) = seeds {
@@ -254,23 +286,32 @@ pub fn parse(text: &str) -> Result<Axes, ExpandError> {
             points: s.into_iter().map(|v| vec![v]).collect(),
         });
     }
-    let exclude = assignments("exclude", sweep.get("exclude"))?;
+    let mut part = |what: &'static str| {
+        assignments(what, sweep.get(what)).unwrap_or_else(|e| {
+            errors.push(e);
+            vec![]
+        })
+    };
+    let exclude = part("exclude");
+    let include = part("include");
+    if !errors.is_empty() {
+        return Err(errors);
+    }
     let swept: BTreeSet<&String> = axes.iter().flat_map(|a| &a.keys).collect();
     for (i, ex) in exclude.iter().enumerate() {
         if let Some((k, _)) = ex.iter().find(|(k, _)| !swept.contains(k)) {
-            return Err(ExpandError::ExcludeUnknown {
+            return Err(vec![ExpandError::ExcludeUnknown {
                 index: i,
                 key: k.clone(),
-            });
+            }]);
         }
     }
-    let include = assignments("include", sweep.get("include"))?;
     let axes = Axes {
         axes,
         exclude,
         include,
     };
-    check_runs(&axes)?;
+    check_runs(&axes).map_err(|e| vec![e])?;
     Ok(axes)
 }
 

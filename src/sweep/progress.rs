@@ -2,7 +2,7 @@
 //! view (the whole sweep, and one bar per running job with its step, loss,
 //! it/s and ETA, fed by the children's JSON progress lines); elsewhere (CI, a
 //! log file), plain lines: each job's start and end, and its progress every
-//! quarter of its steps.
+//! quarter of its steps; with `--quiet`, none of it (the summary stays).
 
 use super::executor::JobOutcome;
 use crate::run::JobState;
@@ -24,7 +24,7 @@ pub struct SweepProgress {
 }
 
 impl SweepProgress {
-    /// `jobs`: how many jobs will run. `quiet`: plain lines even on a terminal.
+    /// `jobs`: how many jobs will run. `quiet`: no bars and no progress lines.
     pub fn new(jobs: usize, quiet: bool) -> SweepProgress {
         let multi = (!quiet && std::io::stderr().is_terminal()).then(|| {
             let m = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8));
@@ -77,6 +77,7 @@ impl SweepProgress {
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(key, b);
             }
+            None if self.quiet => {}
             None => {
                 self.quarters
                     .lock()
@@ -168,6 +169,7 @@ impl SweepProgress {
                 total.inc(1);
                 let _ = m.println(line);
             }
+            None if self.quiet => {}
             None => eprintln!("{line}"),
         }
     }

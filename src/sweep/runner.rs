@@ -14,7 +14,7 @@ use super::results::{
 };
 use super::schedule::{queue_order, run_all, SlotWorker, Task};
 use super::spec::{read, SweepSpec};
-use crate::config::load::{ConfigError, SetArg};
+use crate::config::load::{ConfigError, LoadError, SetArg};
 use crate::config::run::Precision;
 use crate::config::{Problem, RunConfig};
 use crate::model::cost::ModelCost;
@@ -32,6 +32,9 @@ pub enum SweepError {
     /// The devices asked for are not on this machine.
     #[error(transparent)]
     Devices(#[from] devices::DevicesError),
+    /// The spec is a run config.
+    #[error(transparent)]
+    WrongKind(#[from] crate::config::kind::WrongKind),
     #[error(transparent)]
     Lock(#[from] lock::LockError),
     #[error("{context}: {source}")]
@@ -40,6 +43,15 @@ pub enum SweepError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<LoadError> for SweepError {
+    fn from(e: LoadError) -> SweepError {
+        match e {
+            LoadError::WrongKind(k) => SweepError::WrongKind(k),
+            LoadError::Config(c) => SweepError::Config(c),
+        }
+    }
 }
 
 impl SweepError {
@@ -91,6 +103,8 @@ pub struct JobView {
     pub evals: Vec<JobEval>,
     /// For [`Action::Reevaluate`]: the settings that changed.
     pub eval_changes: Vec<String>,
+    /// Its `train.threads` (0 = the slot's share of the cores).
+    pub threads: usize,
     /// Its folder as found.
     pub seen: Observed,
     pub action: Action,
@@ -126,6 +140,8 @@ pub struct Planned {
     pub dir: SweepDir,
     pub slots: Vec<Slot>,
     pub jobs: Vec<JobView>,
+    /// This machine's cores, which the slots share.
+    pub cores: usize,
 }
 
 impl JobView {
@@ -160,7 +176,8 @@ pub fn prepare(opts: &SweepOptions) -> Result<Planned, SweepError> {
     let mut spec = read(&opts.spec)?;
     let run_sets = spec.apply_axis_sets(&opts.sets)?;
     let plan = plan(&spec, &run_sets, true)?;
-    let slots = probe_slots(opts)?;
+    let cores = cores();
+    let slots = probe_slots(opts, cores)?;
     let cpu_only = slots.iter().all(|s| s.device == SlotDevice::Cpu);
     if cpu_only {
         refuse_fp16_on_cpu(&spec, &plan)?;
@@ -176,17 +193,21 @@ pub fn prepare(opts: &SweepOptions) -> Result<Planned, SweepError> {
         dir,
         slots,
         jobs,
+        cores,
     })
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// The slots the jobs run in: the CUDA devices this binary sees (unless
 /// `--devices cpu`), narrowed by the request and `CUDA_VISIBLE_DEVICES`.
-fn probe_slots(opts: &SweepOptions) -> Result<Vec<Slot>, SweepError> {
+fn probe_slots(opts: &SweepOptions, cores: usize) -> Result<Vec<Slot>, SweepError> {
     let cuda = match opts.devices {
         DeviceRequest::Cpu => 0,
         _ => devices::count_cuda(&opts.exe),
     };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
     devices::slots(
         &opts.devices,
@@ -310,6 +331,7 @@ fn job_view(
         eval_est_s,
         evals,
         eval_changes,
+        threads: usize::try_from(job.config.train.threads).unwrap_or(0),
         seen,
         action,
     }
@@ -343,11 +365,12 @@ pub fn missing_data(planned: &Planned) -> Result<(), ConfigError> {
             continue;
         }
         let d = &job.config.data;
+        let cwd = crate::data::error::working_folder();
         let what = match d.source {
-            DataSource::Mnist => "run `ddpm-lab data mnist` (or `just data`) to build it, or point data.path at MNIST's IDX files",
-            DataSource::Cifar10 => "point data.path at the CIFAR-10 folder or archive",
-            DataSource::Folder => "point data.path at the image folder",
-            DataSource::Tabular => "point data.path at the CSV or Parquet file",
+            DataSource::Mnist => format!("run `ddpm-lab data mnist` (or `just data`) in {} to build data/mnist there, or point data.path at MNIST's IDX files", cwd.display()),
+            DataSource::Cifar10 => "point data.path at the CIFAR-10 folder or archive".into(),
+            DataSource::Folder => "point data.path at the image folder".into(),
+            DataSource::Tabular => "point data.path at the CSV or Parquet file".into(),
             DataSource::Toy | DataSource::Synthetic => continue,
         };
         let path = d.resolved_path();
@@ -361,13 +384,11 @@ pub fn missing_data(planned: &Planned) -> Result<(), ConfigError> {
                 format!("= {shown:?}: is a folder; {what}")
             }
             _ if path.exists() => continue,
-            _ => {
-                let cwd = std::env::current_dir()
-                    .map_or_else(|_| ".".into(), |c| c.display().to_string());
-                format!(
-                    "= {shown:?}: not found (a relative data.path is resolved from the folder ddpm-lab runs in, {cwd}, not from the spec's); {what}"
-                )
-            }
+            _ if path.is_relative() => format!(
+                "= {shown:?}: not found in {} (ddpm-lab resolves a relative data.path from the folder it runs in, not from the spec's); {what}",
+                cwd.display()
+            ),
+            _ => format!("= {shown:?}: not found; {what}"),
         };
         if problems.iter().any(|p| p.message == message) {
             continue;
@@ -514,6 +535,9 @@ pub fn plan_text(p: &Planned) -> String {
         );
     }
     let _ = writeln!(s, "\ndevices: {}", devices::describe(&p.slots));
+    if let Some(o) = oversubscribed(p) {
+        let _ = writeln!(s, "note: {o}");
+    }
     let train: Vec<&JobView> = p.jobs.iter().filter(|j| j.action.trains()).collect();
     let macs: f64 = train.iter().fold(0.0, |sum, j| sum + j.macs); // (an empty `sum()` is -0.0)
     let evaluating = p.jobs.iter().filter(|j| j.eval_est_s > 0.0).count();
@@ -527,6 +551,18 @@ pub fn plan_text(p: &Planned) -> String {
         human_secs(makespan(&p.jobs, p.slots.len()))
     );
     s
+}
+
+/// Whether the jobs this invocation runs ask for more CPU threads at once
+/// than the machine has cores (`train.threads` × jobs at a time).
+pub fn oversubscribed(p: &Planned) -> Option<devices::Oversubscribed> {
+    let configured: Vec<usize> = p
+        .jobs
+        .iter()
+        .filter(|j| j.action.runs())
+        .map(|j| j.threads)
+        .collect();
+    devices::oversubscribed(&p.slots, &configured, p.cores)
 }
 
 /// Lock the folder, write the plan files, and run what needs running with
@@ -665,6 +701,7 @@ fn ticket(key: usize, j: &JobView, opts: &SweepOptions) -> JobTicket {
         evaluate: !opts.no_eval,
         evals: j.evals.iter().map(|e| e.task.clone()).collect(),
         total_steps: j.steps,
+        threads: j.threads,
         label: match j.runs.len() {
             1 => format!("run {}", j.runs[0]),
             n => format!("{n} runs ({} …)", j.runs[0]),
@@ -769,6 +806,29 @@ fn report(j: &JobView, o: Option<JobOutcome>) -> JobReport {
         };
     }
     match (j.seen.state, j.action) {
+        // It was to run, but the sweep stopped first: whatever an earlier
+        // invocation left is not this invocation's doing.
+        (_, Action::Evaluate) => JobReport {
+            state: JobState::Completed,
+            reason: "trained earlier; the sweep stopped before evaluating it".into(),
+            ..base
+        },
+        (_, Action::Restart) => JobReport {
+            step: 0,
+            reason: format!(
+                "the sweep stopped before it started{}",
+                if j.seen.state == JobState::New {
+                    ""
+                } else {
+                    "; its earlier attempt is still in place"
+                }
+            ),
+            ..base
+        },
+        (_, Action::Train | Action::Resume) => JobReport {
+            reason: "the sweep stopped before it started".into(),
+            ..base
+        },
         (JobState::Completed, _) => JobReport {
             state: JobState::Completed,
             reason: "already completed; skipped".into(),
@@ -792,9 +852,40 @@ fn report(j: &JobView, o: Option<JobOutcome>) -> JobReport {
         },
         _ => JobReport {
             step: 0,
-            reason: "the sweep stopped before it started".into(),
+            reason: "not run".into(),
             ..base
         },
+    }
+}
+
+/// What to say when a signal stopped the sweep: how to continue. The same
+/// command again continues it, unless it has `--force`, which would start
+/// every job over: then the command is given without it.
+pub fn resume_advice(name: &str, argv: &[String]) -> String {
+    let force = argv.iter().any(|a| a == "--force");
+    if !force {
+        return format!(
+            "sweep {name} stopped by a signal; run the same command again to continue (interrupted jobs resume from their last checkpoint)"
+        );
+    }
+    let command: Vec<String> = argv
+        .iter()
+        .filter(|a| *a != "--force")
+        .map(|a| shell_word(a))
+        .collect();
+    format!(
+        "sweep {name} stopped by a signal; to continue, run it without --force (which would start every job over again): `{}` (interrupted jobs resume from their last checkpoint; jobs --force had not reached yet keep their earlier results)",
+        command.join(" ")
+    )
+}
+
+/// `word` as a POSIX shell reads it back: quoted when it needs to be.
+fn shell_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-./:=,@+%".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
     }
 }
 
@@ -1132,6 +1223,91 @@ mod tests {
         expect.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(calls, expect);
         assert!(!summary.interrupted);
+        assert_eq!(states(&summary), vec![JobState::Completed; 3]);
+    }
+
+    #[test]
+    fn the_dry_run_notes_threads_that_oversubscribe_the_cores() {
+        let s = sweep();
+        std::fs::write(
+            &s.opts.spec,
+            "name = \"mock\"\n[base]\ntrain.steps = 10\ntrain.threads = 8\nema.decays = []\n[sweep]\nseeds = [0, 1, 2]\n",
+        )
+        .unwrap();
+        let opts = SweepOptions {
+            cpu_jobs: 2,
+            ..s.opts.clone()
+        };
+        let mut p = prepare(&opts).unwrap();
+        assert!(p.jobs.iter().all(|j| j.threads == 8), "the user's value");
+        let ticket = ticket(0, &p.jobs[0], &opts);
+        assert_eq!(ticket.threads, 8);
+        assert_eq!(p.slots[0].threads_for(ticket.threads), 8, "not the share");
+        p.cores = 4;
+        let text = plan_text(&p);
+        assert!(
+            text.contains("note: train.threads = 8 × 2 CPU jobs at a time = 16 threads on 4 cores: the jobs will oversubscribe; lower train.threads or --cpu-jobs"),
+            "{text}"
+        );
+        p.cores = 16;
+        assert!(!plan_text(&p).contains("oversubscribe"));
+    }
+
+    /// A stop during `--force`: the jobs it never reached are "not
+    /// started" (not "already completed"), the advice drops --force, and
+    /// the command it gives resumes the interrupted job.
+    #[test]
+    fn a_stopped_force_run_is_reported_honestly_and_resumes_without_force() {
+        let s = sweep();
+        invoke(&s, Policy::default(), &[]);
+        let force = Policy {
+            force: true,
+            ..Policy::default()
+        };
+        let (calls, summary, p) = invoke(&s, force, &[(0, Script::Interrupt)]);
+        assert_eq!(calls, vec![(p.jobs[0].id.clone(), Action::Restart)]);
+        assert_eq!(
+            states(&summary),
+            vec![
+                JobState::Interrupted,
+                JobState::NotStarted,
+                JobState::NotStarted
+            ]
+        );
+        for j in &summary.jobs[1..] {
+            assert_eq!(
+                j.reason,
+                "the sweep stopped before it started; its earlier attempt is still in place"
+            );
+            assert_eq!(j.step, 0);
+        }
+        let text = summary_text(&summary);
+        assert!(!text.contains("already completed"), "{text}");
+        assert!(text.contains("not-started"), "{text}");
+        let argv: Vec<String> = [
+            "ddpm-lab",
+            "sweep",
+            "my spec.toml",
+            "--force",
+            "--set",
+            "sweep.seeds=[0,1,2]",
+        ]
+        .map(String::from)
+        .to_vec();
+        let advice = resume_advice(&summary.name, &argv);
+        assert!(
+            advice.contains("run it without --force (which would start every job over again): `ddpm-lab sweep 'my spec.toml' --set 'sweep.seeds=[0,1,2]'`"),
+            "{advice}"
+        );
+        let plain = resume_advice(&summary.name, &argv[..3]);
+        assert!(
+            plain.contains("run the same command again to continue"),
+            "{plain}"
+        );
+
+        // The advised command (no --force) resumes the stopped job and keeps the others.
+        let (calls, summary, _) = invoke(&s, Policy::default(), &[]);
+        assert_eq!(calls, vec![(p.jobs[0].id.clone(), Action::Resume)]);
         assert_eq!(states(&summary), vec![JobState::Completed; 3]);
     }
 

@@ -9,8 +9,10 @@
 //! line; a problem that only some runs have names the first such run.
 
 use super::expand::{self, Assignment, Axes};
+use crate::config::kind::FileKind;
 use crate::config::load::{
-    defaults, env_layer, extract, read_toml, ConfigError, LayerText, SetArg,
+    defaults, env_layer, extract, key_problems, read_toml, ConfigError, LayerText, LoadError,
+    SetArg,
 };
 use crate::config::{Problem, RunConfig};
 use figment::value::{Dict, Map, Value};
@@ -115,8 +117,9 @@ fn leaves(prefix: &str, t: &toml::Table, out: &mut Vec<(String, toml::Value)>) {
     }
 }
 
-/// Read a spec and the chain of specs it extends.
-pub fn read(path: &Path) -> Result<SweepSpec, ConfigError> {
+/// Read a spec and the chain of specs it extends. A run config (in the chain
+/// too) is named as one before any key is checked.
+pub fn read(path: &Path) -> Result<SweepSpec, LoadError> {
     let fail = |problems| ConfigError {
         origin: path.display().to_string(),
         problems,
@@ -128,6 +131,7 @@ pub fn read(path: &Path) -> Result<SweepSpec, ConfigError> {
     let mut next = Some(path.to_path_buf());
     while let Some(current) = next {
         let file = SpecFile::read(&current).map_err(|p| fail(vec![p]))?;
+        crate::config::kind::expect(&current, &file.text, FileKind::SweepSpec)?;
         chain.push(current);
         let layer = file.check(head.is_none(), &chain).map_err(fail)?;
         bases.push(layer.base);
@@ -206,6 +210,7 @@ impl SpecFile {
         self.unknown_keys(&mut problems);
         let report = self.report(&mut problems);
         let pairs = self.base(&mut problems);
+        let after_base = problems.len();
         let head = if first {
             self.head(&mut problems)
         } else {
@@ -213,6 +218,11 @@ impl SpecFile {
         };
         let extends = self.extends(chain, &mut problems);
         if !problems.is_empty() {
+            // `[base]` keys are checked when the runs resolve, which a file
+            // with problems never reaches: check its keys and types now, so
+            // that the file's other problems do not hide them.
+            let base = self.base_keys(&pairs);
+            problems.splice(after_base..after_base, base);
             return Err(problems);
         }
         Ok(Layer {
@@ -280,6 +290,24 @@ impl SpecFile {
         base
     }
 
+    /// The unknown keys and wrongly typed values of `[base]` (`pairs`), each
+    /// at its line; its values are checked with the runs'.
+    fn base_keys(&self, pairs: &Assignment) -> Vec<Problem> {
+        let name = format!("sweep spec {}", self.path.display());
+        let fig = defaults().merge(Pairs {
+            name: name.clone(),
+            source: Source::File(self.path.clone()),
+            pairs: pairs.clone(),
+        });
+        let text = LayerText {
+            name,
+            path: self.path.clone(),
+            text: self.text.clone(),
+            prefix: "base.".into(),
+        };
+        key_problems(&fig, &[text]).problems
+    }
+
     /// The axes, name and description; `None` when the axes cannot be read.
     fn head(&self, problems: &mut Vec<Problem>) -> Option<Head> {
         let axes = self.axes(problems);
@@ -300,12 +328,14 @@ impl SpecFile {
     /// `[sweep]` parsed into axes. A problem is located by the key it names
     /// and reported under the key `sweep`.
     fn axes(&self, problems: &mut Vec<Problem>) -> Option<Axes> {
-        match expand::parse(&self.text) {
+        match expand::parse_all(&self.text) {
             Ok(axes) => Some(axes),
-            Err(e) => {
-                problems.push(
-                    Problem::new("sweep", e.to_string()).at(Some(self.origin(&e.location()))),
-                );
+            Err(errors) => {
+                for e in errors {
+                    problems.push(
+                        Problem::new("sweep", e.to_string()).at(Some(self.origin(&e.location()))),
+                    );
+                }
                 None
             }
         }
@@ -856,6 +886,33 @@ mod tests {
         );
     }
 
+    /// Two distinct mistakes in one file, one in `[sweep]` (`seeds = 3`,
+    /// not a list) and one in `[base]` (an unknown key), plus a second bad
+    /// axis and a badly typed base value: every one is named, at its line.
+    #[test]
+    fn one_type_error_does_not_hide_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = spec(
+            dir.path(),
+            "two.toml",
+            "[base]\ntrain.stepz = 3\ntrain.lr = \"fast\"\n[sweep]\nseeds = 3\n\"train.batch_size\" = 8\n",
+        );
+        let e = read(&p).unwrap_err().to_string();
+        let at = |line: usize, what: &str| format!("{}:{line}: {what}", p.display());
+        for needle in [
+            at(2, "train.stepz: unknown key; did you mean `train.steps`?"),
+            at(3, "train.lr: expected a number, found string \"fast\""),
+            at(5, "sweep: sweep.seeds: expected a list of values"),
+            at(
+                6,
+                "sweep: sweep.train.batch_size: expected a list of values",
+            ),
+        ] {
+            assert!(e.contains(&needle), "{needle:?} missing from:\n{e}");
+        }
+        assert!(e.contains("has 4 problems"), "{e}");
+    }
+
     /// A `[sweep]` that cannot be read (`seeds = 3`) used to be the only
     /// problem reported; the file's other problems come with it, each at its
     /// line, and a bad `extends` too.
@@ -867,7 +924,9 @@ mod tests {
             "many.toml",
             "nmae = \"x\"\nname = \"a/b\"\nextends = \"nope.toml\"\nbase = 1\n[report]\nsmoothing = 0\n[sweep]\nseeds = 3\n",
         );
-        let e = read(&p).unwrap_err();
+        let Err(LoadError::Config(e)) = read(&p) else {
+            panic!("problems expected")
+        };
         let shown: Vec<String> = e.problems.iter().map(|p| p.to_string()).collect();
         // In the order the file is checked: unknown keys, [report], [base],
         // [sweep], name, extends.

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 pub enum RunDirError {
     #[error("{} is a file, not a folder; --out (or output.dir) names the run's folder: choose a new folder path", .0.display())]
     IsFile(PathBuf),
-    #[error("{} already holds a run ({state:?} at step {step}); pass --resume to continue it, or choose another --out", .path.display())]
+    #[error("{} already holds a run ({state} at step {step}); pass --resume to continue it, or choose another --out", .path.display())]
     HoldsRun {
         path: PathBuf,
         state: JobState,

@@ -1,6 +1,6 @@
 //! What a training run shows while it runs: an indicatif bar on a terminal,
-//! plain lines otherwise, or [`ProgressLine`]s on stdout for a parent sweep;
-//! and the human-readable `train.log`.
+//! plain lines otherwise, nothing with `--quiet`, or [`ProgressLine`]s on
+//! stdout for a parent sweep; and the human-readable `train.log`.
 
 use crate::run::records::{LogRecord, ProgressLine};
 use std::fs;
@@ -16,10 +16,12 @@ impl TextLog {
     }
 }
 
-/// Prints progress: an indicatif bar on a terminal, plain lines otherwise, or
-/// JSON lines on stdout for a parent process.
+/// Prints progress: an indicatif bar on a terminal, plain lines otherwise,
+/// nothing with `--quiet`, or JSON lines on stdout for a parent process.
 pub(super) struct Progress {
     bar: Option<indicatif::ProgressBar>,
+    /// Plain lines (no terminal, not quiet).
+    lines: bool,
     /// JSON lines mode: when the last tick line was written.
     jsonl: Option<std::cell::Cell<Instant>>,
 }
@@ -32,6 +34,7 @@ impl Progress {
         if jsonl {
             let p = Progress {
                 bar: None,
+                lines: false,
                 jsonl: Some(std::cell::Cell::new(Instant::now())),
             };
             p.json(&ProgressLine::Step { step: start, total });
@@ -48,7 +51,11 @@ impl Progress {
             b.set_position(start);
             b
         });
-        Progress { bar, jsonl: None }
+        Progress {
+            lines: !quiet && bar.is_none(),
+            bar,
+            jsonl: None,
+        }
     }
     fn json(&self, line: &ProgressLine) {
         let mut out = std::io::stdout().lock();
@@ -83,7 +90,8 @@ impl Progress {
         );
         match &self.bar {
             Some(b) => b.set_message(text),
-            None => eprintln!("step {}/{total} {text}", r.step),
+            None if self.lines => eprintln!("step {}/{total} {text}", r.step),
+            None => {}
         }
     }
     pub(super) fn finish(&self) {

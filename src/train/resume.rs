@@ -101,6 +101,7 @@ pub(super) fn restore_latest(
             Ok((state, data)) => {
                 run.restore(&path, &state, &data)?;
                 text.line(&format!("resumed from {}", path.display()));
+                eprintln!("resumed from step {step} ({})", path.display());
                 return Ok(Resumed {
                     step,
                     wall_time_s: state.wall_time_s,

@@ -36,12 +36,18 @@ pub fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
 
 /// Train `cfg` into `out` on the CPU, quietly; panics with stderr on failure.
 pub fn train_cpu(cfg: &Path, out: &Path) {
+    train_cpu_with(cfg, out, &[]);
+}
+
+/// [`train_cpu`] with more arguments (`--set …`).
+pub fn train_cpu_with(cfg: &Path, out: &Path, extra: &[&str]) {
     let o = bin()
         .arg("train")
         .arg(cfg)
         .arg("--out")
         .arg(out)
         .args(["--quiet", "--device", "cpu"])
+        .args(extra)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o.stderr));
