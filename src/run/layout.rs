@@ -6,7 +6,7 @@
 //! ```text
 //! config.toml          the resolved config it was trained with
 //! status.json          its state (see `status`)
-//! train.log            human-readable lines
+//! train.log            human-readable lines (the records as `step N/M loss …`)
 //! metrics.jsonl        one training record per log interval (tail it);
 //! metrics.parquet      the same, rewritten at every checkpoint
 //! data_stats.json      a tabular source's column scaling

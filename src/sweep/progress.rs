@@ -104,7 +104,9 @@ impl SweepProgress {
             }
             return;
         }
-        if self.quiet || total == 0 {
+        // Plain lines come from the log records only, so each has its loss
+        // and falls on a logged step (the first at or past each quarter).
+        if self.quiet || total == 0 || loss.is_none() {
             return;
         }
         let quarter = step * 4 / total;

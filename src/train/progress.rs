@@ -84,13 +84,9 @@ impl Progress {
             });
             return;
         }
-        let text = format!(
-            "loss {:.4} (unweighted {:.4}) grad_norm {:.3} lr {:.2e} {:.0} img/s",
-            r.loss, r.loss_unweighted, r.grad_norm, r.lr, r.images_per_s
-        );
         match &self.bar {
-            Some(b) => b.set_message(text),
-            None if self.lines => eprintln!("step {}/{total} {text}", r.step),
+            Some(b) => b.set_message(record_text(r)),
+            None if self.lines => eprintln!("{}", record_line(r, total)),
             None => {}
         }
     }
@@ -99,4 +95,18 @@ impl Progress {
             b.finish_and_clear();
         }
     }
+}
+
+/// A log record as people read it (the console and `train.log`; the full
+/// record is `metrics.jsonl`'s line).
+fn record_text(r: &LogRecord) -> String {
+    format!(
+        "loss {:.4} (unweighted {:.4}) grad_norm {:.3} lr {:.2e} {:.0} img/s",
+        r.loss, r.loss_unweighted, r.grad_norm, r.lr, r.images_per_s
+    )
+}
+
+/// `step N/total` and [`record_text`].
+pub(super) fn record_line(r: &LogRecord, total: u64) -> String {
+    format!("step {}/{total} {}", r.step, record_text(r))
 }

@@ -254,7 +254,7 @@ impl<'a> Session<'a> {
         if log_now {
             let rec = run.record(acc, step, self.wall());
             self.text
-                .line(&serde_json::to_string(&rec).unwrap_or_default());
+                .line(&super::progress::record_line(&rec, self.total));
             if let Some(p) = &self.progress {
                 p.record(&rec, self.total);
             }
