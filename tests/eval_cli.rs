@@ -407,7 +407,14 @@ fn eval_quiet_prints_no_progress_but_its_result() {
         bin()
             .arg("eval")
             .arg(&run)
-            .args(["--device", "cpu", "--loss-only", "--weights", "all", "--out"])
+            .args([
+                "--device",
+                "cpu",
+                "--loss-only",
+                "--weights",
+                "all",
+                "--out",
+            ])
             .arg(d.join(out))
             .args(extra)
             .output()

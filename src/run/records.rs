@@ -58,6 +58,21 @@ pub struct PlanJob {
     pub hash: String,
     /// The ids of its runs.
     pub runs: Vec<String>,
+    #[serde(flatten)]
+    pub cost: JobCost,
+    /// Its state when planned.
+    pub state: JobState,
+    /// Its evaluations: one per distinct `eval.*` settings among its runs.
+    pub evals: Vec<EvalTask>,
+    /// What the sweep does with it (`train`, `skip (completed)`, …).
+    pub will: String,
+    pub config: RunConfig,
+}
+
+/// What a job costs, as the planner estimates it (in `plan.json`, and the
+/// sweep's own view of each job).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct JobCost {
     pub steps: u64,
     pub batch_size: i64,
     pub parameters: i64,
@@ -68,13 +83,6 @@ pub struct PlanJob {
     pub est_s: f64,
     /// The evaluation's share of `est_s`.
     pub eval_est_s: f64,
-    /// Its state when planned.
-    pub state: JobState,
-    /// Its evaluations: one per distinct `eval.*` settings among its runs.
-    pub evals: Vec<EvalTask>,
-    /// What the sweep does with it (`train`, `skip (completed)`, …).
-    pub will: String,
-    pub config: RunConfig,
 }
 
 /// One evaluation of a job: with the `eval.*` settings of run `run` (whose
@@ -261,13 +269,15 @@ mod tests {
                 id: "abcdef12".into(),
                 hash: "abcdef1234567890".into(),
                 runs: vec!["decay-0.999_seed-1-abcdef".into()],
-                steps: 10,
-                batch_size: 64,
-                parameters: 1000,
-                macs_per_sample: 2e6,
-                macs: 3e9,
-                est_s: 4.0,
-                eval_est_s: 1.5,
+                cost: JobCost {
+                    steps: 10,
+                    batch_size: 64,
+                    parameters: 1000,
+                    macs_per_sample: 2e6,
+                    macs: 3e9,
+                    est_s: 4.0,
+                    eval_est_s: 1.5,
+                },
                 state: JobState::New,
                 evals: vec![EvalTask {
                     run: "decay-0.999_seed-1-abcdef".into(),
@@ -288,6 +298,10 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["runs"][0]["weights"], Weights::ema(0.999).to_string());
         assert_eq!(v["jobs"][0]["state"], "new");
+        assert_eq!(
+            v["jobs"][0]["est_s"], 4.0,
+            "the cost's fields sit in the job"
+        );
         assert_eq!(v["jobs"][0]["evals"][0]["weights"][1], "raw");
         assert_eq!(v["runs"][0]["swept"]["seed"], 1);
     }

@@ -237,7 +237,10 @@ mod tests {
         let s = evaluator_seconds(&c, dir.path(), rate);
         let pixels: i64 = crate::config::data_shape(&c).sample.iter().product();
         let images = c.data.n_samples as f64;
-        assert_eq!(s, EVALUATOR_BASE_S + EVALUATOR_S_PER_PIXEL * images * pixels as f64);
+        assert_eq!(
+            s,
+            EVALUATOR_BASE_S + EVALUATOR_S_PER_PIXEL * images * pixels as f64
+        );
         // MNIST at 1×14×14 (8,000 training digits): the measured 30 s.
         let mut m = c.clone();
         m.data.source = crate::config::run::DataSource::Mnist;

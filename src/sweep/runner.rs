@@ -19,7 +19,7 @@ use crate::config::run::Precision;
 use crate::config::{Problem, RunConfig};
 use crate::model::cost::ModelCost;
 use crate::run::atomic::{write_if_changed, write_json};
-use crate::run::records::{JobReport, PlanFile, PlanJob, PlanRun, Summary};
+use crate::run::records::{JobCost, JobReport, PlanFile, PlanJob, PlanRun, Summary};
 use crate::run::{identity, JobState, Observed, StopToken, SweepDir};
 use rayon::prelude::*;
 use std::path::PathBuf;
@@ -89,16 +89,7 @@ pub struct JobView {
     pub id: String,
     pub hash: String,
     pub runs: Vec<String>,
-    pub steps: u64,
-    pub batch_size: i64,
-    pub parameters: i64,
-    pub macs_per_sample: f64,
-    /// Training MACs still to do (all of them for a new job).
-    pub macs: f64,
-    /// Estimated seconds on its kind of slot: training and evaluation.
-    pub est_s: f64,
-    /// The evaluation's share of `est_s`.
-    pub eval_est_s: f64,
+    pub cost: JobCost,
     /// Its evaluations (one per distinct `eval.*` settings among its runs).
     pub evals: Vec<JobEval>,
     /// For [`Action::Reevaluate`]: the settings that changed.
@@ -117,13 +108,7 @@ impl JobView {
             id: self.id.clone(),
             hash: self.hash.clone(),
             runs: self.runs.clone(),
-            steps: self.steps,
-            batch_size: self.batch_size,
-            parameters: self.parameters,
-            macs_per_sample: self.macs_per_sample,
-            macs: self.macs,
-            est_s: self.est_s,
-            eval_est_s: self.eval_est_s,
+            cost: self.cost,
             state: self.seen.state,
             evals: self.evals.iter().map(|e| e.task.clone()).collect(),
             will: self.will(),
@@ -267,8 +252,8 @@ fn job_views(opts: &SweepOptions, plan: &Plan, dir: &SweepDir, rate: f64) -> Vec
         let evaluates = !opts.no_eval && (v.action.trains() || v.action.evaluates_only());
         if let Some(key) = key.filter(|k| evaluates && !keys.contains(k)) {
             let s = estimate::evaluator_seconds(&job.config, &evaluators, rate);
-            v.eval_est_s += s;
-            v.est_s += s;
+            v.cost.eval_est_s += s;
+            v.cost.est_s += s;
             keys.push(key);
         }
     }
@@ -322,13 +307,15 @@ fn job_view(
         id: job.id.clone(),
         hash,
         runs: job.runs.iter().map(|&r| plan.runs[r].id.clone()).collect(),
-        steps,
-        batch_size: job.config.train.batch_size,
-        parameters: cost.parameters,
-        macs_per_sample: cost.macs_per_sample,
-        macs: est.macs,
-        est_s: train_s + eval_est_s,
-        eval_est_s,
+        cost: JobCost {
+            steps,
+            batch_size: job.config.train.batch_size,
+            parameters: cost.parameters,
+            macs_per_sample: cost.macs_per_sample,
+            macs: est.macs,
+            est_s: train_s + eval_est_s,
+            eval_est_s,
+        },
         evals,
         eval_changes,
         threads: usize::try_from(job.config.train.threads).unwrap_or(0),
@@ -406,7 +393,7 @@ pub fn makespan(jobs: &[JobView], slots: usize) -> f64 {
         .filter(|(_, j)| j.action.runs())
         .map(|(i, j)| Task {
             job: i,
-            cost: j.est_s,
+            cost: j.cost.est_s,
         })
         .collect();
     let mut free = vec![0.0f64; slots.max(1)];
@@ -514,7 +501,7 @@ pub fn plan_text(p: &Planned) -> String {
             .enumerate()
             .map(|(i, j)| Task {
                 job: i,
-                cost: j.est_s,
+                cost: j.cost.est_s,
             })
             .collect(),
     );
@@ -525,11 +512,11 @@ pub fn plan_text(p: &Planned) -> String {
             "  {:<8}  {:>4}  {:>7}  {:>5}  {:>10}  {:>9.2}  {:>8}  {:<11}  {}",
             j.id,
             j.runs.len(),
-            j.steps,
-            j.batch_size,
-            j.parameters,
-            j.macs_per_sample / 1e6,
-            human_secs(j.est_s),
+            j.cost.steps,
+            j.cost.batch_size,
+            j.cost.parameters,
+            j.cost.macs_per_sample / 1e6,
+            human_secs(j.cost.est_s),
             j.seen.state,
             j.will()
         );
@@ -539,9 +526,9 @@ pub fn plan_text(p: &Planned) -> String {
         let _ = writeln!(s, "note: {o}");
     }
     let train: Vec<&JobView> = p.jobs.iter().filter(|j| j.action.trains()).collect();
-    let macs: f64 = train.iter().fold(0.0, |sum, j| sum + j.macs); // (an empty `sum()` is -0.0)
-    let evaluating = p.jobs.iter().filter(|j| j.eval_est_s > 0.0).count();
-    let eval_s: f64 = p.jobs.iter().fold(0.0, |sum, j| sum + j.eval_est_s);
+    let macs: f64 = train.iter().fold(0.0, |sum, j| sum + j.cost.macs); // (an empty `sum()` is -0.0)
+    let evaluating = p.jobs.iter().filter(|j| j.cost.eval_est_s > 0.0).count();
+    let eval_s: f64 = p.jobs.iter().fold(0.0, |sum, j| sum + j.cost.eval_est_s);
     let _ = writeln!(
         s,
         "estimated cost: {} job(s) to train ({:.3e} training MACs), {evaluating} to evaluate ({} of evaluation work); about {} of wall time (rough: calibrated rates, see BENCHMARKS.md)",
@@ -611,7 +598,7 @@ pub fn execute(
         .iter()
         .map(|&i| Task {
             job: i,
-            cost: jobs[i].est_s,
+            cost: jobs[i].cost.est_s,
         })
         .collect();
     let done = run_all(tasks, &p.slots, &worker, stop);
@@ -700,7 +687,7 @@ fn ticket(key: usize, j: &JobView, opts: &SweepOptions) -> JobTicket {
         action: j.action,
         evaluate: !opts.no_eval,
         evals: j.evals.iter().map(|e| e.task.clone()).collect(),
-        total_steps: j.steps,
+        total_steps: j.cost.steps,
         threads: j.threads,
         label: match j.runs.len() {
             1 => format!("run {}", j.runs[0]),
@@ -784,7 +771,7 @@ fn report(j: &JobView, o: Option<JobOutcome>) -> JobReport {
         runs: j.runs.clone(),
         state: JobState::NotStarted,
         step: j.seen.step,
-        steps: j.steps,
+        steps: j.cost.steps,
         device: String::new(),
         wall_s: 0.0,
         exit_code: None,
