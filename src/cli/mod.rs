@@ -73,7 +73,8 @@ Examples:
   ddpm-lab train experiments/runs/toy_eight_gaussians.toml --set train.steps=4000 --resume";
     pub const EVAL: &str = "\
 Examples:
-  ddpm-lab eval results/runs/toy_eight_gaussians
+  ddpm-lab eval results/runs/toy_eight_gaussians --weights all
+  ddpm-lab eval results/smoke-ema-cfg/runs/<run>
   ddpm-lab eval results/smoke-ema-cfg/jobs/<job> --weights raw,ema-0.9 --loss-only";
     pub const EVALUATOR: &str = "\
 Examples:
@@ -86,7 +87,7 @@ Examples:
     pub const SAMPLE: &str = "\
 Examples:
   ddpm-lab sample results/runs/toy_eight_gaussians --out toy.csv -n 1000 --guidance 3
-  ddpm-lab sample results/smoke-ema-cfg/jobs/<job> --out grid.png --weights raw";
+  ddpm-lab sample results/smoke-ema-cfg/runs/<run> --out rows.csv -n 500";
     pub const DATA: &str = "\
 Examples:
   ddpm-lab data mnist
@@ -94,8 +95,8 @@ Examples:
     pub const INSPECT: &str = "\
 Examples:
   ddpm-lab inspect schedule --schedule cosine --timesteps 1000
-  ddpm-lab inspect model --preset ddpm-cifar10
-  ddpm-lab inspect config experiments/runs/toy_eight_gaussians.toml";
+  ddpm-lab inspect config experiments/runs/toy_eight_gaussians.toml
+  ddpm-lab inspect run results/<sweep>/runs/<run>";
     pub const BENCH: &str = "\
 Examples:
   ddpm-lab bench step experiments/runs/toy_eight_gaussians.toml
