@@ -104,6 +104,13 @@ impl Classified for crate::eval::evaluator::EvaluatorError {
     }
 }
 
+impl Classified for crate::run::handle::HandleError {
+    /// Every way a named folder fails to be a run is the user's to fix.
+    fn is_bad_input(&self) -> bool {
+        true
+    }
+}
+
 impl Classified for crate::report::ReportError {
     fn is_bad_input(&self) -> bool {
         crate::report::ReportError::is_bad_input(self)

@@ -867,7 +867,7 @@ fn sigterm_checkpoints_the_running_job_and_the_next_invocation_resumes_it() {
 }
 
 #[test]
-fn a_held_lock_refuses_a_stale_one_is_taken_over_and_force_retrains() {
+fn a_held_lock_refuses_a_stale_one_is_taken_over_and_a_busy_job_is_left_alone() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     base(d);
@@ -912,18 +912,8 @@ fn a_held_lock_refuses_a_stale_one_is_taken_over_and_force_retrains() {
         )),
         "{err}"
     );
-    // --force trains again, keeping the earlier attempt in the attic.
-    let out = sweep(&spec, &results, &["--force"]);
-    let err = text(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    assert!(err.contains("moved the earlier attempt to"), "{err}");
-    let attic: Vec<_> = std::fs::read_dir(root.join("attic"))
-        .unwrap()
-        .flatten()
-        .collect();
-    assert_eq!(attic.len(), 1);
-    assert!(attic[0].path().join("status.json").exists());
-
+    // (--force moving a finished job to the attic, and a busy job's resume
+    // once its process is gone, are the runner's unit tests.)
     // A job that another live process is training (say, `ddpm-lab train
     // --resume` by hand) is shown as busy and left alone, even by --force.
     let job = std::fs::read_dir(root.join("jobs"))
@@ -974,15 +964,9 @@ fn a_held_lock_refuses_a_stale_one_is_taken_over_and_force_retrains() {
         std::fs::read_to_string(job.join("status.json")).unwrap(),
         busy_status
     );
-    assert_eq!(std::fs::read_dir(root.join("attic")).unwrap().count(), 1);
-    // Once that process is gone, the job is an interrupted one: resumed.
+    assert!(!root.join("attic").exists(), "not moved aside");
     trainer.kill().unwrap();
     trainer.wait().unwrap();
-    let out = sweep(&spec, &results, &[]);
-    let err = text(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    assert!(err.contains("(1 resumed)"), "{err}");
-    assert_eq!(json(&job.join("status.json"))["state"], "completed");
 }
 
 /// Every shipped spec plans: the CPU-scale exercises, the finance example
@@ -1073,5 +1057,58 @@ fn a_users_train_threads_reaches_the_children_and_oversubscription_is_noted() {
             && plan
                 .contains("cores: the jobs will oversubscribe; lower train.threads or --cpu-jobs"),
         "{plan}"
+    );
+}
+
+/// Without a terminal and without --quiet, a sweep prints plain lines: each
+/// job's progress from its log records (every line with its loss), and its
+/// evaluation phase. The job's train.log reads as text.
+#[test]
+fn a_plain_sweep_shows_losses_and_the_evaluation_phase() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    base(d);
+    let spec = write(
+        d,
+        "plain.toml",
+        "name = \"plain\"\nextends = \"base.toml\"\n[base]\neval.num_samples = 50\n",
+    );
+    let results = d.join("results");
+    let out = bin()
+        .arg("sweep")
+        .arg(&spec)
+        .arg("--results")
+        .arg(&results)
+        .args(["--devices", "cpu", "--no-report"])
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let plan = json(&results.join("plain/plan.json"));
+    let job = plan["jobs"][0]["id"].as_str().unwrap();
+    let run = plan["runs"][0]["id"].as_str().unwrap();
+    // Records every 20 of 60 steps: quarters are reported at 20 and 40.
+    for step in [20, 40] {
+        assert!(
+            err.contains(&format!("[sweep] {job}: step {step}/60, loss ")),
+            "{err}"
+        );
+    }
+    let progress: Vec<&str> = err.lines().filter(|l| l.contains(": step ")).collect();
+    assert!(
+        progress.iter().all(|l| l.contains(", loss ")),
+        "{progress:?}"
+    );
+    assert!(
+        err.contains(&format!(
+            "[sweep] {job}: evaluating: with the settings of run {run}"
+        )),
+        "{err}"
+    );
+    let log = std::fs::read_to_string(results.join(format!("plain/jobs/{job}/train.log"))).unwrap();
+    assert!(log.contains("step 20/60 loss "), "{log}");
+    assert!(
+        !log.contains("{\"step\""),
+        "records are metrics.jsonl's: {log}"
     );
 }

@@ -4,17 +4,10 @@
 //! memory, else raw — with a warning whenever a cold EMA is used.
 
 use crate::exit::Classified;
-use crate::run::handle::{self, HandleError, RunHandle};
+use crate::run::handle::{self, RunHandle};
 use crate::run::weights::{safe_default, Warmth};
 use crate::run::Weights;
 use std::path::Path;
-
-impl Classified for HandleError {
-    /// Every way a named folder fails to be a run is the user's to fix.
-    fn is_bad_input(&self) -> bool {
-        true
-    }
-}
 
 /// Open the folder the user named (exit 2 when it is not one run).
 pub fn open(path: &Path) -> anyhow::Result<RunHandle> {

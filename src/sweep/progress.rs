@@ -88,20 +88,31 @@ impl SweepProgress {
         }
     }
 
+    /// On a terminal: `f` on job `key`'s bar (if it has one), and true.
+    fn on_bar(&self, key: usize, f: impl FnOnce(&ProgressBar)) -> bool {
+        if self.multi.is_none() {
+            return false;
+        }
+        if let Some(b) = self
+            .bars
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            f(b);
+        }
+        true
+    }
+
     pub fn update(&self, key: usize, step: u64, total: u64, loss: Option<f64>) {
-        if self.multi.is_some() {
-            if let Some(b) = self
-                .bars
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&key)
-            {
-                b.set_length(total);
-                b.set_position(step);
-                if let Some(l) = loss.filter(|l| *l >= 0.0) {
-                    b.set_message(format!("loss {l:.4}"));
-                }
+        let drawn = self.on_bar(key, |b| {
+            b.set_length(total);
+            b.set_position(step);
+            if let Some(l) = loss.filter(|l| *l >= 0.0) {
+                b.set_message(format!("loss {l:.4}"));
             }
+        });
+        if drawn {
             return;
         }
         // Plain lines come from the log records only, so each has its loss
@@ -127,18 +138,7 @@ impl SweepProgress {
     /// start is a line, and so is a first use that trains the evaluator
     /// network (minutes on a CPU), the one slow step worth a word.
     pub fn evaluating(&self, key: usize, id: &str, what: &str, first: bool) {
-        if self.multi.is_some() {
-            if let Some(b) = self
-                .bars
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&key)
-            {
-                b.set_message(format!("evaluating: {what}"));
-            }
-            return;
-        }
-        if self.quiet {
+        if self.on_bar(key, |b| b.set_message(format!("evaluating: {what}"))) || self.quiet {
             return;
         }
         if first || what.contains("training the evaluator network") {

@@ -22,7 +22,7 @@ use crate::run::atomic::{write_if_changed, write_json};
 use crate::run::records::{JobCost, JobReport, PlanFile, PlanJob, PlanRun, Summary};
 use crate::run::{identity, JobState, Observed, StopToken, SweepDir};
 use rayon::prelude::*;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SweepError {
@@ -560,6 +560,9 @@ pub fn execute(
     exec: &impl Executor,
     stop: &StopToken,
 ) -> Result<Summary, SweepError> {
+    if let Some(note) = new_results_note(&opts.results) {
+        eprintln!("{note}");
+    }
     let lock = lock::acquire(&p.dir.root)?;
     if let Some(pid) = lock.took_over {
         eprintln!(
@@ -625,6 +628,20 @@ pub fn execute(
     write_json(&p.dir.summary(), &summary).map_err(io("writing summary.json"))?;
     drop(lock);
     Ok(summary)
+}
+
+/// A results folder that does not exist yet is about to be made: say where
+/// (a relative `--results` is taken from the working folder, so a sweep run
+/// from elsewhere starts a new folder and a new evaluator cache).
+fn new_results_note(results: &Path) -> Option<String> {
+    if results.exists() {
+        return None;
+    }
+    let cwd = std::env::current_dir().map_or_else(|_| ".".into(), |c| c.display().to_string());
+    Some(format!(
+        "[sweep] note: creating {} in {cwd}; it has no evaluator cache yet, so image runs train their evaluator network first (give --results the folder of your earlier sweeps to reuse theirs)",
+        results.display()
+    ))
 }
 
 /// Write the spec, plan, job configs and run records; an earlier plan of
@@ -1177,6 +1194,23 @@ mod tests {
         assert_eq!(calls, vec![(failed.clone(), Action::Resume)]);
         assert_eq!(summary.failed, 0);
         assert_eq!(states(&summary), vec![JobState::Completed; 3]);
+    }
+
+    #[test]
+    fn a_new_results_folder_is_announced_with_the_working_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(new_results_note(dir.path()), None, "exists");
+        let fresh = dir.path().join("results");
+        let note = new_results_note(&fresh).unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert!(
+            note.contains(&format!(
+                "creating {} in {}",
+                fresh.display(),
+                cwd.display()
+            )) && note.contains("train their evaluator network first"),
+            "{note}"
+        );
     }
 
     #[test]

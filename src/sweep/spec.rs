@@ -760,6 +760,15 @@ fn unplaced(message: &str, place: &str) -> String {
 mod tests {
     use super::*;
 
+    /// The error of resolving the spec at `p`, as printed.
+    fn resolve_err(p: &Path) -> String {
+        read(p)
+            .unwrap()
+            .resolve(&[], false)
+            .unwrap_err()
+            .to_string()
+    }
+
     fn spec(dir: &Path, name: &str, body: &str) -> PathBuf {
         let p = dir.join(name);
         std::fs::write(&p, body).unwrap();
@@ -809,22 +818,14 @@ mod tests {
             "bad.toml",
             "name = \"bad\"\n[base]\ntrain.lr = -1\ntrain.stepz = 3\n",
         );
-        let e = read(&p)
-            .unwrap()
-            .resolve(&[], false)
-            .unwrap_err()
-            .to_string();
+        let e = resolve_err(&p);
         assert!(
             e.contains("bad.toml:4: train.stepz: unknown key; did you mean `train.steps`?"),
             "{e}"
         );
         // The axis `ema.decay` in [base]: axis and run key explained.
         let p = spec(dir.path(), "decay.toml", "[base]\nema.decay = 0.999\n");
-        let e = read(&p)
-            .unwrap()
-            .resolve(&[], false)
-            .unwrap_err()
-            .to_string();
+        let e = resolve_err(&p);
         assert!(
             e.contains(
                 "decay.toml:2: ema.decay: unknown key; `ema.decay` is a sweep axis, not a run key"
@@ -836,11 +837,7 @@ mod tests {
             "bad2.toml",
             "[base]\ntrain.lr = -1\n[sweep]\n\"train.batch_size\" = [8, 0]\n",
         );
-        let e = read(&p)
-            .unwrap()
-            .resolve(&[], false)
-            .unwrap_err()
-            .to_string();
+        let e = resolve_err(&p);
         assert!(
             e.contains("bad2.toml:2: train.lr: = -1: must be a number > 0"),
             "{e}"
