@@ -181,7 +181,7 @@ pub fn evaluate(
     // Evaluations with other settings keep their entries.
     let mut done = eval_dir.read_done();
     done.wall_s += started.elapsed().as_secs_f64();
-    let key = EvalKeys::of(&evaluation.cfg.eval).combined();
+    let key = evaluation.keys.combined();
     for (step, _) in &points {
         for &w in &weights {
             done.add(*step, w, &key, &evaluation.cfg.eval);
@@ -323,6 +323,8 @@ struct Evaluation<'a> {
     scales: Vec<f64>,
     /// Built on first need.
     reference: Option<Reference>,
+    /// The evaluation keys of `cfg.eval`, which every row carries.
+    keys: EvalKeys,
 }
 
 impl<'a> Evaluation<'a> {
@@ -355,6 +357,7 @@ impl<'a> Evaluation<'a> {
             tag: sampler_tag(&cfg, &sampling),
             sampling,
             scales: cfg.eval.scales(),
+            keys: EvalKeys::of(&cfg.eval),
             cfg,
             reference: None,
         })
@@ -378,7 +381,7 @@ impl<'a> Evaluation<'a> {
                 .unwrap_or(dir)
                 .display()
                 .to_string(),
-            keys: EvalKeys::of(&self.cfg.eval),
+            keys: self.keys.clone(),
         };
         let need_loss = !self.tables.has_loss(&p);
         let need_bpd = !self.opts.loss_only
