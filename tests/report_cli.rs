@@ -147,6 +147,7 @@ fn fixture(root: &Path, damage: Damage) {
                 t_hi: (bin as i64 + 1) * 500,
                 loss_unweighted: loss,
                 loss_weighted: loss,
+                loss_eps: loss,
                 checkpoint: format!("snapshots/step-{step}"),
                 eval_key: keys.timestep_loss.clone(),
             };

@@ -35,13 +35,58 @@ pub fn training_losses(
 ) -> Losses {
     let xt = st.q_sample(x0, t, noise);
     let out = model(&xt);
-    let target = st.target(prediction, x0, t, noise);
-    let mse = (out - target)
-        .square()
-        .flatten(1, -1)
-        .mean_dim(1, false, Kind::Float);
+    losses_of(st, prediction, weights, x0, t, noise, &out)
+}
+
+/// An evaluation's losses: the training losses, and the ε-equivalent MSE.
+pub struct EvalLosses {
+    pub losses: Losses,
+    /// ‖ε − ε̂‖² averaged over each sample's values, with the output turned
+    /// into ε̂ whatever the model predicts: [B] f32. ε, x_0 and v models are
+    /// compared in this one unit (exercise 1); an x_0 model's error counts
+    /// SNR(t) times, a v model's ᾱ_t times.
+    pub eps_mse: Tensor,
+}
+
+/// [`training_losses`], and the ε-equivalent MSE of the same output.
+pub fn evaluation_losses(
+    st: &ScheduleTensors,
+    prediction: Prediction,
+    weights: &Tensor,
+    x0: &Tensor,
+    t: &Tensor,
+    noise: &Tensor,
+    model: impl FnOnce(&Tensor) -> Tensor,
+) -> EvalLosses {
+    let xt = st.q_sample(x0, t, noise);
+    let out = model(&xt);
+    let eps_mse = per_sample_mse(&st.to_eps(prediction, &xt, t, &out), noise);
+    EvalLosses {
+        losses: losses_of(st, prediction, weights, x0, t, noise, &out),
+        eps_mse,
+    }
+}
+
+fn losses_of(
+    st: &ScheduleTensors,
+    prediction: Prediction,
+    weights: &Tensor,
+    x0: &Tensor,
+    t: &Tensor,
+    noise: &Tensor,
+    out: &Tensor,
+) -> Losses {
+    let mse = per_sample_mse(out, &st.target(prediction, x0, t, noise));
     let weighted = &mse * weights.index_select(0, t);
     Losses { mse, weighted }
+}
+
+/// The mean square error of each sample: [B, …] → [B] f32.
+fn per_sample_mse(a: &Tensor, b: &Tensor) -> Tensor {
+    (a - b)
+        .square()
+        .flatten(1, -1)
+        .mean_dim(1, false, Kind::Float)
 }
 
 #[cfg(test)]
@@ -117,5 +162,45 @@ mod tests {
             }
             xt.shallow_clone()
         });
+    }
+
+    #[test]
+    fn the_eps_equivalent_error_is_the_target_error_scaled_by_the_closed_form() {
+        // An output off by δ on its own target: ε̂ − ε is δ for an ε model,
+        // √ᾱ_t δ / √(1 − ᾱ_t) for an x_0 model (ε̂ = (x_t − √ᾱ x̂_0)/√(1 − ᾱ))
+        // and √ᾱ_t δ for a v model (ε̂ = √(1 − ᾱ) x_t + √ᾱ v̂): the ε-equivalent
+        // MSE is δ², SNR(t)·δ² and ᾱ_t·δ².
+        let st = schedule();
+        let betas = host().betas;
+        let ab = |t: usize| betas[..=t].iter().map(|b| 1.0 - b).product::<f64>();
+        tch::manual_seed(5);
+        let x0 = Tensor::rand([3, 4], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
+        let noise = Tensor::randn([3, 4], (Kind::Float, Device::Cpu));
+        let ts = [2usize, 20, 45];
+        let t = Tensor::from_slice(&ts.map(|t| t as i64));
+        let weights = Tensor::ones([50], (Kind::Float, Device::Cpu));
+        let delta = 0.3f64;
+        for prediction in [Prediction::Epsilon, Prediction::X0, Prediction::V] {
+            let target = st.target(prediction, &x0, &t, &noise);
+            let l = evaluation_losses(&st, prediction, &weights, &x0, &t, &noise, |_| {
+                &target + delta
+            });
+            let got: Vec<f32> = Vec::try_from(&l.eps_mse).unwrap();
+            for (i, &t) in ts.iter().enumerate() {
+                let scale = match prediction {
+                    Prediction::Epsilon => 1.0,
+                    Prediction::X0 => ab(t) / (1.0 - ab(t)),
+                    Prediction::V => ab(t),
+                };
+                let expect = scale * delta * delta;
+                assert!(
+                    (got[i] as f64 - expect).abs() < 1e-4 * expect.max(1.0),
+                    "{prediction:?} t {t}: {} vs {expect}",
+                    got[i]
+                );
+            }
+            let mse: Vec<f32> = Vec::try_from(&l.losses.mse).unwrap();
+            assert!(mse.iter().all(|m| (*m as f64 - delta * delta).abs() < 1e-6));
+        }
     }
 }

@@ -9,7 +9,7 @@ pub mod sampling;
 pub mod schedule;
 pub mod timesteps;
 
-pub use losses::{training_losses, Losses};
+pub use losses::{evaluation_losses, training_losses, EvalLosses, Losses};
 pub use objective::{LossWeighting, Prediction, WeightingKind};
 pub use schedule::{NoiseSchedule, ScheduleConfig, ScheduleKind, ScheduleTensors};
 pub use timesteps::{create_sampler, SamplerState, TimestepSampler, TimestepSampling};

@@ -430,6 +430,7 @@ impl<'a> Evaluation<'a> {
                 t_hi: b.t_hi,
                 loss_unweighted: b.unweighted,
                 loss_weighted: b.weighted,
+                loss_eps: b.eps_equivalent,
                 checkpoint: p.checkpoint.clone(),
                 eval_key: p.keys.timestep_loss.clone(),
             }))?;
@@ -715,6 +716,7 @@ mod tests {
             t_hi: 20,
             loss_unweighted: 0.5,
             loss_weighted: 0.5,
+            loss_eps: 0.25,
             checkpoint: "snapshots/step-10".into(),
             eval_key: EvalKeys::of(&Default::default()).timestep_loss,
         }

@@ -7,15 +7,16 @@
 //! evaluation point and weight set sees exactly the same (x_0, t, ε), so the
 //! curves at different steps differ only because the model did.
 //!
-//! Each bin reports the unweighted MSE on the run's prediction target and the
-//! loss with the run's weighting (the weight of each sample's t), both
-//! averaged over the probe.
+//! Each bin reports the unweighted MSE on the run's prediction target, the
+//! loss with the run's weighting (the weight of each sample's t), and the
+//! ε-equivalent MSE (the output turned into ε̂, so that ε, x_0 and v models
+//! are in one unit: exercise 1), all averaged over the probe.
 
 use super::held_out::HeldOut;
 use crate::config::RunConfig;
 use crate::data::Dataset;
 use crate::diffusion::sampling::noise;
-use crate::diffusion::{training_losses, Losses, NoiseSchedule};
+use crate::diffusion::{evaluation_losses, EvalLosses, Losses, NoiseSchedule};
 use crate::model::Denoiser;
 use crate::rng::mix_seed;
 use rand::{Rng, SeedableRng};
@@ -32,6 +33,8 @@ pub struct BinLoss {
     pub t_hi: i64,
     pub unweighted: f64,
     pub weighted: f64,
+    /// ‖ε − ε̂‖², whatever the model predicts.
+    pub eps_equivalent: f64,
 }
 
 /// The fixed probe of a run.
@@ -120,7 +123,10 @@ impl Probe {
                 .enumerate()
                 .map(|(b, &(lo, hi))| {
                     let t = self.t.get(b as i64);
-                    let Losses { mse, weighted } = training_losses(
+                    let EvalLosses {
+                        losses: Losses { mse, weighted },
+                        eps_mse,
+                    } = evaluation_losses(
                         &self.schedule,
                         self.prediction,
                         &self.weights,
@@ -135,6 +141,7 @@ impl Probe {
                         t_hi: hi,
                         unweighted: mse.mean(Kind::Double).double_value(&[]),
                         weighted: weighted.mean(Kind::Double).double_value(&[]),
+                        eps_equivalent: eps_mse.mean(Kind::Double).double_value(&[]),
                     }
                 })
                 .collect()
@@ -205,8 +212,10 @@ mod tests {
                 "{b}: {} vs {e2}",
                 bin.unweighted
             );
-            // Simple weighting on ε: weight 1 everywhere.
+            // Simple weighting on ε: weight 1 everywhere; an ε model's
+            // ε-equivalent MSE is its own.
             assert!((bin.weighted - bin.unweighted).abs() < 1e-9);
+            assert!((bin.eps_equivalent - bin.unweighted).abs() < 1e-9);
             assert!(probe.t.get(b as i64).ge(bin.t_lo).all().int64_value(&[]) == 1);
             assert!(probe.t.get(b as i64).lt(bin.t_hi).all().int64_value(&[]) == 1);
         }

@@ -357,7 +357,7 @@ fn read_run(sweep: &SweepDir, r: &PlanRun) -> (RunData, Vec<Unreadable>) {
         .filter(|m| m.weights == weights)
         .filter(|m| m.eval_key == keys.get(metric_part(m.guidance)))
         .collect();
-    let data = RunData {
+    let mut data = RunData {
         id: r.id.clone(),
         job: r.job.clone(),
         weights,
@@ -377,6 +377,8 @@ fn read_run(sweep: &SweepDir, r: &PlanRun) -> (RunData, Vec<Unreadable>) {
         eval,
         stale,
     };
+    let derived = super::derived::rows(&data);
+    data.eval.extend(derived);
     (data, unreadable)
 }
 

@@ -15,6 +15,7 @@ use crate::run::Weights;
 pub fn lower_is_better(metric: &str) -> Option<bool> {
     let m = metric;
     if m == "final_loss"
+        || m == super::derived::EPS_MSE
         || m.starts_with("bpd")
         || m.starts_with("fd_")
         || m == "fid"
@@ -35,6 +36,25 @@ pub fn lower_is_better(metric: &str) -> Option<bool> {
     }
 }
 
+/// Whether the runs' training losses are in different units: the
+/// prediction target (an MSE on ε, x_0 or v) or the weighting differs
+/// between them. Their `final_loss` is then not compared across variants
+/// (the ε-equivalent loss is).
+pub fn losses_in_different_units(s: &SweepData) -> bool {
+    let unit = |r: &RunData| {
+        let d = &r.config.diffusion;
+        format!(
+            "{:?} {:?} {} {} {}",
+            d.prediction, d.weighting, d.min_snr_gamma, d.p2_k, d.p2_gamma
+        )
+    };
+    let mut runs = s.runs.iter().map(unit);
+    let Some(first) = runs.next() else {
+        return false;
+    };
+    runs.any(|u| u != first)
+}
+
 /// The metrics a report leads with, in this order, among those present.
 pub fn headline(metrics: &[String]) -> Vec<String> {
     let rank = |m: &str| -> Option<usize> {
@@ -53,6 +73,7 @@ pub fn headline(metrics: &[String]) -> Vec<String> {
             "q01_error",
             "q05_error",
             "acf_sq_error",
+            super::derived::EPS_MSE,
             "final_loss",
         ];
         order.iter().position(|p| {
@@ -261,18 +282,28 @@ pub fn timestep_notes(variants: &[(String, Vec<&RunData>)]) -> Vec<String> {
     out
 }
 
-/// EMA decays whose averaging horizon 1/(1 − μ) is longer than the run.
+/// EMA weight sets that still put more than 1% on the initial weights
+/// (μ_eff^N, recorded per evaluation point) at the last step evaluated.
 pub fn ema_warmup_notes(s: &SweepData) -> Vec<String> {
+    use super::derived::EMA_INITIAL;
+    use crate::run::weights::SAFE_INITIAL_FRACTION;
     let mut out: Vec<String> = vec![];
     for r in &s.runs {
-        let Some(mu) = r.weights.decay() else {
+        let Some(last) = r
+            .eval
+            .iter()
+            .filter(|m| m.metric == EMA_INITIAL)
+            .max_by_key(|m| m.step)
+        else {
             continue;
         };
-        let horizon = 1.0 / (1.0 - mu);
-        let steps = r.config.train.steps as f64;
-        if horizon > steps {
+        if last.value > SAFE_INITIAL_FRACTION {
             let line = format!(
-                "EMA {mu} averages over about {horizon:.0} steps, more than the {steps:.0} trained: it has not warmed up, and still carries weight from the initialisation; read its numbers as such (train longer, or use `ema.mode = \"warmup\"`)."
+                "{} still puts {:.0}% of its weight on the random initial weights at step {} (μ^N = {}, above 1%): its numbers are mostly the untrained model's, not an EMA effect. Use a decay whose horizon the run supports (1/(1 − μ) well under the steps), `ema.mode = \"warmup\"` or `\"bias-corrected\"`, or train longer.",
+                r.weights,
+                100.0 * last.value,
+                last.step,
+                fmt(last.value)
             );
             if !out.contains(&line) {
                 out.push(line);

@@ -11,6 +11,7 @@
 
 pub mod charts;
 pub mod collect;
+pub mod derived;
 pub mod document;
 mod figures;
 pub mod findings;
@@ -121,7 +122,10 @@ pub fn report(root: &Path, opts: &ReportOptions) -> Result<ReportOutcome, Report
     let rows = tables::summary_rows(&s);
     let table_paths = write_tables(&s, &rows, &root.join("tables"), opts.smoothing)?;
 
-    let headline = findings::headline(&metric_names(&rows));
+    let mut headline = findings::headline(&metric_names(&rows));
+    if findings::losses_in_different_units(&s) {
+        headline.retain(|m| m != "final_loss");
+    }
     let cdir = root.join("charts");
     let drawn = figures::build(&s, &variants, &headline, &rows, opts.smoothing);
     let (charts, mut chart_paths) = figures::draw(drawn, &cdir)?;

@@ -12,7 +12,9 @@
 //! which steps exist, so neither is part of any key.
 //!
 //! [`PART_OF`] gives every `eval.*` key its part, once; a test checks that
-//! it lists every key the config has.
+//! it lists every key the config has. A part's key also covers the format
+//! of its numbers ([`format`]): rows written before a part gained a number
+//! are stale, so the evaluator computes them again.
 
 use crate::config::run::EvalConfig;
 use serde::{Deserialize, Serialize};
@@ -111,8 +113,26 @@ fn document(eval: &EvalConfig) -> toml::Table {
     toml::Table::try_from(eval).expect("an EvalConfig is a TOML table") // ok: plain data
 }
 
+/// The version of what a part computes, raised when it gains a number that
+/// older rows lack. The per-timestep loss is at 2: it gained the
+/// ε-equivalent MSE.
+pub fn format(part: EvalPart) -> i64 {
+    match part {
+        EvalPart::TimestepLoss => 2,
+        EvalPart::BitsPerDim | EvalPart::Samples => 1,
+    }
+}
+
+/// What is said of rows whose settings are the same but whose format is older.
+pub const OLDER_FORMAT: &str =
+    "evaluated by an earlier ddpm-lab that computed fewer numbers (e.g. no ε-equivalent loss)";
+
 fn part_hash(doc: &toml::Table, part: EvalPart) -> String {
     let mut picked = toml::Table::new();
+    // Format 1 adds nothing, so keys of the first format stay as they were.
+    if format(part) > 1 {
+        picked.insert("format".into(), format(part).into());
+    }
     for (k, v) in doc {
         if parts_of(k).contains(&part) {
             picked.insert(k.clone(), v.clone());
@@ -133,6 +153,17 @@ pub fn changes(old: &EvalConfig, new: &EvalConfig) -> Vec<String> {
         .filter(|(k, _)| a.get(*k) != b.get(*k))
         .map(|(k, _)| format!("eval.{k} {} → {}", shown(a.get(*k)), shown(b.get(*k))))
         .collect()
+}
+
+/// Why rows under the settings `old` are stale for `new`: the keys that
+/// changed, or else the older format.
+pub fn why_stale(old: &EvalConfig, new: &EvalConfig) -> Vec<String> {
+    let c = changes(old, new);
+    if c.is_empty() {
+        vec![OLDER_FORMAT.to_string()]
+    } else {
+        c
+    }
 }
 
 #[cfg(test)]
@@ -199,5 +230,22 @@ mod tests {
             ]
         );
         assert!(changes(&old, &old).is_empty());
+        assert_eq!(why_stale(&old, &old), vec![OLDER_FORMAT.to_string()]);
+        assert_eq!(why_stale(&old, &new), changes(&old, &new));
+    }
+
+    #[test]
+    fn a_part_of_a_later_format_has_another_key() {
+        // The key of the first format: the settings alone.
+        let doc = document(&EvalConfig::default());
+        let mut picked = toml::Table::new();
+        for (k, v) in &doc {
+            if parts_of(k).contains(&EvalPart::TimestepLoss) {
+                picked.insert(k.clone(), v.clone());
+            }
+        }
+        let first = super::super::identity::digest(&toml::to_string(&picked).unwrap());
+        let now = EvalKeys::of(&EvalConfig::default());
+        assert_ne!(now.timestep_loss, first, "format 2 rows are told apart");
     }
 }

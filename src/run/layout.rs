@@ -164,7 +164,7 @@ impl EvalDir {
         });
         match before.and_then(|d| done.settings.get(&d.eval_key)) {
             Some(old) => Freshness::Stale {
-                changes: super::eval_key::changes(old, eval),
+                changes: super::eval_key::why_stale(old, eval),
             },
             None => Freshness::Missing,
         }
@@ -181,7 +181,7 @@ impl EvalDir {
         }
         let old = of_weights().next_back()?;
         let settings = done.settings.get(&old.eval_key)?;
-        Some(super::eval_key::changes(settings, eval))
+        Some(super::eval_key::why_stale(settings, eval))
     }
 
     /// The file stem of the samples drawn at (step, weights, guidance) with

@@ -131,6 +131,20 @@ pub fn optional_str(path: &Path, df: &DataFrame, name: &str) -> Result<Vec<Strin
         .collect())
 }
 
+/// A float column that older tables lack: NaN for every row then (and for
+/// null cells).
+pub fn optional_f64(path: &Path, df: &DataFrame, name: &str) -> Result<Vec<f64>, TableError> {
+    let Ok(col) = df.column(name) else {
+        return Ok(vec![f64::NAN; df.height()]);
+    };
+    Ok(col
+        .f64()
+        .map_err(|e| err(path, e))?
+        .iter()
+        .map(|v| v.unwrap_or(f64::NAN))
+        .collect())
+}
+
 /// A table's `weights` column, parsed; a cell that names no weight set is
 /// an error naming the file.
 fn parse_weights(path: &Path, cells: &[String]) -> Result<Vec<Weights>, TableError> {

@@ -3,6 +3,7 @@
 //! the report reads it.
 //!
 //! Columns: step, weights, bin, t_lo, t_hi, loss_unweighted, loss_weighted,
+//! loss_eps (the ε-equivalent MSE; NaN in tables written before it existed),
 //! checkpoint, eval_key (as in [`super::metrics_table`]). Written as Parquet
 //! and CSV.
 
@@ -22,6 +23,8 @@ pub struct TimestepRow {
     pub t_hi: i64,
     pub loss_unweighted: f64,
     pub loss_weighted: f64,
+    /// ‖ε − ε̂‖² with the output turned into ε̂: one unit for ε, x_0 and v.
+    pub loss_eps: f64,
     pub checkpoint: String,
     /// The key of the settings that produced it (see [`crate::run::eval_key`]).
     pub eval_key: String,
@@ -44,6 +47,7 @@ pub fn read_timestep_rows(path: &Path) -> Result<Vec<TimestepRow>, TableError> {
     let hi = col("t_hi")?.i64().map_err(err)?.clone();
     let lu = col("loss_unweighted")?.f64().map_err(err)?.clone();
     let lw = col("loss_weighted")?.f64().map_err(err)?.clone();
+    let le = metrics_table::optional_f64(path, &df, "loss_eps")?;
     let ck = col("checkpoint")?.str().map_err(err)?.clone();
     let keys = metrics_table::optional_str(path, &df, "eval_key")?;
     Ok((0..df.height())
@@ -55,6 +59,7 @@ pub fn read_timestep_rows(path: &Path) -> Result<Vec<TimestepRow>, TableError> {
             t_hi: hi.get(i).unwrap_or(0),
             loss_unweighted: lu.get(i).unwrap_or(f64::NAN),
             loss_weighted: lw.get(i).unwrap_or(f64::NAN),
+            loss_eps: le[i],
             checkpoint: ck.get(i).unwrap_or("").to_string(),
             eval_key: keys[i].clone(),
         })
@@ -91,6 +96,10 @@ pub fn write_timestep_rows(path: &Path, rows: &[TimestepRow]) -> Result<(), Tabl
             Column::new(
                 "loss_weighted".into(),
                 rows.iter().map(|r| r.loss_weighted).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "loss_eps".into(),
+                rows.iter().map(|r| r.loss_eps).collect::<Vec<_>>(),
             ),
             Column::new(
                 "checkpoint".into(),
