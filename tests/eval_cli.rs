@@ -338,6 +338,23 @@ probe_size = 32
             assert_eq!((img.width(), img.height()), (4 * 18 + 2, 4 * 18 + 2));
         }
     }
+    // The floor: as many real training images as samples, against the same
+    // held-out reference; far below an untrained model's distance, and the
+    // evaluator's own accuracy beside it.
+    for g in [1.0, 2.0] {
+        let at = |metric: &str| {
+            m.iter()
+                .find(|r| r.step == 0 && r.guidance == Some(g) && r.metric == metric)
+                .unwrap_or_else(|| panic!("no {metric} at g={g}"))
+                .value
+        };
+        let floor = at("floor_fd_synthetic-cnn");
+        assert!(
+            floor >= 0.0 && floor < at("fd_synthetic-cnn") / 2.0,
+            "floor {floor} against {}",
+            at("fd_synthetic-cnn")
+        );
+    }
     let is = m.iter().find(|r| r.metric == "is_synthetic-cnn").unwrap();
     assert!(
         is.value >= 1.0 && is.value <= 4.0 + 1e-9 && is.stderr.is_some(),
@@ -364,6 +381,11 @@ probe_size = 32
             .unwrap();
     // Well above chance (1/4) on these noisy blobs (MNIST's bar is tests/evaluator_mnist.rs).
     assert!(info["test_accuracy"].as_f64().unwrap() > 0.6, "{info}");
+    let acc = m
+        .iter()
+        .find(|r| r.metric == "evaluator_accuracy_synthetic-cnn")
+        .unwrap();
+    assert_eq!(Some(acc.value), info["test_accuracy"].as_f64());
     std::fs::remove_dir_all(run.join("eval")).unwrap();
     let o = bin()
         .arg("eval")

@@ -16,7 +16,7 @@
 //! and are recomputed with the settings asked for now.
 
 use super::held_out::HeldOut;
-use super::quality::Reference;
+use super::quality::{Metric, Reference};
 use super::samples::{self, Condition};
 use super::timestep_loss::Probe;
 use super::trained::{self, TrainedError, TrainedModel, WeightsSource};
@@ -323,6 +323,9 @@ struct Evaluation<'a> {
     scales: Vec<f64>,
     /// Built on first need.
     reference: Option<Reference>,
+    /// The floor of the sample metrics at this sample count and the
+    /// evaluator's accuracy (the same at every point): on first need.
+    floor: Option<Vec<Metric>>,
     /// The evaluation keys of `cfg.eval`, which every row carries.
     keys: EvalKeys,
 }
@@ -360,6 +363,7 @@ impl<'a> Evaluation<'a> {
             keys: EvalKeys::of(&cfg.eval),
             cfg,
             reference: None,
+            floor: None,
         })
     }
 
@@ -493,7 +497,11 @@ impl<'a> Evaluation<'a> {
         let seed = self.cfg.train.seed ^ SAMPLE_SEED;
         let (sampling, device) = (&self.sampling, self.opts.device);
         let x = samples::draw(tm, sampling, g, &condition, n, seed, device, &mut |_, _| {})?;
-        let metrics = r.metrics(&x, labels.as_deref(), self.cfg.train.seed)?;
+        let mut metrics = r.metrics(&x, labels.as_deref(), self.cfg.train.seed)?;
+        if self.floor.is_none() {
+            self.floor = Some(floor(r, &self.cfg, n)?);
+        }
+        metrics.extend(self.floor.iter().flatten().cloned());
         let out = &self.opts.out;
         let labels = labels.as_deref();
         let stem = EvalDir::sample_stem(p.step, p.weights, g, &p.keys.samples);
@@ -550,6 +558,16 @@ fn reference<'r>(
         }
     };
     Ok(slot.insert(r))
+}
+
+/// The sample metrics' floor: the first `n` real training images against
+/// the held-out reference (none when the training split cannot be read).
+fn floor(r: &Reference, cfg: &RunConfig, n: i64) -> Result<Vec<Metric>, EvalError> {
+    let Ok(train) = crate::data::load(&cfg.data, crate::data::Split::Train) else {
+        return Ok(vec![]);
+    };
+    let n = n.min(train.x.size()[0]);
+    Ok(r.floor(&train.x.narrow(0, 0, n))?)
 }
 
 const SAMPLE_SEED: u64 = 0x5A3F_E7A1;

@@ -13,6 +13,10 @@
 //!   statistics of [`super::lowdim`]; the ACF of squared values for tabular
 //!   data, whose rows are in time order.
 //!
+//! Beside them, what they are measured against: the Fréchet distance of as
+//! many real training images as samples (the floor a perfect model would
+//! score at that sample count) and the evaluator's held-out accuracy.
+//!
 //! The real side is computed once per run (and, for the networks, cached per
 //! dataset beside the evaluator), so every checkpoint, weight set and
 //! guidance scale is compared against exactly the same reference.
@@ -284,6 +288,41 @@ impl Reference {
             } => Some(&n.evaluator.info),
             _ => None,
         }
+    }
+
+    /// What the sample metrics are measured against, named after them:
+    /// `floor_fd_<evaluator>` (and `floor_fid`), the Fréchet distance of
+    /// `real` (real training images, as many as the samples) to the
+    /// held-out reference, the best a model can score at that sample
+    /// count; and `evaluator_accuracy_<evaluator>`, the network's held-out
+    /// accuracy. None for vectors.
+    pub fn floor(&self, real: &Tensor) -> Result<Vec<Metric>, QualityError> {
+        let mut out = vec![];
+        if let Reference::Images {
+            network, inception, ..
+        } = self
+        {
+            if let Some(net) = network {
+                let name = &net.evaluator.info.name;
+                let (f, _) = net.evaluator.embed(real);
+                out.push(Metric::new(
+                    format!("floor_fd_{name}"),
+                    frechet_distance(&net.stats, &FeatureStats::fit(&f)),
+                ));
+                out.push(Metric::new(
+                    format!("evaluator_accuracy_{name}"),
+                    net.evaluator.info.test_accuracy,
+                ));
+            }
+            if let Some((net, stats)) = inception {
+                let f = net.features(real).map_err(QualityError::Features)?;
+                out.push(Metric::new(
+                    "floor_fid",
+                    frechet_distance(stats, &FeatureStats::fit(&f)),
+                ));
+            }
+        }
+        Ok(out)
     }
 
     /// Every metric of `samples` ([N, …] in model units); `labels`: the class

@@ -122,6 +122,14 @@ fn range(vals: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
     }
 }
 
+/// The whole decades around [lo, hi] (both > 0).
+fn decades(lo: f64, hi: f64) -> (f64, f64) {
+    (
+        10f64.powf(lo.log10().floor()),
+        10f64.powf(hi.log10().ceil()),
+    )
+}
+
 /// Why a chart could not be drawn or written. The cause is in the message,
 /// not a `#[source]`: `main` prints errors with `{:#}`, which would print it twice.
 #[derive(Debug, thiserror::Error)]
@@ -164,11 +172,18 @@ fn line_axes(c: &Chart, lines: &[Line]) -> (Range<f64>, Range<f64>, bool) {
             })
         })
     };
-    // A log axis only when the values span more than a decade: plotters
-    // labels a log axis at powers of ten, so a narrower one has no labels.
-    let (lo, hi) = range(ys(), true);
-    let log_y = c.log_y && hi / lo > 20.0;
-    let (y0, y1) = range(ys(), log_y);
+    // A log axis when the values span more than 10× (all positive); it runs
+    // over whole decades, since plotters labels a log axis at powers of ten.
+    let points = || lines.iter().flat_map(|l| l.points.iter().map(|p| p.1));
+    let finite: Vec<f64> = points().filter(|y| y.is_finite()).collect();
+    let lo = finite.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let log_y = c.log_y && lo > 0.0 && hi / lo > 10.0;
+    let (y0, y1) = if log_y {
+        decades(lo, hi)
+    } else {
+        range(ys(), false)
+    };
     (x0..x1, y0..y1, log_y)
 }
 
@@ -439,6 +454,40 @@ pub fn render(c: &Chart, dir: &Path) -> Result<PathBuf, ChartError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_y_axis_is_logarithmic_over_whole_decades_when_values_span_more_than_10x() {
+        let chart = |log_y: bool| Chart {
+            name: "c".into(),
+            title: "t".into(),
+            x_label: "x".into(),
+            y_label: "y".into(),
+            log_y,
+            body: Body::Lines(vec![]),
+        };
+        let line = |ys: &[f64]| Line {
+            label: "a".into(),
+            points: ys
+                .iter()
+                .enumerate()
+                .map(|(i, &y)| (i as f64, y, None))
+                .collect(),
+            dashed: false,
+            markers_only: false,
+        };
+        // FD 31 → 1268: 41×, so log, from 10 to 10⁴.
+        let (_, y, log) = line_axes(&chart(true), &[line(&[1268.0, 31.0])]);
+        assert!(log);
+        assert!(
+            (y.start - 10.0).abs() < 1e-9 && (y.end - 1e4).abs() < 1e-6,
+            "{y:?}"
+        );
+        // 9×: linear.
+        assert!(!line_axes(&chart(true), &[line(&[90.0, 10.0])]).2);
+        // A zero cannot be on a log axis; nor a chart that asks for none.
+        assert!(!line_axes(&chart(true), &[line(&[0.0, 100.0])]).2);
+        assert!(!line_axes(&chart(false), &[line(&[1268.0, 31.0])]).2);
+    }
 
     #[test]
     fn every_kind_of_chart_renders_to_png_and_svg() {

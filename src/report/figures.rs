@@ -54,32 +54,62 @@ fn mean_series(series: Vec<Vec<(f64, f64)>>) -> Vec<(f64, f64, Option<f64>)> {
         .collect()
 }
 
-/// Training loss, smoothed, per variant (mean over seeds).
+/// Training loss, smoothed, per variant (mean over seeds). Variants that
+/// share their training jobs (they differ only in evaluation settings) have
+/// one curve, labelled with all of their keys.
 fn loss_curves(variants: &Variants, window: usize) -> Option<(Chart, String)> {
-    let lines: Vec<Line> = variants
+    let mut shared: Vec<(Vec<String>, Vec<usize>)> = vec![];
+    for (i, (_, runs)) in variants.iter().enumerate() {
+        let mut jobs: Vec<String> = runs.iter().map(|r| r.job.clone()).collect();
+        jobs.sort();
+        jobs.dedup();
+        match shared.iter_mut().find(|(j, _)| *j == jobs) {
+            Some((_, members)) => members.push(i),
+            None => shared.push((jobs, vec![i])),
+        }
+    }
+    let lines: Vec<Line> = shared
         .iter()
-        .map(|(label, runs)| Line {
-            label: label.clone(),
-            points: mean_series(
-                runs.iter()
-                    .map(|r| {
-                        let l: Vec<f64> = r.log.iter().map(|x| x.loss).collect();
-                        stats::smooth(&l, window)
-                            .into_iter()
-                            .zip(&r.log)
-                            .map(|(y, rec)| (rec.step as f64, y))
-                            .collect()
-                    })
-                    .collect(),
-            )
-            .into_iter()
-            .map(|(x, y, _)| (x, y, None))
-            .collect(),
-            dashed: false,
-            markers_only: false,
+        .map(|(_, members)| {
+            let runs = unique_jobs(&variants[members[0]].1);
+            let label = match members.as_slice() {
+                [one] => variants[*one].0.clone(),
+                many => format!(
+                    "{} (one training)",
+                    many.iter()
+                        .map(|&i| variant_key(i))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            Line {
+                label,
+                points: mean_series(
+                    runs.iter()
+                        .map(|r| {
+                            let l: Vec<f64> = r.log.iter().map(|x| x.loss).collect();
+                            stats::smooth(&l, window)
+                                .into_iter()
+                                .zip(&r.log)
+                                .map(|(y, rec)| (rec.step as f64, y))
+                                .collect()
+                        })
+                        .collect(),
+                )
+                .into_iter()
+                .map(|(x, y, _)| (x, y, None))
+                .collect(),
+                dashed: false,
+                markers_only: false,
+            }
         })
         .filter(|l| !l.points.is_empty())
         .collect();
+    let caption = if shared.iter().any(|(_, m)| m.len() > 1) {
+        "Training loss, smoothed, mean over seeds; variants that share their training jobs (they differ only in how they are evaluated) are one curve, named by their keys."
+    } else {
+        "Training loss per variant, smoothed, mean over seeds."
+    };
     (!lines.is_empty()).then(|| {
         (
             Chart {
@@ -90,7 +120,7 @@ fn loss_curves(variants: &Variants, window: usize) -> Option<(Chart, String)> {
                 log_y: true,
                 body: Body::Lines(lines),
             },
-            "Training loss per variant, smoothed, mean over seeds.".into(),
+            caption.into(),
         )
     })
 }
@@ -191,7 +221,7 @@ fn metrics_vs_step(variants: &Variants, headline: &[String]) -> Vec<(Chart, Stri
                     title: format!("{metric} during training"),
                     x_label: "training step".into(),
                     y_label: metric.clone(),
-                    log_y: false,
+                    log_y: true,
                     body: Body::Lines(lines),
                 },
                 format!("{metric} at each evaluation point, mean over seeds with 95% intervals."),
@@ -275,7 +305,7 @@ fn quality_vs_bpd(
                 title: format!("{q} against bits/dim"),
                 x_label: "bits/dim".into(),
                 y_label: q.clone(),
-                log_y: false,
+                log_y: true,
                 body: Body::Lines(pts),
             },
             "Sample quality against likelihood, one point per variant (exercise 3).".into(),
@@ -333,7 +363,12 @@ pub fn sample_grids(
         if src.exists() {
             let dst = dir.join(format!("samples_{i}.png"));
             std::fs::create_dir_all(dir).map_err(write(dir))?;
-            std::fs::copy(&src, &dst).map_err(write(&dst))?;
+            let side = crate::config::data_shape(&r.config)
+                .sample
+                .last()
+                .copied()
+                .unwrap_or(64);
+            upscaled_copy(&src, &dst, grid_zoom(side)).map_err(write(&dst))?;
             blocks.push(Block::Image {
                 path: PathBuf::from("charts").join(format!("samples_{i}.png")),
                 caption: format!(
@@ -347,6 +382,27 @@ pub fn sample_grids(
     Ok((blocks, paths))
 }
 
+/// How many times a sample grid is enlarged so that each image is at least
+/// 64 pixels wide (×5 for 14×14 MNIST, ×2 for 32×32 CIFAR-10).
+pub fn grid_zoom(side: i64) -> u32 {
+    (64 + side.max(1) - 1).div_euclid(side.max(1)).max(1) as u32
+}
+
+/// Copy the PNG `src` to `dst`, each pixel a `zoom` × `zoom` block
+/// (nearest neighbour: no new values, so the samples are shown as drawn).
+fn upscaled_copy(src: &Path, dst: &Path, zoom: u32) -> std::io::Result<()> {
+    let img = image::open(src).map_err(std::io::Error::other)?;
+    let big = img.resize_exact(
+        img.width() * zoom,
+        img.height() * zoom,
+        image::imageops::FilterType::Nearest,
+    );
+    crate::run::atomic::write_with(dst, |tmp| {
+        big.save_with_format(tmp, image::ImageFormat::Png)
+            .map_err(std::io::Error::other)
+    })
+}
+
 /// Remove the charts (PNG, SVG) under `dir` that are not `drawn`: those of an
 /// earlier report (fewer variants, say) would sit beside the new ones as if
 /// current. Other files are the user's and stay.
@@ -357,6 +413,86 @@ pub fn remove_stale(dir: &Path, drawn: &[PathBuf]) {
         let chart = p.extension().is_some_and(|x| x == "png" || x == "svg");
         if chart && !p.file_stem().is_some_and(|s| drawn.contains(&s)) {
             let _ = std::fs::remove_file(&p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(job: &str, weights: Weights) -> RunData {
+        RunData {
+            id: format!("{job}-{weights}"),
+            job: job.into(),
+            weights,
+            swept: vec![],
+            config: crate::config::RunConfig::default(),
+            state: crate::run::JobState::Completed,
+            reason: String::new(),
+            wall_time_s: 0.0,
+            eval_wall_s: 0.0,
+            device: String::new(),
+            log: (1..=4)
+                .map(|i| crate::run::records::LogRecord {
+                    step: i * 10,
+                    loss: 1.0 / i as f64,
+                    loss_unweighted: 1.0,
+                    loss_q: [None; 4],
+                    grad_norm: 1.0,
+                    lr: 1e-3,
+                    ema_decay: Default::default(),
+                    loss_scale: 1.0,
+                    skipped_steps: 0,
+                    images_per_s: 1.0,
+                    data_wait_frac: 0.0,
+                    wall_time_s: 1.0,
+                })
+                .collect(),
+            timestep: vec![],
+            eval: vec![],
+            stale: None,
+        }
+    }
+
+    #[test]
+    fn variants_that_share_their_training_are_one_loss_curve() {
+        let (a, b, c) = (
+            run("j1", Weights::Raw),
+            run("j1", Weights::ema(0.99)),
+            run("j2", Weights::Raw),
+        );
+        let variants = vec![
+            ("raw".to_string(), vec![&a]),
+            ("ema".to_string(), vec![&b]),
+            ("other".to_string(), vec![&c]),
+        ];
+        let (chart, caption) = loss_curves(&variants, 1).unwrap();
+        let Body::Lines(lines) = chart.body else {
+            panic!("lines")
+        };
+        let labels: Vec<&str> = lines.iter().map(|l| l.label.as_str()).collect();
+        assert_eq!(labels, ["V1, V2 (one training)", "other"]);
+        assert!(caption.contains("share their training jobs"), "{caption}");
+        assert_eq!(lines[0].points.len(), 4);
+    }
+
+    #[test]
+    fn sample_grids_are_enlarged_by_whole_pixels_to_at_least_64_per_image() {
+        assert_eq!(
+            [14, 28, 32, 64, 128].map(grid_zoom),
+            [5, 3, 2, 1, 1],
+            "14×14 at least 4×"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (dir.path().join("a.png"), dir.path().join("b.png"));
+        let img = image::GrayImage::from_raw(2, 1, vec![10, 200]).unwrap();
+        img.save(&src).unwrap();
+        upscaled_copy(&src, &dst, 5).unwrap();
+        let big = image::open(&dst).unwrap().to_luma8();
+        assert_eq!((big.width(), big.height()), (10, 5));
+        for (x, y, p) in big.enumerate_pixels() {
+            assert_eq!(p.0[0], if x < 5 { 10 } else { 200 }, "({x}, {y})");
         }
     }
 }

@@ -114,7 +114,7 @@ fn against_scale(mi: usize, metric: &str, grid: &GuidanceGrid) -> (Chart, String
             title: format!("{metric} against the guidance scale"),
             x_label: "guidance scale s".into(),
             y_label: metric.to_string(),
-            log_y: false,
+            log_y: true,
             body: Body::Lines(lines),
         },
         format!("{metric} at the final checkpoint against the guidance scale, one line per p_uncond (exercise 5)."),
