@@ -138,7 +138,8 @@ fn fixture(root: &Path, damage: Damage) {
                 checkpoint: format!("snapshots/step-{step}"),
                 eval_key: keys.get(metric_part(g)).to_string(),
             };
-            // Per-timestep loss: two bins; training lowers the first by 80%, the second by 10%.
+            // Per-timestep loss: two bins; from step 50 to 100 training lowers the
+            // first by 60% (0.5 → 0.2), the second by 5% (0.95 → 0.9).
             let tl = |step: u64, bin: usize, loss: f64| TimestepRow {
                 step,
                 weights: Weights::Raw,
@@ -156,6 +157,8 @@ fn fixture(root: &Path, damage: Damage) {
                 &[
                     tl(0, 0, 1.0),
                     tl(0, 1, 1.0),
+                    tl(50, 0, 0.5),
+                    tl(50, 1, 0.95),
                     tl(100, 0, 0.2),
                     tl(100, 1, 0.9),
                 ],
@@ -333,7 +336,7 @@ fn the_report_aggregates_known_numbers_lists_missing_runs_and_writes_everything(
     );
     assert!(md.contains("Exercise 1"), "the question of the axis");
     assert!(
-        md.contains("from step 0 to 100 the per-timestep loss fell most at t ∈ [0, 500) (80%) and least at t ∈ [500, 1000) (10%)"),
+        md.contains("from step 50 to 100 the per-timestep loss fell most at t ∈ [0, 500) (60%) and least at t ∈ [500, 1000) (5%)"),
         "{md}"
     );
     assert!(md.contains("12.0000 ± 4.9683 (n = 3)"), "{md}");

@@ -9,7 +9,6 @@ use super::collect::{RunData, SweepData};
 use super::guidance;
 use super::stats::{relative_change, Summary};
 use super::tables::SummaryRow;
-use crate::run::Weights;
 
 /// Whether lower is better for a metric (None: no direction, e.g. learning rate).
 pub fn lower_is_better(metric: &str) -> Option<bool> {
@@ -132,7 +131,7 @@ pub fn all(
         }
     }
     f.extend(guidance::notes(s, headline));
-    f.extend(timestep_notes(variants));
+    f.extend(super::profile::notes(variants));
     f.extend(ema_warmup_notes(s));
     if f.is_empty() {
         f.push("Nothing to compare yet: one variant, or no completed runs.".into());
@@ -182,102 +181,6 @@ pub fn comparisons(rows: &[SummaryRow], variants: &[String], metric: &str) -> Ve
             }
         };
         out.push(text);
-    }
-    out
-}
-
-/// The per-timestep loss at the first and last evaluation step of each
-/// variant (its weights, mean over its completed runs): where in [0, T)
-/// training lowered the loss most and least (exercise 4), and how EMA
-/// weights compare with the raw ones at the last step.
-pub fn timestep_notes(variants: &[(String, Vec<&RunData>)]) -> Vec<String> {
-    use std::collections::BTreeMap;
-    let mut out = vec![];
-    for (label, runs) in variants {
-        let done: Vec<_> = runs.iter().filter(|r| r.completed()).collect();
-        let Some(first) = done.first() else { continue };
-        let w = first.weights;
-        // (weights, step, bin) → values over runs; bin bounds by bin.
-        let mut acc: BTreeMap<(String, u64, usize), Vec<f64>> = BTreeMap::new();
-        let mut bounds: BTreeMap<usize, (i64, i64)> = BTreeMap::new();
-        for r in &done {
-            for t in &r.timestep {
-                acc.entry((t.weights.to_string(), t.step, t.bin))
-                    .or_default()
-                    .push(t.loss_unweighted);
-                bounds.insert(t.bin, (t.t_lo, t.t_hi));
-            }
-        }
-        let mean =
-            |k: &(String, u64, usize)| acc.get(k).map(|v| v.iter().sum::<f64>() / v.len() as f64);
-        let steps: Vec<u64> = {
-            let mut s: Vec<u64> = acc
-                .keys()
-                .filter(|k| k.0 == w.to_string())
-                .map(|k| k.1)
-                .collect();
-            s.sort();
-            s.dedup();
-            s
-        };
-        let (Some(&s0), Some(&s1)) = (steps.first(), steps.last()) else {
-            continue;
-        };
-        if s0 == s1 {
-            continue;
-        }
-        let drops: Vec<(usize, f64)> = bounds
-            .keys()
-            .filter_map(|&b| {
-                let (a, z) = (
-                    mean(&(w.to_string(), s0, b))?,
-                    mean(&(w.to_string(), s1, b))?,
-                );
-                (a > 0.0).then_some((b, 1.0 - z / a))
-            })
-            .collect();
-        if drops.is_empty() {
-            continue;
-        }
-        let best =
-            drops
-                .iter()
-                .copied()
-                .fold((0, f64::NEG_INFINITY), |m, d| if d.1 > m.1 { d } else { m });
-        let worst = drops
-            .iter()
-            .copied()
-            .fold((0, f64::INFINITY), |m, d| if d.1 < m.1 { d } else { m });
-        let span = |b: usize| {
-            bounds
-                .get(&b)
-                .map_or(String::new(), |(lo, hi)| format!("t ∈ [{lo}, {hi})"))
-        };
-        out.push(format!(
-            "`{label}` ({w}, {} run(s)): from step {s0} to {s1} the per-timestep loss fell most at {} ({:.0}%) and least at {} ({:.0}%).",
-            done.len(),
-            span(best.0),
-            100.0 * best.1,
-            span(worst.0),
-            100.0 * worst.1
-        ));
-        if w != Weights::Raw {
-            let ratios: Vec<f64> = bounds
-                .keys()
-                .filter_map(|&b| {
-                    let of = |w: Weights| mean(&(w.to_string(), s1, b));
-                    Some(of(w)? / of(Weights::Raw)?)
-                })
-                .collect();
-            if !ratios.is_empty() {
-                let m = ratios.iter().sum::<f64>() / ratios.len() as f64;
-                out.push(format!(
-                    "`{label}`: at step {s1} the {w} weights' per-timestep loss is on average {:.0}% of the raw weights' ({}).",
-                    100.0 * m,
-                    if m < 1.0 { "lower: the average helps" } else { "higher: the average still lags the raw weights" }
-                ));
-            }
-        }
     }
     out
 }

@@ -16,6 +16,7 @@ pub mod document;
 mod figures;
 pub mod findings;
 mod guidance;
+mod profile;
 mod sections;
 pub mod stats;
 pub mod tables;
