@@ -68,9 +68,8 @@ impl Profile {
 
     /// For each pair of consecutive evaluation points after initialisation
     /// (step 0 is left out: every bin falls from it), the bins whose loss
-    /// fell most and least, as (from, to, (bin, fall), (bin, fall)) with
-    /// fall = 1 − L_to / L_from.
-    pub fn changes(&self) -> Vec<(u64, u64, (usize, f64), (usize, f64))> {
+    /// fell most and least.
+    pub fn changes(&self) -> Vec<Change> {
         let trained: Vec<u64> = self.steps.iter().copied().filter(|&s| s > 0).collect();
         trained
             .windows(2)
@@ -85,7 +84,12 @@ impl Profile {
                     .collect();
                 let most = falls.iter().copied().max_by(|x, y| x.1.total_cmp(&y.1))?;
                 let least = falls.iter().copied().min_by(|x, y| x.1.total_cmp(&y.1))?;
-                Some((w[0], w[1], most, least))
+                Some(Change {
+                    from: w[0],
+                    to: w[1],
+                    most,
+                    least,
+                })
             })
             .collect()
     }
@@ -112,6 +116,16 @@ impl Profile {
             Shape::Hump(peak)
         })
     }
+}
+
+/// How the profile changed between two evaluation points: (bin, fall) of
+/// the bins that fell most and least, fall = 1 − L_to / L_from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Change {
+    pub from: u64,
+    pub to: u64,
+    pub most: (usize, f64),
+    pub least: (usize, f64),
 }
 
 /// The shape of one profile over its bins.
@@ -141,7 +155,13 @@ pub fn notes(variants: &[(String, Vec<&RunData>)]) -> Vec<String> {
         let Some(p) = Profile::of(&done, w) else {
             continue;
         };
-        for (a, z, most, least) in p.changes() {
+        for Change {
+            from: a,
+            to: z,
+            most,
+            least,
+        } in p.changes()
+        {
             out.push(format!(
                 "`{label}` ({w}, {} run(s)): from step {a} to {z} the per-timestep loss fell most at {} ({:.0}%) and least at {} ({:.0}%).",
                 p.runs,
@@ -258,7 +278,12 @@ mod tests {
         let p = Profile::of(&[&r], Weights::Raw).unwrap();
         let c = p.changes();
         assert_eq!(c.len(), 1, "only 10 → 40: 0 → 10 is from initialisation");
-        let (a, z, most, least) = c[0];
+        let Change {
+            from: a,
+            to: z,
+            most,
+            least,
+        } = c[0];
         assert_eq!((a, z), (10, 40));
         // Falls: 1 − 0.4/0.5 = 0.2, 1 − 0.2/0.4 = 0.5, 1 − 0.19/0.2 = 0.05.
         assert_eq!(most.0, 1);
