@@ -1030,3 +1030,30 @@ fn a_child_reports_progress_and_its_failure_as_typed_lines() {
         other => panic!("expected a failed line, got {other:?} from {last:?}"),
     }
 }
+
+/// `eval.initial = false`: no evaluation point (and no snapshot) at step 0;
+/// the listed steps and the last still are.
+#[test]
+fn without_the_initial_point_the_snapshots_are_the_listed_steps_and_the_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "toy.toml", TOY);
+    let out = dir.path().join("run");
+    let o = train(
+        &cfg,
+        &out,
+        &[
+            "--set",
+            "eval.initial=false",
+            "--set",
+            "eval.at_steps=[100]",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let mut snaps: Vec<String> = std::fs::read_dir(out.join("snapshots"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    snaps.sort();
+    assert_eq!(snaps, ["step-000000100", "step-000000300"]);
+}

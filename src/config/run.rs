@@ -347,8 +347,13 @@ pub struct EvalConfig {
     /// (scaled to [−1, 1]), no for vectors (toy and standardized data are not).
     pub clip_x0: Option<bool>,
     /// Evaluation points every this many steps (0 = none between the first
-    /// and the last). Step 0 and the final step are always evaluation points.
+    /// and the last). The final step is always an evaluation point, and step
+    /// 0 (the initial weights) unless `initial = false`.
     pub every: u64,
+    /// Whether step 0 is an evaluation point: the untrained model's numbers,
+    /// the baseline of exercise 4. Off saves an evaluation per weight set
+    /// where the question is about trained models only.
+    pub initial: bool,
     /// Further evaluation points.
     pub at_steps: Vec<u64>,
     /// Bins of the per-timestep loss over [0, T).
@@ -398,10 +403,10 @@ impl EvalConfig {
 impl EvalConfig {
     /// Whether `step` of a run of `total` steps is an evaluation point.
     pub fn is_point(&self, step: u64, total: u64) -> bool {
-        step == 0
+        (step == 0 && self.initial)
             || step == total
-            || (self.every > 0 && step % self.every == 0)
-            || self.at_steps.contains(&step)
+            || (self.every > 0 && step > 0 && step % self.every == 0)
+            || (step > 0 && self.at_steps.contains(&step))
     }
 }
 
@@ -416,6 +421,7 @@ impl Default for EvalConfig {
             eta: 0.0,
             clip_x0: None,
             every: 0,
+            initial: true,
             at_steps: vec![],
             timestep_bins: 20,
             probe_size: 256,
@@ -455,5 +461,30 @@ impl RunConfig {
     /// The resolved config as TOML (what `config.toml` in a run directory holds).
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("a RunConfig always serializes") // ok: plain data, no maps with non-string keys
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evaluation_points_are_the_end_every_nth_step_the_listed_ones_and_step_0_unless_off() {
+        let e = EvalConfig {
+            every: 300,
+            at_steps: vec![50],
+            ..Default::default()
+        };
+        let points = |e: &EvalConfig| {
+            (0..=1000)
+                .filter(|&s| e.is_point(s, 1000))
+                .collect::<Vec<u64>>()
+        };
+        assert_eq!(points(&e), vec![0, 50, 300, 600, 900, 1000]);
+        let late = EvalConfig {
+            initial: false,
+            ..e
+        };
+        assert_eq!(points(&late), vec![50, 300, 600, 900, 1000]);
     }
 }

@@ -33,7 +33,7 @@ pub enum EvalPart {
 
 /// Which part each `eval.*` key changes; `None`: no number (which steps are
 /// evaluated, which scales, how many images a PNG grid shows).
-pub const PART_OF: [(&str, Option<EvalPart>); 16] = [
+pub const PART_OF: [(&str, Option<EvalPart>); 17] = [
     ("timestep_bins", Some(EvalPart::TimestepLoss)),
     ("probe_size", Some(EvalPart::TimestepLoss)),
     ("bpd_timesteps", Some(EvalPart::BitsPerDim)),
@@ -48,6 +48,7 @@ pub const PART_OF: [(&str, Option<EvalPart>); 16] = [
     ("guidance_scale", None),
     ("guidance_scales", None),
     ("every", None),
+    ("initial", None),
     ("at_steps", None),
     ("grid_images", None),
 ];

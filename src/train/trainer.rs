@@ -306,7 +306,7 @@ fn run_loop(s: &mut Session, run: &mut Run, opts: &TrainOptions) -> Result<Outco
         opts.progress_jsonl,
     ));
     let mut acc = Accum::new(run.device);
-    if s.start == 0 {
+    if s.start == 0 && s.cfg.eval.is_point(0, s.total) {
         write_snapshot(run, &s.layout.root, 0, &s.hash, s.wall())?;
     }
     let mut step = s.start;
