@@ -346,7 +346,8 @@ pub struct EvalConfig {
     pub guidance_scale: f64,
     /// Samples drawn for the sample-quality metrics.
     pub num_samples: u64,
-    /// DDPM's reverse variance: `fixed-large` (β_t, DDPM's CIFAR-10 choice) or `fixed-small` (σ̃²_t).
+    /// DDPM's reverse variance when sampling: `fixed-large` (β_t, DDPM's CIFAR-10
+    /// choice) or `fixed-small` (σ̃²_t). Bits/dim's is `bpd_variance`.
     pub variance: crate::diffusion::sampling::Variance,
     /// DDIM's η: 0 deterministic, 1 as noisy as DDPM.
     pub eta: f64,
