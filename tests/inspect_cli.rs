@@ -117,6 +117,50 @@ fn weights_csv_is_min_snr_in_the_v_form() {
     }
 }
 
+/// VLB's σ² is the bound's: σ̃²_t by default, β_t with --variance fixed-large
+/// (σ̃²_1 at t = 0 either way), against the closed forms from β_t alone.
+#[test]
+fn vlb_weights_use_the_variance_the_bound_is_scored_with() {
+    let weights = |extra: &[&str]| {
+        let mut args = vec![
+            "inspect",
+            "weights",
+            "--weighting",
+            "vlb",
+            "--timesteps",
+            "100",
+            "--format",
+            "csv",
+        ];
+        args.extend_from_slice(extra);
+        csv(&args).1
+    };
+    let (small, large) = (weights(&[]), weights(&["--variance", "fixed-large"]));
+    assert_eq!(small, weights(&["--variance", "fixed-small"]));
+    let beta = |t: usize| 1e-4 + t as f64 * (0.02 - 1e-4) / 99.0;
+    let abar = |t: i64| (0..=t).map(|s| 1.0 - beta(s as usize)).product::<f64>();
+    let post = |t: usize| beta(t) * (1.0 - abar(t as i64 - 1)) / (1.0 - abar(t as i64));
+    for t in 0..100usize {
+        let w = |sigma2: f64| {
+            beta(t).powi(2) / (2.0 * sigma2 * (1.0 - beta(t)) * (1.0 - abar(t as i64)))
+        };
+        let (ws, wl) = match t {
+            0 => (w(post(1)), w(post(1))),
+            _ => (w(post(t)), w(beta(t))),
+        };
+        assert!(
+            (small[t][2] - ws).abs() <= 1e-9 * ws,
+            "t={t}: {} vs {ws}",
+            small[t][2]
+        );
+        assert!(
+            (large[t][2] - wl).abs() <= 1e-9 * wl,
+            "t={t}: {} vs {wl}",
+            large[t][2]
+        );
+    }
+}
+
 #[test]
 fn weights_for_every_prediction_and_weighting_are_finite() {
     for w in ["simple", "snr", "min-snr", "vlb", "p2"] {
@@ -269,6 +313,17 @@ fn bad_arguments_exit_2_with_the_flag_and_accepted_values() {
         (
             &["inspect", "weights", "--weighting", "snr", "--gamma", "2"],
             &["--gamma does not apply", "min-snr and p2"],
+        ),
+        (
+            &[
+                "inspect",
+                "weights",
+                "--weighting",
+                "snr",
+                "--variance",
+                "fixed-large",
+            ],
+            &["--variance does not apply", "--variance for vlb"],
         ),
         (
             &["inspect", "weights", "--prediction", "score"],

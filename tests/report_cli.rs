@@ -171,7 +171,11 @@ fn fixture(root: &Path, damage: Damage) {
                     row(100, "fd_mnist-cnn", value, Some(1.0)),
                     // Another guidance scale: not this run's, never in its final numbers.
                     row(100, "fd_mnist-cnn", 1000.0, Some(3.0)),
-                    row(100, "bpd", 3.0 + value / 100.0, None),
+                    // A stratified bound: its standard error is value / 1000.
+                    MetricRow {
+                        stderr: Some(value / 1000.0),
+                        ..row(100, "bpd", 3.0 + value / 100.0, None)
+                    },
                 ],
             )
             .unwrap();
@@ -398,6 +402,38 @@ fn the_report_aggregates_known_numbers_lists_missing_runs_and_writes_everything(
         "{}",
         text(&o.stderr)
     );
+}
+
+#[test]
+fn bits_per_dim_is_reported_with_its_standard_error_estimator_and_variance() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, _) = reported_fixture(tmp.path());
+    // runs: bpd beside bpd_se, and how it was estimated (the default config:
+    // T = 1000, eval.bpd_timesteps = 100, eval.bpd_variance = fixed-small).
+    let runs = read_csv(&root.join("tables/runs.csv"));
+    let id = runs.column("run").unwrap().str().unwrap();
+    let row = (0..runs.height())
+        .find(|&i| id.get(i) == Some("prediction-epsilon_seed-1"))
+        .unwrap();
+    let f = |c: &str| runs.column(c).unwrap().f64().unwrap().get(row).unwrap();
+    assert!((f("bpd") - 3.12).abs() < 1e-12 && (f("bpd_se") - 0.012).abs() < 1e-12);
+    let s = |c: &str| {
+        let v = runs.column(c).unwrap().str().unwrap().get(row);
+        v.unwrap().to_string()
+    };
+    assert_eq!(s("bpd_estimator"), "stratified (decoder + 100 strata)");
+    assert_eq!(s("bpd_variance"), "fixed-small");
+    // The report: value ± SE per run, with the estimator and the variance.
+    let md = std::fs::read_to_string(root.join("report.md")).unwrap();
+    assert!(md.contains("### Bits/dim"), "{md}");
+    assert!(
+        md.contains(
+            "| V1 | prediction-epsilon_seed-1 | 3.1200 ± 0.0120 | — | — | stratified (decoder + 100 strata) | 1000 | fixed-small |"
+        ),
+        "{md}"
+    );
+    // The missing run has no row.
+    assert!(!md.contains("| prediction-v_seed-2 | 3."), "{md}");
 }
 
 #[test]

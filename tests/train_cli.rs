@@ -569,6 +569,8 @@ fn config_errors_name_the_key_value_and_fix_and_write_nothing() {
         ("model = 5\n[data]\nsource = \"synthetic\"\nshape = [3, 32, 32]\n", &["has 1 problem:", "model: expected a table of keys"]),
         ("[train]\nlr = 0\n[data]\nlabels = \"yes\"\n", &["has 2 problems:", "train.lr", "data.labels"]),
         ("[diffusion]\nprediction = \"score\"\n", &["diffusion.prediction", "score", "epsilon, x0, v"]),
+        ("[eval]\nbpd_variance = \"learned\"\n", &["bad.toml:2: eval.bpd_variance: unknown value \"learned\"; allowed: fixed-small, fixed-large"]),
+        ("[eval]\nbpd_varience = \"fixed-large\"\n", &["bad.toml:2: eval.bpd_varience: unknown key", "did you mean `eval.bpd_variance`?"]),
         ("[diffusion]\nzero_terminal_snr = true\n", &["diffusion.zero_terminal_snr", "use prediction \"v\""]),
         ("[model]\npreset = \"ddpm-cifar10\"\n", &["model.preset", "is a UNet for images"]),
         ("[ema]\ndecays = [0.999, 1.5]\n", &["ema.decays[1]: = 1.5: must be in (0, 1)"]),

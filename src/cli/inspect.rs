@@ -6,6 +6,7 @@ use super::output::{print_table, Column, Format};
 use crate::config::run::{DataSource, RunConfig};
 use crate::config::{self, SetArg, Sources};
 use crate::diffusion::objective::WeightingError;
+use crate::diffusion::sampling::Variance;
 use crate::diffusion::{
     LossWeighting, NoiseSchedule, Prediction, ScheduleConfig, ScheduleKind, WeightingKind,
 };
@@ -128,6 +129,10 @@ pub struct WeightsCmd {
     /// k of p2 (default 1); must be > 0.
     #[arg(long, allow_negative_numbers = true)]
     pub p2_k: Option<f64>,
+    /// σ_t² of vlb: the reverse variance its bound is scored with, as a run's
+    /// eval.bpd_variance (default fixed-small).
+    #[arg(long, value_enum)]
+    pub variance: Option<super::sample::VarianceArg>,
     /// What the model predicts; the weight is on this target's MSE.
     #[arg(long, value_enum, default_value = "epsilon")]
     pub prediction: Prediction,
@@ -185,7 +190,7 @@ fn weights(c: WeightsCmd) -> anyhow::Result<()> {
             Ok(())
         } else {
             Err(bad_input(format!(
-                "{flag} does not apply to --weighting {}: --gamma is for min-snr and p2, --p2-k for p2",
+                "{flag} does not apply to --weighting {}: --gamma is for min-snr and p2, --p2-k for p2, --variance for vlb",
                 c.weighting.name()
             )))
         }
@@ -198,7 +203,15 @@ fn weights(c: WeightsCmd) -> anyhow::Result<()> {
         "--p2-k",
         c.p2_k.is_none() || c.weighting == WeightingKind::P2,
     )?;
-    let w = LossWeighting::new(c.weighting, c.gamma, c.p2_k).map_err(|e| {
+    applies(
+        "--variance",
+        c.variance.is_none() || c.weighting == WeightingKind::Vlb,
+    )?;
+    let variance = match c.variance {
+        Some(super::sample::VarianceArg::FixedLarge) => Variance::FixedLarge,
+        Some(super::sample::VarianceArg::FixedSmall) | None => Variance::FixedSmall,
+    };
+    let w = LossWeighting::new(c.weighting, c.gamma, c.p2_k, variance).map_err(|e| {
         let WeightingError::NotPositive { name, value, hint } = e;
         let flag = if name == "p2_k" { "--p2-k" } else { "--gamma" };
         bad_input(format!(

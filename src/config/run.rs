@@ -97,15 +97,22 @@ impl Default for DiffusionConfig {
 }
 
 impl DiffusionConfig {
-    /// The configured loss weighting with its parameters (γ is `min_snr_gamma` or `p2_gamma`).
+    /// The configured loss weighting with its parameters (γ is `min_snr_gamma` or `p2_gamma`;
+    /// VLB's σ_t² is `vlb_variance`, the run's `eval.bpd_variance`).
     pub fn loss_weighting(
         &self,
+        vlb_variance: crate::diffusion::sampling::Variance,
     ) -> Result<crate::diffusion::LossWeighting, crate::diffusion::objective::WeightingError> {
         let gamma = match self.weighting {
             WeightingKind::P2 => self.p2_gamma,
             _ => self.min_snr_gamma,
         };
-        crate::diffusion::LossWeighting::new(self.weighting, Some(gamma), Some(self.p2_k))
+        crate::diffusion::LossWeighting::new(
+            self.weighting,
+            Some(gamma),
+            Some(self.p2_k),
+            vlb_variance,
+        )
     }
 
     pub fn schedule_config(&self) -> ScheduleConfig {
@@ -339,7 +346,8 @@ pub struct EvalConfig {
     pub guidance_scale: f64,
     /// Samples drawn for the sample-quality metrics.
     pub num_samples: u64,
-    /// DDPM's reverse variance: `fixed-large` (β_t, DDPM's CIFAR-10 choice) or `fixed-small` (σ̃²_t).
+    /// DDPM's reverse variance when sampling: `fixed-large` (β_t, DDPM's CIFAR-10
+    /// choice) or `fixed-small` (σ̃²_t). Bits/dim's is `bpd_variance`.
     pub variance: crate::diffusion::sampling::Variance,
     /// DDIM's η: 0 deterministic, 1 as noisy as DDPM.
     pub eta: f64,
@@ -370,6 +378,11 @@ pub struct EvalConfig {
     pub bpd_timesteps: usize,
     /// Bits/dim: held-out images (at most the test split).
     pub bpd_images: usize,
+    /// Bits/dim: the fixed variance σ²_t of p_θ(x_{t−1} | x_t) in the bound,
+    /// `fixed-small` (σ̃²_t) or `fixed-large` (β_t). It is also the σ_t² of the
+    /// VLB loss weighting, so with `diffusion.weighting = "vlb"` it changes
+    /// training too (see `run::identity`).
+    pub bpd_variance: crate::diffusion::sampling::Variance,
     /// The TorchScript Inception-v3 (`inception-2015-12-05.pt`) for true FID;
     /// empty = no FID.
     pub inception: String,
@@ -428,6 +441,7 @@ impl Default for EvalConfig {
             guidance_scales: vec![],
             bpd_timesteps: 100,
             bpd_images: 1000,
+            bpd_variance: crate::diffusion::sampling::Variance::FixedSmall,
             inception: String::new(),
             grid_images: 64,
         }

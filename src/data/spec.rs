@@ -57,7 +57,8 @@ pub struct DataConfig {
     /// The file or folder of `mnist`, `cifar10`, `folder` and `tabular` (mnist: `data/mnist` when empty).
     pub path: String,
     /// Side of the (square) images: resample with area averaging (mnist, cifar10,
-    /// synthetic; at most the native size) or resize and centre-crop (folder). 0 = native.
+    /// synthetic; at most the native size) or resize and centre-crop (folder),
+    /// then round to the 8-bit grid. 0 = native.
     pub resolution: i64,
     /// Random horizontal flips of training images (as Ho et al. did on CIFAR-10).
     pub flip: bool,

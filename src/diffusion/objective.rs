@@ -28,14 +28,17 @@
 //!
 //! Every weight is finite for every schedule, zero terminal SNR included:
 //! * min-SNR's ε weight at snr → 0 is its limit, 1;
-//! * VLB at t = 0 uses the clipped posterior variance σ̃²_1 (improved-diffusion),
-//!   so β_0²/(2σ²α_0(1−ᾱ_0)) is finite; its x_0 and v forms are written with
-//!   ᾱ_{t−1} so they never divide by α_t;
+//! * VLB's σ_t² is the reverse variance the bound is scored with
+//!   (`eval.bpd_variance`: σ̃²_t or β_t, [`Variance::bound_log_variance`]), so
+//!   w_ε(t)·‖ε − ε̂‖² is exactly the mean term of the bound's KL at t; at t = 0
+//!   both use σ̃²_1 (improved-diffusion), so β_0²/(2σ²α_0(1−ᾱ_0)) is finite;
+//!   its x_0 and v forms are written with ᾱ_{t−1} so they never divide by α_t;
 //! * VLB's ε weight where α_t = 0 (only the last step of a zero-terminal-SNR
 //!   schedule) diverges: there x_t = ε, so an ε-model cannot express the x_0
 //!   estimate this KL term measures. That term is given weight 0; use `v` or `x0`
 //!   prediction with zero terminal SNR.
 
+use super::sampling::Variance;
 use super::schedule::NoiseSchedule;
 use serde::{Deserialize, Serialize};
 
@@ -96,13 +99,14 @@ pub const DEFAULT_P2_K: f64 = 1.0;
 /// Default γ of P2 (Choi et al. 2022).
 pub const DEFAULT_P2_GAMMA: f64 = 1.0;
 
-/// A weighting with its parameters.
+/// A weighting with its parameters (VLB's: the σ_t² of the bound it weights
+/// by, `eval.bpd_variance`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum LossWeighting {
     Simple,
     Snr,
     MinSnr { gamma: f64 },
-    Vlb,
+    Vlb { variance: Variance },
     P2 { k: f64, gamma: f64 },
 }
 
@@ -128,16 +132,20 @@ fn positive(name: &'static str, value: f64, hint: &'static str) -> Result<f64, W
 
 impl LossWeighting {
     /// Build a weighting from its family and parameters, checking them.
-    /// `gamma` is min-SNR's γ or P2's γ (each defaults to the paper's value); `k` is P2's k.
+    /// `gamma` is min-SNR's γ or P2's γ (each defaults to the paper's value); `k` is P2's k;
+    /// `vlb_variance` is VLB's σ_t², the variance its bound is scored with.
     pub fn new(
         kind: WeightingKind,
         gamma: Option<f64>,
         k: Option<f64>,
+        vlb_variance: Variance,
     ) -> Result<Self, WeightingError> {
         Ok(match kind {
             WeightingKind::Simple => LossWeighting::Simple,
             WeightingKind::Snr => LossWeighting::Snr,
-            WeightingKind::Vlb => LossWeighting::Vlb,
+            WeightingKind::Vlb => LossWeighting::Vlb {
+                variance: vlb_variance,
+            },
             WeightingKind::MinSnr => LossWeighting::MinSnr {
                 gamma: positive(
                     "min_snr_gamma",
@@ -165,7 +173,7 @@ impl LossWeighting {
             LossWeighting::Simple => WeightingKind::Simple,
             LossWeighting::Snr => WeightingKind::Snr,
             LossWeighting::MinSnr { .. } => WeightingKind::MinSnr,
-            LossWeighting::Vlb => WeightingKind::Vlb,
+            LossWeighting::Vlb { .. } => WeightingKind::Vlb,
             LossWeighting::P2 { .. } => WeightingKind::P2,
         }
     }
@@ -185,12 +193,12 @@ impl LossWeighting {
                 }
             }
             LossWeighting::P2 { k, gamma } => (k + snr).powf(-gamma),
-            LossWeighting::Vlb => {
+            LossWeighting::Vlb { variance } => {
                 if s.alphas[t] == 0.0 {
                     0.0 // see the module notes: diverges, dropped
                 } else {
                     s.betas[t].powi(2)
-                        / (2.0 * vlb_sigma2(s, t) * s.alphas[t] * (1.0 - s.alpha_bar[t]))
+                        / (2.0 * vlb_sigma2(s, variance, t) * s.alphas[t] * (1.0 - s.alpha_bar[t]))
                 }
             }
         }
@@ -210,12 +218,13 @@ impl LossWeighting {
             (LossWeighting::P2 { k, gamma }, Prediction::X0) => snr * (k + snr).powf(-gamma),
             (LossWeighting::P2 { k, gamma }, Prediction::V) => ab * (k + snr).powf(-gamma),
             // w_ε · snr and w_ε · ᾱ, rewritten with ᾱ_t/α_t = ᾱ_{t−1} so α_t = 0 is fine.
-            (LossWeighting::Vlb, Prediction::X0) => {
+            (LossWeighting::Vlb { variance }, Prediction::X0) => {
                 s.betas[t].powi(2) * s.alpha_bar_prev[t]
-                    / (2.0 * vlb_sigma2(s, t) * (1.0 - ab).powi(2))
+                    / (2.0 * vlb_sigma2(s, variance, t) * (1.0 - ab).powi(2))
             }
-            (LossWeighting::Vlb, Prediction::V) => {
-                s.betas[t].powi(2) * s.alpha_bar_prev[t] / (2.0 * vlb_sigma2(s, t) * (1.0 - ab))
+            (LossWeighting::Vlb { variance }, Prediction::V) => {
+                s.betas[t].powi(2) * s.alpha_bar_prev[t]
+                    / (2.0 * vlb_sigma2(s, variance, t) * (1.0 - ab))
             }
         }
     }
@@ -228,9 +237,9 @@ impl LossWeighting {
     }
 }
 
-/// σ_t² in the VLB weight: the posterior variance, clipped at t = 0 so it is positive.
-fn vlb_sigma2(s: &NoiseSchedule, t: usize) -> f64 {
-    s.posterior_log_variance_clipped[t].exp()
+/// σ_t² in the VLB weight: the bound's reverse variance (σ̃²_1 at t = 0, so it is positive).
+fn vlb_sigma2(s: &NoiseSchedule, variance: Variance, t: usize) -> f64 {
+    variance.bound_log_variance(s, t).exp()
 }
 
 #[cfg(test)]
@@ -246,7 +255,12 @@ mod tests {
             LossWeighting::Simple,
             LossWeighting::Snr,
             LossWeighting::MinSnr { gamma: 5.0 },
-            LossWeighting::Vlb,
+            LossWeighting::Vlb {
+                variance: Variance::FixedSmall,
+            },
+            LossWeighting::Vlb {
+                variance: Variance::FixedLarge,
+            },
             LossWeighting::P2 { k: 1.0, gamma: 1.0 },
             LossWeighting::P2 { k: 0.5, gamma: 2.0 },
         ]
@@ -320,24 +334,37 @@ mod tests {
     }
 
     #[test]
-    fn vlb_weight_matches_the_chapter_formula() {
+    fn vlb_weight_matches_the_chapter_formula_with_either_variance() {
         let s = &schedules()[0];
+        let small = LossWeighting::Vlb {
+            variance: Variance::FixedSmall,
+        };
+        let large = LossWeighting::Vlb {
+            variance: Variance::FixedLarge,
+        };
         for t in [1usize, 50, 999] {
-            let expect = s.betas[t].powi(2)
-                / (2.0 * s.posterior_variance[t] * s.alphas[t] * (1.0 - s.alpha_bar[t]));
-            let got = LossWeighting::Vlb.eps_weight(s, t);
-            assert!((got - expect).abs() <= 1e-12 * expect, "t={t}");
+            let w = |sigma2: f64| {
+                s.betas[t].powi(2) / (2.0 * sigma2 * s.alphas[t] * (1.0 - s.alpha_bar[t]))
+            };
+            let (es, el) = (w(s.posterior_variance[t]), w(s.betas[t]));
+            let (gs, gl) = (small.eps_weight(s, t), large.eps_weight(s, t));
+            assert!((gs - es).abs() <= 1e-12 * es, "t={t}: {gs} vs {es}");
+            assert!((gl - el).abs() <= 1e-12 * el, "t={t}: {gl} vs {el}");
+            // σ̃²_t < β_t, so the fixed-small bound weighs every step more.
+            assert!(gs > gl, "t={t}");
         }
-        // For a linear schedule the VLB weight is close to 1/2 · β/(1−β)... at large t
-        // it equals β²/(2 σ̃² α (1−ᾱ)) ≈ β/(2α(1−ᾱ_{t−1})): check one point by hand.
+        // At large t, β²/(2 σ̃² α (1−ᾱ)) = β/(2α(1−ᾱ_{t−1})) and β²/(2β α (1−ᾱ)) = β/(2α(1−ᾱ)).
         let t = 999;
         let hand = s.betas[t] / (2.0 * s.alphas[t] * (1.0 - s.alpha_bar_prev[t]));
-        assert!((LossWeighting::Vlb.eps_weight(s, t) - hand).abs() < 1e-12);
-        // t = 0 is finite and uses σ̃²_1.
-        let w0 = LossWeighting::Vlb.eps_weight(s, 0);
+        assert!((small.eps_weight(s, t) - hand).abs() < 1e-12);
+        let hand = s.betas[t] / (2.0 * s.alphas[t] * (1.0 - s.alpha_bar[t]));
+        assert!((large.eps_weight(s, t) - hand).abs() < 1e-12);
+        // t = 0 is finite and uses σ̃²_1 with either variance.
         let hand0 = s.betas[0].powi(2)
             / (2.0 * s.posterior_variance[1] * s.alphas[0] * (1.0 - s.alpha_bar[0]));
-        assert!((w0 - hand0).abs() <= 1e-12 * hand0);
+        for w in [small, large] {
+            assert!((w.eps_weight(s, 0) - hand0).abs() <= 1e-12 * hand0, "{w:?}");
+        }
     }
 
     /// The same imperfect model, expressed as an ε, x_0 or v prediction, gets the
@@ -406,17 +433,24 @@ mod tests {
 
     #[test]
     fn bad_parameters_name_the_flag() {
-        let e = LossWeighting::new(WeightingKind::MinSnr, Some(0.0), None).unwrap_err();
+        let v = Variance::FixedSmall;
+        let e = LossWeighting::new(WeightingKind::MinSnr, Some(0.0), None, v).unwrap_err();
         assert!(
             e.to_string()
                 .starts_with("min_snr_gamma must be a finite number > 0, got 0"),
             "{e}"
         );
-        let e = LossWeighting::new(WeightingKind::P2, None, Some(-1.0)).unwrap_err();
+        let e = LossWeighting::new(WeightingKind::P2, None, Some(-1.0), v).unwrap_err();
         assert!(e.to_string().starts_with("p2_k must be"), "{e}");
         assert_eq!(
-            LossWeighting::new(WeightingKind::MinSnr, None, None).unwrap(),
+            LossWeighting::new(WeightingKind::MinSnr, None, None, v).unwrap(),
             LossWeighting::MinSnr { gamma: 5.0 }
+        );
+        assert_eq!(
+            LossWeighting::new(WeightingKind::Vlb, None, None, Variance::FixedLarge).unwrap(),
+            LossWeighting::Vlb {
+                variance: Variance::FixedLarge
+            }
         );
     }
 }

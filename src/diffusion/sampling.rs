@@ -46,6 +46,27 @@ pub enum Variance {
     FixedLarge,
 }
 
+impl Variance {
+    /// The config value: `fixed-small` or `fixed-large`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Variance::FixedSmall => "fixed-small",
+            Variance::FixedLarge => "fixed-large",
+        }
+    }
+
+    /// ln σ²_t of p_θ(x_{t−1} | x_t) in the variational bound, and so in the
+    /// VLB weighting that trains it: ln σ̃²_t (`fixed-small`) or ln β_t
+    /// (`fixed-large`), with t = 0's variance σ̃²_1 in both (improved-diffusion's
+    /// convention: σ̃²_0 is 0, and the decoder at t = 0 needs a width).
+    pub fn bound_log_variance(self, s: &NoiseSchedule, t: usize) -> f64 {
+        match self {
+            Variance::FixedLarge if t > 0 => s.betas[t].ln(),
+            _ => s.posterior_log_variance_clipped[t],
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SamplingOptions {
     pub sampler: SamplerKind,

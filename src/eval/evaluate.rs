@@ -606,7 +606,7 @@ fn bits_per_dim(
     let lik = Likelihood::new(
         &schedule,
         d.prediction,
-        cfg.eval.variance,
+        cfg.eval.bpd_variance,
         cfg.eval.clip_x0.unwrap_or(true),
         Estimate::from_timesteps(cfg.eval.bpd_timesteps, d.timesteps),
         cfg.train.seed,

@@ -72,7 +72,7 @@ impl Probe {
         let n = held.len();
         let d = &cfg.diffusion;
         let schedule = NoiseSchedule::new(d.schedule_config())?;
-        let weighting = d.loss_weighting()?;
+        let weighting = d.loss_weighting(cfg.eval.bpd_variance)?;
         let weights = Tensor::from_slice(&weighting.target_weights(d.prediction, &schedule))
             .to_kind(Kind::Float)
             .to_device(device);

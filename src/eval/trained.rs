@@ -24,7 +24,7 @@ pub enum TrainedError {
         error: toml::de::Error,
     },
     /// A training key of `config.toml` was edited after training.
-    #[error("{}: differs from the config the run was trained with (its hash is {hash}, status.json records {recorded}): a training key was edited after training. Restore it; only eval.*, output.* and how training is launched or logged may change", .path.display())]
+    #[error("{}: differs from the config the run was trained with (its hash is {hash}, status.json records {recorded}): a training key was edited after training. Restore it; only eval.* (but eval.bpd_variance of a vlb-weighted run, the σ² its loss was weighted with), output.* and how training is launched or logged may change", .path.display())]
     ConfigEdited {
         path: PathBuf,
         hash: String,

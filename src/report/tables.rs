@@ -2,7 +2,9 @@
 //! under `results/<sweep>/tables/`:
 //!
 //! * `runs`: one row per planned run — its swept values, seed, status (and
-//!   why it failed), wall time, final training loss and final metrics;
+//!   why it failed), wall time, final training loss and final metrics (with
+//!   `<metric>_se`, the standard error of an estimate that has one, and for
+//!   bits/dim `bpd_estimator` and `bpd_variance`);
 //! * `curves`: the training log, with the loss smoothed by a centred moving
 //!   average (`[report] smoothing`);
 //! * `timestep_profile`: the per-timestep loss of each run's weights at
@@ -173,8 +175,49 @@ pub fn runs_table(s: &SweepData) -> PolarsResult<DataFrame> {
                 .map(|f| f.get(&name).map(|v| v.0))
                 .collect::<Vec<_>>(),
         ));
+        // The standard error of an estimate (bits/dim over images and drawn
+        // timesteps, an IS analogue over splits), beside its value.
+        let se: Vec<Option<f64>> = finals
+            .iter()
+            .map(|f| f.get(&name).and_then(|v| v.1))
+            .collect();
+        if se.iter().any(Option::is_some) {
+            cols.push(Column::new(format!("{name}_se").as_str().into(), se));
+        }
+    }
+    if finals.iter().any(|f| f.contains_key("bpd")) {
+        let method: Vec<Option<(String, String)>> = s
+            .runs
+            .iter()
+            .zip(&finals)
+            .map(|(r, f)| f.contains_key("bpd").then(|| bpd_method(&r.config)))
+            .collect();
+        let col = |name: &str, pick: fn(&(String, String)) -> &str| {
+            Column::new(
+                name.into(),
+                method
+                    .iter()
+                    .map(|m| m.as_ref().map(pick))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        cols.push(col("bpd_estimator", |m| &m.0));
+        cols.push(col("bpd_variance", |m| &m.1));
     }
     frame(n, cols)
+}
+
+/// How a run's bits/dim was estimated and the variance of its bound, from its
+/// config (its rows are under that config's evaluation key): e.g.
+/// (`stratified (decoder + 100 strata)`, `fixed-small`).
+pub fn bpd_method(cfg: &crate::config::RunConfig) -> (String, String) {
+    let t = cfg.diffusion.timesteps;
+    let estimate =
+        crate::diffusion::likelihood::Estimate::from_timesteps(cfg.eval.bpd_timesteps, t);
+    (
+        estimate.describe(t),
+        cfg.eval.bpd_variance.name().to_string(),
+    )
 }
 
 /// `curves`.

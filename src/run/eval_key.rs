@@ -2,8 +2,8 @@
 //!
 //! Each evaluation number depends on some `eval.*` keys and not on others:
 //! the per-timestep loss on its bins and probe, bits/dim on its timesteps,
-//! images and reverse variance, the sample metrics on the sampler and the
-//! sample count. Every row of the evaluation tables carries the key of its
+//! images and the bound's variance (`bpd_variance`), the sample metrics on
+//! the sampler (and its `variance`) and the sample count. Every row of the evaluation tables carries the key of its
 //! [`EvalPart`] (a hash of just those settings), and `done.json` lists
 //! (step, weight set, key) triples. A row whose key differs from what the
 //! run's config asks for now is stale: the evaluator recomputes it, and the
@@ -38,8 +38,9 @@ pub const PART_OF: [(&str, Option<EvalPart>); 17] = [
     ("probe_size", Some(EvalPart::TimestepLoss)),
     ("bpd_timesteps", Some(EvalPart::BitsPerDim)),
     ("bpd_images", Some(EvalPart::BitsPerDim)),
-    ("variance", Some(EvalPart::BitsPerDim)),
+    ("bpd_variance", Some(EvalPart::BitsPerDim)),
     ("clip_x0", Some(EvalPart::BitsPerDim)),
+    ("variance", Some(EvalPart::Samples)),
     ("sampler", Some(EvalPart::Samples)),
     ("sampling_steps", Some(EvalPart::Samples)),
     ("num_samples", Some(EvalPart::Samples)),
@@ -53,11 +54,11 @@ pub const PART_OF: [(&str, Option<EvalPart>); 17] = [
     ("grid_images", None),
 ];
 
-/// The parts a key changes: `variance` and `clip_x0` change the sampler as
-/// well as the bits/dim bound.
+/// The parts a key changes: `clip_x0` changes the sampler as well as the
+/// bits/dim bound.
 fn parts_of(key: &str) -> Vec<EvalPart> {
     match key {
-        "variance" | "clip_x0" => vec![EvalPart::BitsPerDim, EvalPart::Samples],
+        "clip_x0" => vec![EvalPart::BitsPerDim, EvalPart::Samples],
         _ => PART_OF
             .iter()
             .filter(|(k, _)| *k == key)
@@ -197,11 +198,18 @@ mod tests {
         assert_eq!(k.timestep_loss, k0.timestep_loss);
         assert_eq!(k.bits_per_dim, k0.bits_per_dim);
         assert_ne!(k.combined(), k0.combined());
+        // The sampler's variance is not the bound's.
         let mut e = base.clone();
         e.variance = crate::diffusion::sampling::Variance::FixedSmall;
         let k = EvalKeys::of(&e);
         assert_ne!(k.samples, k0.samples);
+        assert_eq!(k.bits_per_dim, k0.bits_per_dim);
+        assert_eq!(k.timestep_loss, k0.timestep_loss);
+        let mut e = base.clone();
+        e.bpd_variance = crate::diffusion::sampling::Variance::FixedLarge;
+        let k = EvalKeys::of(&e);
         assert_ne!(k.bits_per_dim, k0.bits_per_dim);
+        assert_eq!(k.samples, k0.samples);
         assert_eq!(k.timestep_loss, k0.timestep_loss);
         let mut e = base.clone();
         e.timestep_bins = 7;

@@ -9,6 +9,11 @@
 //! * **launch-only** keys change how a job is launched, logged or
 //!   checkpointed (device, threads, cadences, `output.*`), not its numbers.
 //!
+//! One evaluation key feeds training: `eval.bpd_variance` is also the σ_t² of
+//! the VLB loss weighting (the bound is trained and scored with one
+//! variance), so with `diffusion.weighting = "vlb"` it is part of the hashes
+//! ([`vlb_variance`]).
+//!
 //! The training hash names a job's folder; the resume hash (which also
 //! leaves out `train.steps`, since a resume may extend a run) decides whether
 //! a folder may be resumed with a config. Both are computed from the table,
@@ -40,6 +45,11 @@ pub const KEY_ROLES: [(&str, KeyRole); 10] = [
     // A sweep axis, not a run key: it picks the EMA a run is evaluated with.
     ("ema.decay", KeyRole::EvalOnly),
 ];
+
+/// Evaluation-only keys added after version 0.1 fixed the hashes. A
+/// neutralized section is hashed as its defaults, so each new key would
+/// rename every job folder: they are left out of the hashed document instead.
+const ADDED_SINCE_HASH: [(&str, &str); 1] = [("eval", "bpd_variance")];
 
 fn covers(pattern: &str, key: &str) -> bool {
     match pattern.strip_suffix(".*") {
@@ -84,6 +94,7 @@ fn document(cfg: &RunConfig) -> toml::Table {
 /// Hash a config document with every non-training key set to a neutral
 /// value: a section to its defaults, a key to its type's zero.
 fn hash_of(mut doc: toml::Table, for_resume: bool) -> String {
+    let vlb = vlb_variance(&doc);
     let defaults = document(&RunConfig::default());
     let neutral = KEY_ROLES
         .iter()
@@ -108,8 +119,29 @@ fn hash_of(mut doc: toml::Table, for_resume: bool) -> String {
             *v = zero_of(v);
         }
     }
+    for (section, key) in ADDED_SINCE_HASH {
+        if let Some(t) = doc.get_mut(section).and_then(toml::Value::as_table_mut) {
+            t.remove(key);
+        }
+    }
+    if let (Some(v), Some(d)) = (vlb, doc.get_mut("diffusion").and_then(|d| d.as_table_mut())) {
+        d.insert("vlb_variance".into(), v);
+    }
     let text = toml::to_string(&doc).expect("a TOML table serializes"); // ok: plain data
     digest(&text)
+}
+
+/// `eval.bpd_variance` of a `vlb`-weighted config, which sets the σ_t² its
+/// loss is weighted with; None for other weightings, and for `fixed-small`,
+/// the variance every vlb job was trained with before the key existed (so
+/// those jobs keep their folders' names).
+fn vlb_variance(doc: &toml::Table) -> Option<toml::Value> {
+    let get = |section: &str, key: &str| doc.get(section)?.get(key)?.as_str();
+    if get("diffusion", "weighting")? != "vlb" {
+        return None;
+    }
+    let v = get("eval", "bpd_variance")?;
+    (v != "fixed-small").then(|| toml::Value::String(v.to_string()))
 }
 
 /// 16 hex digits of the SHA-256 of `text`: the hashes that name jobs and
@@ -153,6 +185,8 @@ mod tests {
             c.train.steps = 0;
         }
         let mut doc = toml::Table::try_from(&c).unwrap();
+        // Version 0.1 had no eval.bpd_variance.
+        doc["eval"].as_table_mut().unwrap().remove("bpd_variance");
         doc["train"]
             .as_table_mut()
             .unwrap()
@@ -224,6 +258,28 @@ mod tests {
                 "{key}"
             );
         }
+    }
+
+    #[test]
+    fn bpd_variance_is_a_training_key_of_vlb_runs_only() {
+        use crate::diffusion::sampling::Variance;
+        use crate::diffusion::WeightingKind;
+        let with = |w: WeightingKind, v: Variance| {
+            let mut c = RunConfig::default();
+            c.diffusion.weighting = w;
+            c.eval.bpd_variance = v;
+            c
+        };
+        let (small, large) = (Variance::FixedSmall, Variance::FixedLarge);
+        // Other weightings: evaluation-only, as every eval.* key.
+        let snr = |v| training_hash(&with(WeightingKind::Snr, v));
+        assert_eq!(snr(small), snr(large));
+        // vlb: the variance weights the loss, so the jobs differ; fixed-small
+        // (what vlb always trained with) keeps the earlier name.
+        let vlb = |v| with(WeightingKind::Vlb, v);
+        assert_ne!(training_hash(&vlb(small)), training_hash(&vlb(large)));
+        assert_ne!(resume_hash(&vlb(small)), resume_hash(&vlb(large)));
+        assert_eq!(training_hash(&vlb(small)), legacy_hash(&vlb(small), false));
     }
 
     #[test]

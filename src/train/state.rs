@@ -76,7 +76,7 @@ impl Run {
         let device = prepare_device(cfg);
         let d = &cfg.diffusion;
         let schedule = NoiseSchedule::new(d.schedule_config())?;
-        let weighting = d.loss_weighting()?;
+        let weighting = d.loss_weighting(cfg.eval.bpd_variance)?;
         let weights = weighting.target_weights(d.prediction, &schedule);
         let weight_table = Tensor::from_slice(&weights)
             .to_kind(Kind::Float)
