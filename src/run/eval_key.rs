@@ -33,7 +33,7 @@ pub enum EvalPart {
 
 /// Which part each `eval.*` key changes; `None`: no number (which steps are
 /// evaluated, which scales, how many images a PNG grid shows).
-pub const PART_OF: [(&str, Option<EvalPart>); 17] = [
+pub const PART_OF: [(&str, Option<EvalPart>); 18] = [
     ("timestep_bins", Some(EvalPart::TimestepLoss)),
     ("probe_size", Some(EvalPart::TimestepLoss)),
     ("bpd_timesteps", Some(EvalPart::BitsPerDim)),
@@ -115,19 +115,20 @@ fn document(eval: &EvalConfig) -> toml::Table {
     toml::Table::try_from(eval).expect("an EvalConfig is a TOML table") // ok: plain data
 }
 
-/// The version of what a part computes, raised when it gains a number that
-/// older rows lack. The per-timestep loss is at 2: it gained the
-/// ε-equivalent MSE.
+/// The version of what a part computes, raised when its numbers change
+/// meaning or it gains one that older rows lack. The per-timestep loss is
+/// at 2: it gained the ε-equivalent MSE. Bits/dim is at 2: it became a
+/// valid likelihood (images on the 8-bit grid, the decoder floored at
+/// 1e-12, scored with `eval.bpd_variance`).
 pub fn format(part: EvalPart) -> i64 {
     match part {
-        EvalPart::TimestepLoss => 2,
-        EvalPart::BitsPerDim | EvalPart::Samples => 1,
+        EvalPart::TimestepLoss | EvalPart::BitsPerDim => 2,
+        EvalPart::Samples => 1,
     }
 }
 
 /// What is said of rows whose settings are the same but whose format is older.
-pub const OLDER_FORMAT: &str =
-    "evaluated by an earlier ddpm-lab that computed fewer numbers (e.g. no ε-equivalent loss)";
+pub const OLDER_FORMAT: &str = "evaluated by an earlier ddpm-lab whose numbers meant less (no ε-equivalent loss; bits/dim not yet on the 8-bit grid)";
 
 fn part_hash(doc: &toml::Table, part: EvalPart) -> String {
     let mut picked = toml::Table::new();
