@@ -160,7 +160,7 @@ pub fn comparisons(
             Ok(c) => c,
         };
         let verdict = if !o.significant() {
-            "within the noise: not significant after Holm–Bonferroni".to_string()
+            "within the noise (not significant after Holm–Bonferroni)".to_string()
         } else {
             match lower_is_better(metric) {
                 Some(true) if c.diff < 0.0 => "better (lower)".into(),

@@ -21,12 +21,17 @@ use super::family::{samples, Family, Outcome, TestRef};
 use super::format::{half, num, pct, pct_half};
 use crate::run::report_settings::{lower_is_better, names_metric, Claim, ReportSettings, Selector};
 
-/// One claimed comparison: `better` predicted to beat `worse` on `metric`.
+/// One claimed comparison: `better` predicted to beat `worse` on `metric`,
+/// that is to be lower (`lower`) or higher. A claim kind that is not about a
+/// pair of variants' final metrics (a bin of the per-timestep profile
+/// against another, say) gives its own labels, samples and direction.
 #[derive(Debug, Clone)]
 pub struct Claimed {
     pub metric: String,
     pub better: String,
     pub worse: String,
+    /// Whether better means lower.
+    pub lower: bool,
     /// `better` against `worse` (b − a = better − worse).
     pub test: TestRef,
 }
@@ -98,6 +103,7 @@ pub fn register(
                         metric: metric.clone(),
                         better: bl.clone(),
                         worse: wl.clone(),
+                        lower: lower_is_better(&metric).unwrap_or(true),
                         test,
                     }
                 })
@@ -176,8 +182,7 @@ pub fn assess(c: &Claimed, o: &Outcome) -> Finding {
     if !o.significant() {
         return Finding::NotSignificant;
     }
-    let lower = lower_is_better(&c.metric).unwrap_or(true);
-    if (cmp.diff < 0.0) == lower && cmp.diff != 0.0 {
+    if (cmp.diff < 0.0) == c.lower && cmp.diff != 0.0 {
         Finding::Supports
     } else {
         Finding::Opposes
@@ -341,8 +346,19 @@ fn verdict_text(
             )
         }
         Verdict::Inconclusive => {
-            let few = findings.iter().filter(|x| x.2 == Finding::TooFew).count();
             let mut why: Vec<String> = reasons.to_vec();
+            // A side without a single value is a missing run, not too few seeds.
+            let (none, few): (Vec<_>, Vec<_>) = findings
+                .iter()
+                .filter(|x| x.2 == Finding::TooFew)
+                .partition(|x| x.1.result.is_err_and(|e| e.n_a == 0 || e.n_b == 0));
+            for (c, _, _) in none {
+                why.push(format!(
+                    "{} has no completed run with a value on one side (finish the sweep: run it again)",
+                    pair(c)
+                ));
+            }
+            let few = few.len();
             if few > 0 {
                 why.push(format!(
                     "seeds are required for a verdict: {few} claimed comparison(s) have fewer than 2 seeds on a side (sweep `seeds = [0, 1, 2]` or more and run the sweep again)"
@@ -467,6 +483,15 @@ mod tests {
         assert!(md.contains("**Verdict: inconclusive**"), "{md}");
         s.claims.clear();
         assert!(verdict_of(&runs, &s).contains("**Verdict:** none"));
+        // The raw runs never measured fd: a missing side, not too few seeds.
+        let mut runs = sweep(&[], &[8.0, 9.0]);
+        runs.push(fake_run(&[("ema.decay", 0.0.into())], 0, &[("bpd", 1.0)]));
+        let md = verdict_of(&runs, &settings());
+        assert!(
+            md.contains("has no completed run with a value on one side"),
+            "{md}"
+        );
+        assert!(!md.contains("seeds are required"), "{md}");
         assert_eq!(
             decide(&[Finding::Supports, Finding::TooFew], false),
             Verdict::Inconclusive
