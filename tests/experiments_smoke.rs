@@ -74,7 +74,32 @@ fn every_exercise_smoke_spec_runs_and_reports() {
         assert!(m.iter().any(|r| r.metric == "bpd"), "{name}: bits/dim");
         assert!(m.iter().any(|r| r.metric == "fd_synthetic-cnn"), "{name}");
         match name {
-            "ex2_ema.toml" => assert!(md.contains("changes fd_synthetic-cnn by")),
+            "ex2_ema.toml" => {
+                assert!(md.contains("changes fd_synthetic-cnn by"), "{md}");
+                // The spec's [report] names exercise 2: the report opens with
+                // its question, the prediction, the measurement and a verdict.
+                let opening: Vec<&str> = md
+                    .lines()
+                    .filter(|l| !l.is_empty())
+                    .skip(1)
+                    .take(4)
+                    .collect();
+                assert!(
+                    opening[0].starts_with("**Question:** Exercise 2 (EMA ablation): "),
+                    "{md}"
+                );
+                assert!(
+                    opening[1].starts_with("**Prediction:** Sampling from EMA weights"),
+                    "{md}"
+                );
+                assert_eq!(opening[2], "**Measured:**", "{md}");
+                assert!(
+                    opening[3].starts_with("- fd_synthetic-cnn, `decay=0.9` against `decay=0.0`: "),
+                    "{md}"
+                );
+                assert!(md.contains("**Verdict: "), "{md}");
+                assert!(md.contains("Holm–Bonferroni over "), "{md}");
+            }
             "ex4_timestep.toml" => {
                 assert!(root.join("charts/timestep_profile_0.png").exists());
             }

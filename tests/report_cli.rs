@@ -139,7 +139,7 @@ fn fixture(root: &Path, damage: Damage) {
                 eval_key: keys.get(metric_part(g)).to_string(),
             };
             // Per-timestep loss: two bins; from step 50 to 100 training lowers the
-            // first by 60% (0.5 → 0.2), the second by 5% (0.95 → 0.9).
+            // first by 60% (0.5 → 0.2), the second by 5.26% (0.95 → 0.9).
             let tl = |step: u64, bin: usize, loss: f64| TimestepRow {
                 step,
                 weights: Weights::Raw,
@@ -333,17 +333,31 @@ fn the_report_aggregates_known_numbers_lists_missing_runs_and_writes_everything(
         md.contains("prediction-v_seed-2"),
         "the missing run is named"
     );
-    // v against epsilon: (8.5 − 12)/12 = −29.2%.
+    // v against epsilon, paired on the seeds both have (0 and 1): the
+    // differences −2 and −3 over epsilon's 11 there, −22.7%.
     assert!(
-        md.contains("`prediction=v` changes fd_mnist-cnn by **-29.2% ± "),
+        md.contains("`prediction=v` changes fd_mnist-cnn by **-22.7% ± 58%** against `prediction=epsilon` (paired by seed, n = 2; p = 0.126, Holm-adjusted p = 0.377): within the noise"),
         "{md}"
     );
-    assert!(md.contains("Exercise 1"), "the question of the axis");
     assert!(
-        md.contains("from step 50 to 100 the per-timestep loss fell most at t ∈ [0, 500) (60%) and least at t ∈ [500, 1000) (5%)"),
+        md.contains("Holm–Bonferroni over 3 comparisons"),
+        "fd, bpd and the ε-equivalent loss (not final_loss: ε and v losses are in other units): {md}"
+    );
+    // No [report] exercise: no question and no verdict.
+    assert!(
+        !md.contains("**Question:**") && !md.contains("Exercise 1"),
         "{md}"
     );
-    assert!(md.contains("12.0000 ± 4.9683 (n = 3)"), "{md}");
+    assert!(
+        md.contains("from step 50 to 100 the per-timestep loss fell most at t ∈ [0, 500) (60.0%) and least at t ∈ [500, 1000) (5.26%)"),
+        "{md}"
+    );
+    // 3 significant figures, intervals 2; the CSV keeps every digit (above).
+    assert!(md.contains("12.0 ± 5.0 (n = 3)"), "{md}");
+    assert!(
+        md.contains("| prediction=v | fd_mnist-cnn | 2 | 8.50 | 0.707 | 6.4 |"),
+        "{md}"
+    );
     let html = std::fs::read_to_string(root.join("report.html")).unwrap();
     assert!(html.contains("data:image/png;base64,"), "charts inline");
     assert!(!html.contains("src=\"charts/"), "self-contained");
@@ -428,7 +442,7 @@ fn bits_per_dim_is_reported_with_its_standard_error_estimator_and_variance() {
     assert!(md.contains("### Bits/dim"), "{md}");
     assert!(
         md.contains(
-            "| V1 | prediction-epsilon_seed-1 | 3.1200 ± 0.0120 | — | — | stratified (decoder + 100 strata) | 1000 | fixed-small |"
+            "| V1 | prediction-epsilon_seed-1 | 3.12 ± 0.012 | — | — | stratified (decoder + 100 strata) | 1000 | fixed-small |"
         ),
         "{md}"
     );
@@ -466,6 +480,73 @@ fn a_smoothing_window_below_one_is_refused_and_the_report_is_kept() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o.stderr));
+}
+
+/// A spec that names its exercise: the report opens with the question, the
+/// prediction, the measured difference (paired on the seeds both variants
+/// have) and the verdict, with numbers computed by hand; a `[report]` that
+/// cannot be read is refused with its line.
+#[test]
+fn the_report_opens_with_the_exercise_verdict() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, _) = reported_fixture(tmp.path());
+    std::fs::write(
+        root.join("spec.toml"),
+        "name = \"fixture\"\n[report]\nexercise = 1\nprediction = \"v-prediction gives a lower FD than ε-prediction\"\n[[report.claims]]\nkind = \"better\"\nmetric = \"fd\"\nbetter = { \"diffusion.prediction\" = \"v\" }\nthan = { \"diffusion.prediction\" = \"epsilon\" }\n",
+    )
+    .unwrap();
+    let o = bin().arg("report").arg(&root).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let md = std::fs::read_to_string(root.join("report.md")).unwrap();
+    let opening: Vec<&str> = md.lines().filter(|l| !l.is_empty()).take(6).collect();
+    assert_eq!(opening[0], "# Report: fixture");
+    assert!(
+        opening[1].starts_with(
+            "**Question:** Exercise 1 (prediction parameterization): Train three models"
+        ) && opening[1].ends_with("Which converges fastest?"),
+        "{md}"
+    );
+    assert_eq!(
+        opening[2],
+        "**Prediction:** v-prediction gives a lower FD than ε-prediction"
+    );
+    assert_eq!(opening[3], "**Measured:**");
+    // Paired on seeds 0 and 1: differences −2 and −3, mean −2.5, SE 0.5,
+    // 1 df: t = −5, p = 1 − 2·atan(5)/π = 0.1257; interval 12.706·0.5 = 6.35;
+    // over epsilon's 11 there: −22.7% ± 57.8%. Holm over fd, bpd (the
+    // same t) and final_loss (p = 1): 3 · 0.1257 = 0.377.
+    assert_eq!(
+        opening[4],
+        "- fd_mnist-cnn, `prediction=v` against `prediction=epsilon`: **-2.50 ± 6.4** (-22.7% ± 58%), 8.50 against 11.0; paired by seed, n = 2; p = 0.126, Holm-adjusted p = 0.377: not significant; a difference of ±19.8 (180% of the reference) could have been detected with 80% power."
+    );
+    // The detectable effect at 0.05/3, 80% power, 1 df:
+    // (tan(π(0.5 − 0.05/6)) + tan(0.3π)) · 0.5 = (38.19 + 1.376) · 0.5 = 19.8.
+    assert_eq!(
+        opening[5],
+        "**Verdict: inconclusive** at 95% confidence (Holm–Bonferroni over 3 comparisons): `prediction=v` against `prediction=epsilon` on fd_mnist-cnn is not significant (paired by seed, n = 2); it could have detected ±19.8 (180% of the reference) with 80% power."
+    );
+    let html = std::fs::read_to_string(root.join("report.html")).unwrap();
+    assert!(
+        html.contains("<strong>Verdict: inconclusive</strong>"),
+        "{html}"
+    );
+
+    // A [report] this version cannot read: exit 2, the file's line, the fix.
+    std::fs::write(
+        root.join("spec.toml"),
+        "name = \"fixture\"\n[report]\nexercise = 6\n",
+    )
+    .unwrap();
+    let o = bin().arg("report").arg(&root).output().unwrap();
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    let spec = root.join("spec.toml").display().to_string();
+    assert!(
+        err.contains(&format!(
+            "{spec}:3: report.exercise: = 6: the chapter's exercises are numbered 1 to 5"
+        )),
+        "{err}"
+    );
 }
 
 /// A chart left by an earlier report that this one does not draw is removed;

@@ -26,8 +26,8 @@ fn smoothing_window(s: &str) -> Result<usize, String> {
 }
 
 pub fn run(cmd: ReportCmd) -> anyhow::Result<()> {
-    let spec = std::fs::read_to_string(cmd.sweep_dir.join("spec.toml")).unwrap_or_default();
-    let mut opts = options_from_spec(&spec);
+    let spec = crate::run::SweepDir::at(&cmd.sweep_dir).spec();
+    let mut opts = options_from_spec(&spec).map_err(Classified::into_cli)?;
     if let Some(w) = cmd.smoothing {
         opts.smoothing = w;
     }

@@ -138,9 +138,10 @@ pub fn run(cmd: SweepCmd) -> anyhow::Result<()> {
         // The report of whatever is there, partial sweeps included; a report
         // that cannot be written is a warning, not a failed sweep.
         let root = std::path::PathBuf::from(&summary.results);
-        let spec =
-            std::fs::read_to_string(crate::run::SweepDir::at(&root).spec()).unwrap_or_default();
-        match crate::report::report(&root, &crate::report::options_from_spec(&spec)) {
+        let spec = crate::run::SweepDir::at(&root).spec();
+        let report = crate::report::options_from_spec(&spec)
+            .and_then(|opts| crate::report::report(&root, &opts));
+        match report {
             Ok(r) => {
                 for why in &r.unreadable {
                     eprintln!("warning: {}", why.warning("run the sweep again"));

@@ -7,6 +7,7 @@
 use super::charts::{Body, Chart, Line};
 use super::collect::{unique_jobs, RunData, SweepData};
 use super::findings;
+use super::format::num;
 use super::stats::summarize;
 use std::collections::BTreeMap;
 
@@ -218,12 +219,12 @@ pub fn notes(s: &SweepData, headline: &[String]) -> Vec<String> {
             let (first, last) = (pts[0], pts[pts.len() - 1]);
             let n = pts.iter().map(|x| x.2).min().unwrap_or(0);
             out.push(format!(
-                "p_uncond = {p}: {metric} is best at guidance {} ({:.4}), against {:.4} at {} and {:.4} at {} ({} seed(s){}).",
+                "p_uncond = {p}: {metric} is best at guidance {} ({}), against {} at {} and {} at {} ({} seed(s){}).",
                 best.0,
-                best.1,
-                first.1,
+                num(best.1),
+                num(first.1),
                 first.0,
-                last.1,
+                num(last.1),
                 last.0,
                 n,
                 if n < 2 { "; no interval" } else { "" }

@@ -3,6 +3,10 @@
 //! draws them), and written up as `report.md` and a self-contained
 //! `report.html` ([`sections`] builds the text, [`document`] renders it)
 //! whose findings are computed from the data ([`findings`], [`guidance`]).
+//! A spec that names its exercise gets a verdict on the chapter's prediction
+//! ([`verdict`]); every comparison a report makes is tested together
+//! ([`compare`], [`family`]: paired by seed where runs share seeds,
+//! Holm–Bonferroni across the report).
 //!
 //! `ddpm-lab report results/<sweep>` re-aggregates any sweep, partial ones
 //! included; a sweep calls it when it ends. Everything is regenerated from
@@ -11,16 +15,24 @@
 
 pub mod charts;
 pub mod collect;
+pub mod compare;
 pub mod derived;
 pub mod document;
+pub mod family;
 mod figures;
 pub mod findings;
+pub mod format;
 mod guidance;
 mod profile;
 mod sections;
 pub mod stats;
 pub mod tables;
+#[cfg(test)]
+mod testing;
+pub mod verdict;
 
+use crate::config::ConfigError;
+pub use crate::run::report_settings::ReportSettings;
 use collect::{SweepData, Unreadable};
 use document::Block;
 use polars::prelude::PolarsError;
@@ -33,6 +45,9 @@ pub enum ReportError {
     /// The sweep folder cannot be read back: the only bad input.
     #[error(transparent)]
     Collect(#[from] collect::CollectError),
+    /// The sweep folder's `spec.toml` has a `[report]` this version cannot read.
+    #[error(transparent)]
+    Settings(#[from] ConfigError),
     #[error("building the {name} table: {error}")]
     Table {
         name: &'static str,
@@ -54,22 +69,12 @@ impl ReportError {
     /// A problem with the sweep folder given (exit code 2), not a failure
     /// to write the report.
     pub fn is_bad_input(&self) -> bool {
-        matches!(self, ReportError::Collect(_))
+        matches!(self, ReportError::Collect(_) | ReportError::Settings(_))
     }
 }
 
-/// How to report.
-#[derive(Debug, Clone)]
-pub struct ReportOptions {
-    /// Moving-average window of the training curves (points of the log).
-    pub smoothing: usize,
-}
-
-impl Default for ReportOptions {
-    fn default() -> Self {
-        ReportOptions { smoothing: 5 }
-    }
-}
+/// How to report: the spec's `[report]` ([`ReportSettings`]).
+pub type ReportOptions = ReportSettings;
 
 /// What was written.
 #[derive(Debug, Clone)]
@@ -91,19 +96,47 @@ pub struct ReportOutcome {
     pub unreadable: Vec<Unreadable>,
 }
 
-/// The `[report]` table of a resolved spec (`spec.toml`), if any.
-pub fn options_from_spec(spec_text: &str) -> ReportOptions {
-    let mut o = ReportOptions::default();
-    if let Ok(v) = spec_text.parse::<toml::Table>() {
-        if let Some(w) = v
-            .get("report")
-            .and_then(|r| r.get("smoothing"))
-            .and_then(|w| w.as_integer())
-        {
-            o.smoothing = w.max(1) as usize;
-        }
+/// The `[report]` of a sweep folder's resolved spec (`spec.toml`, which the
+/// sweep checked): the defaults when there is no such file or table; every
+/// problem, with the file's lines, when it cannot be read.
+pub fn options_from_spec(path: &Path) -> Result<ReportOptions, ReportError> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(ReportOptions::default());
+    };
+    let fail = |problems: Vec<crate::config::Problem>| ConfigError {
+        origin: path.display().to_string(),
+        problems,
+    };
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        fail(vec![crate::config::Problem::new(
+            "",
+            format!("{} (the sweep writes this file: run `ddpm-lab sweep` on its spec again to rewrite it)", e.message()),
+        )])
+    })?;
+    match table.get("report") {
+        None => Ok(ReportOptions::default()),
+        Some(toml::Value::Table(r)) => ReportSettings::from_table(r).map_err(|ps| {
+            let line = |key: &str| {
+                let dotted = key.replace('[', ".").replace(']', "");
+                crate::config::locate::line_of(&text, &dotted)
+                    .map(|l| format!("{}:{l}", path.display()))
+            };
+            fail(
+                ps.into_iter()
+                    .map(|p| {
+                        let at = line(&p.key);
+                        p.at(at)
+                    })
+                    .collect(),
+            )
+            .into()
+        }),
+        Some(_) => Err(fail(vec![crate::config::Problem::new(
+            "report",
+            "must be a table",
+        )])
+        .into()),
     }
-    o
 }
 
 /// The short name of the i-th variant in charts: V1, V2, …
@@ -123,7 +156,8 @@ pub fn report(root: &Path, opts: &ReportOptions) -> Result<ReportOutcome, Report
     let rows = tables::summary_rows(&s);
     let table_paths = write_tables(&s, &rows, &root.join("tables"), opts.smoothing)?;
 
-    let mut headline = findings::headline(&metric_names(&rows));
+    let metrics = metric_names(&rows);
+    let mut headline = findings::headline(&metrics);
     if findings::losses_in_different_units(&s) {
         headline.retain(|m| m != "final_loss");
     }
@@ -134,13 +168,19 @@ pub fn report(root: &Path, opts: &ReportOptions) -> Result<ReportOutcome, Report
     chart_paths.extend(sample_paths);
     figures::remove_stale(&cdir, &chart_paths);
 
-    let findings = findings::all(&s, &variants, &rows, &headline);
+    // Every comparison of the report in one family: the verdict's first.
+    let mut family = family::Family::default();
+    let claimed = verdict::register(opts, &variants, &metrics, &mut family);
+    let compared = findings::register(&variants, &headline, &mut family);
+    family.adjust();
     let blocks = sections::document(sections::Parts {
         s: &s,
         variants: &variants,
         rows: &rows,
         headline: &headline,
-        findings,
+        verdict: verdict::blocks(opts, &claimed, &family),
+        findings: findings::all(&s, &variants, &headline, &compared, &family),
+        correction: family.correction_text(),
         charts,
         samples,
     });

@@ -8,6 +8,7 @@
 //! describes near T/2) or at one end (then whether it is monotone).
 
 use super::collect::RunData;
+use super::format::share;
 use crate::run::Weights;
 use std::collections::BTreeMap;
 
@@ -163,12 +164,12 @@ pub fn notes(variants: &[(String, Vec<&RunData>)]) -> Vec<String> {
         } in p.changes()
         {
             out.push(format!(
-                "`{label}` ({w}, {} run(s)): from step {a} to {z} the per-timestep loss fell most at {} ({:.0}%) and least at {} ({:.0}%).",
+                "`{label}` ({w}, {} run(s)): from step {a} to {z} the per-timestep loss fell most at {} ({}) and least at {} ({}).",
                 p.runs,
                 p.span(most.0),
-                100.0 * most.1,
+                share(most.1),
                 p.span(least.0),
-                100.0 * least.1
+                share(least.1)
             ));
         }
         let Some(&last) = p.steps.last() else {
@@ -216,9 +217,9 @@ fn ema_note(label: &str, p: &Profile, runs: &[&RunData], step: u64) -> Option<St
     }
     let m = ratios.iter().sum::<f64>() / ratios.len() as f64;
     Some(format!(
-        "`{label}`: at step {step} the {} weights' per-timestep loss is on average {:.0}% of the raw weights' ({}).",
+        "`{label}`: at step {step} the {} weights' per-timestep loss is on average {} of the raw weights' ({}).",
         p.weights,
-        100.0 * m,
+        share(m),
         if m < 1.0 {
             "lower: the average helps"
         } else {
@@ -292,7 +293,7 @@ mod tests {
         assert!((least.1 - 0.05).abs() < 1e-12);
         let notes = notes(&[("raw".to_string(), vec![&r])]);
         assert!(
-            notes[0].contains("from step 10 to 40") && notes[0].contains("t ∈ [100, 200) (50%)"),
+            notes[0].contains("from step 10 to 40") && notes[0].contains("t ∈ [100, 200) (50.0%)"),
             "{notes:?}"
         );
     }

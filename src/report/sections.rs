@@ -1,11 +1,14 @@
 //! The report's text, section by section, as [`Block`]s that
-//! [`super::document`] renders as Markdown and HTML: what was run and what is
-//! missing from the numbers (each problem with its fix), the results table,
-//! bits/dim run by run (± its standard error, the estimator, the variance),
-//! the findings, the figures, every final metric and the spec.
+//! [`super::document`] renders as Markdown and HTML: the verdict on the
+//! exercise ([`super::verdict`]), what was run and what is missing from the
+//! numbers (each problem with its fix), the results table, bits/dim run by
+//! run (± its standard error, the estimator, the variance), the findings,
+//! the figures, every final metric and the spec. Numbers are printed to 3
+//! significant figures and intervals to 2 ([`super::format`]).
 
 use super::collect::{self, unique_jobs, RunData, SweepData, UnreadableKind};
 use super::document::Block;
+use super::format::{half, num};
 use super::tables::SummaryRow;
 use super::{findings, tool_commit, variant_key};
 use crate::run::SweepDir;
@@ -16,8 +19,13 @@ pub struct Parts<'a> {
     pub variants: &'a [(String, Vec<&'a RunData>)],
     pub rows: &'a [SummaryRow],
     pub headline: &'a [String],
+    /// The verdict block the report opens with ([`super::verdict::blocks`];
+    /// empty without an exercise).
+    pub verdict: Vec<Block>,
     /// The findings list ([`findings::all`]).
     pub findings: Vec<String>,
+    /// "Holm–Bonferroni over k comparisons", of the report's family.
+    pub correction: String,
     /// The charts' and the sample grids' image blocks.
     pub charts: Vec<Block>,
     pub samples: Vec<Block>,
@@ -27,6 +35,7 @@ pub struct Parts<'a> {
 pub fn document(p: Parts) -> Vec<Block> {
     let s = p.s;
     let mut b = vec![Block::Heading(1, format!("Report: {}", s.name))];
+    b.extend(p.verdict);
     if !s.description.is_empty() {
         b.push(Block::Para(s.description.clone()));
     }
@@ -43,7 +52,7 @@ pub fn document(p: Parts) -> Vec<Block> {
     }
     b.extend(results(p.variants, p.rows, p.headline));
     b.extend(bits_per_dim(p.variants));
-    b.extend(findings_section(s, p.variants, p.findings));
+    b.extend(findings_section(p.variants, p.findings, &p.correction));
     if !p.charts.is_empty() {
         b.push(Block::Heading(2, "Charts".into()));
         b.extend(p.charts);
@@ -292,7 +301,7 @@ fn bits_per_dim(variants: &[(String, Vec<&RunData>)]) -> Vec<Block> {
             let Some(&(bpd, se)) = f.get("bpd") else {
                 continue;
             };
-            let part = |m: &str| f.get(m).map_or("—".into(), |v| format!("{:.4}", v.0));
+            let part = |m: &str| f.get(m).map_or("—".into(), |v| super::format::num(v.0));
             let (estimator, mut variance) = super::tables::bpd_method(&r.config);
             if r.config.diffusion.weighting == crate::diffusion::WeightingKind::Vlb {
                 variance.push_str(" (and its VLB weighting)");
@@ -301,8 +310,10 @@ fn bits_per_dim(variants: &[(String, Vec<&RunData>)]) -> Vec<Block> {
                 variant_key(i),
                 r.id.clone(),
                 match se.filter(|se| se.is_finite()) {
-                    Some(se) => format!("{bpd:.4} ± {se:.4}"),
-                    None => format!("{bpd:.4}"),
+                    Some(se) => {
+                        format!("{} ± {}", super::format::num(bpd), super::format::half(se))
+                    }
+                    None => super::format::num(bpd),
                 },
                 part("bpd_prior"),
                 part("bpd_decoder"),
@@ -339,40 +350,16 @@ fn bits_per_dim(variants: &[(String, Vec<&RunData>)]) -> Vec<Block> {
     ]
 }
 
-/// The question an axis asks, where the chapter has one.
-fn question(axis: &str) -> Option<&'static str> {
-    Some(match axis {
-        "diffusion.prediction" => "Exercise 1: which prediction target (ε, x₀ or v) trains best?",
-        "ema.decay" => "Exercise 2: do EMA weights beat the raw weights?",
-        "diffusion.weighting" | "diffusion.loss_weighting" => {
-            "Exercise 3: how does the loss weighting trade sample quality against bits/dim?"
-        }
-        "train.p_uncond" | "eval.guidance_scale" => {
-            "Exercise 5: how do CFG dropout and the guidance scale trade quality against diversity?"
-        }
-        _ => return None,
-    })
-}
-
-/// The question the swept axes ask, what the comparisons are against, and
-/// the findings.
+/// What the comparisons are against, and the findings.
 fn findings_section(
-    s: &SweepData,
     variants: &[(String, Vec<&RunData>)],
     found: Vec<String>,
+    correction: &str,
 ) -> Vec<Block> {
-    let mut questions: Vec<&str> = s.axes().iter().filter_map(|a| question(a)).collect();
-    questions.dedup();
     let mut b = vec![Block::Heading(2, "Findings".into())];
-    if !questions.is_empty() {
-        b.push(Block::Para(format!(
-            "The question: {}",
-            questions.join(" ")
-        )));
-    }
     if variants.len() > 1 {
         b.push(Block::Para(format!(
-            "Each variant against `{}` (the first in the spec), on the final metrics; intervals are 95% (Welch).",
+            "Each variant against `{}` (the first in the spec), on the final metrics: paired by seed where the variants share seeds, else Welch's t; intervals are 95%, and significant means a p-value below 0.05 after {correction} (this report's, the verdict's included).",
             variants[0].0
         )));
     }
@@ -384,6 +371,7 @@ fn findings_section(
 fn all_final_metrics(rows: &[SummaryRow]) -> Vec<Block> {
     vec![
         Block::Heading(2, "All final metrics".into()),
+        Block::Para("To 3 significant figures (intervals to 2); `tables/summary.csv` and `.parquet` keep every digit.".into()),
         Block::Table {
             header: ["variant", "metric", "n", "mean", "std", "95% CI"]
                 .iter()
@@ -396,9 +384,9 @@ fn all_final_metrics(rows: &[SummaryRow]) -> Vec<Block> {
                         r.variant.clone(),
                         r.metric.clone(),
                         r.stats.n.to_string(),
-                        format!("{:.6}", r.stats.mean),
-                        format!("{:.6}", r.stats.std),
-                        format!("{:.6}", r.stats.ci95),
+                        num(r.stats.mean),
+                        num(r.stats.std),
+                        half(r.stats.ci95),
                     ]
                 })
                 .collect(),

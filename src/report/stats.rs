@@ -1,7 +1,7 @@
 //! The statistics a report states: mean, sample standard deviation, n and a
 //! 95% confidence interval for the mean from Student's t (statrs gives the
-//! quantile), the relative difference of two variants with its uncertainty,
-//! and the smoothing of noisy training curves (chapter §7.1).
+//! quantiles and tail probabilities), and the smoothing of noisy training
+//! curves (chapter §7.1). Two variants are compared in [`super::compare`].
 
 use statrs::distribution::{ContinuousCDF, StudentsT};
 
@@ -18,8 +18,20 @@ pub struct Summary {
 
 /// t_{0.975, df}.
 pub fn t975(df: f64) -> f64 {
+    t_quantile(0.975, df)
+}
+
+/// The `p` quantile of Student's t with `df` degrees of freedom.
+pub fn t_quantile(p: f64, df: f64) -> f64 {
     StudentsT::new(0.0, 1.0, df)
-        .map(|t| t.inverse_cdf(0.975))
+        .map(|t| t.inverse_cdf(p))
+        .unwrap_or(f64::NAN)
+}
+
+/// The two-sided p-value of a t statistic: P(|T| ≥ |t|), T ~ t(df).
+pub fn t_two_sided_p(t: f64, df: f64) -> f64 {
+    StudentsT::new(0.0, 1.0, df)
+        .map(|d| (2.0 * d.sf(t.abs())).min(1.0))
         .unwrap_or(f64::NAN)
 }
 
@@ -50,37 +62,6 @@ pub fn summarize(values: &[f64]) -> Summary {
         std,
         ci95: t975((n - 1) as f64) * std / (n as f64).sqrt(),
     }
-}
-
-/// The relative change of `b` against `a`, (mean_b − mean_a)/mean_a, with the
-/// half-width of its 95% interval (Welch's standard error of the difference,
-/// Welch–Satterthwaite degrees of freedom, divided by |mean_a|), and whether
-/// the interval excludes 0. None when either side has fewer than 2 values.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Change {
-    pub relative: f64,
-    pub ci95: f64,
-    pub significant: bool,
-}
-
-pub fn relative_change(a: &Summary, b: &Summary) -> Option<Change> {
-    if a.n < 2 || b.n < 2 || a.mean == 0.0 {
-        return None;
-    }
-    let (va, vb) = (a.std.powi(2) / a.n as f64, b.std.powi(2) / b.n as f64);
-    let se = (va + vb).sqrt();
-    let df = if se == 0.0 {
-        (a.n + b.n - 2) as f64
-    } else {
-        (va + vb).powi(2) / (va.powi(2) / (a.n - 1) as f64 + vb.powi(2) / (b.n - 1) as f64)
-    };
-    let half = t975(df) * se;
-    let diff = b.mean - a.mean;
-    Some(Change {
-        relative: diff / a.mean.abs(),
-        ci95: half / a.mean.abs(),
-        significant: diff.abs() > half,
-    })
 }
 
 /// A centred moving average over `window` points (shrinking at the ends);
@@ -135,16 +116,15 @@ mod tests {
     }
 
     #[test]
-    fn a_change_is_significant_only_beyond_its_interval() {
-        let a = summarize(&[10.0, 10.2, 9.8]);
-        let b = summarize(&[7.6, 7.8, 7.7]);
-        let c = relative_change(&a, &b).unwrap();
-        assert!((c.relative + 0.23).abs() < 1e-12, "{c:?}");
-        assert!(c.significant && c.ci95 > 0.0 && c.ci95 < 0.1);
-        let noisy = summarize(&[9.0, 11.0, 10.4]);
-        let d = relative_change(&a, &noisy).unwrap();
-        assert!(!d.significant, "{d:?}");
-        assert!(relative_change(&a, &summarize(&[1.0])).is_none());
+    fn two_sided_p_values_match_the_tables() {
+        // t = 2.776 with 4 df and 2.042 with 30 df are the 0.975 quantiles: p = 0.05.
+        assert!((t_two_sided_p(2.776, 4.0) - 0.05).abs() < 1e-4);
+        assert!((t_two_sided_p(-2.042, 30.0) - 0.05).abs() < 1e-3);
+        // 1 df is the Cauchy distribution: P(|T| ≥ 1) = 1/2 exactly.
+        assert!((t_two_sided_p(1.0, 1.0) - 0.5).abs() < 1e-12);
+        assert_eq!(t_two_sided_p(0.0, 3.0), 1.0);
+        // t_{0.8, 1} = tan(0.3π).
+        assert!((t_quantile(0.8, 1.0) - (0.3 * std::f64::consts::PI).tan()).abs() < 1e-9);
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! * [`status`]: the one [`JobState`], `status.json` and process liveness;
 //! * [`records`]: the typed files passed between modules (plan, run record,
 //!   summary, log record, progress line, done.json);
+//! * [`report_settings`]: a spec's `[report]` table (smoothing, the exercise,
+//!   its prediction and claims), which the sweep checks and the report reads;
 //! * [`checkpoint`]: the checkpoint and snapshot format;
 //! * [`metrics_table`], [`timestep_table`]: the evaluation tables eval writes
 //!   and the report reads;
@@ -25,6 +27,7 @@ pub mod identity;
 pub mod layout;
 pub mod metrics_table;
 pub mod records;
+pub mod report_settings;
 pub mod status;
 pub mod stop;
 pub mod timestep_table;

@@ -418,7 +418,7 @@ impl ExpandError {
 }
 
 /// Two TOML values as the same setting (1 and 1.0 match).
-fn same(a: &toml::Value, b: &toml::Value) -> bool {
+pub fn same(a: &toml::Value, b: &toml::Value) -> bool {
     match (a, b) {
         (toml::Value::Integer(x), toml::Value::Float(y))
         | (toml::Value::Float(y), toml::Value::Integer(x)) => *x as f64 == *y,

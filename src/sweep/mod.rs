@@ -11,6 +11,7 @@ pub mod expand;
 pub mod lock;
 pub mod plan;
 pub mod progress;
+pub mod report_check;
 pub mod results;
 pub mod runner;
 pub mod schedule;

@@ -15,6 +15,7 @@ use crate::config::load::{
     SetArg,
 };
 use crate::config::{Problem, RunConfig};
+use crate::run::report_settings::ReportSettings;
 use figment::value::{Dict, Map, Value};
 use figment::{Metadata, Profile, Provider, Source};
 use std::path::{Path, PathBuf};
@@ -33,10 +34,9 @@ pub struct SweepSpec {
     /// Base layers, the outermost `extends` first, this spec's last.
     pub bases: Vec<BaseLayer>,
     pub axes: Axes,
-    /// `[report]`: how `ddpm-lab report` aggregates (the nearest spec's in the
-    /// `extends` chain). Keys: `smoothing` (moving-average window of training
-    /// curves, ≥ 1).
-    pub report: Option<toml::Table>,
+    /// `[report]`: how `ddpm-lab report` aggregates and what it tests (the
+    /// nearest spec's in the `extends` chain), checked against the axes.
+    pub report: Option<ReportSettings>,
     /// Axes given or replaced by `--set sweep.<key>=[…]`: (run-config key, the
     /// flag as written), so their problems name the flag, not the file.
     pub set_axes: Vec<(String, String)>,
@@ -127,13 +127,15 @@ pub fn read(path: &Path) -> Result<SweepSpec, LoadError> {
     let mut bases = vec![];
     let mut chain: Vec<PathBuf> = vec![];
     let mut head: Option<Head> = None;
-    let mut report: Option<toml::Table> = None;
+    let mut report: Option<ReportSettings> = None;
     let mut next = Some(path.to_path_buf());
     while let Some(current) = next {
         let file = SpecFile::read(&current).map_err(|p| fail(vec![p]))?;
         crate::config::kind::expect(&current, &file.text, FileKind::SweepSpec)?;
         chain.push(current);
-        let layer = file.check(head.is_none(), &chain).map_err(fail)?;
+        let layer = file
+            .check(head.as_ref(), report.is_some(), &chain)
+            .map_err(fail)?;
         bases.push(layer.base);
         // The nearest `[report]` in the chain wins, like the first name.
         report = report.or(layer.report);
@@ -171,7 +173,7 @@ struct Head {
 /// What one spec file gives once it has no problems.
 struct Layer {
     base: BaseLayer,
-    report: Option<toml::Table>,
+    report: Option<ReportSettings>,
     /// For the first file of the chain only.
     head: Option<Head>,
     /// The spec it extends, checked to exist and not to close a cycle.
@@ -190,8 +192,10 @@ impl SpecFile {
     }
 
     /// `file:line` of a dotted key, or the file alone when it is not written.
+    /// A list's element is located as written in messages (`claims[0].kind`).
     fn origin(&self, key: &str) -> String {
-        match crate::config::locate::line_of(&self.text, key) {
+        let dotted = key.replace('[', ".").replace(']', "");
+        match crate::config::locate::line_of(&self.text, &dotted) {
             Some(l) => format!("{}:{l}", self.path.display()),
             None => self.path.display().to_string(),
         }
@@ -202,20 +206,34 @@ impl SpecFile {
     }
 
     /// Every problem of the file, in this order: unknown top-level keys,
-    /// `[report]`, `[base]`, then (`first`, the spec named on the command
-    /// line) `[sweep]` and `name`, then `extends`. `chain` holds the files
-    /// read so far, this one last.
-    fn check(self, first: bool, chain: &[PathBuf]) -> Result<Layer, Vec<Problem>> {
+    /// `[report]`, `[base]`, then (the spec named on the command line, which
+    /// has no `head` yet) `[sweep]` and `name`, then the `[report]` claims
+    /// against the axes (unless a nearer spec's `[report]` is `shadowing`
+    /// this one's), then `extends`. `chain` holds the files read so far,
+    /// this one last.
+    fn check(
+        self,
+        head: Option<&Head>,
+        shadowing: bool,
+        chain: &[PathBuf],
+    ) -> Result<Layer, Vec<Problem>> {
         let mut problems = vec![];
         self.unknown_keys(&mut problems);
         let report = self.report(&mut problems);
         let pairs = self.base(&mut problems);
         let after_base = problems.len();
-        let head = if first {
-            self.head(&mut problems)
-        } else {
-            None
+        let own_head = match head {
+            None => self.head(&mut problems),
+            Some(_) => None,
         };
+        // The claims name the first spec's axes, wherever the [report] is.
+        let axes = head.or(own_head.as_ref()).map(|h| &h.axes);
+        if let (Some(r), Some(axes), false) = (&report, axes, shadowing) {
+            for p in super::report_check::selector_problems(r, axes) {
+                problems.push(self.problem(&p.key, p.message));
+            }
+        }
+        let head = own_head;
         let extends = self.extends(chain, &mut problems);
         if !problems.is_empty() {
             // `[base]` keys are checked when the runs resolve, which a file
@@ -249,26 +267,20 @@ impl SpecFile {
         }
     }
 
-    /// `[report]`, each key checked.
-    fn report(&self, problems: &mut Vec<Problem>) -> Option<toml::Table> {
+    /// `[report]`, each key checked (the claims' selectors are checked
+    /// against the axes in [`Self::check`]).
+    fn report(&self, problems: &mut Vec<Problem>) -> Option<ReportSettings> {
         match self.table.get("report") {
             None => None,
-            Some(toml::Value::Table(r)) => {
-                for (k, v) in r {
-                    let ok = k == "smoothing" && v.as_integer().is_some_and(|w| w >= 1);
-                    if !ok {
-                        problems.push(self.problem(
-                            &format!("report.{k}"),
-                            if k == "smoothing" {
-                                format!("= {v}: the smoothing window is a whole number of log points ≥ 1 (5 is typical)")
-                            } else {
-                                "unknown key; [report] has smoothing".into()
-                            },
-                        ));
+            Some(toml::Value::Table(r)) => match ReportSettings::from_table(r) {
+                Ok(s) => Some(s),
+                Err(ps) => {
+                    for p in ps {
+                        problems.push(self.problem(&p.key, p.message));
                     }
+                    None
                 }
-                Some(r.clone())
-            }
+            },
             Some(_) => {
                 problems.push(
                     self.problem("report", "must be a table ([report] smoothing = 5)".into()),
@@ -573,8 +585,12 @@ impl SweepSpec {
         );
         top.insert("base".into(), toml::Value::Table(base));
         top.insert("sweep".into(), toml::Value::Table(sweep));
-        if let Some(r) = &self.report {
-            top.insert("report".into(), toml::Value::Table(r.clone()));
+        if let Some(r) = self
+            .report
+            .as_ref()
+            .and_then(|r| toml::Value::try_from(r).ok())
+        {
+            top.insert("report".into(), r);
         }
         format!(
             "# Resolved from {} (extends flattened, --set folded into [base]).\n{}",
@@ -940,5 +956,87 @@ mod tests {
             let start = format!("{}:{line}: {start}", p.display());
             assert!(s.starts_with(&start), "{s:?} should start with {start:?}");
         }
+    }
+
+    /// `[report]`: the typed table's problems and the claims' selectors
+    /// against the axes, all at once, each at its line; an inherited
+    /// `[report]` is checked against this spec's axes, in its own file.
+    #[test]
+    fn report_problems_are_named_at_their_lines_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = spec(
+            dir.path(),
+            "ex2.toml",
+            "name = \"ex2\"\n[sweep]\n\"ema.decay\" = [0.0, 0.999]\nseeds = [0, 1]\n[report]\nexercise = 9\nprediction = \"EMA wins\"\n[[report.claims]]\nkind = \"better\"\nmetric = \"fd\"\nbetter = { \"ema.decay\" = 0.99 }\nthan = { \"ema.decay\" = 0.0 }\nbest = 1\n",
+        );
+        let Err(LoadError::Config(e)) = read(&p) else {
+            panic!("problems expected")
+        };
+        let shown: Vec<String> = e.problems.iter().map(|p| p.to_string()).collect();
+        let expected = [
+            (6, "report.exercise: = 9: the chapter's exercises are numbered 1 to 5"),
+            (13, "report.claims[0].best: unknown key; a `better` claim has kind, metric, better, than"),
+        ];
+        assert_eq!(shown.len(), expected.len(), "{shown:#?}");
+        for (s, (line, start)) in shown.iter().zip(expected) {
+            let start = format!("{}:{line}: {start}", p.display());
+            assert!(s.starts_with(&start), "{s:?} should start with {start:?}");
+        }
+        // The table reads: now its selectors are checked against the axes.
+        let p = spec(
+            dir.path(),
+            "ex2.toml",
+            "name = \"ex2\"\n[sweep]\n\"ema.decay\" = [0.0, 0.999]\nseeds = [0, 1]\n[report]\nexercise = 2\nprediction = \"EMA wins\"\n[[report.claims]]\nkind = \"better\"\nmetric = \"fd\"\nbetter = { \"ema.decay\" = 0.99 }\nthan = { \"ema.decay\" = 0.0 }\n",
+        );
+        let e = read(&p).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("{}:11: report.claims[0].better: ema.decay = 0.99 is not one of the values the spec sweeps (0.0, 0.999)", p.display())),
+            "{e}"
+        );
+        // Inherited: the [report] of the spec extended, checked against the
+        // axes of the spec named, and located in the file it is written in.
+        let shared = spec(
+            dir.path(),
+            "shared.toml",
+            "[report]\nexercise = 2\nprediction = \"EMA wins\"\n[[report.claims]]\nkind = \"best\"\nmetric = \"fd\"\nbest = { \"ema.decay\" = 0.999 }\n",
+        );
+        let p = spec(
+            dir.path(),
+            "lr.toml",
+            "extends = \"shared.toml\"\n[sweep]\n\"train.lr\" = [1e-3, 2e-3]\n",
+        );
+        let e = read(&p).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("{}:7: report.claims[0].best: \"ema.decay\" is not swept, so it cannot select a variant; the swept keys are train.lr", shared.display())),
+            "{e}"
+        );
+        // A nearer [report] shadows it: not checked, and not used.
+        let p = spec(
+            dir.path(),
+            "lr2.toml",
+            "extends = \"shared.toml\"\n[sweep]\n\"train.lr\" = [1e-3, 2e-3]\n[report]\nsmoothing = 2\n",
+        );
+        let s = read(&p).unwrap();
+        let r = s.report.as_ref().unwrap();
+        assert_eq!((r.smoothing, r.exercise), (2, None));
+        // Written into spec.toml and read back: the same record.
+        let p = spec(
+            dir.path(),
+            "ok.toml",
+            "[sweep]\n\"ema.decay\" = [0.0, 0.999]\nseeds = [0, 1]\n",
+        );
+        std::fs::write(
+            &p,
+            format!(
+                "{}{}",
+                std::fs::read_to_string(&p).unwrap(),
+                std::fs::read_to_string(&shared).unwrap()
+            ),
+        )
+        .unwrap();
+        let s = read(&p).unwrap();
+        let resolved = spec(dir.path(), "resolved.toml", &s.resolved_toml(&[]));
+        assert_eq!(read(&resolved).unwrap().report, s.report);
+        assert!(s.report.unwrap().claims.len() == 1);
     }
 }
