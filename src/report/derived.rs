@@ -10,6 +10,18 @@
 //!   and `ema_init_fraction` (μ_eff^N, the weight the average still puts on
 //!   the random initial weights), from the run's `ema.*` settings. An EMA
 //!   above 1% is mostly the untrained model (exercise 2).
+//! * at the last step, `profile_low`, `profile_mid` and `profile_high`: the
+//!   per-timestep loss (unweighted) averaged over the bins whose centre lies
+//!   in [0, T/4), [T/4, 3T/4) and [3T/4, T): the chapter's hump (§7.2) is
+//!   `profile_mid` above both ends (exercise 4).
+//! * `best_<fd>`: the lowest Fréchet distance over the evaluated guidance
+//!   scales at the last step, and `guidance_of_best_<fd>` the scale that gave
+//!   it: each run's best point on its quality front (exercise 5).
+//!
+//! And, over the runs of a sweep ([`convergence`]), `steps_to_<m>` for the
+//! Fréchet distance and the ε-equivalent loss: the training steps a run
+//! needs to reach the level every variant reaches on average by its end
+//! (exercise 1).
 
 use super::collect::RunData;
 use crate::run::metrics_table::MetricRow;
@@ -19,6 +31,7 @@ use std::collections::BTreeMap;
 pub const EPS_MSE: &str = "eps_mse";
 pub const EMA_DECAY: &str = "ema_decay_eff";
 pub const EMA_INITIAL: &str = "ema_init_fraction";
+pub const PROFILE: [&str; 3] = ["profile_low", "profile_mid", "profile_high"];
 
 /// The derived rows of one run: at every step its own weights have a
 /// per-timestep loss or a metric.
@@ -59,6 +72,18 @@ pub fn rows(r: &RunData) -> Vec<MetricRow> {
             out.push(row(*step, checkpoint, EPS_MSE, mean));
         }
     }
+    if let Some(step) = eps.keys().next_back() {
+        out.extend(
+            profile_rows(r, *step)
+                .into_iter()
+                .map(|(m, v)| row(*step, "", m, v)),
+        );
+    }
+    out.extend(
+        best_over_guidance(r)
+            .into_iter()
+            .map(|(step, m, v)| row(step, "", &m, v)),
+    );
     if r.weights.decay().is_some() {
         for (step, checkpoint) in &steps {
             let w = Warmth::of(&r.config.ema, r.weights, *step);
@@ -67,6 +92,165 @@ pub fn rows(r: &RunData) -> Vec<MetricRow> {
         }
     }
     out
+}
+
+/// The per-timestep loss of the run's own weights at `step`, averaged over
+/// the low, middle and high parts of [0, T) (by bin centre).
+fn profile_rows(r: &RunData, step: u64) -> Vec<(&'static str, f64)> {
+    let t = r.config.diffusion.timesteps as f64;
+    let mut acc = [(0.0, 0usize); 3];
+    for b in r
+        .timestep
+        .iter()
+        .filter(|b| b.weights == r.weights && b.step == step)
+    {
+        let centre = (b.t_lo + b.t_hi) as f64 / 2.0;
+        let part = if centre < t / 4.0 {
+            0
+        } else if centre < 3.0 * t / 4.0 {
+            1
+        } else {
+            2
+        };
+        acc[part].0 += b.loss_unweighted;
+        acc[part].1 += 1;
+    }
+    if acc.iter().any(|a| a.1 == 0) {
+        return vec![];
+    }
+    PROFILE
+        .iter()
+        .zip(acc)
+        .map(|(m, (sum, n))| (*m, sum / n as f64))
+        .collect()
+}
+
+/// The lowest Fréchet distance over guidance scales at the last step with
+/// one, and the scale: (step, metric, value) rows.
+fn best_over_guidance(r: &RunData) -> Vec<(u64, String, f64)> {
+    let fd = |m: &str| m.starts_with("fd_") || m == "fid";
+    let Some(step) = r
+        .eval
+        .iter()
+        .filter(|m| fd(&m.metric) && m.guidance.is_some())
+        .map(|m| m.step)
+        .max()
+    else {
+        return vec![];
+    };
+    let mut best: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
+    for m in r.eval.iter().filter(|m| m.step == step && fd(&m.metric)) {
+        let (Some(g), true) = (m.guidance, m.value.is_finite()) else {
+            continue;
+        };
+        let e = best.entry(&m.metric).or_insert((m.value, g));
+        if m.value < e.0 {
+            *e = (m.value, g);
+        }
+    }
+    best.into_iter()
+        .flat_map(|(m, (v, g))| {
+            [
+                (step, format!("best_{m}"), v),
+                (step, format!("guidance_of_best_{m}"), g),
+            ]
+        })
+        .collect()
+}
+
+/// The steps at which a curve of (step, value), ascending in step, first
+/// reaches `level` or below, interpolated linearly between the evaluation
+/// points around it; the last step when it never does (the run is counted
+/// as just reaching it at its end, which understates the gap).
+pub fn steps_to(curve: &[(u64, f64)], level: f64) -> Option<f64> {
+    let (first, last) = (curve.first()?, curve.last()?);
+    if first.1 <= level {
+        return Some(first.0 as f64);
+    }
+    for w in curve.windows(2) {
+        let ((s0, v0), (s1, v1)) = (w[0], w[1]);
+        if v1 <= level {
+            let f = if v0 > v1 {
+                (v0 - level) / (v0 - v1)
+            } else {
+                1.0
+            };
+            return Some(s0 as f64 + f * (s1 - s0) as f64);
+        }
+    }
+    Some(last.0 as f64)
+}
+
+/// Add `steps_to_<m>` to every completed run, for the Fréchet distance and
+/// the ε-equivalent loss, when the sweep has several variants and at least
+/// three evaluation points: the level is the highest of the variants' mean
+/// final values (every variant reaches it on average by its end).
+pub fn convergence(runs: &mut [RunData]) {
+    use super::collect::variant_label;
+    let metrics: Vec<String> = {
+        let mut m: Vec<String> = runs
+            .iter()
+            .flat_map(|r| r.eval.iter().map(|e| e.metric.clone()))
+            .filter(|m| m.starts_with("fd_") || m == "fid" || m == EPS_MSE)
+            .collect();
+        m.sort();
+        m.dedup();
+        m
+    };
+    for metric in metrics {
+        let curve = |r: &RunData| -> Vec<(u64, f64)> {
+            let g = r.config.eval.guidance_scale;
+            let mut c: Vec<(u64, f64)> = r
+                .eval
+                .iter()
+                .filter(|e| e.metric == metric && e.guidance.is_none_or(|x| x == g))
+                .map(|e| (e.step, e.value))
+                .collect();
+            c.sort_by_key(|p| p.0);
+            c
+        };
+        let done: Vec<usize> = (0..runs.len()).filter(|&i| runs[i].completed()).collect();
+        let mut finals: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for &i in &done {
+            if let Some(&(_, v)) = curve(&runs[i]).last() {
+                finals
+                    .entry(variant_label(&runs[i].variant()))
+                    .or_default()
+                    .push(v);
+            }
+        }
+        let points = done
+            .iter()
+            .map(|&i| curve(&runs[i]).len())
+            .min()
+            .unwrap_or(0);
+        if finals.len() < 2 || points < 3 {
+            continue;
+        }
+        let level = finals
+            .values()
+            .map(|v| v.iter().sum::<f64>() / v.len() as f64)
+            .fold(f64::NEG_INFINITY, f64::max);
+        for &i in &done {
+            let c = curve(&runs[i]);
+            if let (Some(steps), Some(&(last, _))) = (steps_to(&c, level), c.last()) {
+                let r = &runs[i];
+                let row = MetricRow {
+                    run: r.id.clone(),
+                    step: last,
+                    weights: r.weights,
+                    guidance: None,
+                    sampler: String::new(),
+                    metric: format!("steps_to_{metric}"),
+                    value: steps,
+                    stderr: None,
+                    checkpoint: String::new(),
+                    eval_key: String::new(),
+                };
+                runs[i].eval.push(row);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -149,5 +333,104 @@ mod tests {
             assert!((f - 0.99f64.powi(n as i32)).abs() < 1e-12, "{n}: {f}");
             assert_eq!(value(&rows, n, EMA_DECAY), Some(0.99));
         }
+    }
+
+    fn metric(step: u64, metric: &str, g: Option<f64>, v: f64) -> MetricRow {
+        MetricRow {
+            run: "r".into(),
+            step,
+            weights: Weights::Raw,
+            guidance: g,
+            sampler: String::new(),
+            metric: metric.into(),
+            value: v,
+            stderr: None,
+            checkpoint: String::new(),
+            eval_key: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_profile_parts_average_the_bins_by_their_centre() {
+        let mut r = run(Weights::Raw);
+        r.config.diffusion.timesteps = 400;
+        // Bins of 100: centres 50 (low), 150 and 250 (middle), 350 (high).
+        r.timestep = (0..4)
+            .map(|b| {
+                let mut row = bin(9, Weights::Raw, b * 100, (b + 1) * 100, 0.0);
+                row.loss_unweighted = [4.0, 2.0, 6.0, 1.0][b as usize];
+                row
+            })
+            .collect();
+        let rows = rows(&r);
+        assert_eq!(value(&rows, 9, "profile_low"), Some(4.0));
+        assert_eq!(value(&rows, 9, "profile_mid"), Some(4.0));
+        assert_eq!(value(&rows, 9, "profile_high"), Some(1.0));
+    }
+
+    #[test]
+    fn the_best_fd_is_the_lowest_over_guidance_at_the_last_step() {
+        let mut r = run(Weights::Raw);
+        r.eval = vec![
+            metric(5, "fd_x", Some(1.0), 1.0),
+            metric(10, "fd_x", Some(1.0), 30.0),
+            metric(10, "fd_x", Some(3.0), 20.0),
+            metric(10, "fd_x", Some(7.5), 25.0),
+        ];
+        let rows = rows(&r);
+        assert_eq!(value(&rows, 10, "best_fd_x"), Some(20.0));
+        assert_eq!(value(&rows, 10, "guidance_of_best_fd_x"), Some(3.0));
+        assert_eq!(value(&rows, 5, "best_fd_x"), None, "the last step only");
+    }
+
+    #[test]
+    fn steps_to_a_level_interpolate_between_points_and_stop_at_the_end() {
+        let c = [(100, 50.0), (200, 30.0), (400, 10.0)];
+        // 20 lies halfway between 30 (step 200) and 10 (step 400).
+        assert_eq!(steps_to(&c, 20.0), Some(300.0));
+        assert_eq!(steps_to(&c, 60.0), Some(100.0));
+        assert_eq!(steps_to(&c, 5.0), Some(400.0), "never reached: the end");
+        assert_eq!(steps_to(&[], 5.0), None);
+    }
+
+    #[test]
+    fn convergence_uses_the_level_every_variant_reaches_on_average() {
+        let with = |pred: &str, seed: i64, curve: [f64; 3]| {
+            let mut r = run(Weights::Raw);
+            r.swept = vec![
+                ("diffusion.prediction".into(), serde_json::json!(pred)),
+                ("train.seed".into(), serde_json::json!(seed)),
+            ];
+            r.eval = [100, 200, 300]
+                .iter()
+                .zip(curve)
+                .map(|(&s, v)| metric(s, "fd_x", Some(1.0), v))
+                .collect();
+            r
+        };
+        // Final means: a 10, b 20, so the level is 20.
+        let mut runs = vec![
+            with("a", 0, [40.0, 20.0, 10.0]),
+            with("b", 0, [40.0, 30.0, 20.0]),
+        ];
+        convergence(&mut runs);
+        let steps = |r: &RunData| {
+            r.eval
+                .iter()
+                .find(|m| m.metric == "steps_to_fd_x")
+                .map(|m| m.value)
+        };
+        assert_eq!(steps(&runs[0]), Some(200.0));
+        assert_eq!(steps(&runs[1]), Some(300.0));
+        // Two evaluation points are too few to say.
+        let mut two = vec![
+            with("a", 0, [40.0, 20.0, 10.0]),
+            with("b", 0, [40.0, 30.0, 20.0]),
+        ];
+        for r in &mut two {
+            r.eval.pop();
+        }
+        convergence(&mut two);
+        assert_eq!(steps(&two[0]), None);
     }
 }

@@ -151,7 +151,8 @@ pub fn tool_commit() -> &'static str {
 
 /// Aggregate `root` (a sweep folder) into tables, charts and the report.
 pub fn report(root: &Path, opts: &ReportOptions) -> Result<ReportOutcome, ReportError> {
-    let s = collect::collect(root)?;
+    let mut s = collect::collect(root)?;
+    derived::convergence(&mut s.runs);
     let variants = tables::by_variant(&s);
     let rows = tables::summary_rows(&s);
     let table_paths = write_tables(&s, &rows, &root.join("tables"), opts.smoothing)?;

@@ -73,6 +73,10 @@ pub fn register(
     }
     let mut out = vec![];
     for claim in &settings.claims {
+        if let Claim::Exceeds { metric, than } = claim {
+            out.push(exceeds(metric, than, variants, metrics, family));
+            continue;
+        }
         let pairs = resolve_metric(claim.metric(), metrics).and_then(|metric| {
             let pairs: Vec<(usize, usize)> = match claim {
                 Claim::Better { better, than, .. } => {
@@ -85,6 +89,7 @@ pub fn register(
                         .map(|o| (b, o))
                         .collect()
                 }
+                Claim::Exceeds { .. } => vec![],
             };
             Ok((metric, pairs))
         });
@@ -111,6 +116,38 @@ pub fn register(
         }));
     }
     out
+}
+
+/// An `exceeds` claim: in each variant, `metric` above `than` over the same
+/// runs (paired by seed); the variant's label heads its line.
+fn exceeds(
+    metric: &str,
+    than: &str,
+    variants: &[(String, Vec<&RunData>)],
+    metrics: &[String],
+    family: &mut Family,
+) -> Result<Vec<Claimed>, String> {
+    let (metric, than) = (
+        resolve_metric(metric, metrics)?,
+        resolve_metric(than, metrics)?,
+    );
+    Ok(variants
+        .iter()
+        .map(|(label, runs)| {
+            let test = family.add(
+                label,
+                (&than, &samples(runs, &than)),
+                (&metric, &samples(runs, &metric)),
+            );
+            Claimed {
+                metric: label.clone(),
+                better: metric.clone(),
+                worse: than.clone(),
+                lower: false,
+                test,
+            }
+        })
+        .collect())
 }
 
 /// The metric of the summary a claim's metric names: the same name, else
@@ -413,6 +450,45 @@ mod tests {
         let measured = register(s, &variants, &["fd_x".to_string()], &mut family);
         family.adjust();
         markdown(&blocks(s, &measured, &family))
+    }
+
+    #[test]
+    fn an_exceeds_claim_compares_two_numbers_of_the_same_runs_by_seed() {
+        // profile_mid − profile_low per seed: 1, 1.2, 0.8: mean 1, sd 0.2.
+        let runs: Vec<RunData> = [(3.0, 2.0), (3.5, 2.3), (2.8, 2.0)]
+            .iter()
+            .enumerate()
+            .map(|(seed, (mid, low))| {
+                fake_run(
+                    &[("ema.decay", 0.0.into())],
+                    seed as i64,
+                    &[("profile_mid", *mid), ("profile_low", *low)],
+                )
+            })
+            .collect();
+        let t: toml::Table = "exercise = 4\nprediction = \"a hump (§7.2)\"\n[[claims]]\nkind = \"exceeds\"\nmetric = \"profile_mid\"\nthan = \"profile_low\"\n".parse().unwrap();
+        let s = ReportSettings::from_table(&t).unwrap();
+        let refs: Vec<&RunData> = runs.iter().collect();
+        let variants = crate::report::testing::variants(&refs);
+        let mut family = Family::default();
+        let metrics = ["profile_low".to_string(), "profile_mid".to_string()];
+        let measured = register(&s, &variants, &metrics, &mut family);
+        family.adjust();
+        let md = markdown(&blocks(&s, &measured, &family));
+        // t = 1 / (0.2/√3) = 8.66 with 2 df; the interval t_{.975,2}·0.2/√3 = 0.50.
+        assert!(
+            md.contains("decay=0.0, `profile_mid` against `profile_low`: **1.00 ± 0.50**"),
+            "{md}"
+        );
+        assert!(md.contains("**Verdict: confirmed**"), "{md}");
+        // The other way round is a contradiction.
+        let t: toml::Table = "exercise = 4\nprediction = \"x\"\n[[claims]]\nkind = \"exceeds\"\nmetric = \"profile_low\"\nthan = \"profile_mid\"\n".parse().unwrap();
+        let s = ReportSettings::from_table(&t).unwrap();
+        let mut family = Family::default();
+        let measured = register(&s, &variants, &metrics, &mut family);
+        family.adjust();
+        let md = markdown(&blocks(&s, &measured, &family));
+        assert!(md.contains("**Verdict: contradicted**"), "{md}");
     }
 
     #[test]

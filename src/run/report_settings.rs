@@ -79,6 +79,11 @@ pub enum Claim {
     /// The variant `best` selects beats every other variant on the final
     /// value of `metric`: one comparison per other variant.
     Best { metric: String, best: Selector },
+    /// In every variant, the final value of `metric` is higher than that of
+    /// `than`, run by run (paired by seed): two numbers of the same runs,
+    /// e.g. the per-timestep loss in the middle of [0, T) against its ends
+    /// (`profile_mid` against `profile_low`, exercise 4).
+    Exceeds { metric: String, than: String },
 }
 
 /// What a claim's key holds, for checking a table before it is read.
@@ -96,7 +101,7 @@ pub enum Field {
 
 impl Claim {
     /// Each kind with its keys (besides `kind`), every one required.
-    pub const KINDS: [(&'static str, &'static [(&'static str, Field)]); 2] = [
+    pub const KINDS: [(&'static str, &'static [(&'static str, Field)]); 3] = [
         (
             "better",
             &[
@@ -109,12 +114,15 @@ impl Claim {
             "best",
             &[("metric", Field::Metric), ("best", Field::Selector)],
         ),
+        ("exceeds", &[("metric", Field::Text), ("than", Field::Text)]),
     ];
 
     /// The metric (or family) the claim is about.
     pub fn metric(&self) -> &str {
         match self {
-            Claim::Better { metric, .. } | Claim::Best { metric, .. } => metric,
+            Claim::Better { metric, .. }
+            | Claim::Best { metric, .. }
+            | Claim::Exceeds { metric, .. } => metric,
         }
     }
 
@@ -124,6 +132,7 @@ impl Claim {
         match self {
             Claim::Better { better, than, .. } => vec![("better", better), ("than", than)],
             Claim::Best { best, .. } => vec![("best", best)],
+            Claim::Exceeds { .. } => vec![],
         }
     }
 
@@ -383,9 +392,11 @@ pub fn is_seed(k: &str) -> bool {
 
 /// The metric families with their direction (true: lower is better); a
 /// family `f` names `f` and every `f_<something>` (`fd` names `fd_mnist-cnn`).
-pub const FAMILIES: [(&str, bool); 15] = [
+pub const FAMILIES: [(&str, bool); 17] = [
     ("fd", true),
     ("eps_mse", true),
+    ("steps_to", true),
+    ("best_fd", true),
     ("fid", true),
     ("bpd", true),
     ("final_loss", true),
@@ -484,7 +495,7 @@ mod tests {
             "report.exercise: = 7: the chapter's exercises are numbered 1 to 5 (1 prediction parameterization, 2 EMA ablation",
             "report.verdict: unknown key; [report] has smoothing, exercise, question, prediction, claims",
             "report.claims[0].extra: unknown key; a `better` claim has kind, metric, better, than",
-            "report.claims[0].metric: = \"lr\": not a metric with a direction; name a family (fd, eps_mse, fid, bpd",
+            "report.claims[0].metric: = \"lr\": not a metric with a direction; name a family (fd, eps_mse, steps_to, best_fd, fid, bpd",
             "report.claims[0].better: = 0.9: must be a table of swept key = value",
             "report.claims[0].than: missing; a `better` claim has kind, metric, better, than",
             "report.claims[1].kind: = \"peak\": unknown kind; a claim is one of better (metric, better, than), best (metric, best)",
