@@ -199,7 +199,7 @@ pub fn variant_label(v: &[(String, serde_json::Value)]) -> String {
 }
 
 /// A whole sweep.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SweepData {
     pub name: String,
     pub description: String,

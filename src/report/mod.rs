@@ -23,6 +23,7 @@ mod figures;
 pub mod findings;
 pub mod format;
 mod guidance;
+mod methods;
 mod profile;
 mod sections;
 pub mod stats;
