@@ -977,9 +977,9 @@ fn every_shipped_experiment_spec_plans() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
     for (spec, runs, jobs) in [
         ("prediction_parameterization.toml", 9, 9),
-        ("ema_ablation.toml", 9, 3),
-        ("loss_weighting.toml", 10, 10),
-        ("per_timestep_loss.toml", 4, 2),
+        ("ema_ablation.toml", 15, 3),
+        ("loss_weighting.toml", 12, 12),
+        ("per_timestep_loss.toml", 3, 3),
         ("cfg_training.toml", 4, 4),
         ("finance_returns.toml", 4, 4),
         ("cifar10/prediction_parameterization.toml", 9, 9),

@@ -260,24 +260,9 @@ mod tests {
     use crate::run::Weights;
 
     fn run(weights: Weights) -> RunData {
-        let mut config = crate::config::RunConfig::default();
-        config.ema.decays = vec![0.99];
-        RunData {
-            id: "r".into(),
-            job: "j".into(),
-            weights,
-            swept: vec![],
-            config,
-            state: crate::run::JobState::Completed,
-            reason: String::new(),
-            wall_time_s: 0.0,
-            eval_wall_s: 0.0,
-            device: String::new(),
-            log: vec![],
-            timestep: vec![],
-            eval: vec![],
-            stale: None,
-        }
+        let mut r = crate::report::testing::bare_run("j", weights);
+        r.config.ema.decays = vec![0.99];
+        r
     }
 
     fn bin(step: u64, weights: Weights, lo: i64, hi: i64, eps: f64) -> TimestepRow {

@@ -422,37 +422,24 @@ mod tests {
     use super::*;
 
     fn run(job: &str, weights: Weights) -> RunData {
-        RunData {
-            id: format!("{job}-{weights}"),
-            job: job.into(),
-            weights,
-            swept: vec![],
-            config: crate::config::RunConfig::default(),
-            state: crate::run::JobState::Completed,
-            reason: String::new(),
-            wall_time_s: 0.0,
-            eval_wall_s: 0.0,
-            device: String::new(),
-            log: (1..=4)
-                .map(|i| crate::run::records::LogRecord {
-                    step: i * 10,
-                    loss: 1.0 / i as f64,
-                    loss_unweighted: 1.0,
-                    loss_q: [None; 4],
-                    grad_norm: 1.0,
-                    lr: 1e-3,
-                    ema_decay: Default::default(),
-                    loss_scale: 1.0,
-                    skipped_steps: 0,
-                    images_per_s: 1.0,
-                    data_wait_frac: 0.0,
-                    wall_time_s: 1.0,
-                })
-                .collect(),
-            timestep: vec![],
-            eval: vec![],
-            stale: None,
-        }
+        let mut r = crate::report::testing::bare_run(job, weights);
+        r.log = (1..=4)
+            .map(|i| crate::run::records::LogRecord {
+                step: i * 10,
+                loss: 1.0 / i as f64,
+                loss_unweighted: 1.0,
+                loss_q: [None; 4],
+                grad_norm: 1.0,
+                lr: 1e-3,
+                ema_decay: Default::default(),
+                loss_scale: 1.0,
+                skipped_steps: 0,
+                images_per_s: 1.0,
+                data_wait_frac: 0.0,
+                wall_time_s: 1.0,
+            })
+            .collect();
+        r
     }
 
     #[test]

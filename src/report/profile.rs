@@ -251,22 +251,9 @@ mod tests {
                 })
             })
             .collect();
-        RunData {
-            id: "r".into(),
-            job: "j".into(),
-            weights: Weights::Raw,
-            swept: vec![],
-            config: crate::config::RunConfig::default(),
-            state: crate::run::JobState::Completed,
-            reason: String::new(),
-            wall_time_s: 0.0,
-            eval_wall_s: 0.0,
-            device: String::new(),
-            log: vec![],
-            timestep,
-            eval: vec![],
-            stale: None,
-        }
+        let mut r = crate::report::testing::bare_run("j", Weights::Raw);
+        r.timestep = timestep;
+        r
     }
 
     #[test]

@@ -63,3 +63,24 @@ pub fn variants<'a>(runs: &[&'a RunData]) -> Vec<(String, Vec<&'a RunData>)> {
     }
     out
 }
+
+/// A completed run of job `job` with `weights`, nothing swept and nothing
+/// recorded: tests fill in what they need.
+pub fn bare_run(job: &str, weights: Weights) -> RunData {
+    RunData {
+        id: format!("{job}-{weights}"),
+        job: job.into(),
+        weights,
+        swept: vec![],
+        config: RunConfig::default(),
+        state: JobState::Completed,
+        reason: String::new(),
+        wall_time_s: 0.0,
+        eval_wall_s: 0.0,
+        device: String::new(),
+        log: vec![],
+        timestep: vec![],
+        eval: vec![],
+        stale: None,
+    }
+}
