@@ -52,17 +52,8 @@ pub fn rows(r: &RunData) -> Vec<MetricRow> {
         .map(|m| (m.step, m.checkpoint.clone()))
         .collect();
     steps.extend(eps.iter().map(|(s, (c, _, _))| (*s, c.clone())));
-    let row = |step: u64, checkpoint: &str, metric: &str, value: f64| MetricRow {
-        run: r.id.clone(),
-        step,
-        weights: r.weights,
-        guidance: None,
-        sampler: String::new(),
-        metric: metric.to_string(),
-        value,
-        stderr: None,
-        checkpoint: checkpoint.to_string(),
-        eval_key: String::new(),
+    let row = |step: u64, checkpoint: &str, metric: &str, value: f64| {
+        derived_row(r, step, checkpoint, metric, value)
     };
     let mut out = vec![];
     for (step, (checkpoint, sum, width)) in &eps {
@@ -209,21 +200,21 @@ pub fn convergence(runs: &mut [RunData]) {
             c.sort_by_key(|p| p.0);
             c
         };
-        let done: Vec<usize> = (0..runs.len()).filter(|&i| runs[i].completed()).collect();
+        // Each completed run's curve, once.
+        let curves: Vec<(usize, Vec<(u64, f64)>)> = (0..runs.len())
+            .filter(|&i| runs[i].completed())
+            .map(|i| (i, curve(&runs[i])))
+            .collect();
         let mut finals: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-        for &i in &done {
-            if let Some(&(_, v)) = curve(&runs[i]).last() {
+        for (i, c) in &curves {
+            if let Some(&(_, v)) = c.last() {
                 finals
-                    .entry(variant_label(&runs[i].variant()))
+                    .entry(variant_label(&runs[*i].variant()))
                     .or_default()
                     .push(v);
             }
         }
-        let points = done
-            .iter()
-            .map(|&i| curve(&runs[i]).len())
-            .min()
-            .unwrap_or(0);
+        let points = curves.iter().map(|(_, c)| c.len()).min().unwrap_or(0);
         if finals.len() < 2 || points < 3 {
             continue;
         }
@@ -231,25 +222,29 @@ pub fn convergence(runs: &mut [RunData]) {
             .values()
             .map(|v| v.iter().sum::<f64>() / v.len() as f64)
             .fold(f64::NEG_INFINITY, f64::max);
-        for &i in &done {
-            let c = curve(&runs[i]);
+        for (i, c) in curves {
             if let (Some(steps), Some(&(last, _))) = (steps_to(&c, level), c.last()) {
-                let r = &runs[i];
-                let row = MetricRow {
-                    run: r.id.clone(),
-                    step: last,
-                    weights: r.weights,
-                    guidance: None,
-                    sampler: String::new(),
-                    metric: format!("steps_to_{metric}"),
-                    value: steps,
-                    stderr: None,
-                    checkpoint: String::new(),
-                    eval_key: String::new(),
-                };
+                let row = derived_row(&runs[i], last, "", &format!("steps_to_{metric}"), steps);
                 runs[i].eval.push(row);
             }
         }
+    }
+}
+
+/// A row the report derives for run `r` (no guidance, sampler or key of
+/// its own: it is computed from rows that have them).
+fn derived_row(r: &RunData, step: u64, checkpoint: &str, metric: &str, value: f64) -> MetricRow {
+    MetricRow {
+        run: r.id.clone(),
+        step,
+        weights: r.weights,
+        guidance: None,
+        sampler: String::new(),
+        metric: metric.to_string(),
+        value,
+        stderr: None,
+        checkpoint: checkpoint.to_string(),
+        eval_key: String::new(),
     }
 }
 
