@@ -63,6 +63,7 @@ fn every_exercise_smoke_spec_runs_and_reports() {
         ("ex3_weighting.toml", 5),
         ("ex4_timestep.toml", 2),
         ("ex5_cfg.toml", 2),
+        ("ex5_toy_cfg.toml", 4),
     ] {
         let root = sweep(name, &results, &[]);
         let md = std::fs::read_to_string(root.join("report.md")).unwrap();
@@ -71,6 +72,10 @@ fn every_exercise_smoke_spec_runs_and_reports() {
             "{name}: {md}"
         );
         let m = all_metrics(&root);
+        if name == "ex5_toy_cfg.toml" {
+            exact_guidance_report(&root, &m, &md);
+            continue;
+        }
         assert!(m.iter().any(|r| r.metric == "bpd"), "{name}: bits/dim");
         assert!(m.iter().any(|r| r.metric == "fd_synthetic-cnn"), "{name}");
         match name {
@@ -114,6 +119,33 @@ fn every_exercise_smoke_spec_runs_and_reports() {
                     md.contains("p_uncond = 0.1: fd_synthetic-cnn is best at guidance"),
                     "{md}"
                 );
+                // The guidance section, the rule, and each p_uncond's grids
+                // at its three scales joined left to right.
+                assert!(md.contains("## Guidance\n"), "{md}");
+                assert!(
+                    md.contains("| p_uncond | s | fd_synthetic-cnn (95% CI) |"),
+                    "{md}"
+                );
+                assert!(
+                    md.contains("Best p_uncond by the stated rule (the lowest fd_synthetic-cnn"),
+                    "{md}"
+                );
+                for i in 0..2 {
+                    let strip = root.join(format!("charts/guidance_samples_{i}.png"));
+                    let img = image::open(&strip).unwrap();
+                    assert!(
+                        img.width() > 3 * img.height() - 100,
+                        "{strip:?}: three grids side by side"
+                    );
+                    assert!(
+                        md.contains(&format!("](charts/guidance_samples_{i}.png)")),
+                        "{md}"
+                    );
+                }
+                assert!(
+                    md.contains("sample grids, left to right at s = 1, 3, 5."),
+                    "{md}"
+                );
             }
             _ => {}
         }
@@ -124,6 +156,39 @@ fn every_exercise_smoke_spec_runs_and_reports() {
         .flatten()
         .collect();
     assert_eq!(cached.len(), 1);
+}
+
+/// Exercise 5 on the eight Gaussians: the exact class metrics at every
+/// scale, shares in [0, 1], the verdict block, the guidance table and the
+/// scatter of samples per p_uncond.
+fn exact_guidance_report(root: &Path, m: &[metrics_table::MetricRow], md: &str) {
+    for metric in ["class_accuracy_exact", "precision_exact", "recall_exact"] {
+        for g in [1.0, 3.0] {
+            let v: Vec<f64> = m
+                .iter()
+                .filter(|r| r.metric == metric && r.guidance == Some(g))
+                .map(|r| r.value)
+                .collect();
+            assert_eq!(v.len(), 4, "{metric} at {g}: one per run");
+            assert!(v.iter().all(|x| (0.0..=1.0).contains(x)), "{metric}: {v:?}");
+        }
+    }
+    assert!(md.contains("**Question:** Exercise 5"), "{md}");
+    assert!(
+        md.contains("- best_sliced_wasserstein, `p_uncond=0.1` against `p_uncond=0.5`: "),
+        "{md}"
+    );
+    assert!(md.contains("| p_uncond | s | precision_exact (95% CI) | recall_exact (95% CI) | class_accuracy_exact (95% CI) | sliced_wasserstein (95% CI) |"), "{md}");
+    assert!(
+        md.contains("(real data: 0.9999)"),
+        "the exact metrics are explained: {md}"
+    );
+    assert!(
+        md.contains("samples, a colour per scale at s = 1, 3."),
+        "{md}"
+    );
+    assert!(root.join("charts/guidance_samples_1.png").exists());
+    assert!(root.join("charts/precision_recall.png").exists());
 }
 
 #[test]

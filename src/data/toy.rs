@@ -19,6 +19,20 @@ pub struct ToySamples {
     pub condition: Option<(Vec<f32>, i64)>,
 }
 
+/// Radius of the circle the eight Gaussians' centres sit on.
+pub const EIGHT_GAUSSIANS_RADIUS: f64 = 2.0;
+/// Standard deviation of each of the eight Gaussians (isotropic).
+pub const EIGHT_GAUSSIANS_SD: f64 = 0.2;
+
+/// Centre of eight-Gaussians class `k` (0…7): angle k·π/4 on the circle.
+pub fn eight_gaussians_centre(k: i64) -> [f64; 2] {
+    let a = k as f64 * std::f64::consts::PI / 4.0;
+    [
+        EIGHT_GAUSSIANS_RADIUS * a.cos(),
+        EIGHT_GAUSSIANS_RADIUS * a.sin(),
+    ]
+}
+
 /// Width of the continuous condition of a toy distribution, if it has one.
 pub fn condition_dim(kind: ToyKind) -> Option<i64> {
     match kind {
@@ -48,11 +62,14 @@ pub fn generate(kind: ToyKind, n: usize, seed: u64) -> ToySamples {
         let (x, y, label) = match kind {
             ToyKind::EightGaussians => {
                 let k = rng.random_range(0..8);
-                let a = k as f64 * std::f64::consts::PI / 4.0;
-                cond.extend([a.cos() as f32, a.sin() as f32]);
+                let [cx, cy] = eight_gaussians_centre(k);
+                cond.extend([
+                    (cx / EIGHT_GAUSSIANS_RADIUS) as f32,
+                    (cy / EIGHT_GAUSSIANS_RADIUS) as f32,
+                ]);
                 (
-                    2.0 * a.cos() + 0.2 * normal(&mut rng),
-                    2.0 * a.sin() + 0.2 * normal(&mut rng),
+                    cx + EIGHT_GAUSSIANS_SD * normal(&mut rng),
+                    cy + EIGHT_GAUSSIANS_SD * normal(&mut rng),
                     k,
                 )
             }

@@ -1,6 +1,7 @@
 //! Evaluation: everything computed from a trained run's checkpoints —
 //! samples, the per-timestep loss, bits/dim and sample-quality metrics.
 
+pub mod eight_gaussians;
 pub mod evaluate;
 pub mod evaluator;
 pub mod frechet;

@@ -11,7 +11,8 @@
 //!   `fid` on its 2048-d pool features.
 //! * Vectors (2-D toys, tabular rows), in the data's original units: the
 //!   statistics of [`super::lowdim`]; the ACF of squared values for tabular
-//!   data, whose rows are in time order.
+//!   data, whose rows are in time order; and for class-conditional eight
+//!   Gaussians the exact class metrics of [`super::eight_gaussians`].
 //!
 //! Beside them, what they are measured against: the Fréchet distance of as
 //! many real training images as samples (the floor a perfect model would
@@ -26,7 +27,7 @@ use super::frechet::{frechet_distance, FeatureStats};
 use super::inception::Inception;
 use super::lowdim::{self, Columns};
 use super::precision_recall::{precision_recall, K};
-use crate::config::run::{DataSource, RunConfig};
+use crate::config::run::{DataSource, RunConfig, ToyKind};
 use crate::data::Dataset;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
@@ -112,6 +113,9 @@ pub enum Reference {
         /// vector-conditional runs: samples are drawn for these.
         conditions: Option<Tensor>,
         stats: Option<Vec<crate::data::tabular::ColumnStats>>,
+        /// Class-conditional eight Gaussians: the exact class metrics of
+        /// [`super::eight_gaussians`] apply.
+        exact_classes: bool,
     },
 }
 
@@ -171,6 +175,9 @@ impl Reference {
                     .filter(|_| cfg.data.uses_vector_condition())
                     .map(|c| c.shallow_clone()),
                 stats: test.stats.clone(),
+                exact_classes: cfg.data.source == DataSource::Toy
+                    && cfg.data.toy == ToyKind::EightGaussians
+                    && cfg.data.labels,
             });
         }
         let mut note = None;
@@ -340,11 +347,21 @@ impl Reference {
                 names,
                 time_ordered,
                 stats,
+                exact_classes,
                 ..
             } => {
                 let gen = to_columns(samples, stats.as_deref());
                 for (name, value) in lowdim::all_metrics(real, &gen, names, *time_ordered, seed) {
                     out.push(Metric::new(name, value));
+                }
+                if let (true, Some(l), [xs, ys]) = (*exact_classes, labels, gen.as_slice()) {
+                    for (name, value, stderr) in super::eight_gaussians::metrics(xs, ys, l) {
+                        out.push(Metric {
+                            name,
+                            value,
+                            stderr,
+                        });
+                    }
                 }
             }
             Reference::Images {

@@ -14,9 +14,10 @@
 //!   per-timestep loss (unweighted) averaged over the bins whose centre lies
 //!   in [0, T/4), [T/4, 3T/4) and [3T/4, T): the chapter's hump (§7.2) is
 //!   `profile_mid` above both ends (exercise 4).
-//! * `best_<fd>`: the lowest Fréchet distance over the evaluated guidance
-//!   scales at the last step, and `guidance_of_best_<fd>` the scale that gave
-//!   it: each run's best point on its quality front (exercise 5).
+//! * `best_<d>`: the lowest distance to the data (a Fréchet distance, or on
+//!   vectors the sliced Wasserstein distance and MMD²) over the evaluated
+//!   guidance scales at the last step, and `guidance_of_best_<d>` the scale
+//!   that gave it: each run's best point on its quality front (exercise 5).
 //!
 //! And, over the runs of a sweep ([`convergence`]), `steps_to_<m>` for the
 //! Fréchet distance and the ε-equivalent loss: the training steps a run
@@ -116,10 +117,11 @@ fn profile_rows(r: &RunData, step: u64) -> Vec<(&'static str, f64)> {
         .collect()
 }
 
-/// The lowest Fréchet distance over guidance scales at the last step with
-/// one, and the scale: (step, metric, value) rows.
+/// The lowest distance to the data over guidance scales at the last step
+/// with one, and the scale: (step, metric, value) rows.
 fn best_over_guidance(r: &RunData) -> Vec<(u64, String, f64)> {
-    let fd = |m: &str| m.starts_with("fd_") || m == "fid";
+    let fd =
+        |m: &str| m.starts_with("fd_") || ["fid", "sliced_wasserstein", "mmd2_rbf"].contains(&m);
     let Some(step) = r
         .eval
         .iter()

@@ -2,7 +2,8 @@
 //! sampler and sample count, the evaluator network and its held-out
 //! accuracy, and the floor of the Fréchet distance at that sample count (as
 //! many real training images against the same held-out reference), below
-//! which no model can be expected to score. All of it is read from the
+//! which no model can be expected to score; on the eight Gaussians, what
+//! the exact class metrics mean. All of it is read from the
 //! runs' evaluation rows (`floor_fd_*`, `evaluator_accuracy_*`) and configs.
 
 use super::collect::{completed, RunData, SweepData};
@@ -46,8 +47,17 @@ pub fn blocks(s: &SweepData) -> Vec<Block> {
             num(summarize(&values).mean)
         ));
     }
+    if sampled
+        .iter()
+        .any(|r| r.eval.iter().any(|m| m.metric == "class_accuracy_exact"))
+    {
+        text.push_str(EXACT);
+    }
     vec![Block::Para(text)]
 }
+
+/// What the eight Gaussians' exact metrics are ([`crate::eval::eight_gaussians`]).
+const EXACT: &str = " On the eight Gaussians the class metrics are exact, from the known density (class k is N(c_k, σ²I), σ = 0.2): `class_accuracy_exact` is the share of samples whose nearest centre (the Bayes classifier) is the class they were drawn for (real data: 0.9999); `precision_exact` the share within r₉₅ = σ√(2 ln 20) of their class's centre, where 95% of the class's mass lies (real data: 0.95); `recall_exact` the per-class coverage, the class's mass within the radius holding 95% of its samples, averaged over classes (real data: 0.95; samples drawn tighter than the class score less).";
 
 /// The values of the metrics named `<prefix><evaluator>`, by evaluator
 /// (one per run: its last evaluation point's).

@@ -23,6 +23,7 @@ mod figures;
 pub mod findings;
 pub mod format;
 mod guidance;
+mod guidance_samples;
 mod methods;
 mod profile;
 mod sections;
@@ -166,8 +167,11 @@ pub fn report(root: &Path, opts: &ReportOptions) -> Result<ReportOutcome, Report
     let cdir = root.join("charts");
     let drawn = figures::build(&s, &variants, &headline, &rows, opts.smoothing);
     let (charts, mut chart_paths) = figures::draw(drawn, &cdir)?;
-    let (samples, sample_paths) = figures::sample_grids(root, &variants, &cdir)?;
+    let (mut samples, sample_paths) = figures::sample_grids(root, &variants, &cdir)?;
     chart_paths.extend(sample_paths);
+    let (guided, guided_paths) = guidance_samples::figures(root, &s, &cdir)?;
+    samples.extend(guided);
+    chart_paths.extend(guided_paths);
     figures::remove_stale(&cdir, &chart_paths);
 
     // Every comparison of the report in one family: the verdict's first.

@@ -51,6 +51,7 @@ pub fn document(p: Parts) -> Vec<Block> {
         )));
     }
     b.extend(results(p.variants, p.rows, p.headline));
+    b.extend(super::guidance::section(s, p.headline));
     b.extend(super::methods::blocks(s));
     b.extend(bits_per_dim(p.variants));
     b.extend(findings_section(p.variants, p.findings, &p.correction));

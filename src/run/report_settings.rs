@@ -392,11 +392,13 @@ pub fn is_seed(k: &str) -> bool {
 
 /// The metric families with their direction (true: lower is better); a
 /// family `f` names `f` and every `f_<something>` (`fd` names `fd_mnist-cnn`).
-pub const FAMILIES: [(&str, bool); 17] = [
+pub const FAMILIES: [(&str, bool); 19] = [
     ("fd", true),
     ("eps_mse", true),
     ("steps_to", true),
     ("best_fd", true),
+    ("best_sliced_wasserstein", true),
+    ("best_mmd2_rbf", true),
     ("fid", true),
     ("bpd", true),
     ("final_loss", true),
