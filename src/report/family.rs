@@ -161,6 +161,31 @@ pub fn samples(runs: &[&RunData], metric: &str) -> Vec<Sample> {
         .collect()
 }
 
+/// The two sides of a comparison of variants `a` and `b` on `metric`: their
+/// final values, except that `steps_to_<m>` is measured at the pair's own
+/// level ([`super::derived::pair_level`]) rather than the sweep's.
+pub fn pair_samples(a: &[&RunData], b: &[&RunData], metric: &str) -> (Vec<Sample>, Vec<Sample>) {
+    use super::derived::{curve, pair_level, steps_to};
+    let Some((base, level)) = metric
+        .strip_prefix("steps_to_")
+        .and_then(|base| Some((base, pair_level(a, b, base)?)))
+    else {
+        return (samples(a, metric), samples(b, metric));
+    };
+    let at_level = |runs: &[&RunData]| -> Vec<Sample> {
+        runs.iter()
+            .filter(|r| r.completed())
+            .filter_map(|r| {
+                steps_to(&curve(r, base), level).map(|value| Sample {
+                    seed: r.seed(),
+                    value,
+                })
+            })
+            .collect()
+    };
+    (at_level(a), at_level(b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,5 +232,41 @@ mod tests {
         assert_eq!(f.get(other).p_adj, o1.p_adj);
         assert!(f.get(few).result.is_err() && f.get(few).p_adj.is_none());
         assert_eq!(f.alpha_each(), 0.025);
+    }
+
+    /// A run of variant `v`, seed `seed`, whose `fd_x` is `curve` at steps
+    /// 100, 200, 300.
+    fn run(v: &str, seed: i64, curve: [f64; 3]) -> RunData {
+        let mut r = crate::report::testing::fake_run(&[("v", v.into())], seed, &[]);
+        for (i, value) in curve.into_iter().enumerate() {
+            let mut row = crate::report::testing::fake_run(&[], 0, &[("fd_x", value)])
+                .eval
+                .remove(0);
+            row.step = 100 * (i as u64 + 1);
+            r.eval.push(row);
+        }
+        r
+    }
+
+    #[test]
+    fn steps_to_a_level_are_compared_at_the_pair_s_own_level() {
+        let a = [run("a", 0, [10.0, 5.0, 2.0]), run("a", 1, [10.0, 5.0, 2.0])];
+        let b = [run("b", 0, [10.0, 6.0, 3.0]), run("b", 1, [10.0, 6.0, 3.0])];
+        let (a, b): (Vec<&RunData>, Vec<&RunData>) = (a.iter().collect(), b.iter().collect());
+        // The pair's level is the higher mean final, 3 (not a third
+        // variant's 8): a reaches it at 200 + (5 − 3)/(5 − 2)·100, b at 300.
+        let (sa, sb) = pair_samples(&a, &b, "steps_to_fd_x");
+        assert_eq!(sa.len(), 2);
+        assert!((sa[0].value - (200.0 + 200.0 / 3.0)).abs() < 1e-9, "{sa:?}");
+        assert_eq!(sb[0].value, 300.0);
+        assert_eq!(sa[1].seed, Some(1));
+        // Other metrics are the final values.
+        let (fa, fb) = pair_samples(&a, &b, "fd_x");
+        assert_eq!((fa[0].value, fb[0].value), (2.0, 3.0));
+        // Two points are too few for a level.
+        let mut short = run("c", 0, [10.0, 5.0, 1.0]);
+        short.eval.pop();
+        let (sc, _) = pair_samples(&[&short], &b, "steps_to_fd_x");
+        assert!(sc.is_empty(), "{sc:?}");
     }
 }

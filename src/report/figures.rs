@@ -215,6 +215,12 @@ fn metrics_vs_step(variants: &Variants, headline: &[String]) -> Vec<(Chart, Stri
             .filter(|l| !l.points.is_empty())
             .collect();
         if lines.iter().any(|l| l.points.len() > 1) {
+            let all: Vec<&RunData> = variants
+                .iter()
+                .flat_map(|(_, r)| r.iter().copied())
+                .collect();
+            let mut lines = lines;
+            lines.extend(floor_line(&all, metric, &lines));
             out.push((
                 Chart {
                     name: format!("metric_vs_step_{mi}"),
@@ -229,6 +235,41 @@ fn metrics_vs_step(variants: &Variants, headline: &[String]) -> Vec<(Chart, Stri
         }
     }
     out
+}
+
+/// The floor of a Fréchet distance (`floor_fd_<evaluator>`, `floor_fid`:
+/// real images against the same reference at the same sample count), mean
+/// over `runs`' last recorded values, as a dashed line across the x range
+/// of `lines`; None for other metrics or when no run recorded it.
+pub fn floor_line(runs: &[&RunData], metric: &str, lines: &[Line]) -> Option<Line> {
+    if !(metric.starts_with("fd_") || metric == "fid") {
+        return None;
+    }
+    let floor = format!("floor_{metric}");
+    let values: Vec<f64> = runs
+        .iter()
+        .filter_map(|r| {
+            r.eval
+                .iter()
+                .filter(|m| m.metric == floor)
+                .max_by_key(|m| m.step)
+                .map(|m| m.value)
+        })
+        .collect();
+    let xs = lines.iter().flat_map(|l| l.points.iter().map(|p| p.0));
+    let (lo, hi) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+        (a.min(x), b.max(x))
+    });
+    if values.is_empty() || !lo.is_finite() {
+        return None;
+    }
+    let v = super::stats::summarize(&values).mean;
+    Some(Line {
+        label: format!("floor: real vs real ({})", super::format::num(v)),
+        points: vec![(lo, v, None), (hi, v, None)],
+        dashed: true,
+        markers_only: false,
+    })
 }
 
 /// Each headline metric's final value per variant, as bars with their
@@ -481,5 +522,30 @@ mod tests {
         for (x, y, p) in big.enumerate_pixels() {
             assert_eq!(p.0[0], if x < 5 { 10 } else { 200 }, "({x}, {y})");
         }
+    }
+
+    #[test]
+    fn the_fd_floor_is_a_dashed_line_at_the_runs_mean_across_the_chart() {
+        let runs: Vec<RunData> = [3.0, 5.0]
+            .iter()
+            .enumerate()
+            .map(|(seed, f)| {
+                crate::report::testing::fake_run(&[], seed as i64, &[("floor_fd_x", *f)])
+            })
+            .collect();
+        let all: Vec<&RunData> = runs.iter().collect();
+        let lines = vec![Line {
+            label: "a".into(),
+            points: vec![(250.0, 9.0, None), (1000.0, 7.0, None)],
+            dashed: false,
+            markers_only: false,
+        }];
+        let floor = floor_line(&all, "fd_x", &lines).unwrap();
+        assert!(floor.dashed);
+        assert_eq!(floor.points, vec![(250.0, 4.0, None), (1000.0, 4.0, None)]);
+        assert_eq!(floor.label, "floor: real vs real (4.00)");
+        // No floor for other metrics, or where none was recorded.
+        assert!(floor_line(&all, "precision_x", &lines).is_none());
+        assert!(floor_line(&all, "fd_y", &lines).is_none());
     }
 }

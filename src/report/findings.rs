@@ -113,14 +113,15 @@ pub fn register(
 
 /// Every finding of the report, in its order: the comparisons of
 /// [`register`] (each variant against the first), the guidance,
-/// per-timestep and EMA notes; a sentence saying there is nothing to compare
-/// when there is none.
+/// per-timestep (without an exercise, or for exercise 4) and EMA notes; a
+/// sentence saying there is nothing to compare when there is none.
 pub fn all(
     s: &SweepData,
     variants: &[(String, Vec<&RunData>)],
     headline: &[String],
     compared: &Compared,
     family: &Family,
+    exercise: Option<u8>,
 ) -> Vec<String> {
     let mut f = vec![];
     if let Some((base, _)) = variants.first() {
@@ -129,7 +130,10 @@ pub fn all(
         }
     }
     f.extend(guidance::notes(s, headline));
-    f.extend(super::profile::notes(variants));
+    // The per-timestep profile answers exercise 4; elsewhere it is noise.
+    if exercise.is_none_or(|e| e == 4) {
+        f.extend(super::profile::notes(variants));
+    }
     f.extend(ema_warmup_notes(s));
     if f.is_empty() {
         f.push("Nothing to compare yet: one variant, or no completed runs.".into());

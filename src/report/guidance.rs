@@ -103,7 +103,7 @@ pub fn charts(s: &SweepData, headline: &[String]) -> Vec<(Chart, String)> {
         if grid.is_empty() {
             continue;
         }
-        out.push(against_scale(mi, metric, &grid));
+        out.push(against_scale(s, mi, metric, &grid));
         if p_unconds(&grid).len() > 1 {
             out.push(heatmap(mi, metric, &grid, &scales));
         }
@@ -113,8 +113,8 @@ pub fn charts(s: &SweepData, headline: &[String]) -> Vec<(Chart, String)> {
 }
 
 /// `metric` against the guidance scale, one line per p_uncond.
-fn against_scale(mi: usize, metric: &str, grid: &GuidanceGrid) -> (Chart, String) {
-    let lines: Vec<Line> = p_unconds(grid)
+fn against_scale(s: &SweepData, mi: usize, metric: &str, grid: &GuidanceGrid) -> (Chart, String) {
+    let mut lines: Vec<Line> = p_unconds(grid)
         .iter()
         .map(|&p| Line {
             label: format!("p_uncond = {p}"),
@@ -130,6 +130,8 @@ fn against_scale(mi: usize, metric: &str, grid: &GuidanceGrid) -> (Chart, String
             markers_only: false,
         })
         .collect();
+    let all: Vec<&RunData> = s.runs.iter().filter(|r| r.completed()).collect();
+    lines.extend(super::figures::floor_line(&all, metric, &lines));
     (
         Chart {
             name: format!("guidance_{mi}"),

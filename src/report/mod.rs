@@ -185,7 +185,7 @@ pub fn report(root: &Path, opts: &ReportOptions) -> Result<ReportOutcome, Report
         rows: &rows,
         headline: &headline,
         verdict: verdict::blocks(opts, &claimed, &family),
-        findings: findings::all(&s, &variants, &headline, &compared, &family),
+        findings: findings::all(&s, &variants, &headline, &compared, &family, opts.exercise),
         correction: family.correction_text(),
         charts,
         samples,

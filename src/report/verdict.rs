@@ -17,7 +17,7 @@
 use super::collect::RunData;
 use super::compare::{Comparison, Design, TooFew};
 use super::document::Block;
-use super::family::{samples, Family, Outcome, TestRef};
+use super::family::{pair_samples, samples, Family, Outcome, TestRef};
 use super::format::{half, num, pct, pct_half};
 use crate::run::report_settings::{lower_is_better, names_metric, Claim, ReportSettings, Selector};
 
@@ -99,11 +99,8 @@ pub fn register(
                 .map(|(b, w)| {
                     let (bl, br) = (&variants[b].0, &variants[b].1);
                     let (wl, wr) = (&variants[w].0, &variants[w].1);
-                    let test = family.add(
-                        &metric,
-                        (wl, &samples(wr, &metric)),
-                        (bl, &samples(br, &metric)),
-                    );
+                    let (ws, bs) = pair_samples(wr, br, &metric);
+                    let test = family.add(&metric, (wl, &ws), (bl, &bs));
                     Claimed {
                         metric: metric.clone(),
                         better: bl.clone(),
