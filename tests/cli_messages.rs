@@ -162,3 +162,58 @@ fn a_missing_data_path_names_the_folder_ddpm_lab_runs_in() {
     );
     assert!(!d.join("run").exists(), "no run directory");
 }
+
+/// The bash completion script completes subcommands and their flags when
+/// sourced into a real bash; zsh and fish scripts name the binary; the man
+/// page lists the subcommands; an unknown shell is refused with the valid
+/// ones, exit 2.
+#[test]
+fn completions_complete_in_a_real_bash_and_the_man_page_lists_the_commands() {
+    let o = bin().args(["completions", "bash"]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let tmp = tempfile::tempdir().unwrap();
+    let script = tmp.path().join("ddpm-lab.bash");
+    std::fs::write(&script, &o.stdout).unwrap();
+    // Complete `ddpm-lab sw<TAB>` and `ddpm-lab sweep --dry<TAB>` as bash would.
+    let complete = |words: &str, cword: usize| -> String {
+        let probe = format!(
+            "source '{}'; COMP_WORDS=({words}); COMP_CWORD={cword}; COMP_LINE='{words}'; COMP_POINT=${{#COMP_LINE}}; f=$(complete -p ddpm-lab | sed -E 's/.*-F ([^ ]+).*/\\1/'); \"$f\" ddpm-lab \"${{COMP_WORDS[$COMP_CWORD]}}\" \"${{COMP_WORDS[$COMP_CWORD-1]}}\"; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            script.display()
+        );
+        let o = std::process::Command::new("bash")
+            .args(["--norc", "-c", &probe])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        text(&o.stdout)
+    };
+    let sub = complete("ddpm-lab sw", 1);
+    assert_eq!(sub.trim(), "sweep", "{sub}");
+    let flags = complete("ddpm-lab sweep --dry", 2);
+    assert!(flags.lines().any(|l| l.trim() == "--dry-run"), "{flags}");
+    for (shell, mark) in [
+        ("zsh", "#compdef ddpm-lab"),
+        ("fish", "complete -c ddpm-lab"),
+    ] {
+        let o = bin().args(["completions", shell]).output().unwrap();
+        assert!(text(&o.stdout).contains(mark), "{shell}");
+    }
+    let man = text(&bin().arg("man").output().unwrap().stdout);
+    assert!(
+        man.starts_with(".ie \\n(.g .ds Aq") || man.contains(".TH ddpm-lab"),
+        "{man}"
+    );
+    for c in subcommands() {
+        assert!(
+            man.contains(&format!("ddpm\\-lab\\-{c}")),
+            "man page lacks {c}"
+        );
+    }
+    let o = bin().args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("invalid value 'tcsh'") && err.contains("bash, zsh, fish"),
+        "{err}"
+    );
+}

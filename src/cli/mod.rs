@@ -3,6 +3,7 @@
 //! [`crate::exit::BadInput`] so they exit with code 2.
 
 pub mod bench;
+pub mod completions;
 pub mod data;
 pub mod eval;
 pub mod evaluator;
@@ -56,6 +57,12 @@ pub enum Command {
     /// Time the trainer's step against a bare step, and DDIM sampling (the loops `just bench` runs beside `train`).
     #[command(subcommand, after_help = examples::BENCH)]
     Bench(bench::BenchCmd),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = examples::COMPLETIONS)]
+    Completions(completions::CompletionsCmd),
+    /// Print the man page (roff), e.g. into man1/ddpm-lab.1.
+    #[command(after_help = examples::MAN)]
+    Man(completions::ManCmd),
 }
 
 /// The examples at the end of each subcommand's `--help`: commands README.md
@@ -101,6 +108,14 @@ Examples:
 Examples:
   ddpm-lab bench step experiments/runs/toy_eight_gaussians.toml
   ddpm-lab bench ddim experiments/runs/toy_eight_gaussians.toml --sampling-steps 50";
+    pub const COMPLETIONS: &str = "\
+Examples:
+  ddpm-lab completions bash > ~/.local/share/bash-completion/completions/ddpm-lab
+  ddpm-lab completions zsh > ~/.zfunc/_ddpm-lab
+  ddpm-lab completions fish > ~/.config/fish/completions/ddpm-lab.fish";
+    pub const MAN: &str = "\
+Examples:
+  ddpm-lab man > ~/.local/share/man/man1/ddpm-lab.1 && man ddpm-lab";
 }
 
 /// Parse this process's command line. clap prints usage errors itself and
@@ -194,6 +209,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(cmd) => inspect::run(cmd),
         Command::Data(cmd) => data::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Completions(cmd) => completions::run(cmd),
+        Command::Man(cmd) => completions::man(cmd),
     }
 }
 
