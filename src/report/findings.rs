@@ -113,7 +113,8 @@ pub fn register(
 
 /// Every finding of the report, in its order: the comparisons of
 /// [`register`] (each variant against the first), the guidance,
-/// per-timestep (without an exercise, or for exercise 4) and EMA notes; a
+/// per-timestep (its changes and shape without an exercise or for exercise
+/// 4; an EMA's against the raw weights' always) and EMA notes; a
 /// sentence saying there is nothing to compare when there is none.
 pub fn all(
     s: &SweepData,
@@ -130,10 +131,12 @@ pub fn all(
         }
     }
     f.extend(guidance::notes(s, headline));
-    // The per-timestep profile answers exercise 4; elsewhere it is noise.
-    if exercise.is_none_or(|e| e == 4) {
-        f.extend(super::profile::notes(variants));
-    }
+    // How the profile changes and its shape answer exercise 4; elsewhere
+    // only an EMA's profile against the raw weights' is kept.
+    f.extend(super::profile::notes(
+        variants,
+        exercise.is_none_or(|e| e == 4),
+    ));
     f.extend(ema_warmup_notes(s));
     if f.is_empty() {
         f.push("Nothing to compare yet: one variant, or no completed runs.".into());

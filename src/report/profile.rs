@@ -143,10 +143,10 @@ pub enum Shape {
     TooFewBins,
 }
 
-/// The notes of each variant: its own weights' changes between evaluation
-/// points and the shape at the last, and for EMA weights how they compare
-/// with the raw ones at the last step.
-pub fn notes(variants: &[(String, Vec<&RunData>)]) -> Vec<String> {
+/// The notes of each variant: with `shapes`, its own weights' changes
+/// between evaluation points and the shape at the last; always, for EMA
+/// weights, how they compare with the raw ones at the last step.
+pub fn notes(variants: &[(String, Vec<&RunData>)], shapes: bool) -> Vec<String> {
     let mut out = vec![];
     for (label, runs) in variants {
         let done: Vec<&RunData> = runs.iter().copied().filter(|r| r.completed()).collect();
@@ -161,7 +161,7 @@ pub fn notes(variants: &[(String, Vec<&RunData>)]) -> Vec<String> {
             to: z,
             most,
             least,
-        } in p.changes()
+        } in p.changes().into_iter().filter(|_| shapes)
         {
             out.push(format!(
                 "`{label}` ({w}, {} run(s)): from step {a} to {z} the per-timestep loss fell most at {} ({}) and least at {} ({}).",
@@ -175,7 +175,9 @@ pub fn notes(variants: &[(String, Vec<&RunData>)]) -> Vec<String> {
         let Some(&last) = p.steps.last() else {
             continue;
         };
-        out.extend(shape_note(label, &p, last));
+        if shapes {
+            out.extend(shape_note(label, &p, last));
+        }
         if w != Weights::Raw {
             out.extend(ema_note(label, &p, &done, last));
         }
@@ -278,7 +280,9 @@ mod tests {
         assert!((most.1 - 0.5).abs() < 1e-12);
         assert_eq!(least.0, 2);
         assert!((least.1 - 0.05).abs() < 1e-12);
-        let notes = notes(&[("raw".to_string(), vec![&r])]);
+        // Without shapes (another exercise), raw weights have no notes.
+        assert!(notes(&[("raw".to_string(), vec![&r])], false).is_empty());
+        let notes = notes(&[("raw".to_string(), vec![&r])], true);
         assert!(
             notes[0].contains("from step 10 to 40") && notes[0].contains("t ∈ [100, 200) (50.0%)"),
             "{notes:?}"
@@ -297,7 +301,7 @@ mod tests {
         assert_eq!(shape(&[0.9, 0.3, 0.4, 0.1]), Shape::PeakAtEnd(0));
         assert_eq!(shape(&[0.9, 0.3]), Shape::TooFewBins);
         let r = run(&[(5, &[0.9, 0.3, 0.2, 0.1])]);
-        let n = notes(&[("raw".to_string(), vec![&r])]);
+        let n = notes(&[("raw".to_string(), vec![&r])], true);
         assert!(n.iter().any(|l| l.contains("falls monotonically")), "{n:?}");
     }
 
