@@ -322,11 +322,7 @@ impl Reference {
                 ));
             }
             if let Some((net, stats)) = inception {
-                let f = net.features(real).map_err(QualityError::Features)?;
-                out.push(Metric::new(
-                    "floor_fid",
-                    frechet_distance(stats, &FeatureStats::fit(&f)),
-                ));
+                out.push(Metric::new("floor_fid", fid(net, stats, real)?));
             }
         }
         Ok(out)
@@ -396,16 +392,18 @@ impl Reference {
                     }
                 }
                 if let Some((net, stats)) = inception {
-                    let f = net.features(samples).map_err(QualityError::Features)?;
-                    out.push(Metric::new(
-                        "fid",
-                        frechet_distance(stats, &FeatureStats::fit(&f)),
-                    ));
+                    out.push(Metric::new("fid", fid(net, stats, samples)?));
                 }
             }
         }
         Ok(out)
     }
+}
+
+/// The Fréchet distance of `x`'s Inception features to the reference's.
+fn fid(net: &Inception, reference: &FeatureStats, x: &Tensor) -> Result<f64, QualityError> {
+    let f = net.features(x).map_err(QualityError::Features)?;
+    Ok(frechet_distance(reference, &FeatureStats::fit(&f)))
 }
 
 /// The names of a vector source's columns: tabular columns, or x, y, x2, …
