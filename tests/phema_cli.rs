@@ -267,7 +267,7 @@ fn a_reconstructed_weight_set_samples_and_inspect_ema_prints_its_profile() {
     let sum = |c: usize| rows.iter().map(|r| r[c]).sum::<f64>();
     assert!((sum(2) - 1.0).abs() < 1e-9, "{}", sum(2));
     assert!((sum(1) - 1.0).abs() < 1e-2, "{}", sum(1));
-    let s = 0.99f64.sqrt() / (0.01 * 300.0);
+    let s = phema::decay_to_std_rel(0.99, 300).unwrap();
     assert!(err.contains(&format!("{} at step 300", ddpm_lab::run::Weights::phema(s))), "{err}");
     assert!(err.contains("relative L2 residual of the per-step weights"), "{err}");
     assert!(png.exists());

@@ -403,16 +403,16 @@ mod tests {
         assert_eq!(plan.jobs[0].config.ema.std_rel, vec![0.05, 0.10], "the tracked pair");
         assert_eq!(plan.runs[0].weights, Weights::phema(0.01));
         assert_eq!(plan.runs[5].weights, Weights::phema(0.2));
-        assert!(plan.runs[0].id.starts_with("std_rel-0.01_seed-0-"), "{}", plan.runs[0].id);
+        assert!(plan.runs[0].id.starts_with("std-rel-0.01_seed-0-"), "{}", plan.runs[0].id);
         // A tracked list on the axis is a training key: a job per value.
         std::fs::write(
             &p,
             "[base]\nema.mode = \"power\"\nema.decays = []\n[sweep]\n\"ema.std_rel\" = [[0.05], [0.1, 0.2]]\n",
         )
         .unwrap();
-        let plan = plan(&super::super::spec::read(&p).unwrap(), &[], false).unwrap();
-        assert_eq!(plan.jobs.len(), 2);
-        assert!(plan.runs.iter().all(|r| r.weights == Weights::Raw));
+        let tracked = super::plan(&super::super::spec::read(&p).unwrap(), &[], false).unwrap();
+        assert_eq!(tracked.jobs.len(), 2);
+        assert!(tracked.runs.iter().all(|r| r.weights == Weights::Raw));
     }
 
     #[test]
@@ -428,7 +428,7 @@ mod tests {
         assert_eq!(plan.jobs.len(), 1);
         assert!(plan.jobs[0].config.ema.decays.is_empty());
         assert_eq!(plan.runs[0].weights, Weights::Raw);
-        let s = 0.99f64.sqrt() / (0.01 * 1000.0);
+        let s = 0.99f64.sqrt() / ((1.0 - 0.99) * 1000.0);
         assert_eq!(plan.runs[1].weights, Weights::phema(s));
     }
 

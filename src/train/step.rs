@@ -16,7 +16,6 @@ use crate::diffusion::{training_losses, Losses, TimestepSampling};
 use crate::model::Conditioning;
 use crate::rng::mix_seed;
 use crate::run::records::LogRecord;
-use crate::run::Weights;
 use rand::SeedableRng;
 use rand_pcg::Pcg64;
 use std::time::Instant;
