@@ -36,7 +36,8 @@ pub fn build(
     out
 }
 
-/// Sample quality and bits/dim against the post-hoc EMA length σ_rel, one
+/// Each headline metric (FD and bits/dim on images) against the post-hoc
+/// EMA length σ_rel, one
 /// point per `phema-<σ>` variant with its interval over seeds (the EDM2
 /// figure); when at least two lengths were evaluated.
 fn metric_vs_std_rel(
@@ -45,9 +46,7 @@ fn metric_vs_std_rel(
     rows: &[SummaryRow],
 ) -> Vec<(Chart, String)> {
     let mut out = vec![];
-    let charted = headline
-        .iter()
-        .filter(|m| m.starts_with("fd_") || *m == "fid" || *m == "bpd");
+    let charted = headline.iter().filter(|m| *m != "final_loss");
     for (mi, metric) in charted.enumerate() {
         let mut pts: Vec<(f64, f64, Option<f64>)> = variants
             .iter()
