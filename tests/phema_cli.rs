@@ -112,7 +112,10 @@ fn a_real_models_reconstruction_matches_its_tracked_ema_and_a_length_between_lie
     // each other.
     let r07 = reconstruct(&run, 300, 0.07);
     let (d05, d10, apart) = (l2(&r07, &t05), l2(&r07, &t10), l2(&t05, &t10));
-    assert!(apart > 0.0 && d05 < apart && d10 < apart, "{d05} {d10} {apart}");
+    assert!(
+        apart > 0.0 && d05 < apart && d10 < apart,
+        "{d05} {d10} {apart}"
+    );
     // At a step between snapshots, and at a snapshot before the last.
     let mid = reconstruct(&run, 150, 0.10);
     let tracked_150 = weights(&snaps[4].1.join("phema-0.100.safetensors"));
@@ -131,7 +134,10 @@ fn solve_coefficients_match_the_python_reference() {
         let s: f64 = s.parse().unwrap();
         let want = g.as_f64().unwrap();
         let got = phema::std_rel_to_exp(s).unwrap();
-        assert!((got - want).abs() <= 1e-8 * want.max(1.0), "γ({s}): {got} vs {want}");
+        assert!(
+            (got - want).abs() <= 1e-8 * want.max(1.0),
+            "γ({s}): {got} vs {want}"
+        );
     }
     let cases = fixture["cases"].as_array().unwrap();
     assert_eq!(cases.len(), 8);
@@ -182,7 +188,13 @@ fn snapshot_bytes(run: &Path) -> Vec<(u64, String, Vec<u8>)> {
             .unwrap()
             .flatten()
             .filter(|e| e.file_name().to_string_lossy().ends_with(".safetensors"))
-            .map(|e| (step, e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
+            .map(|e| {
+                (
+                    step,
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
             .collect();
         files.sort();
         out.extend(files);
@@ -200,7 +212,13 @@ fn a_killed_and_resumed_power_ema_run_reconstructs_bit_identical_weights() {
     let cfg = write(dir.path(), "long.toml", &long);
     let out = dir.path().join("run");
     let mut child = bin()
-        .args(["train", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"])
+        .args([
+            "train",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -229,7 +247,10 @@ fn a_killed_and_resumed_power_ema_run_reconstructs_bit_identical_weights() {
     for (x, y) in a.iter().zip(&b) {
         assert!(x == y, "snapshot {} {} differs after resume", x.0, x.1);
     }
-    let (ra, rb) = (reconstruct(&out, target, 0.07), reconstruct(&clean, target, 0.07));
+    let (ra, rb) = (
+        reconstruct(&out, target, 0.07),
+        reconstruct(&clean, target, 0.07),
+    );
     for ((na, ta), (_, tb)) in ra.iter().zip(&rb) {
         assert!(ta.equal(tb), "{na} of phema-0.070 differs after resume");
     }
@@ -241,7 +262,12 @@ fn a_reconstructed_weight_set_samples_and_inspect_ema_prints_its_profile() {
     let run = trained_toy(dir.path());
     let csv = dir.path().join("rows.csv");
     let o = bin()
-        .args(["sample", run.to_str().unwrap(), "--out", csv.to_str().unwrap()])
+        .args([
+            "sample",
+            run.to_str().unwrap(),
+            "--out",
+            csv.to_str().unwrap(),
+        ])
         .args(["-n", "16", "--weights", "phema-0.070", "--device", "cpu"])
         .output()
         .unwrap();
@@ -268,8 +294,14 @@ fn a_reconstructed_weight_set_samples_and_inspect_ema_prints_its_profile() {
     assert!((sum(2) - 1.0).abs() < 1e-9, "{}", sum(2));
     assert!((sum(1) - 1.0).abs() < 1e-2, "{}", sum(1));
     let s = phema::decay_to_std_rel(0.95, 300).unwrap();
-    assert!(err.contains(&format!("{} at step 300", ddpm_lab::run::Weights::phema(s))), "{err}");
-    assert!(err.contains("relative L2 residual of the per-step weights"), "{err}");
+    assert!(
+        err.contains(&format!("{} at step 300", ddpm_lab::run::Weights::phema(s))),
+        "{err}"
+    );
+    assert!(
+        err.contains("relative L2 residual of the per-step weights"),
+        "{err}"
+    );
     assert!(png.exists());
 }
 
@@ -278,8 +310,14 @@ fn bad_lengths_steps_and_snapshot_counts_are_input_errors_that_write_nothing() {
     let dir = tempfile::tempdir().unwrap();
     // In a run config: the key, its line, exit 2, no folder.
     for (body, key) in [
-        (TOY.replace("std_rel = [0.05, 0.10]", "std_rel = [0.05, 0.3]"), "ema.std_rel[1]: = 0.3: must be in (0, 0.28]"),
-        (TOY.replace("snapshot_every = 30", "snapshot_every = 300"), "ema.snapshot_every: = 300 with train.steps = 300 gives 1 snapshot(s)"),
+        (
+            TOY.replace("std_rel = [0.05, 0.10]", "std_rel = [0.05, 0.3]"),
+            "ema.std_rel[1]: = 0.3: must be in (0, 0.28]",
+        ),
+        (
+            TOY.replace("snapshot_every = 30", "snapshot_every = 300"),
+            "ema.snapshot_every: = 300 with train.steps = 300 gives 1 snapshot(s)",
+        ),
     ] {
         let cfg = write(dir.path(), "bad.toml", &body);
         let out = dir.path().join("never");
@@ -293,13 +331,31 @@ fn bad_lengths_steps_and_snapshot_counts_are_input_errors_that_write_nothing() {
     let run = trained_toy(dir.path());
     let png = dir.path().join("never.png");
     for (args, says) in [
-        (vec!["--std-rel", "0.3"], "--std-rel: σ_rel = 0.3: must be in (0, 0.28]"),
-        (vec!["--std-rel", "0.1", "--step", "310"], "step 310 is past the last post-hoc EMA snapshot (step 300)"),
-        (vec!["--std-rel", "0.1", "--step", "50"], "ema.snapshot_every: "),
-        (vec!["--decay", "0.9999"], "--decay: ema.decay = 0.9999 at step 300"),
+        (
+            vec!["--std-rel", "0.3"],
+            "--std-rel: σ_rel = 0.3: must be in (0, 0.28]",
+        ),
+        (
+            vec!["--std-rel", "0.1", "--step", "310"],
+            "step 310 is past the last post-hoc EMA snapshot (step 300)",
+        ),
+        (
+            vec!["--std-rel", "0.1", "--step", "50"],
+            "ema.snapshot_every: ",
+        ),
+        (
+            vec!["--decay", "0.9999"],
+            "--decay: ema.decay = 0.9999 at step 300",
+        ),
     ] {
         let o = bin()
-            .args(["inspect", "ema", run.to_str().unwrap(), "--plot", png.to_str().unwrap()])
+            .args([
+                "inspect",
+                "ema",
+                run.to_str().unwrap(),
+                "--plot",
+                png.to_str().unwrap(),
+            ])
             .args(&args)
             .output()
             .unwrap();
@@ -310,7 +366,12 @@ fn bad_lengths_steps_and_snapshot_counts_are_input_errors_that_write_nothing() {
     }
     // A weight set outside the range is refused by name.
     let o = bin()
-        .args(["sample", run.to_str().unwrap(), "--out", dir.path().join("x.csv").to_str().unwrap()])
+        .args([
+            "sample",
+            run.to_str().unwrap(),
+            "--out",
+            dir.path().join("x.csv").to_str().unwrap(),
+        ])
         .args(["-n", "4", "--weights", "phema-0.300", "--device", "cpu"])
         .output()
         .unwrap();
@@ -343,11 +404,19 @@ fn a_sweep_of_ema_lengths_trains_one_job_per_seed_and_charts_fd_against_std_rel(
     assert_eq!(plan["runs"].as_array().unwrap().len(), 6);
     assert_eq!(plan["jobs"].as_array().unwrap().len(), 2);
     let report = std::fs::read_to_string(root.join("report.md")).unwrap();
-    assert!(report.contains("reconstructed at each length σ_rel"), "{report}");
+    assert!(
+        report.contains("reconstructed at each length σ_rel"),
+        "{report}"
+    );
     let charts: Vec<String> = std::fs::read_dir(root.join("charts"))
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(charts.iter().any(|c| c.starts_with("std_rel_") && c.ends_with(".png")), "{charts:?}");
+    assert!(
+        charts
+            .iter()
+            .any(|c| c.starts_with("std_rel_") && c.ends_with(".png")),
+        "{charts:?}"
+    );
 }

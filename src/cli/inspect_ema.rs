@@ -41,9 +41,7 @@ pub fn run(cmd: EmaCmd) -> anyhow::Result<()> {
     let step = match (cmd.step, last) {
         (Some(s), _) => s,
         (None, Some(s)) => s,
-        (None, None) => {
-            return Err(phema_store::PhemaStoreError::NotPower { run: root }.into_cli())
-        }
+        (None, None) => return Err(phema_store::PhemaStoreError::NotPower { run: root }.into_cli()),
     };
     let std_rel = match (cmd.std_rel, cmd.decay) {
         (Some(s), _) => {
@@ -67,9 +65,17 @@ pub fn run(cmd: EmaCmd) -> anyhow::Result<()> {
     let weights = phema::reconstructed_weights(&r.inputs, &r.solution.coefficients, step)?;
     let mut out = std::io::stdout().lock();
     let classic = |tau: u64| cmd.decay.map(|mu| phema::classic_weight(mu, step, tau));
-    writeln!(out, "step,weight{}", if cmd.decay.is_some() { ",classic" } else { "" })?;
+    writeln!(
+        out,
+        "step,weight{}",
+        if cmd.decay.is_some() { ",classic" } else { "" }
+    )?;
     for tau in 0..=step {
-        let w = if tau == 0 { 0.0 } else { weights[tau as usize - 1] };
+        let w = if tau == 0 {
+            0.0
+        } else {
+            weights[tau as usize - 1]
+        };
         match classic(tau) {
             Some(c) => writeln!(out, "{tau},{w:e},{c:e}")?,
             None => writeln!(out, "{tau},{w:e}")?,

@@ -196,7 +196,8 @@ pub fn load(
     let (_, mut data) = checkpoint::read(&dir)?;
     let stem = weights.to_string();
     if weights.held_by(&config.ema) && !data.files.iter().any(|(f, _)| *f == stem) {
-        data.files.push((stem.clone(), posthoc(run_dir, step, weights, &data)?));
+        data.files
+            .push((stem.clone(), posthoc(run_dir, step, weights, &data)?));
     }
     if !data.files.iter().any(|(f, _)| *f == stem) {
         return Err(missing_weights(run_dir, &dir, &data, weights, named_by));
@@ -263,7 +264,10 @@ fn posthoc(
     };
     if step == 0 {
         if let Some((_, raw)) = data.files.iter().find(|(f, _)| f == "raw") {
-            return Ok(raw.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect());
+            return Ok(raw
+                .iter()
+                .map(|(n, t)| (n.clone(), t.shallow_clone()))
+                .collect());
         }
     }
     let r = phema_store::plan(run_dir, Profile { step, std_rel })?;
@@ -293,12 +297,14 @@ fn missing_weights(
             have,
         },
         (WeightsSource::RunConfig, Weights::Raw) => TrainedError::NoRawWeights { checkpoint, have },
-        (WeightsSource::RunConfig, Weights::Ema(_) | Weights::Phema(_)) => TrainedError::EmaNotHeld {
-            config: RunDir::new(run_dir).config(),
-            weights,
-            checkpoint,
-            have,
-        },
+        (WeightsSource::RunConfig, Weights::Ema(_) | Weights::Phema(_)) => {
+            TrainedError::EmaNotHeld {
+                config: RunDir::new(run_dir).config(),
+                weights,
+                checkpoint,
+                have,
+            }
+        }
     }
 }
 

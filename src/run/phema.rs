@@ -219,8 +219,9 @@ fn solve_linear(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
             if f == 0.0 {
                 continue;
             }
-            for k in col..n {
-                a[row][k] -= f * a[col][k];
+            let (top, bottom) = a.split_at_mut(row);
+            for (t, p) in bottom[0][col..].iter_mut().zip(&top[col][col..]) {
+                *t -= f * p;
             }
             b[row] -= f * b[col];
         }
@@ -291,24 +292,43 @@ mod tests {
     fn a_tracked_profile_is_reconstructed_by_itself() {
         let inputs: Vec<Profile> = [200u64, 400, 600]
             .iter()
-            .flat_map(|&step| {
-                [0.05, 0.10].map(move |std_rel| Profile { step, std_rel })
-            })
+            .flat_map(|&step| [0.05, 0.10].map(move |std_rel| Profile { step, std_rel }))
             .collect();
-        let sol = solve(&inputs, Profile { step: 600, std_rel: 0.10 }).unwrap();
+        let sol = solve(
+            &inputs,
+            Profile {
+                step: 600,
+                std_rel: 0.10,
+            },
+        )
+        .unwrap();
         for (i, c) in sol.coefficients.iter().enumerate() {
             let want = if i == 5 { 1.0 } else { 0.0 };
             assert!((c - want).abs() < 1e-9, "{i}: {c}");
         }
         assert!(sol.residual < 1e-9, "{}", sol.residual);
         // Between the tracked lengths: close, not exact.
-        let sol = solve(&inputs, Profile { step: 600, std_rel: 0.07 }).unwrap();
-        assert!(sol.residual > 1e-6 && sol.residual < 0.05, "{}", sol.residual);
+        let sol = solve(
+            &inputs,
+            Profile {
+                step: 600,
+                std_rel: 0.07,
+            },
+        )
+        .unwrap();
+        assert!(
+            sol.residual > 1e-6 && sol.residual < 0.05,
+            "{}",
+            sol.residual
+        );
     }
 
     #[test]
     fn duplicated_snapshots_are_singular() {
-        let p = Profile { step: 100, std_rel: 0.05 };
+        let p = Profile {
+            step: 100,
+            std_rel: 0.05,
+        };
         assert_eq!(solve(&[p, p], p), Err(PhemaError::Singular));
     }
 
@@ -321,13 +341,20 @@ mod tests {
         let (mu, t) = (0.99, 5000u64);
         let w: Vec<f64> = (0..=t).map(|tau| classic_weight(mu, t, tau)).collect();
         assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-12);
-        let mean: f64 = w.iter().enumerate().map(|(k, x)| (t - k as u64) as f64 * x).sum();
+        let mean: f64 = w
+            .iter()
+            .enumerate()
+            .map(|(k, x)| (t - k as u64) as f64 * x)
+            .sum();
         let var: f64 = w
             .iter()
             .enumerate()
             .map(|(k, x)| ((t - k as u64) as f64 - mean).powi(2) * x)
             .sum();
         assert!((var.sqrt() / 99.4987 - 1.0).abs() < 1e-4, "{}", var.sqrt());
-        assert!(decay_to_std_rel(0.9999, 1000).is_err(), "a horizon longer than the run");
+        assert!(
+            decay_to_std_rel(0.9999, 1000).is_err(),
+            "a horizon longer than the run"
+        );
     }
 }

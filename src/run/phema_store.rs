@@ -22,7 +22,11 @@ pub enum PhemaStoreError {
     #[error("step {step} is past the last post-hoc EMA snapshot (step {last}) of {}: pick a target step ≤ {last}", .run.display())]
     TargetPastLast { run: PathBuf, step: u64, last: u64 },
     #[error("ema.snapshot_every: {} has {count} post-hoc EMA snapshot(s) at or before step {step}; the reconstruction needs at least 2 (snapshot more often, or pick a later step)", .run.display())]
-    TooFewSnapshots { run: PathBuf, step: u64, count: usize },
+    TooFewSnapshots {
+        run: PathBuf,
+        step: u64,
+        count: usize,
+    },
     #[error("{}: {error}", .run.display())]
     Solve { run: PathBuf, error: PhemaError },
     #[error("post-hoc EMA snapshot {}: {what}", .dir.display())]
@@ -107,8 +111,8 @@ fn tracked_in(dir: &Path) -> Result<Vec<f64>, PhemaStoreError> {
     };
     let text = std::fs::read_to_string(dir.join("state.json"))
         .map_err(|e| bad(format!("cannot read state.json ({e})")))?;
-    let state: CheckpointState = serde_json::from_str(&text)
-        .map_err(|e| bad(format!("state.json does not parse ({e})")))?;
+    let state: CheckpointState =
+        serde_json::from_str(&text).map_err(|e| bad(format!("state.json does not parse ({e})")))?;
     state
         .files
         .iter()
@@ -193,7 +197,9 @@ mod tests {
                 .iter()
                 .map(|&s| {
                     let g = phema::std_rel_to_exp(s).unwrap();
-                    let v: f64 = (1..=t).map(|tau| tau as f64 * phema::step_weight(t, g, tau)).sum();
+                    let v: f64 = (1..=t)
+                        .map(|tau| tau as f64 * phema::step_weight(t, g, tau))
+                        .sum();
                     let w = Tensor::from_slice(&[v as f32, 2.0 * v as f32]);
                     (Weights::phema(s).to_string(), vec![("w".to_string(), w)])
                 })
@@ -206,12 +212,17 @@ mod tests {
     #[test]
     fn a_reconstruction_combines_the_snapshots_up_to_its_step() {
         let run = fake_run(&[100, 200, 300, 400]);
-        let target = Profile { step: 300, std_rel: 0.10 };
+        let target = Profile {
+            step: 300,
+            std_rel: 0.10,
+        };
         let r = plan(run.path(), target).unwrap();
         assert_eq!(r.inputs.len(), 6, "three snapshots of two profiles");
         let w = combine(&r).unwrap();
         let g = phema::std_rel_to_exp(0.10).unwrap();
-        let want: f64 = (1..=300).map(|tau| tau as f64 * phema::step_weight(300, g, tau)).sum();
+        let want: f64 = (1..=300)
+            .map(|tau| tau as f64 * phema::step_weight(300, g, tau))
+            .sum();
         let got = w[0].1.double_value(&[0]);
         assert!((got - want).abs() < 1e-4 * want, "{got} vs {want}");
         assert!((w[0].1.double_value(&[1]) - 2.0 * got).abs() < 1e-3);
@@ -220,14 +231,49 @@ mod tests {
     #[test]
     fn bad_targets_name_what_to_change() {
         let run = fake_run(&[100, 200]);
-        let e = plan(run.path(), Profile { step: 250, std_rel: 0.1 }).unwrap_err();
-        assert!(e.to_string().contains("past the last post-hoc EMA snapshot (step 200)"), "{e}");
-        let e = plan(run.path(), Profile { step: 150, std_rel: 0.1 }).unwrap_err();
+        let e = plan(
+            run.path(),
+            Profile {
+                step: 250,
+                std_rel: 0.1,
+            },
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("past the last post-hoc EMA snapshot (step 200)"),
+            "{e}"
+        );
+        let e = plan(
+            run.path(),
+            Profile {
+                step: 150,
+                std_rel: 0.1,
+            },
+        )
+        .unwrap_err();
         assert!(e.to_string().starts_with("ema.snapshot_every: "), "{e}");
-        let e = plan(run.path(), Profile { step: 200, std_rel: 0.3 }).unwrap_err();
-        assert!(e.to_string().contains("σ_rel = 0.3: must be in (0, 0.28]"), "{e}");
+        let e = plan(
+            run.path(),
+            Profile {
+                step: 200,
+                std_rel: 0.3,
+            },
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("σ_rel = 0.3: must be in (0, 0.28]"),
+            "{e}"
+        );
         let empty = tempfile::tempdir().unwrap();
-        let e = plan(empty.path(), Profile { step: 1, std_rel: 0.1 }).unwrap_err();
+        let e = plan(
+            empty.path(),
+            Profile {
+                step: 1,
+                std_rel: 0.1,
+            },
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("ema.mode = \"power\""), "{e}");
         assert!(e.is_bad_input());
     }

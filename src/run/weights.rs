@@ -146,7 +146,10 @@ impl FromStr for Weights {
         let number = |rest: &str| rest.parse::<f64>().ok().and_then(Decay::new);
         let parsed = match lower.strip_prefix("phema-") {
             Some(rest) => number(rest).map(Weights::Phema),
-            None => lower.strip_prefix("ema-").and_then(number).map(Weights::Ema),
+            None => lower
+                .strip_prefix("ema-")
+                .and_then(number)
+                .map(Weights::Ema),
         };
         parsed.ok_or_else(|| WeightsParseError(s.to_string()))
     }
@@ -336,14 +339,7 @@ mod tests {
     #[test]
     fn other_names_are_refused_with_the_spelling_to_use() {
         for bad in [
-            "ema",
-            "ema-",
-            "ema-x",
-            "ema-inf",
-            "ema-NaN",
-            "phema-",
-            "phema-x",
-            "",
+            "ema", "ema-", "ema-x", "ema-inf", "ema-NaN", "phema-", "phema-x", "",
         ] {
             let e = bad.parse::<Weights>().unwrap_err().to_string();
             assert!(
@@ -379,10 +375,17 @@ mod tests {
     fn phema_names_have_three_decimals_unless_the_value_needs_more() {
         assert_eq!(Weights::phema(0.08).to_string(), "phema-0.080");
         assert_eq!(Weights::phema(0.0125).to_string(), "phema-0.0125");
-        for w in [Weights::phema(0.08), Weights::phema(0.0125), Weights::phema(0.1)] {
+        for w in [
+            Weights::phema(0.08),
+            Weights::phema(0.0125),
+            Weights::phema(0.1),
+        ] {
             assert_eq!(w.to_string().parse::<Weights>().unwrap(), w);
         }
-        assert_eq!(" PHEMA-0.08".parse::<Weights>().unwrap(), Weights::phema(0.08));
+        assert_eq!(
+            " PHEMA-0.08".parse::<Weights>().unwrap(),
+            Weights::phema(0.08)
+        );
         assert_eq!(Weights::phema(0.05).std_rel(), Some(0.05));
         assert_eq!(Weights::phema(0.05).decay(), None);
         let w = Warmth::of(&EmaConfig::default(), Weights::phema(0.05), 3);

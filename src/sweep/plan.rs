@@ -400,10 +400,18 @@ mod tests {
         let plan = plan(&super::super::spec::read(&p).unwrap(), &[], false).unwrap();
         assert_eq!(plan.runs.len(), 6);
         assert_eq!(plan.jobs.len(), 2, "one job per seed");
-        assert_eq!(plan.jobs[0].config.ema.std_rel, vec![0.05, 0.10], "the tracked pair");
+        assert_eq!(
+            plan.jobs[0].config.ema.std_rel,
+            vec![0.05, 0.10],
+            "the tracked pair"
+        );
         assert_eq!(plan.runs[0].weights, Weights::phema(0.01));
         assert_eq!(plan.runs[5].weights, Weights::phema(0.2));
-        assert!(plan.runs[0].id.starts_with("std-rel-0.01_seed-0-"), "{}", plan.runs[0].id);
+        assert!(
+            plan.runs[0].id.starts_with("std-rel-0.01_seed-0-"),
+            "{}",
+            plan.runs[0].id
+        );
         // A tracked list on the axis is a training key: a job per value.
         std::fs::write(
             &p,
@@ -443,10 +451,16 @@ mod tests {
                 .to_string()
         };
         let err = e("[base]\nema.mode = \"power\"\nema.decays = []\n[sweep]\n\"ema.std_rel\" = [0.05, 0.3]\n");
-        assert!(err.contains("bad.toml:5: sweep.ema.std_rel: = 0.3: σ_rel = 0.3: must be in (0, 0.28]"), "{err}");
+        assert!(
+            err.contains("bad.toml:5: sweep.ema.std_rel: = 0.3: σ_rel = 0.3: must be in (0, 0.28]"),
+            "{err}"
+        );
         let err = e("[sweep]\n\"ema.std_rel\" = [0.05]\n");
         assert!(err.contains("bad.toml:2: sweep.ema.std_rel: = 0.05: a post-hoc EMA length needs ema.mode = \"power\""), "{err}");
         let err = e("[base]\nema.mode = \"power\"\nema.decays = []\ntrain.steps = 100\n[sweep]\n\"ema.decay\" = [0.9999]\n");
-        assert!(err.contains("sweep.ema.decay: = 0.9999: ema.decay = 0.9999 at step 100 is σ_rel"), "{err}");
+        assert!(
+            err.contains("sweep.ema.decay: = 0.9999: ema.decay = 0.9999 at step 100 is σ_rel"),
+            "{err}"
+        );
     }
 }

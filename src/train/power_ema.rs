@@ -101,7 +101,9 @@ mod tests {
     /// Σ_τ θ_τ w_t(τ): the power EMA of exponent γ at step t, in closed form.
     fn analytic(t: u64, std_rel: f64) -> f64 {
         let g = phema::std_rel_to_exp(std_rel).unwrap();
-        (1..=t).map(|tau| theta(tau) * phema::step_weight(t, g, tau)).sum()
+        (1..=t)
+            .map(|tau| theta(tau) * phema::step_weight(t, g, tau))
+            .sum()
     }
 
     #[test]
@@ -111,7 +113,10 @@ mod tests {
         for (t, vals) in got {
             for (v, s) in vals.iter().zip([0.05, 0.10]) {
                 let want = analytic(t, s);
-                assert!((v - want).abs() <= 1e-12 * want.abs().max(1.0), "step {t} σ {s}: {v} vs {want}");
+                assert!(
+                    (v - want).abs() <= 1e-12 * want.abs().max(1.0),
+                    "step {t} σ {s}: {v} vs {want}"
+                );
             }
         }
     }
@@ -122,22 +127,44 @@ mod tests {
         let snaps = track(&[0.05, 0.10], 400, &steps);
         let inputs: Vec<Profile> = snaps
             .iter()
-            .flat_map(|(step, _)| [0.05, 0.10].map(|std_rel| Profile { step: *step, std_rel }))
+            .flat_map(|(step, _)| {
+                [0.05, 0.10].map(|std_rel| Profile {
+                    step: *step,
+                    std_rel,
+                })
+            })
             .collect();
         let values: Vec<f64> = snaps.iter().flat_map(|(_, v)| v.clone()).collect();
         let combine = |x: &[f64]| -> f64 { x.iter().zip(&values).map(|(a, b)| a * b).sum() };
         // At a tracked length: the tracked EMA itself.
-        let sol = phema::solve(&inputs, Profile { step: 400, std_rel: 0.10 }).unwrap();
+        let sol = phema::solve(
+            &inputs,
+            Profile {
+                step: 400,
+                std_rel: 0.10,
+            },
+        )
+        .unwrap();
         let tracked = snaps[9].1[1];
         let rel = (combine(&sol.coefficients) - tracked).abs() / tracked.abs();
         assert!(rel < 1e-5, "{rel}");
         // At another: within the bound the reported residual gives,
         // |Σ θ_τ (ŵ_τ − w_τ)| ≤ ‖θ‖₂ ‖w‖₂ · residual.
-        let sol = phema::solve(&inputs, Profile { step: 400, std_rel: 0.07 }).unwrap();
+        let sol = phema::solve(
+            &inputs,
+            Profile {
+                step: 400,
+                std_rel: 0.07,
+            },
+        )
+        .unwrap();
         let err = (combine(&sol.coefficients) - analytic(400, 0.07)).abs();
         let theta_norm = (1..=400).map(|t| theta(t).powi(2)).sum::<f64>().sqrt();
         let bound = theta_norm * sol.target_norm * sol.residual;
-        assert!(sol.residual > 0.0 && err <= bound + 1e-12, "{err} > {bound}");
+        assert!(
+            sol.residual > 0.0 && err <= bound + 1e-12,
+            "{err} > {bound}"
+        );
         assert!(err > 0.0 && sol.residual < 0.05, "{err} {}", sol.residual);
     }
 }
