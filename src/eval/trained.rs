@@ -195,7 +195,9 @@ pub fn load(
     };
     let (_, mut data) = checkpoint::read(&dir)?;
     let stem = weights.to_string();
-    if weights.held_by(&config.ema) && !data.files.iter().any(|(f, _)| *f == stem) {
+    // Only a power-EMA set is built when missing; any other is reported below.
+    let posthoc_set = weights.std_rel().is_some() && weights.held_by(&config.ema);
+    if posthoc_set && !data.files.iter().any(|(f, _)| *f == stem) {
         data.files
             .push((stem.clone(), posthoc(run_dir, step, weights, &data)?));
     }
@@ -259,9 +261,8 @@ fn posthoc(
     weights: Weights,
     data: &checkpoint::CheckpointData,
 ) -> Result<Vec<(String, tch::Tensor)>, TrainedError> {
-    let Some(std_rel) = weights.std_rel() else {
-        return Ok(vec![]);
-    };
+    // NaN (not a power-EMA set, which the caller rules out) fails the solve.
+    let std_rel = weights.std_rel().unwrap_or(f64::NAN);
     if step == 0 {
         if let Some((_, raw)) = data.files.iter().find(|(f, _)| f == "raw") {
             return Ok(raw
