@@ -111,6 +111,12 @@ impl Classified for crate::run::handle::HandleError {
     }
 }
 
+impl Classified for crate::run::phema_store::PhemaStoreError {
+    fn is_bad_input(&self) -> bool {
+        crate::run::phema_store::PhemaStoreError::is_bad_input(self)
+    }
+}
+
 impl Classified for crate::report::ReportError {
     fn is_bad_input(&self) -> bool {
         crate::report::ReportError::is_bad_input(self)

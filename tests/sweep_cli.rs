@@ -978,6 +978,7 @@ fn every_shipped_experiment_spec_plans() {
     for (spec, runs, jobs) in [
         ("prediction_parameterization.toml", 9, 9),
         ("ema_ablation.toml", 15, 3),
+        ("ema_posthoc.toml", 18, 3),
         ("loss_weighting.toml", 12, 12),
         ("per_timestep_loss.toml", 3, 3),
         ("cfg_training.toml", 12, 12),

@@ -86,7 +86,7 @@ fn eval(cmd: EvalCmd) -> anyhow::Result<()> {
             .collect()
     };
     let shown = match weights.is_empty() {
-        true => crate::run::Weights::of_run(&h.config.ema.decays),
+        true => crate::run::Weights::of_run(&h.config.ema),
         false => weights.clone(),
     };
     for w in super::handle::cold_warnings(&h, &shown, last) {

@@ -42,6 +42,9 @@ pub fn default_weights(h: &RunHandle, step: u64) -> (Weights, String) {
         Weights::Ema(_) => format!(
             "weights: {w} (the EMA of longest memory whose share of the initial weights after {step} steps is ≤ 1%; --weights picks another)"
         ),
+        Weights::Phema(_) => format!(
+            "weights: {w} (the longest tracked power-function EMA; --weights phema-<σ_rel> reconstructs any other length)"
+        ),
         Weights::Raw if ema.decays.is_empty() => "weights: raw (the run keeps no EMA)".to_string(),
         Weights::Raw => {
             let cold: Vec<String> = ema

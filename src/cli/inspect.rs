@@ -1,6 +1,7 @@
 //! `ddpm-lab inspect`: print the numbers a run would use, so users (and tests)
 //! can see them: a schedule's tables, a loss weighting per timestep, the
-//! devices, and (`inspect run`, [`super::inspect_run`]) a run folder.
+//! devices, (`inspect run`, [`super::inspect_run`]) a run folder, and
+//! (`inspect ema`, [`super::inspect_ema`]) a post-hoc EMA's profile.
 
 use super::output::{print_table, Column, Format};
 use crate::config::run::{DataSource, RunConfig};
@@ -31,6 +32,9 @@ pub enum Inspect {
     /// A run, job or sweep folder: what it is, its state, and each weight
     /// set's warm-up (effective decay, initial weights left μ^N).
     Run(super::inspect_run::RunCmd),
+    /// A post-hoc EMA of a run trained with ema.mode = "power": the weight
+    /// each training step carries (CSV step,weight), and the solve's residual.
+    Ema(super::inspect_ema::EmaCmd),
 }
 
 #[derive(Debug, Args)]
@@ -165,6 +169,7 @@ pub fn run(cmd: Inspect) -> anyhow::Result<()> {
         }
         Inspect::Devices(c) => devices(c),
         Inspect::Run(c) => super::inspect_run::run(c),
+        Inspect::Ema(c) => super::inspect_ema::run(c),
     }
 }
 

@@ -57,7 +57,7 @@ fn run_text(path: &Path, h: &RunHandle) -> String {
     };
     let own = h.weights;
     let _ = writeln!(s, "weight sets at step {step}:");
-    for w in Weights::of_run(&h.config.ema.decays) {
+    for w in Weights::of_run(&h.config.ema) {
         let _ = writeln!(s, "  {}", weight_line(h, w, step, own == Some(w)));
     }
     let (default, why) = super::handle::default_weights(h, step);
@@ -88,6 +88,10 @@ fn weight_line(h: &RunHandle, w: Weights, step: u64, own: bool) -> String {
     let mark = if own { "  ← this run's" } else { "" };
     match w {
         Weights::Raw => format!("{:<12} the optimizer's weights{mark}", w.to_string()),
+        Weights::Phema(_) => format!(
+            "{:<12} a tracked power-function EMA; any other phema-<σ_rel> in (0, 0.28] is reconstructed from snapshots/phema/ (inspect ema){mark}",
+            w.to_string()
+        ),
         Weights::Ema(_) => {
             let warmth = Warmth::of(&h.config.ema, w, step);
             format!(

@@ -9,6 +9,7 @@ pub mod eval;
 pub mod evaluator;
 mod handle;
 pub mod inspect;
+mod inspect_ema;
 mod inspect_run;
 mod output;
 pub mod report;

@@ -37,7 +37,8 @@ pub struct SampleCmd {
     /// Where to write: .png for image runs; .csv or .parquet for vector runs.
     #[arg(long)]
     pub out: PathBuf,
-    /// The weights: raw or ema-<decay>. Default: a sweep run's own set;
+    /// The weights: raw, ema-<decay> or (a power-EMA run) phema-<σ_rel>.
+    /// Default: a sweep run's own set;
     /// otherwise the warm EMA of longest memory (≤ 1% of the initial
     /// weights left at the step sampled), else raw.
     #[arg(long)]

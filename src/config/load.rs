@@ -303,6 +303,8 @@ fn remove_path(dict: &mut Dict, key: &str) -> bool {
 
 /// `file:line`, `$DDPM_LAB_…` or `--set …` for a key, where it was set explicitly.
 fn where_from(fig: &Figment, key: &str, texts: &[LayerText]) -> Option<String> {
+    // An element (`ema.std_rel[1]`) is located at its list's line.
+    let key = key.split_once('[').map_or(key, |(list, _)| list);
     let meta = fig.find_metadata(key)?;
     if let Some(t) = texts.iter().find(|t| t.name == meta.name) {
         let line = line_of(&t.text, &format!("{}{key}", t.prefix));

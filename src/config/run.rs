@@ -260,6 +260,11 @@ pub enum EmaMode {
     Warmup,
     /// Shadow starts at 0; evaluated as θ_ema / (1 − μ^k) (the chapter's bias correction).
     BiasCorrected,
+    /// Power-function EMAs of relative lengths `std_rel` (Karras et al. 2024),
+    /// β_c = (1 − 1/c)^(γ+1), snapshotted every `snapshot_every` steps so
+    /// that any other length is reconstructed after training (`phema-<σ>`).
+    /// `decays` must be empty: classic decays are reconstructed too.
+    Power,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -271,6 +276,12 @@ pub struct EmaConfig {
     pub inv_gamma: f64,
     pub power: f64,
     pub update_after_step: u64,
+    /// Under `mode = "power"`: the relative standard deviations σ_rel of the
+    /// power-function EMAs tracked (each in (0, 0.28]).
+    pub std_rel: Vec<f64>,
+    /// Under `mode = "power"`: steps between snapshots of the tracked EMAs
+    /// (0 = a twentieth of `train.steps`); the last step is always one.
+    pub snapshot_every: u64,
 }
 
 impl Default for EmaConfig {
@@ -283,18 +294,43 @@ impl Default for EmaConfig {
             inv_gamma: 1.0,
             power: 2.0 / 3.0,
             update_after_step: 0,
+            // The paper's pair (γ = 16.97 and 6.94).
+            std_rel: vec![0.05, 0.10],
+            snapshot_every: 0,
         }
     }
 }
 
 impl EmaConfig {
+    /// Steps between post-hoc EMA snapshots in a run of `total` steps.
+    pub fn snapshot_interval(&self, total: u64) -> u64 {
+        match self.snapshot_every {
+            0 => (total / 20).max(1),
+            n => n,
+        }
+    }
+
+    /// Whether a power-EMA run of `total` steps snapshots its EMAs after
+    /// `step` steps: every interval, and at the last step.
+    pub fn is_snapshot_step(&self, step: u64, total: u64) -> bool {
+        self.mode == EmaMode::Power
+            && step > 0
+            && (step % self.snapshot_interval(total) == 0 || step == total)
+    }
+
+    /// How many snapshots a power-EMA run of `total` steps writes.
+    pub fn snapshot_count(&self, total: u64) -> u64 {
+        let every = self.snapshot_interval(total);
+        total / every + u64::from(total % every != 0)
+    }
+
     /// The decay applied at optimizer step c (1-based) for nominal decay μ:
     /// 0 (a copy of θ) up to `update_after_step`; then μ, or under `warmup`
     /// min(μ, 1 − (1 + e/inv_gamma)^(−power)) with e = c − u − 1.
     pub fn decay_at(&self, decay: f64, c: u64) -> f64 {
         let u = self.update_after_step;
         match self.mode {
-            EmaMode::Constant | EmaMode::BiasCorrected => {
+            EmaMode::Constant | EmaMode::BiasCorrected | EmaMode::Power => {
                 if c <= u {
                     0.0
                 } else {

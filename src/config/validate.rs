@@ -9,7 +9,7 @@
 //! section at a time, in a fixed order that messages and tests rely on.
 
 use super::hardware::Hardware;
-use super::run::{DataSource, Precision, RunConfig};
+use super::run::{DataSource, EmaMode, Precision, RunConfig};
 pub use crate::data::spec::DataShape;
 use crate::diffusion::{Prediction, ScheduleConfig};
 use crate::model::Family;
@@ -295,6 +295,55 @@ fn validate_ema(cfg: &RunConfig, p: &mut Vec<Problem>) {
         e.power,
         "2/3, or 3/4 for short runs, as in diffusers",
     );
+    if e.mode == EmaMode::Power {
+        validate_power_ema(cfg, p);
+    }
+}
+
+/// The largest σ_rel of a power-function EMA (`run::phema::MAX_STD_REL`;
+/// config cannot import run): 1/√12 ≈ 0.289 is the uniform average.
+const MAX_STD_REL: f64 = 0.28;
+
+/// `ema.mode = "power"`: its lengths, and enough snapshots to solve with.
+fn validate_power_ema(cfg: &RunConfig, p: &mut Vec<Problem>) {
+    let e = &cfg.ema;
+    if !e.decays.is_empty() {
+        p.push(Problem::new(
+            "ema.decays",
+            format!("= {:?} with ema.mode = \"power\": a power-EMA run tracks ema.std_rel and reconstructs any decay after training (--weights phema-<σ>, inspect ema --decay); set ema.decays = []", e.decays),
+        ));
+    }
+    if e.std_rel.is_empty() {
+        p.push(Problem::new(
+            "ema.std_rel",
+            "= []: ema.mode = \"power\" tracks at least one length; the paper tracks [0.05, 0.10]",
+        ));
+    }
+    for (i, &s) in e.std_rel.iter().enumerate() {
+        if !(s > 0.0 && s <= MAX_STD_REL) {
+            p.push(Problem::new(
+                &format!("ema.std_rel[{i}]"),
+                format!("= {s}: must be in (0, {MAX_STD_REL}] (the paper tracks 0.05 and 0.10)"),
+            ));
+        }
+        if e.std_rel[..i].contains(&s) {
+            p.push(Problem::new(
+                &format!("ema.std_rel[{i}]"),
+                format!("= {s} is listed twice"),
+            ));
+        }
+    }
+    let steps = cfg.train.steps;
+    let count = e.snapshot_count(steps);
+    if count < 2 {
+        p.push(Problem::new(
+            "ema.snapshot_every",
+            format!(
+                "= {} with train.steps = {steps} gives {count} snapshot(s) of each tracked EMA; the post-hoc reconstruction needs at least 2: lower it (0 = a twentieth of the run) or train longer",
+                e.snapshot_every
+            ),
+        ));
+    }
 }
 
 /// The generated sources' sample count and shape, and the data's size.
@@ -863,5 +912,30 @@ mod tests {
             t.precision = Precision::Fp16;
         });
         assert_eq!(validate(&on_gpu, &machine(1, false)), vec![]);
+    }
+
+    #[test]
+    fn a_power_ema_needs_lengths_in_range_and_two_snapshots() {
+        let hw = machine(0, false);
+        let mut cfg = RunConfig::default();
+        cfg.ema.mode = EmaMode::Power;
+        cfg.ema.decays = vec![];
+        assert_eq!(validate(&cfg, &hw), vec![]);
+        cfg.ema.std_rel = vec![0.05, 0.29, 0.0];
+        assert_eq!(
+            about(&cfg, &hw, "ema.std_rel[1]"),
+            ["= 0.29: must be in (0, 0.28] (the paper tracks 0.05 and 0.10)"]
+        );
+        assert_eq!(about(&cfg, &hw, "ema.std_rel[2]").len(), 1);
+        cfg.ema.std_rel = vec![0.05];
+        cfg.ema.snapshot_every = 600;
+        cfg.train.steps = 1000;
+        assert_eq!(validate(&cfg, &hw), vec![], "600 and the last step: 2");
+        cfg.ema.snapshot_every = 1000;
+        assert!(about(&cfg, &hw, "ema.snapshot_every")[0]
+            .starts_with("= 1000 with train.steps = 1000 gives 1 snapshot(s)"));
+        cfg.ema.snapshot_every = 0;
+        cfg.ema.decays = vec![0.999];
+        assert!(about(&cfg, &hw, "ema.decays")[0].contains("set ema.decays = []"));
     }
 }

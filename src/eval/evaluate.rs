@@ -39,7 +39,7 @@ pub enum EvalError {
     #[error("{} has no snapshot or checkpoint to evaluate; train it first", .run.display())]
     NothingToEvaluate { run: PathBuf },
     /// `--weights` names a set the run does not have.
-    #[error("--weights {weights}: the run has {}", crate::run::weights::join(.have))]
+    #[error("--weights {weights}: the run has {}{}", crate::run::weights::join(.have), if .weights.std_rel().is_some() { " (phema-<σ_rel> needs a run trained with ema.mode = \"power\" and σ_rel in (0, 0.28])" } else { "" })]
     UnknownWeights {
         weights: Weights,
         have: Vec<Weights>,
@@ -200,7 +200,7 @@ fn choose_weights(cfg: &RunConfig, given: &[Weights]) -> Result<Vec<Weights>, Ev
     }
     let mut chosen: Vec<Weights> = Vec::new();
     for &w in given {
-        if !all.contains(&w) {
+        if !w.held_by(&cfg.ema) {
             return Err(EvalError::UnknownWeights {
                 weights: w,
                 have: all,

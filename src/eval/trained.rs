@@ -6,6 +6,8 @@
 use crate::config::RunConfig;
 use crate::model::{Denoiser, ModelSpec};
 use crate::run::checkpoint;
+use crate::run::phema::Profile;
+use crate::run::phema_store::{self, PhemaStoreError};
 use crate::run::{identity, RunDir, RunStatus, Weights};
 use std::path::{Path, PathBuf};
 use tch::{nn, Device};
@@ -77,6 +79,9 @@ pub enum TrainedError {
     },
     #[error(transparent)]
     Checkpoint(#[from] checkpoint::CheckpointError),
+    /// A `phema-<σ>` set that had to be reconstructed and could not be.
+    #[error(transparent)]
+    Phema(#[from] PhemaStoreError),
     /// Building the model failed inside libtorch (tch panics on an
     /// allocation it cannot make, say, for a model too large for memory).
     #[error("libtorch failed building the model of {run}: {message}; this machine may not have the memory for it (try --device cuda, or a smaller model)")]
@@ -88,10 +93,13 @@ impl TrainedError {
     /// what is wrong (exit 2); a checkpoint that cannot be read or a model
     /// that cannot be built is a failure.
     pub fn is_bad_input(&self) -> bool {
-        !matches!(
-            self,
-            TrainedError::Checkpoint(_) | TrainedError::Libtorch { .. }
-        )
+        match self {
+            TrainedError::Phema(e) => e.is_bad_input(),
+            _ => !matches!(
+                self,
+                TrainedError::Checkpoint(_) | TrainedError::Libtorch { .. }
+            ),
+        }
     }
 }
 
@@ -147,7 +155,7 @@ pub fn run_config(run_dir: &Path) -> Result<RunConfig, TrainedError> {
 
 /// The weight sets a checkpoint holds: raw, then each EMA.
 pub fn weight_sets(cfg: &RunConfig) -> Vec<Weights> {
-    Weights::of_run(&cfg.ema.decays)
+    Weights::of_run(&cfg.ema)
 }
 
 /// Who named the weight set to load. A checkpoint that lacks it is reported
@@ -185,8 +193,14 @@ pub fn load(
             }
         })?,
     };
-    let (_, data) = checkpoint::read(&dir)?;
+    let (_, mut data) = checkpoint::read(&dir)?;
     let stem = weights.to_string();
+    // Only a power-EMA set is built when missing; any other is reported below.
+    let posthoc_set = weights.std_rel().is_some() && weights.held_by(&config.ema);
+    if posthoc_set && !data.files.iter().any(|(f, _)| *f == stem) {
+        data.files
+            .push((stem.clone(), posthoc(run_dir, step, weights, &data)?));
+    }
     if !data.files.iter().any(|(f, _)| *f == stem) {
         return Err(missing_weights(run_dir, &dir, &data, weights, named_by));
     }
@@ -239,6 +253,28 @@ pub fn load(
     })
 }
 
+/// A `phema-<σ>` set that was not tracked, built from the run's power-EMA
+/// snapshots up to `step`. At step 0 every EMA is the initial weights.
+fn posthoc(
+    run_dir: &Path,
+    step: u64,
+    weights: Weights,
+    data: &checkpoint::CheckpointData,
+) -> Result<Vec<(String, tch::Tensor)>, TrainedError> {
+    // NaN (not a power-EMA set, which the caller rules out) fails the solve.
+    let std_rel = weights.std_rel().unwrap_or(f64::NAN);
+    if step == 0 {
+        if let Some((_, raw)) = data.files.iter().find(|(f, _)| f == "raw") {
+            return Ok(raw
+                .iter()
+                .map(|(n, t)| (n.clone(), t.shallow_clone()))
+                .collect());
+        }
+    }
+    let r = phema_store::plan(run_dir, Profile { step, std_rel })?;
+    Ok(phema_store::combine(&r)?)
+}
+
 /// The checkpoint in `dir` lacks `weights`: say which it holds, and the fix
 /// for whoever named the missing set.
 fn missing_weights(
@@ -262,12 +298,14 @@ fn missing_weights(
             have,
         },
         (WeightsSource::RunConfig, Weights::Raw) => TrainedError::NoRawWeights { checkpoint, have },
-        (WeightsSource::RunConfig, Weights::Ema(_)) => TrainedError::EmaNotHeld {
-            config: RunDir::new(run_dir).config(),
-            weights,
-            checkpoint,
-            have,
-        },
+        (WeightsSource::RunConfig, Weights::Ema(_) | Weights::Phema(_)) => {
+            TrainedError::EmaNotHeld {
+                config: RunDir::new(run_dir).config(),
+                weights,
+                checkpoint,
+                have,
+            }
+        }
     }
 }
 

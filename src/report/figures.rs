@@ -31,7 +31,58 @@ pub fn build(
     out.extend(metrics_vs_step(variants, headline));
     out.extend(final_bars(variants, headline, rows));
     out.extend(quality_vs_bpd(variants, headline, rows));
+    out.extend(metric_vs_std_rel(variants, headline, rows));
     out.extend(guidance::charts(s, headline));
+    out
+}
+
+/// Each headline metric (FD and bits/dim on images) against the post-hoc
+/// EMA length σ_rel, one
+/// point per `phema-<σ>` variant with its interval over seeds (the EDM2
+/// figure); when at least two lengths were evaluated.
+fn metric_vs_std_rel(
+    variants: &Variants,
+    headline: &[String],
+    rows: &[SummaryRow],
+) -> Vec<(Chart, String)> {
+    let mut out = vec![];
+    let charted = headline.iter().filter(|m| *m != "final_loss");
+    for (mi, metric) in charted.enumerate() {
+        let mut pts: Vec<(f64, f64, Option<f64>)> = variants
+            .iter()
+            .filter_map(|(label, runs)| {
+                let std_rel = runs.first()?.weights.std_rel()?;
+                let r = rows
+                    .iter()
+                    .find(|r| &r.variant == label && &r.metric == metric)?;
+                Some((
+                    std_rel,
+                    r.stats.mean,
+                    r.stats.ci95.is_finite().then_some(r.stats.ci95),
+                ))
+            })
+            .collect();
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        if pts.len() < 2 {
+            continue;
+        }
+        out.push((
+            Chart {
+                name: format!("std_rel_{mi}"),
+                title: format!("Final {metric} against the post-hoc EMA length"),
+                x_label: "EMA length σ_rel (std of the averaging profile / training time)".into(),
+                y_label: metric.clone(),
+                log_y: false,
+                body: Body::Lines(vec![Line {
+                    label: format!("phema-σ_rel, {metric}"),
+                    points: pts,
+                    dashed: false,
+                    markers_only: false,
+                }]),
+            },
+            format!("Final {metric} of the post-hoc EMA reconstructed at each length σ_rel from one training per seed: mean over seeds with its 95% Student-t interval. The lowest point is the best averaging length for this run length; a flat curve says the choice hardly matters."),
+        ));
+    }
     out
 }
 

@@ -51,6 +51,11 @@ pub const KEY_ROLES: [(&str, KeyRole); 10] = [
 /// rename every job folder: they are left out of the hashed document instead.
 const ADDED_SINCE_HASH: [(&str, &str); 1] = [("eval", "bpd_variance")];
 
+/// Training keys that only `ema.mode = "power"` reads. Under any other mode
+/// they change nothing, so they are left out of the hashed document (which
+/// also keeps the names of jobs trained before they existed).
+const POWER_EMA_ONLY: [&str; 2] = ["std_rel", "snapshot_every"];
+
 fn covers(pattern: &str, key: &str) -> bool {
     match pattern.strip_suffix(".*") {
         Some(section) => key
@@ -124,6 +129,13 @@ fn hash_of(mut doc: toml::Table, for_resume: bool) -> String {
             t.remove(key);
         }
     }
+    if let Some(ema) = doc.get_mut("ema").and_then(toml::Value::as_table_mut) {
+        if ema.get("mode").and_then(toml::Value::as_str) != Some("power") {
+            for key in POWER_EMA_ONLY {
+                ema.remove(key);
+            }
+        }
+    }
     if let (Some(v), Some(d)) = (vlb, doc.get_mut("diffusion").and_then(|d| d.as_table_mut())) {
         d.insert("vlb_variance".into(), v);
     }
@@ -185,8 +197,10 @@ mod tests {
             c.train.steps = 0;
         }
         let mut doc = toml::Table::try_from(&c).unwrap();
-        // Version 0.1 had no eval.bpd_variance.
+        // Version 0.1 had no eval.bpd_variance, ema.std_rel, ema.snapshot_every.
         doc["eval"].as_table_mut().unwrap().remove("bpd_variance");
+        doc["ema"].as_table_mut().unwrap().remove("std_rel");
+        doc["ema"].as_table_mut().unwrap().remove("snapshot_every");
         doc["train"]
             .as_table_mut()
             .unwrap()
@@ -249,6 +263,11 @@ mod tests {
         let changed = each_key_changed();
         assert!(changed.len() > 40, "{}", changed.len());
         for (key, doc) in changed {
+            if POWER_EMA_ONLY.iter().any(|k| key == format!("ema.{k}")) {
+                // Inert outside ema.mode = "power" (see the next test).
+                assert_eq!(hash_of(doc, false), base, "{key}");
+                continue;
+            }
             let same = hash_of(doc.clone(), false) == base;
             assert_eq!(same, role(&key) != KeyRole::Training, "{key}");
             let resume_same = hash_of(doc, true) == resume_hash(&RunConfig::default());
@@ -258,6 +277,26 @@ mod tests {
                 "{key}"
             );
         }
+    }
+
+    #[test]
+    fn power_ema_keys_are_training_keys_of_power_runs_only() {
+        use crate::config::run::EmaMode;
+        let mut power = RunConfig::default();
+        power.ema.mode = EmaMode::Power;
+        power.ema.decays = vec![];
+        let base = training_hash(&power);
+        let mut longer = power.clone();
+        longer.ema.std_rel = vec![0.05, 0.2];
+        assert_ne!(training_hash(&longer), base);
+        let mut sparser = power.clone();
+        sparser.ema.snapshot_every = 7;
+        assert_ne!(training_hash(&sparser), base);
+        let mut constant = RunConfig::default();
+        let before = training_hash(&constant);
+        constant.ema.std_rel = vec![0.2];
+        constant.ema.snapshot_every = 7;
+        assert_eq!(training_hash(&constant), before);
     }
 
     #[test]

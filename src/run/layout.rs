@@ -12,6 +12,7 @@
 //! data_stats.json      a tabular source's column scaling
 //! checkpoints/step-N/  what a resume needs (the newest few)
 //! snapshots/step-N/    the weights at each evaluation point, kept for good
+//! snapshots/phema/step-N/  the power-function EMAs (ema.mode = "power"), for post-hoc EMA
 //! eval/                the evaluation tables, samples and done.json
 //! ```
 //!
@@ -74,6 +75,11 @@ impl RunDir {
     }
     pub fn snapshots(&self) -> PathBuf {
         self.root.join("snapshots")
+    }
+    /// Snapshots of the power-function EMAs (`ema.mode = "power"`), every
+    /// `ema.snapshot_every` steps: what post-hoc EMA reconstructs from.
+    pub fn phema_snapshots(&self) -> PathBuf {
+        self.snapshots().join("phema")
     }
     /// The default evaluation folder.
     pub fn eval(&self) -> PathBuf {

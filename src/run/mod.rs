@@ -4,7 +4,10 @@
 //! * [`identity`]: each config key's role, and the training and resume hashes;
 //! * [`eval_key`]: which `eval.*` settings each evaluation number depends on;
 //! * [`handle`]: the folder a user names (a run, a job, a sweep run) and what it stands for;
-//! * [`weights`]: the [`Weights`] of a trained run (`raw`, `ema-<decay>`);
+//! * [`weights`]: the [`Weights`] of a trained run (`raw`, `ema-<decay>`,
+//!   `phema-<σ_rel>`);
+//! * [`phema`], [`phema_store`]: post-hoc EMA, the least-squares solve and
+//!   the weights it builds from a run's power-EMA snapshots;
 //! * [`layout`]: every path of a run folder and a sweep folder;
 //! * [`status`]: the one [`JobState`], `status.json` and process liveness;
 //! * [`records`]: the typed files passed between modules (plan, run record,
@@ -26,6 +29,8 @@ pub mod handle;
 pub mod identity;
 pub mod layout;
 pub mod metrics_table;
+pub mod phema;
+pub mod phema_store;
 pub mod records;
 pub mod report_settings;
 pub mod status;

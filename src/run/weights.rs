@@ -8,10 +8,16 @@
 //! that knows that spelling: everything else holds a [`Weights`].
 //!
 //! A decay is written as Rust prints the `f64` (`0.999`, `0.9999`), so
-//! `ema-0.990` and `EMA-0.99` name the same weights as `ema-0.99`. Post-hoc
-//! EMA weight sets will be further variants of the same enum.
+//! `ema-0.990` and `EMA-0.99` name the same weights as `ema-0.99`.
+//!
+//! A run with `ema.mode = "power"` tracks power-function EMAs instead
+//! (Karras et al. 2024): `phema-<σ_rel>` names the EMA of relative length
+//! σ_rel, written with three decimals (`phema-0.050`) unless the value needs
+//! more (`phema-0.0125`). The tracked ones are stored like `ema-<decay>`;
+//! any other σ_rel in (0, 0.28] is reconstructed from the run's snapshots
+//! ([`super::phema_store`]).
 
-use crate::config::run::EmaConfig;
+use crate::config::run::{EmaConfig, EmaMode};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::str::FromStr;
@@ -48,6 +54,9 @@ pub enum Weights {
     Raw,
     /// The exponential moving average of θ with this decay.
     Ema(Decay),
+    /// The power-function EMA of this relative standard deviation σ_rel,
+    /// tracked or reconstructed post hoc.
+    Phema(Decay),
 }
 
 impl Weights {
@@ -57,19 +66,48 @@ impl Weights {
         Weights::Ema(Decay(mu))
     }
 
-    /// The decay of an EMA set; None for the raw weights.
+    /// The power-function EMA of relative length `std_rel` (finite, from a
+    /// validated config or a parsed name).
+    pub fn phema(std_rel: f64) -> Weights {
+        Weights::Phema(Decay(std_rel))
+    }
+
+    /// The decay of a classic EMA set; None for raw and power EMAs.
     pub fn decay(self) -> Option<f64> {
         match self {
-            Weights::Raw => None,
             Weights::Ema(d) => Some(d.0),
+            Weights::Raw | Weights::Phema(_) => None,
         }
     }
 
-    /// The weight sets a run with these `ema.decays` holds: raw, then each EMA.
-    pub fn of_run(decays: &[f64]) -> Vec<Weights> {
-        std::iter::once(Weights::Raw)
-            .chain(decays.iter().map(|&d| Weights::ema(d)))
-            .collect()
+    /// The σ_rel of a power-function EMA set; None for the others.
+    pub fn std_rel(self) -> Option<f64> {
+        match self {
+            Weights::Phema(s) => Some(s.0),
+            Weights::Raw | Weights::Ema(_) => None,
+        }
+    }
+
+    /// The weight sets a run's checkpoints hold: raw, then each tracked EMA
+    /// (`ema.decays`, or `ema.std_rel` under `ema.mode = "power"`).
+    pub fn of_run(ema: &EmaConfig) -> Vec<Weights> {
+        let tracked: Vec<Weights> = match ema.mode {
+            EmaMode::Power => ema.std_rel.iter().map(|&s| Weights::phema(s)).collect(),
+            _ => ema.decays.iter().map(|&d| Weights::ema(d)).collect(),
+        };
+        std::iter::once(Weights::Raw).chain(tracked).collect()
+    }
+
+    /// Whether a run with this EMA config can give these weights: raw, a
+    /// tracked set, or (under `ema.mode = "power"`) any σ_rel in
+    /// (0, [`super::phema::MAX_STD_REL`]], reconstructed.
+    pub fn held_by(self, ema: &EmaConfig) -> bool {
+        match self {
+            Weights::Phema(s) => {
+                ema.mode == EmaMode::Power && s.0 > 0.0 && s.0 <= super::phema::MAX_STD_REL
+            }
+            other => Weights::of_run(ema).contains(&other),
+        }
     }
 }
 
@@ -78,30 +116,42 @@ impl fmt::Display for Weights {
         match self {
             Weights::Raw => f.write_str("raw"),
             Weights::Ema(d) => write!(f, "ema-{}", d.0),
+            Weights::Phema(s) => {
+                let short = format!("{:.3}", s.0);
+                if short.parse::<f64>().ok() == Some(s.0) {
+                    write!(f, "phema-{short}")
+                } else {
+                    write!(f, "phema-{}", s.0)
+                }
+            }
         }
     }
 }
 
-/// A name that is neither `raw` nor `ema-<decay>`.
+/// A name that is neither `raw`, `ema-<decay>` nor `phema-<σ_rel>`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{0:?} is not a weight set: write raw or ema-<decay>, e.g. ema-0.999")]
+#[error("{0:?} is not a weight set: write raw, ema-<decay> or phema-<std_rel>, e.g. ema-0.999 or phema-0.080")]
 pub struct WeightsParseError(pub String);
 
 impl FromStr for Weights {
     type Err = WeightsParseError;
 
-    /// `raw` or `ema-<decay>`, in any case, with surrounding blanks ignored.
+    /// `raw`, `ema-<decay>` or `phema-<std_rel>`, in any case, with
+    /// surrounding blanks ignored.
     fn from_str(s: &str) -> Result<Weights, WeightsParseError> {
         let lower = s.trim().to_ascii_lowercase();
         if lower == "raw" {
             return Ok(Weights::Raw);
         }
-        lower
-            .strip_prefix("ema-")
-            .and_then(|d| d.parse::<f64>().ok())
-            .and_then(Decay::new)
-            .map(Weights::Ema)
-            .ok_or_else(|| WeightsParseError(s.to_string()))
+        let number = |rest: &str| rest.parse::<f64>().ok().and_then(Decay::new);
+        let parsed = match lower.strip_prefix("phema-") {
+            Some(rest) => number(rest).map(Weights::Phema),
+            None => lower
+                .strip_prefix("ema-")
+                .and_then(number)
+                .map(Weights::Ema),
+        };
+        parsed.ok_or_else(|| WeightsParseError(s.to_string()))
     }
 }
 
@@ -134,6 +184,8 @@ pub struct Warmth {
 }
 
 impl Warmth {
+    /// A power-function EMA copies θ at its first step (β_1 = 0), so like
+    /// raw it holds none of the initial weights.
     pub fn of(ema: &EmaConfig, weights: Weights, steps: u64) -> Warmth {
         match weights.decay() {
             None => Warmth {
@@ -173,8 +225,13 @@ impl Warmth {
 }
 
 /// The weight set to use when none is named: the EMA of the longest
-/// memory (highest decay) that is warm after `steps` steps, else raw.
+/// memory (highest decay, or largest tracked σ_rel) that is warm after
+/// `steps` steps, else raw.
 pub fn safe_default(ema: &EmaConfig, steps: u64) -> Weights {
+    if ema.mode == EmaMode::Power {
+        let longest = ema.std_rel.iter().copied().max_by(f64::total_cmp);
+        return longest.map_or(Weights::Raw, Weights::phema);
+    }
     let mut warm: Vec<f64> = ema
         .decays
         .iter()
@@ -282,16 +339,13 @@ mod tests {
     #[test]
     fn other_names_are_refused_with_the_spelling_to_use() {
         for bad in [
-            "ema",
-            "ema-",
-            "ema-x",
-            "ema-inf",
-            "ema-NaN",
-            "phema-0.1",
-            "",
+            "ema", "ema-", "ema-x", "ema-inf", "ema-NaN", "phema-", "phema-x", "",
         ] {
             let e = bad.parse::<Weights>().unwrap_err().to_string();
-            assert!(e.contains("write raw or ema-<decay>"), "{bad}: {e}");
+            assert!(
+                e.contains("write raw, ema-<decay> or phema-<std_rel>"),
+                "{bad}: {e}"
+            );
         }
     }
 
@@ -306,9 +360,35 @@ mod tests {
 
     #[test]
     fn a_run_holds_raw_then_each_ema() {
+        let mut c = ema(crate::config::run::EmaMode::Constant, &[0.999, 0.9999]);
+        assert_eq!(join(&Weights::of_run(&c)), "raw, ema-0.999, ema-0.9999");
+        assert!(!Weights::phema(0.05).held_by(&c));
+        c.mode = EmaMode::Power;
+        c.decays = vec![];
+        assert_eq!(join(&Weights::of_run(&c)), "raw, phema-0.050, phema-0.100");
+        assert!(Weights::phema(0.08).held_by(&c) && Weights::phema(0.28).held_by(&c));
+        assert!(!Weights::phema(0.3).held_by(&c) && !Weights::ema(0.999).held_by(&c));
+        assert_eq!(safe_default(&c, 10), Weights::phema(0.10));
+    }
+
+    #[test]
+    fn phema_names_have_three_decimals_unless_the_value_needs_more() {
+        assert_eq!(Weights::phema(0.08).to_string(), "phema-0.080");
+        assert_eq!(Weights::phema(0.0125).to_string(), "phema-0.0125");
+        for w in [
+            Weights::phema(0.08),
+            Weights::phema(0.0125),
+            Weights::phema(0.1),
+        ] {
+            assert_eq!(w.to_string().parse::<Weights>().unwrap(), w);
+        }
         assert_eq!(
-            join(&Weights::of_run(&[0.999, 0.9999])),
-            "raw, ema-0.999, ema-0.9999"
+            " PHEMA-0.08".parse::<Weights>().unwrap(),
+            Weights::phema(0.08)
         );
+        assert_eq!(Weights::phema(0.05).std_rel(), Some(0.05));
+        assert_eq!(Weights::phema(0.05).decay(), None);
+        let w = Warmth::of(&EmaConfig::default(), Weights::phema(0.05), 3);
+        assert_eq!(w.initial_fraction, 0.0);
     }
 }

@@ -7,14 +7,21 @@
 //! reads its own weights. The chapter's EMA ablation thus costs one training
 //! per seed, not one per decay.
 //!
+//! Under `ema.mode = "power"` a job tracks `ema.std_rel` (a list, a training
+//! key) and reconstructs any other length after training: an `ema.std_rel`
+//! axis of single numbers, and an `ema.decay` axis (each μ as the σ_rel of
+//! equal standard deviation at the last step, [`phema::decay_to_std_rel`]),
+//! pick `phema-<σ>` weights and add nothing to the job.
+//!
 //! Ids: a job is named by a short hash of its training config; a run by the
 //! slug of its swept values and that hash (`prediction-v_decay-0.999-1a2b3c`).
 
 use super::expand::Assignment;
 use super::spec::{slug, SweepSpec};
 use crate::config::load::{ConfigError, SetArg};
+use crate::config::run::EmaMode;
 use crate::config::{Problem, RunConfig};
-use crate::run::{identity, EvalKeys, Weights};
+use crate::run::{identity, phema, EvalKeys, Weights};
 
 /// One run of the plan.
 #[derive(Debug, Clone)]
@@ -46,12 +53,13 @@ pub struct Plan {
 
 /// Split runs into training jobs.
 pub fn plan(spec: &SweepSpec, sets: &[SetArg], env: bool) -> Result<Plan, ConfigError> {
-    // `ema.decay` is not a run-config key (a run tracks `ema.decays`), so it is
-    // applied here; `eval.*` keys resolve normally and the training-config hash
-    // leaves them out.
+    // The EMA axes pick a run's weights, not its config (`ema.decay` is not a
+    // run-config key; `ema.std_rel` as a number is a target length, not the
+    // tracked list), so they are applied here; `eval.*` keys resolve normally
+    // and the training-config hash leaves them out.
     let resolved = spec.resolve_with(sets, env, |a| {
         a.iter()
-            .filter(|(k, _)| k != "ema.decay")
+            .filter(|kv| EmaPick::of_pair(kv).is_none())
             .cloned()
             .collect()
     })?;
@@ -60,11 +68,7 @@ pub fn plan(spec: &SweepSpec, sets: &[SetArg], env: bool) -> Result<Plan, Config
     let mut keys: Vec<String> = vec![];
     let mut runs = vec![];
     for (i, r) in resolved.into_iter().enumerate() {
-        let decay = r
-            .assignment
-            .iter()
-            .find(|(k, _)| k == "ema.decay")
-            .and_then(|(_, v)| v.as_float().or(v.as_integer().map(|x| x as f64)));
+        let pick = EmaPick::of(&r.assignment);
         let key = identity::training_hash(&r.config);
         let j = match keys.iter().position(|k| *k == key) {
             Some(j) => j,
@@ -82,9 +86,10 @@ pub fn plan(spec: &SweepSpec, sets: &[SetArg], env: bool) -> Result<Plan, Config
                 jobs.len() - 1
             }
         };
-        // Decay 0 is the raw weights (an EMA of decay 0 is θ itself).
-        if let Some(d) = decay.filter(|&d| d > 0.0) {
-            if !jobs[j].config.ema.decays.contains(&d) {
+        // Decay 0 is the raw weights (an EMA of decay 0 is θ itself). A
+        // power-EMA job tracks no decays: it reconstructs them.
+        if let Some(EmaPick::Decay(d)) = pick.filter(|_| r.config.ema.mode != EmaMode::Power) {
+            if d > 0.0 && !jobs[j].config.ema.decays.contains(&d) {
                 jobs[j].config.ema.decays.push(d);
             }
         }
@@ -98,14 +103,7 @@ pub fn plan(spec: &SweepSpec, sets: &[SetArg], env: bool) -> Result<Plan, Config
             }
         }
         jobs[j].config.eval.guidance_scales = scales;
-        let weights = match decay {
-            Some(d) if d > 0.0 => Weights::ema(d),
-            // An `ema.decays` axis of one decay per run: the run reads its EMA.
-            _ => match r.config.ema.decays.as_slice() {
-                [d] if r.assignment.iter().any(|(k, _)| k == "ema.decays") => Weights::ema(*d),
-                _ => Weights::Raw,
-            },
-        };
+        let weights = run_weights(pick, &r.assignment, &r.config);
         runs.push(PlannedRun {
             id: String::new(),
             assignment: r.assignment,
@@ -114,33 +112,7 @@ pub fn plan(spec: &SweepSpec, sets: &[SetArg], env: bool) -> Result<Plan, Config
             config: r.config,
         });
     }
-    // The merged decays must be valid decays too.
-    let text = &spec
-        .bases
-        .last()
-        .expect("a spec has its own base layer")
-        .text; // ok: read() pushes it
-    let at = || {
-        let line = crate::config::locate::line_of(text, "sweep.ema.decay");
-        Some(format!("{}:{}", spec.path.display(), line.unwrap_or(1)))
-    };
-    let mut problems = vec![];
-    for r in &runs {
-        let v = r.assignment.iter().find(|(k, _)| k == "ema.decay");
-        if let Some((_, v)) = v {
-            let d = v.as_float().or(v.as_integer().map(|x| x as f64));
-            if !d.is_some_and(|d| (0.0..1.0).contains(&d)) {
-                let p = Problem::new(
-                    "sweep.ema.decay",
-                    format!("= {v}: each decay must be a number in [0, 1), e.g. 0.999 (0 = the raw weights)"),
-                )
-                .at(at());
-                if !problems.contains(&p) {
-                    problems.push(p);
-                }
-            }
-        }
-    }
+    let problems = axis_problems(spec, &runs);
     if !problems.is_empty() {
         return Err(ConfigError {
             origin: spec.path.display().to_string(),
@@ -157,6 +129,101 @@ pub fn plan(spec: &SweepSpec, sets: &[SetArg], env: bool) -> Result<Plan, Config
     }
     share_guidance_scales(&mut runs);
     Ok(Plan { runs, jobs })
+}
+
+/// The EMA a run's evaluation-only axes pick.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum EmaPick {
+    /// `ema.decay = μ`: a classic EMA (reconstructed in a power-EMA job).
+    Decay(f64),
+    /// `ema.std_rel = σ` (one number): a post-hoc EMA of that length.
+    StdRel(f64),
+}
+
+impl EmaPick {
+    fn of_pair((k, v): &(String, toml::Value)) -> Option<EmaPick> {
+        let x = v.as_float().or(v.as_integer().map(|x| x as f64));
+        match k.as_str() {
+            // A non-number is still the axis: the value check names it.
+            "ema.decay" => Some(EmaPick::Decay(x.unwrap_or(f64::NAN))),
+            // A list is the tracked lengths: a training key like any other.
+            "ema.std_rel" => x.map(EmaPick::StdRel),
+            _ => None,
+        }
+    }
+
+    fn of(assignment: &Assignment) -> Option<EmaPick> {
+        assignment.iter().find_map(EmaPick::of_pair)
+    }
+}
+
+/// The weights a run is evaluated with.
+fn run_weights(pick: Option<EmaPick>, assignment: &Assignment, cfg: &RunConfig) -> Weights {
+    match pick {
+        Some(EmaPick::StdRel(s)) => Weights::phema(s),
+        // A power-EMA job reconstructs the classic decay at its last step
+        // (an out-of-range one is reported by `axis_problems`).
+        Some(EmaPick::Decay(d)) if d > 0.0 && cfg.ema.mode == EmaMode::Power => {
+            phema::decay_to_std_rel(d, cfg.train.steps).map_or(Weights::Raw, Weights::phema)
+        }
+        Some(EmaPick::Decay(d)) if d > 0.0 => Weights::ema(d),
+        // An `ema.decays` axis of one decay per run: the run reads its EMA.
+        _ => match cfg.ema.decays.as_slice() {
+            [d] if assignment.iter().any(|(k, _)| k == "ema.decays") => Weights::ema(*d),
+            _ => Weights::Raw,
+        },
+    }
+}
+
+/// The EMA axes' values that cannot be evaluated, each once, at its line
+/// of the spec.
+fn axis_problems(spec: &SweepSpec, runs: &[PlannedRun]) -> Vec<Problem> {
+    let text = &spec
+        .bases
+        .last()
+        .expect("a spec has its own base layer")
+        .text; // ok: read() pushes it
+    let at = |key: &str| {
+        let line = crate::config::locate::line_of(text, key);
+        Some(format!("{}:{}", spec.path.display(), line.unwrap_or(1)))
+    };
+    let mut problems = vec![];
+    for r in runs {
+        let power = r.config.ema.mode == EmaMode::Power;
+        let p = match EmaPick::of(&r.assignment) {
+            Some(EmaPick::Decay(d)) if !(0.0..1.0).contains(&d) => Problem::new(
+                "sweep.ema.decay",
+                format!("= {}: each decay must be a number in [0, 1), e.g. 0.999 (0 = the raw weights)", value_of(&r.assignment, "ema.decay")),
+            ),
+            Some(EmaPick::Decay(d)) if d > 0.0 && power => {
+                match phema::decay_to_std_rel(d, r.config.train.steps) {
+                    Ok(_) => continue,
+                    Err(e) => Problem::new("sweep.ema.decay", format!("= {d}: {e}")),
+                }
+            }
+            Some(EmaPick::StdRel(s)) if !power => Problem::new(
+                "sweep.ema.std_rel",
+                format!("= {s}: a post-hoc EMA length needs ema.mode = \"power\" in [base] (the job then tracks ema.std_rel = [0.05, 0.10] and reconstructs each length)"),
+            ),
+            Some(EmaPick::StdRel(s)) => match phema::std_rel_to_exp(s) {
+                Ok(_) => continue,
+                Err(e) => Problem::new("sweep.ema.std_rel", format!("= {s}: {e}")),
+            },
+            _ => continue,
+        };
+        let p = p.clone().at(at(&p.key));
+        if !problems.contains(&p) {
+            problems.push(p);
+        }
+    }
+    problems
+}
+
+fn value_of(assignment: &Assignment, key: &str) -> String {
+    assignment
+        .iter()
+        .find(|(k, _)| k == key)
+        .map_or(String::new(), |(_, v)| v.to_string())
 }
 
 /// Runs of one job with the same evaluation settings are evaluated together
@@ -319,5 +386,81 @@ mod tests {
         assert_eq!(plan.jobs[0].config.eval.scales(), vec![1.0, 3.0, 5.0]);
         assert_eq!(plan.runs[4].config.eval.scales(), vec![1.0, 3.0, 5.0]);
         assert_eq!(plan.runs[4].config.eval.guidance_scale, 3.0, "its own");
+    }
+
+    #[test]
+    fn a_std_rel_axis_shares_one_power_job_per_seed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("phema.toml");
+        std::fs::write(
+            &p,
+            "[base]\nema.mode = \"power\"\nema.decays = []\ntrain.steps = 1000\n[sweep]\n\"ema.std_rel\" = [0.01, 0.05, 0.2]\nseeds = [0, 1]\n",
+        )
+        .unwrap();
+        let plan = plan(&super::super::spec::read(&p).unwrap(), &[], false).unwrap();
+        assert_eq!(plan.runs.len(), 6);
+        assert_eq!(plan.jobs.len(), 2, "one job per seed");
+        assert_eq!(
+            plan.jobs[0].config.ema.std_rel,
+            vec![0.05, 0.10],
+            "the tracked pair"
+        );
+        assert_eq!(plan.runs[0].weights, Weights::phema(0.01));
+        assert_eq!(plan.runs[5].weights, Weights::phema(0.2));
+        assert!(
+            plan.runs[0].id.starts_with("std-rel-0.01_seed-0-"),
+            "{}",
+            plan.runs[0].id
+        );
+        // A tracked list on the axis is a training key: a job per value.
+        std::fs::write(
+            &p,
+            "[base]\nema.mode = \"power\"\nema.decays = []\n[sweep]\n\"ema.std_rel\" = [[0.05], [0.1, 0.2]]\n",
+        )
+        .unwrap();
+        let tracked = super::plan(&super::super::spec::read(&p).unwrap(), &[], false).unwrap();
+        assert_eq!(tracked.jobs.len(), 2);
+        assert!(tracked.runs.iter().all(|r| r.weights == Weights::Raw));
+    }
+
+    #[test]
+    fn a_decay_axis_of_a_power_job_is_reconstructed_not_tracked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("phema.toml");
+        std::fs::write(
+            &p,
+            "[base]\nema.mode = \"power\"\nema.decays = []\ntrain.steps = 1000\n[sweep]\n\"ema.decay\" = [0.0, 0.99]\n",
+        )
+        .unwrap();
+        let plan = plan(&super::super::spec::read(&p).unwrap(), &[], false).unwrap();
+        assert_eq!(plan.jobs.len(), 1);
+        assert!(plan.jobs[0].config.ema.decays.is_empty());
+        assert_eq!(plan.runs[0].weights, Weights::Raw);
+        let s = 0.99f64.sqrt() / ((1.0 - 0.99) * 1000.0);
+        assert_eq!(plan.runs[1].weights, Weights::phema(s));
+    }
+
+    #[test]
+    fn bad_lengths_on_the_axis_are_named_with_their_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bad.toml");
+        let e = |text: &str| {
+            std::fs::write(&p, text).unwrap();
+            plan(&super::super::spec::read(&p).unwrap(), &[], false)
+                .unwrap_err()
+                .to_string()
+        };
+        let err = e("[base]\nema.mode = \"power\"\nema.decays = []\n[sweep]\n\"ema.std_rel\" = [0.05, 0.3]\n");
+        assert!(
+            err.contains("bad.toml:5: sweep.ema.std_rel: = 0.3: σ_rel = 0.3: must be in (0, 0.28]"),
+            "{err}"
+        );
+        let err = e("[sweep]\n\"ema.std_rel\" = [0.05]\n");
+        assert!(err.contains("bad.toml:2: sweep.ema.std_rel: = 0.05: a post-hoc EMA length needs ema.mode = \"power\""), "{err}");
+        let err = e("[base]\nema.mode = \"power\"\nema.decays = []\ntrain.steps = 100\n[sweep]\n\"ema.decay\" = [0.9999]\n");
+        assert!(
+            err.contains("sweep.ema.decay: = 0.9999: ema.decay = 0.9999 at step 100 is σ_rel"),
+            "{err}"
+        );
     }
 }

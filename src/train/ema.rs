@@ -11,12 +11,22 @@
 //! * `bias-corrected` (the chapter's bias correction): the shadow starts at 0 and
 //!   is updated with μ from step u + 1 on; with n = c − u updates it is read as
 //!   θ̂ = θ_ema / (1 − μ^n). Before any update it reads as θ.
+//! * `power` (Karras et al. 2024, [`super::power_ema`]): one shadow per
+//!   `ema.std_rel` instead of per decay, updated with β_c = (1 − 1/c)^(γ+1);
+//!   `update_after_step` does not apply.
 
+use super::power_ema;
 use crate::config::run::{EmaConfig, EmaMode};
+use crate::run::phema::{std_rel_to_exp, PhemaError};
+use crate::run::Weights;
 use tch::Tensor;
 
 pub struct Ema {
     pub decays: Vec<f64>,
+    /// Under `power`: the tracked σ_rel and their exponents γ (one shadow
+    /// each, in place of `decays`).
+    pub std_rel: Vec<f64>,
+    pub gammas: Vec<f64>,
     pub mode: EmaMode,
     pub inv_gamma: f64,
     pub power: f64,
@@ -31,22 +41,32 @@ pub struct Ema {
 }
 
 impl Ema {
-    pub fn new(cfg: &EmaConfig, flat: &Tensor) -> Self {
-        let shadows = cfg
-            .decays
+    /// The EMAs of `cfg` over the flat parameters `flat`; an error for a
+    /// σ_rel outside (0, 0.28] (a config that skipped validation).
+    pub fn new(cfg: &EmaConfig, flat: &Tensor) -> Result<Self, PhemaError> {
+        let power = cfg.mode == EmaMode::Power;
+        let (decays, std_rel) = match power {
+            true => (vec![], cfg.std_rel.clone()),
+            false => (cfg.decays.clone(), vec![]),
+        };
+        let gammas = std_rel
             .iter()
+            .map(|&s| std_rel_to_exp(s))
+            .collect::<Result<Vec<f64>, _>>()?;
+        let n = decays.len() + std_rel.len();
+        let shadows = (0..n)
             .map(|_| match cfg.mode {
                 EmaMode::BiasCorrected => flat.zeros_like(),
                 _ => flat.detach().copy(),
             })
             .collect();
-        let lerp_weights = cfg
-            .decays
-            .iter()
+        let lerp_weights = (0..n)
             .map(|_| Tensor::zeros([], (flat.kind(), flat.device())))
             .collect();
-        Ema {
-            decays: cfg.decays.clone(),
+        Ok(Ema {
+            decays,
+            std_rel,
+            gammas,
             mode: cfg.mode,
             inv_gamma: cfg.inv_gamma,
             power: cfg.power,
@@ -54,7 +74,17 @@ impl Ema {
             shadows,
             lerp_weights,
             steps: 0,
-        }
+        })
+    }
+
+    /// The weight set of each shadow, in order (`ema-<decay>` or
+    /// `phema-<σ_rel>`).
+    pub fn names(&self) -> Vec<Weights> {
+        self.decays
+            .iter()
+            .map(|&d| Weights::ema(d))
+            .chain(self.std_rel.iter().map(|&s| Weights::phema(s)))
+            .collect()
     }
 
     /// The decay applied at optimizer step c (1-based) for nominal decay μ
@@ -66,6 +96,7 @@ impl Ema {
             inv_gamma: self.inv_gamma,
             power: self.power,
             update_after_step: self.update_after_step,
+            ..EmaConfig::default()
         }
         .decay_at(decay, c)
     }
@@ -81,6 +112,13 @@ impl Ema {
     pub fn advance(&mut self) {
         self.steps += 1;
         let c = self.steps;
+        if self.mode == EmaMode::Power {
+            for (i, &g) in self.gammas.iter().enumerate() {
+                let w = 1.0 - power_ema::beta(g, c);
+                let _ = tch::no_grad(|| self.lerp_weights[i].fill_(w));
+            }
+            return;
+        }
         for (i, &decay) in self.decays.iter().enumerate() {
             let w = if self.mode == EmaMode::BiasCorrected && c <= self.update_after_step {
                 0.0 // no update counted yet; reads as θ
@@ -116,11 +154,14 @@ impl Ema {
         }
     }
 
-    /// The decays in force at the last step (what the logs record).
+    /// The decay of each shadow in force at the last step (what the logs
+    /// record), in the order of [`Ema::names`].
     pub fn current_decays(&self) -> Vec<f64> {
+        let c = self.steps.max(1);
         self.decays
             .iter()
-            .map(|&d| self.decay_at(d, self.steps.max(1)))
+            .map(|&d| self.decay_at(d, c))
+            .chain(self.gammas.iter().map(|&g| power_ema::beta(g, c)))
             .collect()
     }
 }
@@ -137,13 +178,14 @@ mod tests {
             inv_gamma: 1.0,
             power: 2.0 / 3.0,
             update_after_step: u,
+            ..EmaConfig::default()
         }
     }
 
     /// A scalar "model" whose parameter takes the values `thetas` after each step.
     fn run(c: &EmaConfig, theta0: f64, thetas: &[f64]) -> Vec<f64> {
         let mut p = Tensor::from_slice(&[theta0 as f32]);
-        let mut ema = Ema::new(c, &p);
+        let mut ema = Ema::new(c, &p).unwrap();
         for &th in thetas {
             let _ = p.fill_(th);
             ema.update(&p);
@@ -169,7 +211,7 @@ mod tests {
     fn warmup_ema_follows_the_diffusers_schedule() {
         let c = cfg(EmaMode::Warmup, &[0.999], 0);
         let p = Tensor::zeros([1], (Kind::Float, Device::Cpu));
-        let ema = Ema::new(&c, &p);
+        let ema = Ema::new(&c, &p).unwrap();
         assert_eq!(ema.decay_at(0.999, 1), 0.0);
         assert!((ema.decay_at(0.999, 2) - (1.0 - 2f64.powf(-2.0 / 3.0))).abs() < 1e-12);
         assert!((ema.decay_at(0.999, 11) - (1.0 - 11f64.powf(-2.0 / 3.0))).abs() < 1e-12);

@@ -75,6 +75,8 @@ pub enum TrainError {
     Schedule(#[from] ScheduleError),
     #[error(transparent)]
     Weighting(#[from] WeightingError),
+    #[error("ema.std_rel: {0}")]
+    Phema(#[from] crate::run::phema::PhemaError),
     #[error(transparent)]
     Graph(super::cuda_graph::GraphError),
     #[error("at step {step}: {error}")]

@@ -7,6 +7,7 @@ pub mod error;
 pub mod flat;
 pub mod log;
 pub mod optim;
+pub mod power_ema;
 pub mod precision;
 mod progress;
 mod resume;

@@ -115,6 +115,7 @@ impl Run {
             at: "building the model, its optimizer state and EMAs".into(),
             message: crate::panics::panic_message(payload.as_ref()),
         })?;
+        let ema = ema?;
         let scaler = LossScaler::new(cfg.train.precision, device);
         let num_classes = if cfg.data.labels {
             dataset.num_classes.unwrap_or(0)
@@ -157,9 +158,9 @@ impl Run {
             "raw".to_string(),
             self.fp.named_views(&self.fp.flat.detach()),
         )];
-        for (i, &d) in self.ema.decays.iter().enumerate() {
+        for (i, name) in self.ema.names().into_iter().enumerate() {
             let w = self.ema.weights(i, &self.fp.flat);
-            files.push((Weights::ema(d).to_string(), self.fp.named_views(&w)));
+            files.push((name.to_string(), self.fp.named_views(&w)));
         }
         let mut opt = vec![
             ("exp_avg".to_string(), self.opt.exp_avg.shallow_clone()),
@@ -221,8 +222,8 @@ impl Run {
         };
         load_flat("raw", &self.fp.flat)?;
         self.fp.publish();
-        for (i, &d) in self.ema.decays.clone().iter().enumerate() {
-            let name = Weights::ema(d).to_string();
+        for (i, name) in self.ema.names().into_iter().enumerate() {
+            let name = name.to_string();
             if self.ema.mode == EmaMode::BiasCorrected {
                 let t = data
                     .get("optimizer", &format!("ema_shadow.{name}"))
@@ -282,7 +283,7 @@ pub(super) fn write_snapshot(
 
 /// The state.json of a checkpoint or snapshot at `step` (`files` are filled
 /// in by [`checkpoint::write`]).
-fn checkpoint_state(run: &Run, step: u64, hash: &str, wall: f64) -> CheckpointState {
+pub(super) fn checkpoint_state(run: &Run, step: u64, hash: &str, wall: f64) -> CheckpointState {
     CheckpointState {
         format_version: checkpoint::FORMAT_VERSION,
         step,

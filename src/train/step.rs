@@ -16,7 +16,6 @@ use crate::diffusion::{training_losses, Losses, TimestepSampling};
 use crate::model::Conditioning;
 use crate::rng::mix_seed;
 use crate::run::records::LogRecord;
-use crate::run::Weights;
 use rand::SeedableRng;
 use rand_pcg::Pcg64;
 use std::time::Instant;
@@ -421,10 +420,10 @@ impl Run {
             lr: cfg.train.lr_at(step.saturating_sub(1)),
             ema_decay: self
                 .ema
-                .decays
+                .names()
                 .iter()
                 .zip(self.ema.current_decays())
-                .map(|(&d, cur)| (Weights::ema(d).to_string(), cur))
+                .map(|(w, cur)| (w.to_string(), cur))
                 .collect(),
             loss_scale: self.scaler.scale.double_value(&[]),
             skipped_steps: acc.skipped.double_value(&[]).round() as u64,

@@ -269,6 +269,10 @@ impl<'a> Session<'a> {
             write_snapshot(run, &self.layout.root, step, &self.hash, self.wall())
                 .map_err(|e| self.saving(e, step))?;
         }
+        if self.cfg.ema.is_snapshot_step(step, self.total) {
+            super::power_ema::write_snapshot(run, &self.layout.root, step, &self.hash, self.wall())
+                .map_err(|e| self.saving(e, step))?;
+        }
         if ck_now {
             self.checkpoint(run, step)
                 .map_err(|e| self.saving(e, step))?;
