@@ -184,54 +184,63 @@ fn diffusers_computes_what_ddpm_lab_computes_with_and_without_labels() {
             "{config}"
         );
 
-        // The UNet on the same x, t and class (the null token included).
-        let io = d.join(format!("{name}-io.safetensors"));
-        unet_io(&run, &io);
-        let r = check(&["unet", out.to_str().unwrap(), io.to_str().unwrap()]);
-        eprintln!("{name}: UNet output {r}");
-        assert!(r["scale"].as_f64().unwrap() > 1e-3, "a trained output: {r}");
-        assert!(max_abs(&r) <= 1e-5, "{name}: UNet output differs by {r}");
-
         // Samples from the same noise: DDPM (x_T and every step's noise), and
         // DDIM with η = 0 over every step (x_T only).
+        let path = |f: &str| d.join(format!("{name}-{f}.safetensors"));
+        let n = if labels { "3" } else { "4" };
+        let (noise_ddpm, noise_ddim) = (path("noise-ddpm"), path("noise-ddim"));
+        check(&["noise", s(&out), n, "7", s(&noise_ddpm), s(&noise_ddim)]);
+        let label = ["--label", "2"];
+        let label: &[&str] = if labels { &label } else { &[] };
+        let ddpm = path("ddpm");
+        sample(
+            &run,
+            &ddpm,
+            &[&["--noise", s(&noise_ddpm), "--sampler", "ddpm"], label].concat(),
+        );
+        let ddim = path("ddim");
+        let args = [
+            "--noise",
+            s(&noise_ddim),
+            "--sampler",
+            "ddim",
+            "--steps",
+            "0",
+            "--eta",
+            "0",
+        ];
+        sample(&run, &ddim, &[&args[..], label].concat());
+
+        // The UNet on the same x, t and class (the null token included), and
+        // the samples.
+        let io = path("io");
+        unet_io(&run, &io);
+        let mut call = vec!["compare", s(&out), s(&io), "7", s(&ddpm), s(&ddim)];
+        if labels {
+            call.push("2");
+        }
+        let r = check(&call);
+        eprintln!("{name}: {r}");
+        assert!(
+            r["unet"]["scale"].as_f64().unwrap() > 1e-3,
+            "a trained output: {r}"
+        );
+        assert!(
+            max_abs(&r["unet"]) <= 1e-5,
+            "{name}: UNet output differs by {r}"
+        );
         for sampler in ["ddpm", "ddim"] {
-            let noise = d.join(format!("{name}-{sampler}-noise.safetensors"));
-            let n = if labels { "3" } else { "4" };
-            check(&[
-                "noise",
-                out.to_str().unwrap(),
-                n,
-                "7",
-                sampler,
-                noise.to_str().unwrap(),
-            ]);
-            let ours = d.join(format!("{name}-{sampler}.safetensors"));
-            let mut args = vec!["--noise", noise.to_str().unwrap(), "--sampler", sampler];
-            if sampler == "ddim" {
-                args.extend(["--steps", "0", "--eta", "0"]);
-            }
-            if labels {
-                args.extend(["--label", "2"]);
-            }
-            sample(&run, &ours, &args);
-            let mut call = vec![
-                "pipeline",
-                out.to_str().unwrap(),
-                "7",
-                sampler,
-                ours.to_str().unwrap(),
-            ];
-            if labels {
-                call.push("2");
-            }
-            let r = check(&call);
-            eprintln!("{name} {sampler}: samples {r}");
             assert!(
-                max_abs(&r) <= 1e-4,
+                max_abs(&r[sampler]) <= 1e-4,
                 "{name} {sampler}: samples differ by {r}"
             );
         }
     }
+}
+
+/// A path as the str a command line takes.
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
 }
 
 #[test]

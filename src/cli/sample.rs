@@ -85,8 +85,9 @@ pub struct SampleCmd {
     #[arg(long, short, default_value_t = 64, value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
     pub n: i64,
     /// Draw with this noise instead of the seed's: a safetensors file whose
-    /// tensor `noise` is x_T [n, …] (enough for DDIM with η = 0), or x_T and
-    /// each reverse step's noise [1 + steps, n, …]; n comes from it.
+    /// tensor `noise` is x_T, [n, …] or [1, n, …] (enough for DDIM with
+    /// η = 0), or x_T and each reverse step's noise, [1 + steps, n, …]; n
+    /// comes from it.
     #[arg(long, conflicts_with_all = ["n", "seed"])]
     pub noise: Option<PathBuf>,
     /// The seed: the same seed, checkpoint and options give the same samples.

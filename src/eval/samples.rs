@@ -145,7 +145,7 @@ pub fn draw(
 
 /// A given noise tensor as [1 + S, B, …] or [1, B, …] (see
 /// [`NoiseSource::Given`]), checked against the draw's `shape` ([B, …]) and
-/// its `steps` reverse steps.
+/// its `steps` reverse steps; x_T alone may come as [B, …] or [1, B, …].
 fn checked_noise(
     t: &Tensor,
     shape: &[i64],
@@ -158,7 +158,9 @@ fn checked_noise(
     if t.size() == full {
         return Ok(t.shallow_clone());
     }
-    if t.size() != shape {
+    let mut one = vec![1];
+    one.extend_from_slice(shape);
+    if t.size() != shape && t.size() != one {
         return Err(DrawError::NoiseShape {
             got: t.size(),
             x_t: shape.to_vec(),
@@ -175,7 +177,7 @@ fn checked_noise(
             },
         });
     }
-    Ok(t.unsqueeze(0))
+    Ok(t.reshape(one.as_slice()))
 }
 
 /// The model's conditioning for `condition`, checked against what the run

@@ -1,24 +1,25 @@
 """diffusers' side of tests/diffusers_export.rs: load a `ddpm-lab export
 --format diffusers` folder with diffusers and compare what it computes with
-what ddpm-lab computed. Each subcommand prints one JSON line.
+what ddpm-lab computed. Each subcommand prints one JSON line (two
+subcommands, as each start of Python and diffusers takes seconds).
 
-    unet EXPORT IO.safetensors
-        IO holds x [B, C, H, W], t [B] (int64), optionally labels [B], and
-        ddpm-lab's UNet output `out`; prints the max abs difference of
+    noise EXPORT N SEED DDPM.safetensors DDIM.safetensors
+        the noise the diffusers pipelines draw from torch.Generator(SEED) for
+        N samples, as the tensor `noise` that `ddpm-lab sample --noise` reads:
+        for DDPM, x_T and then one tensor per reverse step in
+        DDPMScheduler.step's order (zeros at t = 0, where it draws none); for
+        DDIM with eta 0, x_T alone.
+    compare EXPORT IO.safetensors SEED DDPM.safetensors DDIM.safetensors [LABEL]
+        unet: IO holds x [B, C, H, W], t [B] (int64), optionally labels [B],
+        and ddpm-lab's UNet output `out`; the max abs difference of
         UNet2DModel's output on the same input.
-    noise EXPORT N SEED SAMPLER OUT.safetensors
-        the noise the diffusers pipeline draws from torch.Generator(SEED) for
-        N samples: x_T and then, for DDPM, one tensor per reverse step in
-        DDPMScheduler.step's order (zeros at t = 0, where it draws none), as
-        the tensor `noise` that `ddpm-lab sample --noise` reads.
-    pipeline EXPORT SEED SAMPLER OURS.safetensors [LABEL]
-        runs DDPMPipeline (SAMPLER ddpm) or DDIMPipeline with
-        DDIMScheduler.from_config (ddim, eta 0, every timestep, x_0 clipped
-        and epsilon re-derived from it, as ddpm-lab's DDIM) with
-        torch.Generator(SEED), and prints the max abs difference from
-        ddpm-lab's samples in OURS, in model units ([-1, 1]). With LABEL,
-        the pipelines (which take no class) are replaced by their loop over
-        the same scheduler and UNet, with class_labels = LABEL.
+        ddpm, ddim: DDPMPipeline, and DDIMPipeline with
+        DDIMScheduler.from_config (eta 0, every timestep, x_0 clipped and
+        epsilon re-derived from it, as ddpm-lab's DDIM), run with
+        torch.Generator(SEED); the max abs difference from ddpm-lab's
+        samples in the files, in model units ([-1, 1]). With LABEL, the
+        pipelines (which take no class) are replaced by their loop over the
+        same scheduler and UNet, with class_labels = LABEL.
 """
 import json
 import sys
@@ -33,7 +34,7 @@ def unet(export, io):
     d = load_file(io)
     with torch.no_grad():
         out = model(d["x"], d["t"], class_labels=d.get("labels")).sample
-    print(json.dumps({"max_abs": (out - d["out"]).abs().max().item(), "scale": d["out"].abs().max().item()}))
+    return {"max_abs": (out - d["out"]).abs().max().item(), "scale": d["out"].abs().max().item()}
 
 
 def shape_of(export, n):
@@ -42,16 +43,21 @@ def shape_of(export, n):
     return (n, cfg["in_channels"], size, size)
 
 
-def noise(export, n, seed, sampler, out):
+def noise(export, n, seed, ddpm_out, ddim_out):
     shape = shape_of(export, n)
     steps = DDPMScheduler.from_pretrained(f"{export}/scheduler").config.num_train_timesteps
-    g = torch.Generator().manual_seed(seed)
-    drawn = [torch.randn(shape, generator=g)]
-    if sampler == "ddpm":
-        # DDPMScheduler.step draws at every t > 0, from T - 1 down.
-        for t in reversed(range(steps)):
-            drawn.append(torch.randn(shape, generator=g) if t > 0 else torch.zeros(shape))
-    save_file({"noise": torch.stack(drawn).contiguous()}, out)
+    shapes = {}
+    for sampler, out in [("ddpm", ddpm_out), ("ddim", ddim_out)]:
+        g = torch.Generator().manual_seed(seed)
+        drawn = [torch.randn(shape, generator=g)]
+        if sampler == "ddpm":
+            # DDPMScheduler.step draws at every t > 0, from T - 1 down.
+            for t in reversed(range(steps)):
+                drawn.append(torch.randn(shape, generator=g) if t > 0 else torch.zeros(shape))
+        stacked = torch.stack(drawn).contiguous()
+        save_file({"noise": stacked}, out)
+        shapes[sampler] = list(stacked.shape)
+    print(json.dumps(shapes))
 
 
 def labelled_loop(export, scheduler, shape, seed, label, eta):
@@ -94,16 +100,26 @@ def pipeline(export, seed, sampler, ours, label=None):
     else:
         theirs = labelled_loop(export, pipe.scheduler, tuple(x.shape), seed, label, 0.0)
         ours = x
-    print(json.dumps({"max_abs": (theirs - ours).abs().max().item(), "scale": ours.abs().max().item()}))
+    return {"max_abs": (theirs - ours).abs().max().item(), "scale": ours.abs().max().item()}
+
+
+def compare(export, io, seed, ddpm, ddim, label=None):
+    print(
+        json.dumps(
+            {
+                "unet": unet(export, io),
+                "ddpm": pipeline(export, seed, "ddpm", ddpm, label),
+                "ddim": pipeline(export, seed, "ddim", ddim, label),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    if cmd == "unet":
-        unet(*args)
-    elif cmd == "noise":
+    if cmd == "noise":
         noise(args[0], int(args[1]), int(args[2]), args[3], args[4])
-    elif cmd == "pipeline":
-        pipeline(args[0], int(args[1]), args[2], args[3], int(args[4]) if len(args) > 4 else None)
+    elif cmd == "compare":
+        compare(args[0], args[1], int(args[2]), args[3], args[4], int(args[5]) if len(args) > 5 else None)
     else:
         sys.exit(f"unknown subcommand {cmd}")
