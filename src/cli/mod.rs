@@ -95,7 +95,7 @@ Examples:
     pub const EXPORT: &str = "\
 Examples:
   ddpm-lab export results/smoke-ex1-prediction/runs/<run> --format diffusers --out exports/ex1
-  ddpm-lab export results/runs/cifar10_ddpm_synthetic --format diffusers --weights raw --out exports/c10";
+  ddpm-lab export results/runs/cifar10_ddpm_synthetic --format diffusers --out c10 --weights raw";
     pub const DATA: &str = "\
 Examples:
   ddpm-lab data mnist
