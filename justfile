@@ -6,6 +6,8 @@
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
 torch_version := "2.11.0"
+# diffusers for the export/import tests (tests/diffusers_export.rs reads the pin from here).
+diffusers_version := "0.42.1"
 venv := justfile_directory() / ".venv"
 
 export VIRTUAL_ENV := venv
@@ -16,7 +18,7 @@ export LIBTORCH_USE_PYTORCH := "1"
 default:
     @just --list
 
-# Install PyTorch {{torch_version}} into ./.venv (idempotent: skips what is there).
+# Install PyTorch {{torch_version}} and diffusers {{diffusers_version}} into ./.venv (idempotent: skips what is there).
 setup:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -30,6 +32,13 @@ setup:
     else
         echo "setup: installing torch=={{torch_version}} into {{venv}} (found: ${have:-none})"
         "{{venv}}/bin/python" -m pip install --disable-pip-version-check -q "torch=={{torch_version}}"
+    fi
+    have=$("{{venv}}/bin/python" -c 'import diffusers; print(diffusers.__version__)' 2>/dev/null || true)
+    if [ "$have" = "{{diffusers_version}}" ]; then
+        echo "setup: diffusers {{diffusers_version}} already in {{venv}}"
+    else
+        echo "setup: installing diffusers=={{diffusers_version}} into {{venv}} (found: ${have:-none})"
+        "{{venv}}/bin/python" -m pip install --disable-pip-version-check -q "diffusers=={{diffusers_version}}"
     fi
 
 # Build the release binary (target/release/ddpm-lab).

@@ -104,6 +104,12 @@ impl Classified for crate::eval::evaluator::EvaluatorError {
     }
 }
 
+impl Classified for crate::export::diffusers::ExportError {
+    fn is_bad_input(&self) -> bool {
+        crate::export::diffusers::ExportError::is_bad_input(self)
+    }
+}
+
 impl Classified for crate::run::handle::HandleError {
     /// Every way a named folder fails to be a run is the user's to fix.
     fn is_bad_input(&self) -> bool {

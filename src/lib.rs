@@ -15,6 +15,7 @@ pub mod data;
 pub mod diffusion;
 pub mod eval;
 pub mod exit;
+pub mod export;
 pub mod model;
 pub mod panics;
 pub mod report;

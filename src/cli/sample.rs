@@ -5,15 +5,16 @@
 use crate::config::run::SamplerKind;
 use crate::config::RunConfig;
 use crate::data::tabular::ColumnStats;
-use crate::diffusion::sampling::{SamplingOptions, Variance};
+use crate::diffusion::sampling::{NoiseSource, SamplingOptions, Variance};
 use crate::eval::output::{write_png_grid, write_vectors};
 use crate::eval::samples::{draw, Condition};
-use crate::eval::trained::{self, TrainedModel, WeightsSource};
+use crate::eval::trained::{self, TrainedModel};
 use crate::exit::{bad_input, Classified};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use tch::Tensor;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum SamplerArg {
@@ -34,7 +35,9 @@ pub struct SampleCmd {
     /// A run folder: `ddpm-lab train --out`, or a sweep's
     /// results/<sweep>/runs/<run>/ (the ids the plan and report print) or jobs/<job>/.
     pub run_dir: PathBuf,
-    /// Where to write: .png for image runs; .csv or .parquet for vector runs.
+    /// Where to write: .png for image runs; .csv or .parquet for vector
+    /// runs; .safetensors for either (the tensor `samples` in model units, and
+    /// `labels` when drawn for labels).
     #[arg(long)]
     pub out: PathBuf,
     /// The weights: raw, ema-<decay> or (a power-EMA run) phema-<σ_rel>.
@@ -82,6 +85,12 @@ pub struct SampleCmd {
     /// How many samples.
     #[arg(long, short, default_value_t = 64, value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
     pub n: i64,
+    /// Draw with this noise instead of the seed's: a safetensors file whose
+    /// tensor `noise` is x_T, [n, …] or [1, n, …] (enough for DDIM with
+    /// η = 0), or x_T and each reverse step's noise, [1 + steps, n, …]; n
+    /// comes from it.
+    #[arg(long, conflicts_with_all = ["n", "seed"])]
+    pub noise: Option<PathBuf>,
     /// The seed: the same seed, checkpoint and options give the same samples.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -102,7 +111,41 @@ fn non_finite_samples(x: &tch::Tensor) -> i64 {
     bad.sum(tch::Kind::Int64).int64_value(&[])
 }
 
-pub fn run(cmd: SampleCmd) -> anyhow::Result<()> {
+/// The tensor of a `--noise` file, and the number of samples it is for:
+/// its first dimension for x_T alone ([n, …]), else its second.
+fn read_noise(path: &std::path::Path, sample_rank: usize) -> anyhow::Result<(Tensor, i64)> {
+    let shown = path.display();
+    let mut tensors = Tensor::read_safetensors(path).map_err(|e| {
+        bad_input(format!(
+            "--noise {shown}: cannot read it as safetensors ({e})"
+        ))
+    })?;
+    let index = match tensors.iter().position(|(n, _)| n == "noise") {
+        Some(i) => i,
+        None if tensors.len() == 1 => 0,
+        None => {
+            let names: Vec<&str> = tensors.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(bad_input(format!(
+                "--noise {shown}: has no tensor named noise (it has {}); name the noise tensor `noise`",
+                names.join(", ")
+            )));
+        }
+    };
+    let t = tensors.swap_remove(index).1;
+    let size = t.size();
+    let n = match size.len() {
+        d if d == sample_rank + 1 => size[0],
+        d if d == sample_rank + 2 => size[1],
+        _ => {
+            return Err(bad_input(format!(
+                "--noise {shown}: the tensor is {size:?}; give x_T as [n, …] with the run's sample shape, or [1 + steps, n, …]"
+            )))
+        }
+    };
+    Ok((t, n))
+}
+
+pub fn run(mut cmd: SampleCmd) -> anyhow::Result<()> {
     let device = super::device_arg(&cmd.device)?;
     if cmd.out.exists() {
         return Err(bad_input(format!(
@@ -113,27 +156,23 @@ pub fn run(cmd: SampleCmd) -> anyhow::Result<()> {
     let h = super::handle::open(&cmd.run_dir)?;
     let run_dir = h.trained.root.clone();
     let cfg = h.config.clone();
-    let step = cmd
-        .step
-        .or_else(|| h.trained.saved_steps().last().map(|(s, _)| *s))
-        .unwrap_or(0);
-    let (weights, named_by) = match cmd.weights {
-        Some(w) => (w, WeightsSource::Flag),
-        None => {
-            let (w, why) = super::handle::default_weights(&h, step);
-            if !cmd.quiet {
-                eprintln!("[sample] {why}");
-            }
-            (w, WeightsSource::RunConfig)
-        }
-    };
+    let (weights, named_by) =
+        super::handle::pick_weights(&h, cmd.weights, cmd.step, cmd.quiet, "sample");
     let tm = trained::load(&run_dir, cmd.step, weights, named_by, device)
         .map_err(Classified::into_cli)?;
     for w in super::handle::cold_warnings(&h, &[weights], tm.step) {
         eprintln!("warning: {w}");
     }
-    let is_image = crate::config::data_shape(&cfg).is_image();
-    let opts = sampling_options(&cmd, &cfg, is_image)?;
+    let shape = crate::config::data_shape(&cfg);
+    let noise = match &cmd.noise {
+        Some(path) => {
+            let (t, n) = read_noise(path, shape.sample.len())?;
+            cmd.n = n;
+            Some(t)
+        }
+        None => None,
+    };
+    let opts = sampling_options(&cmd, &cfg, shape.is_image())?;
     let guidance = cmd.guidance.unwrap_or(cfg.eval.guidance_scale);
     if !(guidance.is_finite() && guidance >= 0.0) {
         return Err(bad_input(format!(
@@ -163,7 +202,9 @@ pub fn run(cmd: SampleCmd) -> anyhow::Result<()> {
         guidance,
         &condition,
         cmd.n,
-        cmd.seed,
+        noise
+            .as_ref()
+            .map_or(NoiseSource::Seed(cmd.seed), NoiseSource::Given),
         device,
         &mut |done, total| progress.step(done, total),
     );
@@ -285,16 +326,19 @@ fn write_samples(
     if let Some(dir) = cmd.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
+    if has_extension(&cmd.out, "safetensors") {
+        let mut named = vec![("samples".to_string(), x.to_device(tch::Device::Cpu))];
+        if let Condition::Labels(l) = condition {
+            named.push(("labels".to_string(), Tensor::from_slice(l)));
+        }
+        Tensor::write_safetensors(&named, &cmd.out)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", cmd.out.display()))?;
+        return Ok(());
+    }
     if crate::config::data_shape(cfg).is_image() {
-        // Extensions in any case, as for .csv and image folders.
-        let png = cmd
-            .out
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| e.eq_ignore_ascii_case("png"));
-        if !png {
+        if !has_extension(&cmd.out, "png") {
             return Err(bad_input(format!(
-                "--out {}: an image run writes a .png grid",
+                "--out {}: an image run writes a .png grid (or .safetensors, the samples as a tensor)",
                 cmd.out.display()
             )));
         }
@@ -313,6 +357,13 @@ fn write_samples(
     write_vectors(x, &names, stats, &extra, &cmd.out).map_err(Classified::into_cli)
 }
 
+/// Whether `path` ends in `.ext`, in any case (as for .csv and image folders).
+fn has_extension(path: &std::path::Path, ext: &str) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case(ext))
+}
+
 /// The line that says what was written, from what, and how long it took.
 fn summary(
     cmd: &SampleCmd,
@@ -323,7 +374,7 @@ fn summary(
     seconds: f64,
 ) -> String {
     format!(
-        "{}: {} sample{} from step {} ({}), {} sampler{}, guidance {guidance}, seed {} in {seconds:.1}s",
+        "{}: {} sample{} from step {} ({}), {} sampler{}, guidance {guidance}, {} in {seconds:.1}s",
         cmd.out.display(),
         cmd.n,
         if cmd.n == 1 { "" } else { "s" },
@@ -346,7 +397,10 @@ fn summary(
         } else {
             String::new()
         },
-        cmd.seed,
+        match &cmd.noise {
+            Some(p) => format!("noise from {}", p.display()),
+            None => format!("seed {}", cmd.seed),
+        },
     )
 }
 

@@ -40,6 +40,10 @@ pub struct ModelConfig {
     pub attn_heads: Option<i64>,
     pub hidden: Option<i64>,
     pub depth: Option<i64>,
+    /// A diffusers UNet2DModel folder (`ddpm-lab export --format diffusers`,
+    /// or its `unet/`) whose weights training starts from; empty = random
+    /// initial weights.
+    pub init_from: String,
 }
 
 impl Default for ModelConfig {
@@ -55,6 +59,7 @@ impl Default for ModelConfig {
             attn_heads: None,
             hidden: None,
             depth: None,
+            init_from: String::new(),
         }
     }
 }

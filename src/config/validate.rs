@@ -695,6 +695,7 @@ fn validate_model(cfg: &RunConfig, shape: &DataShape, p: &mut Vec<Problem>) {
         }
         _ => {}
     }
+    validate_init_from(cfg, v.family, p);
     let dropout = m.dropout.unwrap_or(v.dropout);
     in_unit(p, "model.dropout", dropout, "0.1 as in DDPM");
     if v.family == Family::Mlp {
@@ -722,6 +723,27 @@ fn validate_model(cfg: &RunConfig, shape: &DataShape, p: &mut Vec<Problem>) {
         return;
     }
     validate_unet(cfg, shape, p);
+}
+
+/// `model.init_from`: a folder with a diffusers UNet2DModel config, for a
+/// UNet. Whether its network is the run's is checked when training builds
+/// the model (the classes of an image folder are known only then).
+fn validate_init_from(cfg: &RunConfig, family: Family, p: &mut Vec<Problem>) {
+    let dir = &cfg.model.init_from;
+    if dir.is_empty() {
+        return;
+    }
+    let key = "model.init_from";
+    if family == Family::Mlp {
+        p.push(Problem::new(key, format!("= {dir:?}: a diffusers UNet2DModel can only start a UNet, and model.preset = {:?} is an MLP; use a UNet preset, or remove the key", cfg.model.preset.name())));
+        return;
+    }
+    let path = std::path::Path::new(dir);
+    if !path.is_dir() {
+        p.push(Problem::new(key, format!("= {dir:?}: no such folder in {} (a relative path resolves from the folder ddpm-lab runs in); give a folder written by `ddpm-lab export --format diffusers`, or a diffusers UNet2DModel folder", crate::data::error::working_folder().display())));
+    } else if !path.join("unet/config.json").is_file() && !path.join("config.json").is_file() {
+        p.push(Problem::new(key, format!("= {dir:?}: has neither unet/config.json nor config.json; give a diffusers pipeline folder (ddpm-lab export --format diffusers) or its unet/ folder")));
+    }
 }
 
 /// A UNet preset and its overrides, against the images' size.
@@ -937,5 +959,27 @@ mod tests {
         cfg.ema.snapshot_every = 0;
         cfg.ema.decays = vec![0.999];
         assert!(about(&cfg, &hw, "ema.decays")[0].contains("set ema.decays = []"));
+    }
+
+    #[test]
+    fn init_from_needs_a_unet_and_a_folder_with_a_diffusers_config() {
+        let hw = machine(0, false);
+        let mut cfg = RunConfig::default();
+        cfg.model.init_from = "no/such/export".into();
+        let m = about(&cfg, &hw, "model.init_from");
+        assert!(m.len() == 1 && m[0].contains("is an MLP"), "{m:?}");
+        cfg.data.source = DataSource::Synthetic;
+        cfg.model.preset = crate::model::ModelPreset::UnetTiny;
+        let m = about(&cfg, &hw, "model.init_from");
+        assert!(m.len() == 1 && m[0].contains("no such folder in "), "{m:?}");
+        let dir = tempfile::tempdir().unwrap();
+        cfg.model.init_from = dir.path().display().to_string();
+        let m = about(&cfg, &hw, "model.init_from");
+        assert!(
+            m.len() == 1 && m[0].contains("has neither unet/config.json nor config.json"),
+            "{m:?}"
+        );
+        std::fs::write(dir.path().join("config.json"), "{}").unwrap();
+        assert_eq!(about(&cfg, &hw, "model.init_from"), Vec::<String>::new());
     }
 }

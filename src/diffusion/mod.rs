@@ -1,6 +1,7 @@
 //! The diffusion math of the chapter: schedules, the forward process, training
 //! objectives and timestep samplers. Nothing here knows about models or data.
 
+pub mod diffusers_scheduler;
 pub mod likelihood;
 pub mod losses;
 pub mod objective;

@@ -130,8 +130,52 @@ pub fn guide(uncond: &Tensor, cond: &Tensor, scale: f64) -> Tensor {
     uncond + (cond - uncond) * scale
 }
 
+/// Where a draw's noise comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum NoiseSource<'a> {
+    /// Drawn by [`noise`] from this seed.
+    Seed(u64),
+    /// Given (a user's file, another library's generator): [1 + S, B, …],
+    /// x_T and then the noise of each of the S reverse steps, in the order
+    /// they run (the entry of a step that adds none, such as DDPM's at
+    /// t = 0, is not read); or [1, B, …], x_T alone, when no step adds noise
+    /// (see [`adds_noise`]).
+    Given(&'a Tensor),
+}
+
+impl NoiseSource<'_> {
+    /// x_T (`step` None) or the noise of reverse step `step`, of `shape`.
+    fn draw(self, shape: &[i64], step: Option<u64>, device: Device) -> Tensor {
+        match self {
+            NoiseSource::Seed(seed) => noise(shape, seed, step.unwrap_or(u64::MAX), device),
+            NoiseSource::Given(t) => t
+                .get(step.map_or(0, |i| i as i64 + 1))
+                .to_kind(Kind::Float)
+                .to_device(device),
+        }
+    }
+}
+
+/// The timesteps a draw with `opts` visits (see [`respace`]).
+pub fn visited(timesteps: usize, opts: &SamplingOptions) -> Vec<i64> {
+    match opts.sampler {
+        SamplerKind::Ddpm => respace(timesteps, 0),
+        SamplerKind::Ddim => respace(timesteps, opts.steps),
+    }
+}
+
+/// Whether any reverse step of a draw with `opts` adds noise: DDPM's at
+/// t > 0, DDIM's but the last with η > 0.
+pub fn adds_noise(timesteps: usize, opts: &SamplingOptions) -> bool {
+    let steps = visited(timesteps, opts).len();
+    match opts.sampler {
+        SamplerKind::Ddpm => steps > 1,
+        SamplerKind::Ddim => opts.eta > 0.0 && steps > 1,
+    }
+}
+
 /// Draw samples of `shape` ([B, …]) from `model(x_t, t) → output`, where `t`
-/// is an int64 tensor of shape [B].
+/// is an int64 tensor of shape [B], with noise drawn from `seed`.
 pub fn sample(
     schedule: &NoiseSchedule,
     prediction: Prediction,
@@ -141,13 +185,32 @@ pub fn sample(
     device: Device,
     model: &mut dyn FnMut(&Tensor, &Tensor) -> Tensor,
 ) -> Tensor {
+    sample_with(
+        schedule,
+        prediction,
+        opts,
+        shape,
+        NoiseSource::Seed(seed),
+        device,
+        model,
+    )
+}
+
+/// [`sample`] with the noise from `source`; a given one holds what
+/// [`NoiseSource::Given`] says (the caller checks its shape).
+pub fn sample_with(
+    schedule: &NoiseSchedule,
+    prediction: Prediction,
+    opts: &SamplingOptions,
+    shape: &[i64],
+    source: NoiseSource,
+    device: Device,
+    model: &mut dyn FnMut(&Tensor, &Tensor) -> Tensor,
+) -> Tensor {
     let tables = schedule.tensors(device);
     let b = shape[0];
-    let mut x = noise(shape, seed, u64::MAX, device);
-    let steps = match opts.sampler {
-        SamplerKind::Ddpm => respace(schedule.timesteps(), 0),
-        SamplerKind::Ddim => respace(schedule.timesteps(), opts.steps),
-    };
+    let mut x = source.draw(shape, None, device);
+    let steps = visited(schedule.timesteps(), opts);
     tch::no_grad(|| {
         for (i, &t) in steps.iter().enumerate() {
             let tt = Tensor::full([b], t, (Kind::Int64, device));
@@ -156,7 +219,7 @@ pub fn sample(
             if opts.clip_x0 {
                 x0 = x0.clamp(-1.0, 1.0);
             }
-            let z = || noise(shape, seed, i as u64, device);
+            let z = || source.draw(shape, Some(i as u64), device);
             x = match opts.sampler {
                 SamplerKind::Ddpm => {
                     ddpm_step(schedule, &tables, opts.variance, &x, &x0, &tt, t, z)
@@ -276,6 +339,59 @@ pub(crate) mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn given_noise_draws_what_the_same_noise_drawn_from_a_seed_draws() {
+        let s = NoiseSchedule::new(ScheduleConfig {
+            schedule: ScheduleKind::Linear,
+            timesteps: 20,
+            ..Default::default()
+        })
+        .unwrap();
+        let shape = [3i64, 2];
+        for (sampler, eta) in [(SamplerKind::Ddpm, 0.0), (SamplerKind::Ddim, 0.5)] {
+            let opts = SamplingOptions {
+                sampler,
+                steps: 0,
+                eta,
+                variance: Variance::FixedLarge,
+                clip_x0: true,
+            };
+            assert!(adds_noise(20, &opts));
+            let mut all = vec![noise(&shape, 9, u64::MAX, Device::Cpu)];
+            all.extend((0..20).map(|i| noise(&shape, 9, i, Device::Cpu)));
+            let given = Tensor::stack(&all, 0);
+            let mut model = oracle(&s, Prediction::Epsilon, 0.2, 0.5);
+            let a = sample(
+                &s,
+                Prediction::Epsilon,
+                &opts,
+                &shape,
+                9,
+                Device::Cpu,
+                &mut model,
+            );
+            let b = sample_with(
+                &s,
+                Prediction::Epsilon,
+                &opts,
+                &shape,
+                NoiseSource::Given(&given),
+                Device::Cpu,
+                &mut model,
+            );
+            assert!(a.equal(&b), "{sampler:?}");
+        }
+        let ddim = SamplingOptions {
+            sampler: SamplerKind::Ddim,
+            steps: 5,
+            eta: 0.0,
+            variance: Variance::FixedLarge,
+            clip_x0: true,
+        };
+        assert!(!adds_noise(20, &ddim));
+        assert_eq!(visited(20, &ddim).len(), 5);
     }
 
     fn schedule() -> NoiseSchedule {

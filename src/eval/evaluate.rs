@@ -23,6 +23,7 @@ use super::trained::{self, TrainedError, TrainedModel, WeightsSource};
 use crate::config::RunConfig;
 use crate::data::Dataset;
 use crate::diffusion::likelihood::{mean_and_stderr, Estimate, Likelihood};
+use crate::diffusion::sampling::NoiseSource;
 use crate::diffusion::sampling::SamplingOptions;
 use crate::diffusion::NoiseSchedule;
 use crate::run::eval_key::metric_part;
@@ -496,7 +497,16 @@ impl<'a> Evaluation<'a> {
         }
         let seed = self.cfg.train.seed ^ SAMPLE_SEED;
         let (sampling, device) = (&self.sampling, self.opts.device);
-        let x = samples::draw(tm, sampling, g, &condition, n, seed, device, &mut |_, _| {})?;
+        let x = samples::draw(
+            tm,
+            sampling,
+            g,
+            &condition,
+            n,
+            NoiseSource::Seed(seed),
+            device,
+            &mut |_, _| {},
+        )?;
         let mut metrics = r.metrics(&x, labels.as_deref(), self.cfg.train.seed)?;
         if self.floor.is_none() {
             self.floor = Some(floor(r, &self.cfg, n)?);

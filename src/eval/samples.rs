@@ -2,7 +2,9 @@
 //! a sampler, with the condition the user asked for.
 
 use super::trained::TrainedModel;
-use crate::diffusion::sampling::{respace, sample, SamplerKind, SamplingOptions};
+use crate::diffusion::sampling::{
+    adds_noise, respace, sample_with, NoiseSource, SamplerKind, SamplingOptions,
+};
 use crate::diffusion::NoiseSchedule;
 use crate::model::embedding::Conditioning;
 use crate::model::guidance::Guided;
@@ -30,6 +32,27 @@ pub enum DrawError {
     NoConditionVector,
     #[error("--condition: the run's condition has {width} values, got {got}")]
     ConditionWidth { width: i64, got: usize },
+    #[error("--noise: the tensor is {got:?}; give x_T as {x_t:?}, or x_T and the noise of each of the {steps} reverse steps as [{}, {}]", .steps + 1, join(.x_t))]
+    NoiseShape {
+        got: Vec<i64>,
+        x_t: Vec<i64>,
+        steps: usize,
+    },
+    #[error("--noise holds x_T only, but this draw adds noise at its reverse steps ({sampler}); give [{}, {}] (x_T, then each step's noise), or draw with --sampler ddim --eta 0", .steps + 1, join(.x_t))]
+    NoiseSteps {
+        x_t: Vec<i64>,
+        steps: usize,
+        sampler: &'static str,
+    },
+}
+
+/// A shape's sizes as `2, 1, 8, 8`.
+fn join(shape: &[i64]) -> String {
+    shape
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl DrawError {
@@ -65,7 +88,7 @@ pub fn draw(
     guidance: f64,
     condition: &Condition,
     n: i64,
-    seed: u64,
+    noise: NoiseSource,
     device: Device,
     on_step: &mut dyn FnMut(usize, usize),
 ) -> Result<Tensor, DrawError> {
@@ -89,6 +112,18 @@ pub fn draw(
         num_classes: tm.num_classes,
     };
     let total = reverse_steps(cfg.diffusion.timesteps, opts);
+    // A given x_T alone becomes [1, B, …].
+    let given = match noise {
+        NoiseSource::Given(t) => Some(checked_noise(
+            t,
+            &shape,
+            total,
+            cfg.diffusion.timesteps,
+            opts,
+        )?),
+        NoiseSource::Seed(_) => None,
+    };
+    let source = given.as_ref().map_or(noise, NoiseSource::Given);
     let mut done = 0;
     // `sample` calls the model once per reverse step.
     let mut f = |x: &Tensor, t: &Tensor| {
@@ -97,15 +132,52 @@ pub fn draw(
         on_step(done, total);
         out
     };
-    Ok(sample(
+    Ok(sample_with(
         &schedule,
         cfg.diffusion.prediction,
         opts,
         &shape,
-        seed,
+        source,
         device,
         &mut f,
     ))
+}
+
+/// A given noise tensor as [1 + S, B, …] or [1, B, …] (see
+/// [`NoiseSource::Given`]), checked against the draw's `shape` ([B, …]) and
+/// its `steps` reverse steps; x_T alone may come as [B, …] or [1, B, …].
+fn checked_noise(
+    t: &Tensor,
+    shape: &[i64],
+    steps: usize,
+    timesteps: usize,
+    opts: &SamplingOptions,
+) -> Result<Tensor, DrawError> {
+    let mut full = vec![steps as i64 + 1];
+    full.extend_from_slice(shape);
+    if t.size() == full {
+        return Ok(t.shallow_clone());
+    }
+    let mut one = vec![1];
+    one.extend_from_slice(shape);
+    if t.size() != shape && t.size() != one {
+        return Err(DrawError::NoiseShape {
+            got: t.size(),
+            x_t: shape.to_vec(),
+            steps,
+        });
+    }
+    if adds_noise(timesteps, opts) {
+        return Err(DrawError::NoiseSteps {
+            x_t: shape.to_vec(),
+            steps,
+            sampler: match opts.sampler {
+                SamplerKind::Ddpm => "DDPM",
+                SamplerKind::Ddim => "DDIM with η > 0",
+            },
+        });
+    }
+    Ok(t.reshape(one.as_slice()))
 }
 
 /// The model's conditioning for `condition`, checked against what the run
@@ -245,6 +317,22 @@ mod tests {
             (
                 DrawError::ConditionWidth { width: 2, got: 3 },
                 "--condition: the run's condition has 2 values, got 3",
+            ),
+            (
+                DrawError::NoiseShape {
+                    got: vec![4, 1, 8],
+                    x_t: vec![4, 1, 8, 8],
+                    steps: 50,
+                },
+                "--noise: the tensor is [4, 1, 8]; give x_T as [4, 1, 8, 8], or x_T and the noise of each of the 50 reverse steps as [51, 4, 1, 8, 8]",
+            ),
+            (
+                DrawError::NoiseSteps {
+                    x_t: vec![4, 2],
+                    steps: 50,
+                    sampler: "DDPM",
+                },
+                "--noise holds x_T only, but this draw adds noise at its reverse steps (DDPM); give [51, 4, 2] (x_T, then each step's noise), or draw with --sampler ddim --eta 0",
             ),
             (
                 DrawError::Schedule {

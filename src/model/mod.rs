@@ -2,6 +2,9 @@
 //! their embeddings and named presets.
 
 pub mod cost;
+pub mod diffusers_config;
+pub mod diffusers_import;
+pub mod diffusers_names;
 pub mod embedding;
 pub mod guidance;
 pub mod mlp;

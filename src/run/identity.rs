@@ -56,6 +56,12 @@ const ADDED_SINCE_HASH: [(&str, &str); 1] = [("eval", "bpd_variance")];
 /// also keeps the names of jobs trained before they existed).
 const POWER_EMA_ONLY: [&str; 2] = ["std_rel", "snapshot_every"];
 
+/// Training keys added after version 0.1 fixed the hashes, with the value
+/// that means what training did before them: left out of the hashed
+/// document while they hold it, so earlier jobs keep their folders' names,
+/// and hashed (a new job) once set.
+const TRAINING_ADDED_SINCE_HASH: [(&str, &str, &str); 1] = [("model", "init_from", "")];
+
 fn covers(pattern: &str, key: &str) -> bool {
     match pattern.strip_suffix(".*") {
         Some(section) => key
@@ -136,6 +142,13 @@ fn hash_of(mut doc: toml::Table, for_resume: bool) -> String {
             }
         }
     }
+    for (section, key, unset) in TRAINING_ADDED_SINCE_HASH {
+        if let Some(t) = doc.get_mut(section).and_then(toml::Value::as_table_mut) {
+            if t.get(key).and_then(toml::Value::as_str) == Some(unset) {
+                t.remove(key);
+            }
+        }
+    }
     if let (Some(v), Some(d)) = (vlb, doc.get_mut("diffusion").and_then(|d| d.as_table_mut())) {
         d.insert("vlb_variance".into(), v);
     }
@@ -197,10 +210,12 @@ mod tests {
             c.train.steps = 0;
         }
         let mut doc = toml::Table::try_from(&c).unwrap();
-        // Version 0.1 had no eval.bpd_variance, ema.std_rel, ema.snapshot_every.
+        // Version 0.1 had no eval.bpd_variance, ema.std_rel, ema.snapshot_every
+        // and no model.init_from.
         doc["eval"].as_table_mut().unwrap().remove("bpd_variance");
         doc["ema"].as_table_mut().unwrap().remove("std_rel");
         doc["ema"].as_table_mut().unwrap().remove("snapshot_every");
+        doc["model"].as_table_mut().unwrap().remove("init_from");
         doc["train"]
             .as_table_mut()
             .unwrap()
@@ -319,6 +334,16 @@ mod tests {
         assert_ne!(training_hash(&vlb(small)), training_hash(&vlb(large)));
         assert_ne!(resume_hash(&vlb(small)), resume_hash(&vlb(large)));
         assert_eq!(training_hash(&vlb(small)), legacy_hash(&vlb(small), false));
+    }
+
+    #[test]
+    fn init_from_names_a_new_job_only_when_set() {
+        let mut c = RunConfig::default();
+        let before = training_hash(&c);
+        assert_eq!(before, legacy_hash(&c, false));
+        c.model.init_from = "exports/tiny".into();
+        assert_ne!(training_hash(&c), before);
+        assert_ne!(resume_hash(&c), resume_hash(&RunConfig::default()));
     }
 
     #[test]

@@ -71,6 +71,9 @@ pub enum TrainError {
     Libtorch { at: String, message: String },
     #[error(transparent)]
     Data(#[from] data::DataError),
+    /// `model.init_from` is not a folder this run can start from.
+    #[error(transparent)]
+    Import(#[from] crate::model::diffusers_import::ImportError),
     #[error(transparent)]
     Schedule(#[from] ScheduleError),
     #[error(transparent)]
@@ -98,7 +101,10 @@ pub enum TrainError {
 impl TrainError {
     /// Whether the user's input (flags, files) is what is wrong.
     pub fn is_bad_input(&self) -> bool {
-        matches!(self, TrainError::RunDir(_) | TrainError::Data(_))
+        matches!(
+            self,
+            TrainError::RunDir(_) | TrainError::Data(_) | TrainError::Import(_)
+        )
     }
 
     /// Whether the disk is full, by the I/O error's kind.

@@ -14,7 +14,7 @@ use crate::config;
 use crate::config::run::{DataSource, EmaMode, RunConfig};
 use crate::data::{self, Batcher};
 use crate::diffusion::{create_sampler, NoiseSchedule, TimestepSampler};
-use crate::model::Denoiser;
+use crate::model::{Denoiser, ModelSpec};
 use crate::rng::mix_seed;
 use crate::run::checkpoint::{self, CheckpointData, CheckpointState};
 use crate::run::{RunDir, Weights};
@@ -72,7 +72,9 @@ pub(super) fn device_name(d: Device) -> String {
 }
 
 impl Run {
-    pub(super) fn build(cfg: &RunConfig) -> Result<Self, TrainError> {
+    /// Build a run from `cfg`; with `init`, a fresh one (not one about to
+    /// be restored from a checkpoint) starts from `model.init_from`'s weights.
+    pub(super) fn build(cfg: &RunConfig, init: bool) -> Result<Self, TrainError> {
         let device = prepare_device(cfg);
         let d = &cfg.diffusion;
         let schedule = NoiseSchedule::new(d.schedule_config())?;
@@ -103,18 +105,27 @@ impl Run {
         tch::manual_seed(mix_seed(cfg.train.seed, u64::MAX, 0x1A17) as i64);
         // libtorch reports an allocation it cannot make (a model too large
         // for this machine's memory) by a panic through tch: an error here.
+        let libtorch = |payload: Box<dyn std::any::Any + Send>| TrainError::Libtorch {
+            at: "building the model, its optimizer state and EMAs".into(),
+            message: crate::panics::panic_message(payload.as_ref()),
+        };
         let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let vs = nn::VarStore::new(device);
             let model = Denoiser::new(vs.root(), &spec);
+            (vs, model)
+        }));
+        let (vs, model) = built.map_err(libtorch)?;
+        if init && !cfg.model.init_from.is_empty() {
+            init_from(&vs, &spec, Path::new(&cfg.model.init_from))?;
+        }
+        // The flat buffers, AdamW and the EMAs start from the weights now in `vs`.
+        let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let fp = FlatParams::new(&vs, device, cfg.train.precision.compute_kind());
             let opt = AdamW::new(&cfg.train, &fp.flat);
             let ema = Ema::new(&cfg.ema, &fp.flat);
-            (vs, model, fp, opt, ema)
+            (fp, opt, ema)
         }));
-        let (vs, model, fp, opt, ema) = built.map_err(|payload| TrainError::Libtorch {
-            at: "building the model, its optimizer state and EMAs".into(),
-            message: crate::panics::panic_message(payload.as_ref()),
-        })?;
+        let (fp, opt, ema) = built.map_err(libtorch)?;
         let ema = ema?;
         let scaler = LossScaler::new(cfg.train.precision, device);
         let num_classes = if cfg.data.labels {
@@ -253,6 +264,17 @@ impl Run {
             .load_state(state.sampler.clone())
             .map_err(|e| mismatch(e.to_string()))?;
         Ok(())
+    }
+}
+
+/// Copy a diffusers UNet2DModel folder's weights into the model of `vs`,
+/// after checking that its network is the run's (`model.init_from`).
+fn init_from(vs: &nn::VarStore, spec: &ModelSpec, dir: &Path) -> Result<(), TrainError> {
+    use crate::model::diffusers_config::Unexpressible;
+    use crate::model::diffusers_import::{load_into, ImportError};
+    match spec {
+        ModelSpec::Unet(unet) => Ok(load_into(vs, unet, dir)?),
+        ModelSpec::Mlp(_) => Err(ImportError::Unexpressible(Unexpressible::Mlp).into()),
     }
 }
 

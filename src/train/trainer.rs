@@ -63,7 +63,7 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<Outcome, TrainError
     let latest = prepare_dir(cfg, opts)?;
     // Build everything (data included) before the run directory exists, so bad
     // data leaves nothing behind.
-    let mut run = Run::build(cfg)?;
+    let mut run = Run::build(cfg, latest.is_none())?;
     create_run_dir(&opts.run_dir)?;
     let mut s = Session::open(cfg, opts, &mut run, latest.is_some())?;
     if s.start >= s.total && latest.is_some() {
@@ -177,6 +177,12 @@ impl<'a> Session<'a> {
             MetricsLog::open(&self.layout.root, Some(self.start))
                 .map_err(io_err("opening metrics.jsonl"))?,
         );
+        if self.start == 0 && !self.cfg.model.init_from.is_empty() {
+            self.text.line(&format!(
+                "initial weights from {} (model.init_from)",
+                self.cfg.model.init_from
+            ));
+        }
         self.text.line(&format!(
             "training {} parameters on {}, steps {}..{}, config hash {}, data loader {:?}",
             run.fp.len(),
@@ -400,7 +406,7 @@ pub struct StepLoop {
 
 impl StepLoop {
     pub fn new(cfg: &RunConfig) -> Result<Self, TrainError> {
-        let run = Run::build(cfg)?;
+        let run = Run::build(cfg, true)?;
         let acc = Accum::new(run.device);
         Ok(StepLoop { run, acc, step: 0 })
     }
