@@ -111,6 +111,12 @@ pub fn dir_name(step: u64) -> String {
     format!("step-{step:09}")
 }
 
+/// Whether `root` holds a checkpoint (or snapshot) of `step`: one with its
+/// state.json (a folder is renamed into place whole, with it).
+pub fn is_written(root: &Path, step: u64) -> bool {
+    root.join(dir_name(step)).join("state.json").exists()
+}
+
 fn sha256_file(path: &Path) -> std::io::Result<(u64, String)> {
     let mut f = fs::File::open(path)?;
     let mut h = Sha256::new();

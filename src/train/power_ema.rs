@@ -37,11 +37,7 @@ pub(super) fn write_snapshot(
     wall: f64,
 ) -> Result<(), TrainError> {
     let root = RunDir::new(dir).phema_snapshots();
-    if root
-        .join(checkpoint::dir_name(step))
-        .join("state.json")
-        .exists()
-    {
+    if checkpoint::is_written(&root, step) {
         return Ok(());
     }
     let files = run

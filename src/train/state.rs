@@ -290,11 +290,7 @@ pub(super) fn write_snapshot(
     wall: f64,
 ) -> Result<(), TrainError> {
     let root = RunDir::new(dir).snapshots();
-    if root
-        .join(checkpoint::dir_name(step))
-        .join("state.json")
-        .exists()
-    {
+    if checkpoint::is_written(&root, step) {
         return Ok(());
     }
     let mut data = run.checkpoint_data();
