@@ -178,11 +178,8 @@ fn run_weights(pick: Option<EmaPick>, assignment: &Assignment, cfg: &RunConfig) 
 /// The EMA axes' values that cannot be evaluated, each once, at its line
 /// of the spec.
 fn axis_problems(spec: &SweepSpec, runs: &[PlannedRun]) -> Vec<Problem> {
-    let text = &spec
-        .bases
-        .last()
-        .expect("a spec has its own base layer")
-        .text; // ok: read() pushes it
+    // The spec's own layer (read() pushes it last); without one, line 1.
+    let text = spec.bases.last().map_or("", |b| b.text.as_str());
     let at = |key: &str| {
         let line = crate::config::locate::line_of(text, key);
         Some(format!("{}:{}", spec.path.display(), line.unwrap_or(1)))
