@@ -463,7 +463,7 @@ pub fn plan_text(p: &Planned) -> String {
         p.plan.jobs.len(),
         if p.plan.jobs.len() == 1 { "" } else { "s" },
         if p.plan.jobs.len() < p.plan.runs.len() {
-            " (runs that differ only in ema.decay or eval.* share a job)"
+            " (runs that differ only in ema.decay, ema.std_rel or eval.* share a job)"
         } else {
             ""
         }
