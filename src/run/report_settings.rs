@@ -497,7 +497,7 @@ mod tests {
             "report.exercise: = 7: the chapter's exercises are numbered 1 to 5 (1 prediction parameterization, 2 EMA ablation",
             "report.verdict: unknown key; [report] has smoothing, exercise, question, prediction, claims",
             "report.claims[0].extra: unknown key; a `better` claim has kind, metric, better, than",
-            "report.claims[0].metric: = \"lr\": not a metric with a direction; name a family (fd, eps_mse, steps_to, best_fd, fid, bpd",
+            "report.claims[0].metric: = \"lr\": not a metric with a direction; name a family (fd, eps_mse, steps_to, best_fd, best_sliced_wasserstein, best_mmd2_rbf, fid, bpd",
             "report.claims[0].better: = 0.9: must be a table of swept key = value",
             "report.claims[0].than: missing; a `better` claim has kind, metric, better, than",
             "report.claims[1].kind: = \"peak\": unknown kind; a claim is one of better (metric, better, than), best (metric, best)",
