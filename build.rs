@@ -19,21 +19,34 @@ print(int(torch._C._GLIBCXX_USE_CXX11_ABI))";
 
 /// The commit the binary is built from, for reports (`DDPMLAB_BUILD_COMMIT`;
 /// not `DDPM_LAB_*`, which cargo would also export to test processes, where
-/// the config's environment layer would read it as a key).
+/// the config's environment layer would read it as a key). Only this
+/// checkout's HEAD and its branch's ref are watched, so a commit on another
+/// branch or worktree does not rebuild this one.
 fn record_commit() {
-    for f in [".git/HEAD", ".git/refs/heads", ".git/packed-refs"] {
-        if std::path::Path::new(f).exists() {
-            println!("cargo:rerun-if-changed={f}");
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    if let (Some(dir), Some(common)) = (
+        git(&["rev-parse", "--git-dir"]),
+        git(&["rev-parse", "--git-common-dir"]),
+    ) {
+        let (dir, common) = (PathBuf::from(dir), PathBuf::from(common));
+        let mut watch = vec![dir.join("HEAD"), common.join("packed-refs")];
+        if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
+            watch.push(common.join(branch));
+        }
+        for f in watch.iter().filter(|f| f.exists()) {
+            println!("cargo:rerun-if-changed={}", f.display());
         }
     }
-    if let Ok(o) = Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .output()
-    {
-        let c = String::from_utf8_lossy(&o.stdout).trim().to_string();
-        if o.status.success() && !c.is_empty() {
-            println!("cargo:rustc-env=DDPMLAB_BUILD_COMMIT={c}");
-        }
+    if let Some(c) = git(&["rev-parse", "--short=12", "HEAD"]) {
+        println!("cargo:rustc-env=DDPMLAB_BUILD_COMMIT={c}");
     }
 }
 

@@ -8,6 +8,8 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 torch_version := "2.11.0"
 # diffusers for the export/import tests (tests/diffusers_export.rs reads the pin from here).
 diffusers_version := "0.42.1"
+# tensorboard for the event-file tests (tests/tensorboard.rs reads the pin from here).
+tensorboard_version := "2.21.0"
 venv := justfile_directory() / ".venv"
 
 export VIRTUAL_ENV := venv
@@ -18,7 +20,7 @@ export LIBTORCH_USE_PYTORCH := "1"
 default:
     @just --list
 
-# Install PyTorch {{torch_version}} and diffusers {{diffusers_version}} into ./.venv (idempotent: skips what is there).
+# Install PyTorch {{torch_version}}, diffusers {{diffusers_version}} and tensorboard {{tensorboard_version}} into ./.venv (idempotent: skips what is there).
 setup:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -39,6 +41,13 @@ setup:
     else
         echo "setup: installing diffusers=={{diffusers_version}} into {{venv}} (found: ${have:-none})"
         "{{venv}}/bin/python" -m pip install --disable-pip-version-check -q "diffusers=={{diffusers_version}}"
+    fi
+    have=$("{{venv}}/bin/python" -c 'import tensorboard; print(tensorboard.__version__)' 2>/dev/null || true)
+    if [ "$have" = "{{tensorboard_version}}" ]; then
+        echo "setup: tensorboard {{tensorboard_version}} already in {{venv}}"
+    else
+        echo "setup: installing tensorboard=={{tensorboard_version}} into {{venv}} (found: ${have:-none})"
+        "{{venv}}/bin/python" -m pip install --disable-pip-version-check -q "tensorboard=={{tensorboard_version}}"
     fi
 
 # Build the release binary (target/release/ddpm-lab).
@@ -64,6 +73,15 @@ test: setup
 # The tests that need a CUDA device (ignored by `just test`); they fail where there is none.
 test-gpu: setup
     cargo test --release --test cuda_graph -- --ignored --test-threads 1
+
+# The Slurm tests: start a single-node Slurm here (tests/slurm/start.sh;
+# installs slurm-wlm and munge on Debian when missing), submit sweeps to it,
+# then stop it. They fail, with the reason, when Slurm cannot be started.
+test-slurm: setup
+    #!/usr/bin/env bash
+    set -euo pipefail
+    trap 'bash tests/slurm/stop.sh' EXIT
+    cargo test --release --test slurm_cli -- --ignored --test-threads 1
 
 # Format the code.
 fmt:

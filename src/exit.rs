@@ -12,6 +12,13 @@ pub const BAD_INPUT: i32 = 2;
 
 /// A run stopped by Ctrl-C or SIGTERM after writing a checkpoint (128 + SIGINT).
 pub const INTERRUPTED: i32 = 130;
+/// Work is still queued or running elsewhere (`sweep status` on a cluster sweep).
+pub const PENDING: i32 = 3;
+
+/// Work that is not finished yet, with what is waiting (exit 3).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Pending(pub String);
 
 /// A run that stopped on a signal: neither bad input nor a failure.
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +149,8 @@ pub fn code_for(err: &anyhow::Error) -> i32 {
         .any(|e| e.is::<Interrupted>() || e.is::<Stopped>())
     {
         INTERRUPTED
+    } else if err.chain().any(|e| e.is::<Pending>()) {
+        PENDING
     } else {
         FAILURE
     }

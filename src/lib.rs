@@ -22,4 +22,5 @@ pub mod report;
 pub mod rng;
 pub mod run;
 pub mod sweep;
+pub mod tensorboard;
 pub mod train;

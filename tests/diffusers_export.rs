@@ -11,7 +11,7 @@
 //! missing (a plain `cargo test`).
 
 mod common;
-use common::{bin, text, train_cpu_with, weights, write};
+use common::{bin, text, train_cpu_with, venv_python_with, weights, write};
 
 use ddpm_lab::eval::trained::{self, WeightsSource};
 use ddpm_lab::model::Conditioning;
@@ -51,35 +51,7 @@ decays = [0.9]
 /// The venv's python with diffusers at the justfile's pin.
 fn python() -> &'static Path {
     static READY: OnceLock<PathBuf> = OnceLock::new();
-    READY.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let python = root.join(".venv/bin/python");
-        let justfile = std::fs::read_to_string(root.join("justfile")).unwrap();
-        let pin = justfile
-            .lines()
-            .find_map(|l| l.strip_prefix("diffusers_version := "))
-            .expect("the justfile pins diffusers_version")
-            .trim()
-            .trim_matches('"')
-            .to_string();
-        let have = Command::new(&python)
-            .args(["-c", "import diffusers; print(diffusers.__version__)"])
-            .output()
-            .expect("the venv's python (`just setup`)");
-        if text(&have.stdout).trim() != pin {
-            let o = Command::new(&python)
-                .args(["-m", "pip", "install", "--disable-pip-version-check", "-q"])
-                .arg(format!("diffusers=={pin}"))
-                .output()
-                .unwrap();
-            assert!(
-                o.status.success(),
-                "installing diffusers: {}",
-                text(&o.stderr)
-            );
-        }
-        python
-    })
+    READY.get_or_init(|| venv_python_with("diffusers", "diffusers_version"))
 }
 
 /// `diffusers_check.py ARGS`; its JSON line.

@@ -45,6 +45,20 @@ pub struct EvalCmd {
     /// Progress and failures as JSON lines on stdout (for the sweep runner).
     #[arg(long, hide = true)]
     pub progress_jsonl: bool,
+    /// Where a weight set's TensorBoard events go, as WEIGHTS=DIR
+    /// (repeatable; default: RUN_DIR/tb/<weights>/, or a sweep run's own
+    /// runs/<run>/tb/). A sweep names its runs' folders.
+    #[arg(long, value_name = "WEIGHTS=DIR", value_parser = tb_target, hide = true)]
+    pub tensorboard: Vec<(Weights, PathBuf)>,
+}
+
+/// `WEIGHTS=DIR`, e.g. `ema-0.999=results/s/runs/r/tb`.
+fn tb_target(s: &str) -> Result<(Weights, PathBuf), String> {
+    let (w, dir) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: give WEIGHTS=DIR, e.g. raw=results/s/runs/r/tb"))?;
+    let w: Weights = w.parse().map_err(|e| format!("{w:?}: {e}"))?;
+    Ok((w, PathBuf::from(dir)))
 }
 
 pub fn run(cmd: EvalCmd) -> anyhow::Result<()> {
@@ -105,6 +119,12 @@ fn eval(cmd: EvalCmd) -> anyhow::Result<()> {
         evaluators: cmd.evaluators.clone(),
         loss_only: cmd.loss_only,
         settings: matches!(h.kind, FolderKind::SweepRun { .. }).then(|| h.config.eval.clone()),
+        tensorboard: match (&h.kind, h.weights) {
+            _ if !cmd.tensorboard.is_empty() => cmd.tensorboard.clone(),
+            // A sweep run's own weight set goes with its training curves.
+            (FolderKind::SweepRun { .. }, Some(w)) => vec![(w, cmd.run_dir.join("tb"))],
+            _ => vec![],
+        },
     };
     let report = evaluate(&opts, say).map_err(Classified::into_cli)?;
     eprintln!(

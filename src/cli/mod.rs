@@ -16,6 +16,7 @@ mod output;
 pub mod report;
 pub mod sample;
 pub mod sweep;
+mod sweep_status;
 pub mod train;
 
 use clap::{Parser, Subcommand};
@@ -68,6 +69,9 @@ pub enum Command {
     /// Print the man page (roff), e.g. into man1/ddpm-lab.1.
     #[command(after_help = examples::MAN)]
     Man(completions::ManCmd),
+    /// One array task of a Slurm sweep: train, then evaluate, one job (the array script runs it).
+    #[command(hide = true)]
+    SweepTask(sweep_status::SweepTaskCmd),
 }
 
 /// The examples at the end of each subcommand's `--help`: commands README.md
@@ -221,6 +225,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Completions(cmd) => completions::run(cmd),
         Command::Man(cmd) => completions::man(cmd),
+        Command::SweepTask(cmd) => sweep_status::task(cmd),
     }
 }
 

@@ -1,20 +1,27 @@
 //! `ddpm-lab sweep SPEC`: plan a sweep spec, then train every job it needs on
-//! the local GPUs (or the CPU), skipping finished work.
+//! the local GPUs (or the CPU), skipping finished work; or, with the Slurm
+//! launcher, submit them as a job array. `ddpm-lab sweep status DIR` reads
+//! a sweep folder's jobs back, with Slurm's queue.
 
 use crate::config::SetArg;
-use crate::exit::{Classified, Stopped};
+use crate::exit::{bad_input, Classified, Stopped};
 use crate::sweep::child::stop_children;
 use crate::sweep::devices::DeviceRequest;
+use crate::sweep::launcher::{Launcher, LauncherKind};
 use crate::sweep::plan::Plan;
 use crate::sweep::results::Policy;
 use crate::sweep::runner::{self, SweepError, SweepOptions};
-use clap::Args;
-use std::path::PathBuf;
+use clap::{Args, Subcommand};
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct SweepCmd {
+    #[command(subcommand)]
+    pub command: Option<SweepSub>,
     /// The sweep spec (TOML): name, description, extends, [base] and [sweep]. See README.md.
-    pub spec: PathBuf,
+    #[arg(required = true)]
+    pub spec: Option<PathBuf>,
     /// Override a key for every run, e.g. --set train.steps=200; or replace an
     /// axis, e.g. --set 'sweep.seeds=[0,1]' (repeatable; TOML values).
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = SetArg::parse)]
@@ -54,6 +61,25 @@ pub struct SweepCmd {
     /// No progress bars or lines; warnings, errors and the final result lines still print.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Where the jobs run: local (this machine's GPUs, or its CPU) or slurm
+    /// (one job array; see README, "On a Slurm cluster"). Default: the
+    /// spec's [launcher] kind, else local.
+    #[arg(long, value_enum)]
+    pub launcher: Option<LauncherKind>,
+    /// Override a [launcher] key for this submission, e.g. --slurm partition=gpu
+    /// --slurm time=2:00:00 --slurm gpus_per_job=0 (repeatable; TOML values).
+    #[arg(long = "slurm", value_name = "KEY=VALUE")]
+    pub slurm: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SweepSub {
+    /// Every job of a sweep folder with its state, merged with Slurm's queue.
+    /// Exit 0 when all completed, 1 when any failed or stopped, 3 while any is queued.
+    Status {
+        /// The sweep folder, results/<sweep>.
+        dir: PathBuf,
+    },
 }
 
 fn wrap(e: SweepError) -> anyhow::Error {
@@ -84,9 +110,64 @@ pub fn advice(plan: &Plan) -> Vec<String> {
         .collect()
 }
 
+/// The spec's `[launcher]` with `--launcher` and each `--slurm KEY=VALUE`
+/// folded in; a bad flag is bad input naming it.
+fn launcher(spec: &Path, cmd: &SweepCmd) -> anyhow::Result<Launcher> {
+    let from_spec = crate::sweep::read(spec)
+        .map_err(|e| Classified::into_cli(SweepError::from(e)))?
+        .launcher
+        .unwrap_or_default();
+    let mut t = match toml::Value::try_from(&from_spec)? {
+        toml::Value::Table(t) => t,
+        _ => toml::Table::new(),
+    };
+    for flag in &cmd.slurm {
+        let (k, v) = flag.split_once('=').ok_or_else(|| {
+            bad_input(format!(
+                "--slurm {flag}: give KEY=VALUE, e.g. --slurm partition=gpu"
+            ))
+        })?;
+        let v: toml::Value = format!("v = {v}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(v.to_string()));
+        if let Some(m) = crate::sweep::launcher::value_problem(k.trim(), &v) {
+            return Err(bad_input(format!("--slurm {flag}: {}: {m}", k.trim())));
+        }
+        t.insert(k.trim().to_string(), v);
+    }
+    let mut l: Launcher = toml::Value::Table(t).try_into().map_err(bad_input)?;
+    if let Some(kind) = cmd.launcher {
+        l.kind = kind;
+    }
+    Ok(l)
+}
+
 pub fn run(cmd: SweepCmd) -> anyhow::Result<()> {
+    if let Some(SweepSub::Status { dir }) = &cmd.command {
+        return super::sweep_status::status(dir);
+    }
+    let Some(spec) = cmd.spec.clone() else {
+        return Err(bad_input("give a sweep spec: ddpm-lab sweep SPEC.toml"));
+    };
+    let launcher = launcher(&spec, &cmd)?;
+    let slurm = launcher.kind == LauncherKind::Slurm;
+    let hardware = match (slurm, cmd.dry_run) {
+        // Device checks are about the compute nodes: the GPUs each task asks for.
+        (true, _) => Some(crate::config::Hardware {
+            cuda_devices: i64::from(launcher.gpus_per_job),
+            cuda_graphs: crate::config::hardware::cuda_graphs_built_in(),
+        }),
+        // A plan shows with this machine's device problems as warnings.
+        (false, true) => Some(crate::config::Hardware {
+            cuda_devices: i64::from(u16::MAX),
+            cuda_graphs: true,
+        }),
+        (false, false) => None,
+    };
     let opts = SweepOptions {
-        spec: cmd.spec.clone(),
+        spec,
         sets: cmd.sets.clone(),
         results: cmd.results.clone(),
         devices: cmd.devices.clone(),
@@ -99,8 +180,23 @@ pub fn run(cmd: SweepCmd) -> anyhow::Result<()> {
         quiet: cmd.quiet,
         no_eval: cmd.no_eval,
         exe: std::env::current_exe()?,
+        hardware,
+        only_job: None,
     };
     let planned = runner::prepare(&opts).map_err(wrap)?;
+    // `--dry-run --json` prints the plan, whoever runs it.
+    if slurm && !(cmd.dry_run && cmd.json) {
+        return super::sweep_status::submit(&planned, &launcher, &cmd);
+    }
+    if cmd.dry_run && !slurm {
+        let here = SweepOptions {
+            hardware: None,
+            ..opts.clone()
+        };
+        if let Err(e) = runner::prepare(&here) {
+            eprintln!("warning: on this machine: {e}");
+        }
+    }
     for w in advice(&planned.plan) {
         eprintln!("warning: {w}");
     }

@@ -32,6 +32,10 @@ pub struct TrainCmd {
     /// Progress as JSON lines on stdout (for the sweep runner).
     #[arg(long, hide = true)]
     pub progress_jsonl: bool,
+    /// Where the TensorBoard event files go (repeatable; default: RUN_DIR/tb;
+    /// none when output.tensorboard = false). A sweep names its runs' folders.
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub tensorboard: Vec<PathBuf>,
 }
 
 pub fn run(cmd: TrainCmd) -> anyhow::Result<()> {
@@ -75,6 +79,7 @@ fn train(cmd: TrainCmd) -> anyhow::Result<()> {
             quiet: cmd.quiet,
             progress_jsonl: cmd.progress_jsonl,
             stop,
+            tensorboard: cmd.tensorboard.clone(),
         },
     )
     .map_err(Classified::into_cli)?;

@@ -191,6 +191,16 @@ pub fn load(sources: &Sources) -> Result<RunConfig, LoadError> {
 /// Check a layered figment and extract the run config: unknown keys first, then
 /// types, then values. Each problem names where its value came from.
 pub fn extract(fig: &Figment, texts: &[LayerText]) -> Result<RunConfig, Vec<Problem>> {
+    extract_on(fig, texts, &Hardware::probe())
+}
+
+/// [`extract`], with the machine-dependent checks made against `hw` (the
+/// compute nodes a cluster job will run on, rather than this machine).
+pub fn extract_on(
+    fig: &Figment,
+    texts: &[LayerText],
+    hw: &Hardware,
+) -> Result<RunConfig, Vec<Problem>> {
     let locate = |key: &str| where_from(fig, key, texts);
     let Keyed {
         config,
@@ -198,7 +208,7 @@ pub fn extract(fig: &Figment, texts: &[LayerText]) -> Result<RunConfig, Vec<Prob
         reported,
     } = key_problems(fig, texts);
     if let Some(config) = &config {
-        for p in validate(config, &Hardware::probe()) {
+        for p in validate(config, hw) {
             // A stand-in default of a reported key is not a second problem,
             // nor is a check that reads it (its message names it).
             if reported.iter().any(|k| stands_in(&p, k)) {

@@ -489,11 +489,23 @@ impl Default for EvalConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutputConfig {
     /// The run directory. Empty: `results/runs/<config file stem>`; `--out` overrides.
     pub dir: String,
+    /// Write TensorBoard event files (`tb/`): the training records, the
+    /// evaluation metrics and the sample grids.
+    pub tensorboard: bool,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig {
+            dir: String::new(),
+            tensorboard: true,
+        }
+    }
 }
 
 impl RunConfig {

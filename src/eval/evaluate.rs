@@ -18,6 +18,7 @@
 use super::held_out::HeldOut;
 use super::quality::{Metric, Reference};
 use super::samples::{self, Condition};
+use super::tensorboard::TbSink;
 use super::timestep_loss::Probe;
 use super::trained::{self, TrainedError, TrainedModel, WeightsSource};
 use crate::config::RunConfig;
@@ -130,6 +131,9 @@ pub struct EvalOptions {
     /// The `[eval]` settings to use instead of the run's own (a sweep run's,
     /// when its job is evaluated through the run's folder).
     pub settings: Option<crate::config::run::EvalConfig>,
+    /// Where each weight set's TensorBoard events go (`output.tensorboard`);
+    /// empty: `<run_dir>/tb/<weights>/` for every weight set evaluated.
+    pub tensorboard: Vec<(Weights, PathBuf)>,
 }
 
 fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> EvalError + '_ {
@@ -169,6 +173,7 @@ pub fn evaluate(
     let eval_dir = EvalDir::new(&opts.out);
     let tables = Tables::read(&eval_dir)?;
     let mut evaluation = Evaluation::new(opts, cfg, tables)?;
+    evaluation.tb = TbSink::new(tensorboard_targets(opts, &evaluation.cfg, &weights));
     let mut report = EvalReport::default();
     for (step, dir) in &points {
         for &w in &weights {
@@ -178,6 +183,12 @@ pub fn evaluate(
                 report.kept += 1;
             }
         }
+    }
+    let tb = std::mem::replace(&mut evaluation.tb, TbSink::new(vec![]));
+    if let Some(e) = tb.close() {
+        progress(&format!(
+            "warning: {e}; the tables are written all the same"
+        ));
     }
     // Evaluations with other settings keep their entries.
     let mut done = eval_dir.read_done();
@@ -190,6 +201,27 @@ pub fn evaluate(
     }
     atomic::write_json(&eval_dir.done(), &done).map_err(write_err(&opts.out))?;
     Ok(report)
+}
+
+/// Where each weight set's TensorBoard events go: none when
+/// `output.tensorboard` is off, the folders given, or else
+/// `<run_dir>/tb/<weights>/` for each set evaluated.
+fn tensorboard_targets(
+    opts: &EvalOptions,
+    cfg: &RunConfig,
+    weights: &[Weights],
+) -> Vec<(Weights, PathBuf)> {
+    if !cfg.output.tensorboard {
+        return vec![];
+    }
+    if !opts.tensorboard.is_empty() {
+        return opts.tensorboard.clone();
+    }
+    let root = RunDir::new(&opts.run_dir).tensorboard();
+    weights
+        .iter()
+        .map(|w| (*w, root.join(w.to_string())))
+        .collect()
 }
 
 /// The weight sets to evaluate: those given (each once, in the order
@@ -329,6 +361,8 @@ struct Evaluation<'a> {
     floor: Option<Vec<Metric>>,
     /// The evaluation keys of `cfg.eval`, which every row carries.
     keys: EvalKeys,
+    /// The TensorBoard events of what is computed now.
+    tb: TbSink,
 }
 
 impl<'a> Evaluation<'a> {
@@ -365,6 +399,7 @@ impl<'a> Evaluation<'a> {
             cfg,
             reference: None,
             floor: None,
+            tb: TbSink::new(vec![]),
         })
     }
 
@@ -454,11 +489,13 @@ impl<'a> Evaluation<'a> {
             return Ok(());
         };
         let (bpd, prior, decoder) = bits_per_dim(&self.cfg, tm, data, self.opts.device)?;
-        self.tables.add_metrics([
+        let rows = [
             p.row("bpd".into(), bpd.0, Some(bpd.1), None, ""),
             p.row("bpd_prior".into(), prior.0, Some(prior.1), None, ""),
             p.row("bpd_decoder".into(), decoder.0, Some(decoder.1), None, ""),
-        ])?;
+        ];
+        self.tb.rows(p.step, p.weights, &rows);
+        self.tables.add_metrics(rows)?;
         progress(&format!(
             "step {} {}: {:.4} ± {:.4} bits/dim",
             p.step, p.weights, bpd.0, bpd.1
@@ -516,17 +553,22 @@ impl<'a> Evaluation<'a> {
         let labels = labels.as_deref();
         let stem = EvalDir::sample_stem(p.step, p.weights, g, &p.keys.samples);
         write_samples(&self.cfg, r.stats(), &x, labels, out, &stem)?;
+        if x.dim() == 4 {
+            let png = EvalDir::new(out).samples().join(format!("{stem}.png"));
+            self.tb.grid(p.step, p.weights, g, &png);
+        }
         let summary: Vec<String> = metrics
             .iter()
             .take(4)
             .map(|m| format!("{} {:.4}", m.name, m.value))
             .collect();
         let tag = &self.tag;
-        self.tables.add_metrics(
-            metrics
-                .into_iter()
-                .map(|m| p.row(m.name, m.value, m.stderr, Some(g), tag)),
-        )?;
+        let rows: Vec<MetricRow> = metrics
+            .into_iter()
+            .map(|m| p.row(m.name, m.value, m.stderr, Some(g), tag))
+            .collect();
+        self.tb.rows(p.step, p.weights, &rows);
+        self.tables.add_metrics(rows)?;
         progress(&format!(
             "step {} {} guidance {g} ({tag}): {}",
             p.step,

@@ -13,5 +13,6 @@ pub mod output;
 pub mod precision_recall;
 pub mod quality;
 pub mod samples;
+pub mod tensorboard;
 pub mod timestep_loss;
 pub mod trained;

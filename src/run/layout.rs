@@ -14,6 +14,7 @@
 //! snapshots/step-N/    the weights at each evaluation point, kept for good
 //! snapshots/phema/step-N/  the power-function EMAs (ema.mode = "power"), for post-hoc EMA
 //! eval/                the evaluation tables, samples and done.json
+//! tb/                  TensorBoard events: training; tb/<weights>/: evaluation
 //! ```
 //!
 //! A sweep folder (`results/<sweep>/`):
@@ -26,8 +27,11 @@
 //! jobs/<job>.toml      a job's training config (what its child was given)
 //! jobs/<job>/          its run folder
 //! logs/<job>.log       its child's stderr, appended per attempt
-//! runs/<run>/          run.json (job, weights, swept values), config.toml
+//! runs/<run>/          run.json (job, weights, swept values), config.toml,
+//!                      tb/: TensorBoard events (the job's training and
+//!                      this run's evaluation)
 //! report.md, report.html, tables/, charts/
+//! slurm/               a cluster submission's scripts, job lists and task logs
 //! attic/               job folders moved aside by --force or a restart, and
 //!                      plan-<time>/: an earlier plan's files, moved aside when
 //!                      the spec changed
@@ -80,6 +84,11 @@ impl RunDir {
     /// `ema.snapshot_every` steps: what post-hoc EMA reconstructs from.
     pub fn phema_snapshots(&self) -> PathBuf {
         self.snapshots().join("phema")
+    }
+    /// The TensorBoard event files (`output.tensorboard`): the training
+    /// records here, each weight set's evaluation in `tb/<weights>/`.
+    pub fn tensorboard(&self) -> PathBuf {
+        self.root.join("tb")
     }
     /// The default evaluation folder.
     pub fn eval(&self) -> PathBuf {
@@ -309,9 +318,19 @@ impl SweepDir {
     pub fn run_dir(&self, id: &str) -> PathBuf {
         self.runs().join(id)
     }
+    /// `runs/<id>/tb/`: the run's TensorBoard events, so `tensorboard
+    /// --logdir results/<sweep>` lists each run under its id.
+    pub fn run_tensorboard(&self, id: &str) -> PathBuf {
+        self.run_dir(id).join("tb")
+    }
     /// `runs/<id>/run.json`.
     pub fn run_record(&self, id: &str) -> PathBuf {
         self.run_dir(id).join("run.json")
+    }
+    /// `slurm/`: what a cluster submission wrote (scripts, job lists,
+    /// submissions.json, the tasks' logs).
+    pub fn slurm(&self) -> PathBuf {
+        self.root.join("slurm")
     }
     pub fn attic(&self) -> PathBuf {
         self.root.join("attic")

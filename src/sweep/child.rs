@@ -12,7 +12,7 @@ use super::devices::{Slot, SlotDevice};
 use super::executor::{Executor, JobOutcome, JobTicket};
 use super::progress::SweepProgress;
 use super::results::Action;
-use crate::run::records::{EvalTask, ProgressLine};
+use crate::run::records::ProgressLine;
 use crate::run::{JobState, RunStatus, StopToken, SweepDir};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
@@ -238,6 +238,15 @@ impl ProcessExecutor {
             .arg("--set")
             .arg(format!("train.threads={}", slot.threads_for(job.threads)))
             .args(["--quiet", "--progress-jsonl"]);
+        // The job's training curves go to each of its runs' TensorBoard folders.
+        let mut seen: Vec<&str> = vec![];
+        for r in &job.runs {
+            if !seen.contains(&r.id.as_str()) {
+                seen.push(&r.id);
+                cmd.arg("--tensorboard")
+                    .arg(self.dir.run_tensorboard(&r.id));
+            }
+        }
         if job.action == Action::Resume {
             cmd.arg("--resume");
         }
@@ -276,13 +285,13 @@ impl ProcessExecutor {
         progress: &SweepProgress,
         stop: &StopToken,
     ) -> JobOutcome {
-        for task in &job.evals {
+        for (i, task) in job.evals.iter().enumerate() {
             if stop.is_stopped() {
                 break;
             }
             let what = format!("with the settings of run {}", task.run);
             progress.evaluating(job.key, &job.id, &what, true);
-            trained = self.evaluate_one(slot, job, task, trained, progress, stop);
+            trained = self.evaluate_one(slot, job, i, trained, progress, stop);
             if trained.ended != JobState::Completed {
                 break;
             }
@@ -294,11 +303,12 @@ impl ProcessExecutor {
         &self,
         slot: &Slot,
         job: &JobTicket,
-        task: &EvalTask,
+        index: usize,
         trained: JobOutcome,
         progress: &SweepProgress,
         stop: &StopToken,
     ) -> JobOutcome {
+        let task = &job.evals[index];
         let mut cmd = self.command(slot);
         // Evaluation is many small ops with host syncs: spinning OpenMP
         // threads only slow it down (and its neighbours).
@@ -322,6 +332,12 @@ impl ProcessExecutor {
             .arg("--evaluators")
             .arg(self.dir.results().join(".evaluators"))
             .args(["--quiet", "--progress-jsonl"]);
+        // Each run's metrics go to its own TensorBoard folder.
+        for r in job.runs.iter().filter(|r| r.eval == index) {
+            let dir = self.dir.run_tensorboard(&r.id);
+            cmd.arg("--tensorboard")
+                .arg(format!("{}={}", r.weights, dir.display()));
+        }
         let started = Instant::now();
         let on_line = |line: &ProgressLine| {
             if let ProgressLine::Eval { message } = line {

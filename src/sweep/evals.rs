@@ -20,6 +20,8 @@ use crate::run::{EvalDir, EvalKeys, Freshness, SweepDir, Weights};
 pub struct JobEval {
     pub task: EvalTask,
     pub eval: EvalConfig,
+    /// The runs whose metrics it computes, with their weight sets.
+    pub members: Vec<(String, Weights)>,
 }
 
 /// The evaluations of `job`, one per evaluation key among its runs, in plan
@@ -40,10 +42,12 @@ pub fn job_evals(plan: &Plan, job: &Job) -> Vec<JobEval> {
                         weights: vec![],
                     },
                     eval: run.config.eval.clone(),
+                    members: vec![],
                 });
                 out.len() - 1
             }
         };
+        out[i].members.push((run.id.clone(), run.weights));
         let weights = &mut out[i].task.weights;
         if !weights.contains(&run.weights) {
             weights.push(run.weights);
@@ -125,5 +129,14 @@ mod tests {
             run(&evals[1].task.run).config.eval.sampler,
             evals[1].eval.sampler
         );
+        // Each run is a member of exactly the evaluation with its settings,
+        // with its own weight set (where its TensorBoard metrics come from).
+        for e in &evals {
+            assert_eq!(e.members.len(), 2);
+            for (id, w) in &e.members {
+                assert_eq!(run(id).config.eval.sampler, e.eval.sampler);
+                assert_eq!(run(id).weights, *w);
+            }
+        }
     }
 }

@@ -28,6 +28,18 @@ pub struct JobTicket {
     pub threads: usize,
     /// A short description for progress lines (its runs).
     pub label: String,
+    /// Its runs, each with its TensorBoard folder to fill.
+    pub runs: Vec<TicketRun>,
+}
+
+/// A run of a job, as its TensorBoard folder needs it: the job's training
+/// goes to every run's folder, and each run's metrics come from the
+/// evaluation with its settings (an index into `evals`), for its weight set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TicketRun {
+    pub id: String,
+    pub weights: crate::run::Weights,
+    pub eval: usize,
 }
 
 /// How one job ended.

@@ -8,6 +8,7 @@ pub mod estimate;
 pub mod evals;
 pub mod executor;
 pub mod expand;
+pub mod launcher;
 pub mod lock;
 pub mod plan;
 pub mod progress;
@@ -15,7 +16,9 @@ pub mod report_check;
 pub mod results;
 pub mod runner;
 pub mod schedule;
+pub mod slurm;
 pub mod spec;
+pub mod submit;
 
 pub use expand::{expand, Assignment, Axes, ExpandError};
 pub use plan::{plan, Job, Plan, PlannedRun};

@@ -112,6 +112,19 @@ pub fn retire(dir: &SweepDir, job: &str) -> io::Result<PathBuf> {
     Ok(to)
 }
 
+/// Move a run's TensorBoard folder into the attic (as `tb-<run>-<time>`)
+/// before its job trains from scratch, so the new curves do not mix with an
+/// earlier attempt's; None when it has none.
+pub fn retire_tensorboard(dir: &SweepDir, run: &str) -> io::Result<Option<PathBuf>> {
+    let from = dir.run_tensorboard(run);
+    if !from.exists() {
+        return Ok(None);
+    }
+    let to = unique(&dir.attic(), &format!("tb-{run}"))?;
+    fs::rename(&from, &to)?;
+    Ok(Some(to))
+}
+
 /// The swept values as a JSON object (in axis order).
 pub fn swept_json(run: &PlannedRun) -> Swept {
     run.assignment

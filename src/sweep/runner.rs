@@ -5,12 +5,13 @@
 use super::devices::{self, DeviceRequest, Slot, SlotDevice};
 use super::estimate;
 use super::evals::{job_evals, with_evals, JobEval};
-use super::executor::{Executor, JobOutcome, JobTicket};
+use super::executor::{Executor, JobOutcome, JobTicket, TicketRun};
 use super::lock;
 use super::plan::{plan, Plan};
 use super::progress::SweepProgress;
 use super::results::{
-    decide, retire, retire_changed_plan, swept_json, write_plan_files, Action, Policy,
+    decide, retire, retire_changed_plan, retire_tensorboard, swept_json, write_plan_files, Action,
+    Policy,
 };
 use super::schedule::{queue_order, run_all, SlotWorker, Task};
 use super::spec::{read, SweepSpec};
@@ -81,6 +82,13 @@ pub struct SweepOptions {
     pub no_eval: bool,
     /// This binary, run for the device probe and the jobs.
     pub exe: PathBuf,
+    /// The machine the runs' device settings are checked against; None:
+    /// this one (a Slurm sweep checks against its compute nodes).
+    pub hardware: Option<crate::config::Hardware>,
+    /// Run only this job, as one task of a cluster array: no sweep lock (the
+    /// other tasks run at the same time), and plan.json and summary.json
+    /// are left to the submitting process.
+    pub only_job: Option<String>,
 }
 
 /// One training job with what the planner knows about it.
@@ -159,12 +167,13 @@ fn will(action: Action) -> &'static str {
 /// nothing.
 pub fn prepare(opts: &SweepOptions) -> Result<Planned, SweepError> {
     let mut spec = read(&opts.spec)?;
+    spec.hardware = opts.hardware;
     let run_sets = spec.apply_axis_sets(&opts.sets)?;
     let plan = plan(&spec, &run_sets, true)?;
     let cores = cores();
     let slots = probe_slots(opts, cores)?;
     let cpu_only = slots.iter().all(|s| s.device == SlotDevice::Cpu);
-    if cpu_only {
+    if cpu_only && opts.hardware.is_none() {
         refuse_fp16_on_cpu(&spec, &plan)?;
     }
     let dir = SweepDir::new(&opts.results, &spec.name);
@@ -560,11 +569,15 @@ pub fn execute(
     exec: &impl Executor,
     stop: &StopToken,
 ) -> Result<Summary, SweepError> {
+    let task = opts.only_job.as_deref();
     if let Some(note) = new_results_note(&opts.results) {
         eprintln!("{note}");
     }
-    let lock = lock::acquire(&p.dir.root)?;
-    if let Some(pid) = lock.took_over {
+    let lock = match task {
+        None => Some(lock::acquire(&p.dir.root)?),
+        Some(_) => None,
+    };
+    if let Some(pid) = lock.as_ref().and_then(|l| l.took_over) {
         eprintln!(
             "[sweep] took over a stale lock on {} (its process {pid} is gone)",
             p.dir.root.display()
@@ -582,8 +595,12 @@ pub fn execute(
             opts.no_eval,
         );
     }
-    write_plan(p)?;
-    let to_run: Vec<usize> = (0..jobs.len()).filter(|&i| jobs[i].action.runs()).collect();
+    if task.is_none() {
+        write_plan(p)?;
+    }
+    let to_run: Vec<usize> = (0..jobs.len())
+        .filter(|&i| jobs[i].action.runs() && task.is_none_or(|t| jobs[i].id == t))
+        .collect();
     announce(p, &jobs, &to_run);
     let progress = SweepProgress::new(to_run.len(), opts.quiet);
     let worker = Dispatch {
@@ -613,6 +630,7 @@ pub fn execute(
     let reports: Vec<JobReport> = jobs
         .iter()
         .zip(outcomes)
+        .filter(|(j, _)| task.is_none_or(|t| j.id == t))
         .map(|(j, o)| report(j, o))
         .collect();
     let count = |state: JobState| reports.iter().filter(|r| r.state == state).count();
@@ -625,7 +643,9 @@ pub fn execute(
         trained: reports.iter().filter(|r| r.trained).count(),
         jobs: reports,
     };
-    write_json(&p.dir.summary(), &summary).map_err(io("writing summary.json"))?;
+    if task.is_none() {
+        write_json(&p.dir.summary(), &summary).map_err(io("writing summary.json"))?;
+    }
     drop(lock);
     Ok(summary)
 }
@@ -646,7 +666,7 @@ fn new_results_note(results: &Path) -> Option<String> {
 
 /// Write the spec, plan, job configs and run records; an earlier plan of
 /// another spec moves to the attic first.
-fn write_plan(p: &Planned) -> Result<(), SweepError> {
+pub fn write_plan(p: &Planned) -> Result<(), SweepError> {
     let spec_text = p.spec.resolved_toml(&p.run_sets);
     if let Some(to) =
         retire_changed_plan(&p.dir, &spec_text).map_err(io("moving the previous plan aside"))?
@@ -710,6 +730,18 @@ fn ticket(key: usize, j: &JobView, opts: &SweepOptions) -> JobTicket {
             1 => format!("run {}", j.runs[0]),
             n => format!("{n} runs ({} …)", j.runs[0]),
         },
+        runs: j
+            .evals
+            .iter()
+            .enumerate()
+            .flat_map(|(eval, e)| {
+                e.members.iter().map(move |(id, weights)| TicketRun {
+                    id: id.clone(),
+                    weights: *weights,
+                    eval,
+                })
+            })
+            .collect(),
     }
 }
 
@@ -723,7 +755,8 @@ struct Dispatch<'a, E> {
 }
 
 impl<E> Dispatch<'_, E> {
-    /// A restarted job's earlier attempt moves to the attic first.
+    /// A restarted job's earlier attempt moves to the attic first, and so
+    /// do its runs' TensorBoard folders when it trains from scratch.
     fn prepare(&self, job: &JobTicket) -> Result<(), RetireError> {
         let out = self.dir.job_dir(&job.id);
         if job.action == Action::Restart && out.exists() {
@@ -736,6 +769,14 @@ impl<E> Dispatch<'_, E> {
                 job.id,
                 to.display()
             ));
+        }
+        if matches!(job.action, Action::Train | Action::Restart) {
+            for r in &job.runs {
+                retire_tensorboard(self.dir, &r.id).map_err(|error| RetireError {
+                    path: self.dir.run_tensorboard(&r.id),
+                    error,
+                })?;
+            }
         }
         Ok(())
     }
@@ -1098,6 +1139,8 @@ mod tests {
             quiet: true,
             no_eval: true,
             exe: PathBuf::from("/nonexistent/ddpm-lab"),
+            hardware: None,
+            only_job: None,
         };
         Sweep { _tmp: tmp, opts }
     }

@@ -11,7 +11,7 @@
 use super::expand::{self, Assignment, Axes};
 use crate::config::kind::FileKind;
 use crate::config::load::{
-    defaults, env_layer, extract, key_problems, read_toml, ConfigError, LayerText, LoadError,
+    defaults, env_layer, extract_on, key_problems, read_toml, ConfigError, LayerText, LoadError,
     SetArg,
 };
 use crate::config::{Problem, RunConfig};
@@ -21,7 +21,15 @@ use figment::{Metadata, Profile, Provider, Source};
 use std::path::{Path, PathBuf};
 
 /// Keys a spec may have at its top level.
-const TOP_LEVEL: [&str; 6] = ["name", "description", "extends", "base", "sweep", "report"];
+const TOP_LEVEL: [&str; 7] = [
+    "name",
+    "description",
+    "extends",
+    "base",
+    "sweep",
+    "report",
+    "launcher",
+];
 /// How deep `extends` chains may go.
 const MAX_EXTENDS: usize = 8;
 
@@ -37,6 +45,12 @@ pub struct SweepSpec {
     /// `[report]`: how `ddpm-lab report` aggregates and what it tests (the
     /// nearest spec's in the `extends` chain), checked against the axes.
     pub report: Option<ReportSettings>,
+    /// `[launcher]`: where the jobs run (the nearest spec's in the chain).
+    /// Not part of the resolved spec: it changes no result.
+    pub launcher: Option<super::launcher::Launcher>,
+    /// The machine the runs' device settings are checked against; None:
+    /// this one. A cluster launcher describes its compute nodes here.
+    pub hardware: Option<crate::config::Hardware>,
     /// Axes given or replaced by `--set sweep.<key>=[…]`: (run-config key, the
     /// flag as written), so their problems name the flag, not the file.
     pub set_axes: Vec<(String, String)>,
@@ -128,6 +142,7 @@ pub fn read(path: &Path) -> Result<SweepSpec, LoadError> {
     let mut chain: Vec<PathBuf> = vec![];
     let mut head: Option<Head> = None;
     let mut report: Option<ReportSettings> = None;
+    let mut launcher: Option<super::launcher::Launcher> = None;
     let mut next = Some(path.to_path_buf());
     while let Some(current) = next {
         let file = SpecFile::read(&current).map_err(|p| fail(vec![p]))?;
@@ -139,6 +154,7 @@ pub fn read(path: &Path) -> Result<SweepSpec, LoadError> {
         bases.push(layer.base);
         // The nearest `[report]` in the chain wins, like the first name.
         report = report.or(layer.report);
+        launcher = launcher.or(layer.launcher);
         head = head.or(layer.head);
         next = layer.extends;
     }
@@ -151,6 +167,8 @@ pub fn read(path: &Path) -> Result<SweepSpec, LoadError> {
         bases,
         axes: head.axes,
         report,
+        launcher,
+        hardware: None,
         set_axes: vec![],
     })
 }
@@ -174,6 +192,7 @@ struct Head {
 struct Layer {
     base: BaseLayer,
     report: Option<ReportSettings>,
+    launcher: Option<super::launcher::Launcher>,
     /// For the first file of the chain only.
     head: Option<Head>,
     /// The spec it extends, checked to exist and not to close a cycle.
@@ -220,6 +239,7 @@ impl SpecFile {
         let mut problems = vec![];
         self.unknown_keys(&mut problems);
         let report = self.report(&mut problems);
+        let launcher = self.launcher(&mut problems);
         let pairs = self.base(&mut problems);
         let after_base = problems.len();
         let own_head = match head {
@@ -251,6 +271,7 @@ impl SpecFile {
                 pairs,
             },
             report,
+            launcher,
             head,
             extends,
         })
@@ -285,6 +306,29 @@ impl SpecFile {
                 problems.push(
                     self.problem("report", "must be a table ([report] smoothing = 5)".into()),
                 );
+                None
+            }
+        }
+    }
+
+    /// `[launcher]`, each key checked.
+    fn launcher(&self, problems: &mut Vec<Problem>) -> Option<super::launcher::Launcher> {
+        match self.table.get("launcher") {
+            None => None,
+            Some(toml::Value::Table(t)) => match super::launcher::Launcher::from_table(t) {
+                Ok(l) => Some(l),
+                Err(ps) => {
+                    for p in ps {
+                        problems.push(self.problem(&p.key, p.message));
+                    }
+                    None
+                }
+            },
+            Some(_) => {
+                problems.push(self.problem(
+                    "launcher",
+                    "must be a table ([launcher] kind = \"slurm\")".into(),
+                ));
                 None
             }
         }
@@ -673,6 +717,7 @@ impl SweepSpec {
         let mut problems: Vec<(Problem, String, usize)> = vec![];
         let mut runs = vec![];
         let assignments = expand::expand(&self.axes);
+        let hw = self.hardware.unwrap_or_else(crate::config::Hardware::probe);
         let spec_text = &self
             .bases
             .last()
@@ -712,7 +757,7 @@ impl SweepSpec {
             for s in sets {
                 fig = fig.merge(s.clone());
             }
-            match extract(&fig, &texts) {
+            match extract_on(&fig, &texts, &hw) {
                 Ok(config) => runs.push(Run { assignment, config }),
                 Err(ps) => {
                     for mut p in ps {

@@ -33,6 +33,7 @@ use crate::config::run::RunConfig;
 use crate::run::checkpoint;
 use crate::run::status::{JobState, RunStatus};
 use crate::run::{atomic, identity, RunDir, StopToken};
+use crate::tensorboard::{EventWriter, TbError};
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -49,6 +50,9 @@ pub struct TrainOptions {
     pub progress_jsonl: bool,
     /// Checked before every step: once set, checkpoint and stop.
     pub stop: StopToken,
+    /// Folders for the TensorBoard event files (`output.tensorboard`);
+    /// empty: `<run_dir>/tb`. A sweep names its runs' folders here.
+    pub tensorboard: Vec<PathBuf>,
 }
 
 /// How a run ended, when it did not fail.
@@ -74,7 +78,7 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<Outcome, TrainError
             already: true,
         });
     }
-    s.begin(&run)?;
+    s.begin(&run, &opts.tensorboard)?;
     run_loop(&mut s, &mut run, opts)
 }
 
@@ -110,6 +114,9 @@ struct Session<'a> {
     text: TextLog,
     metrics: Option<MetricsLog>,
     progress: Option<Progress>,
+    /// The TensorBoard writer: None when off, or after it failed (the run
+    /// goes on without it, and says so once).
+    tb: Option<EventWriter>,
 }
 
 impl<'a> Session<'a> {
@@ -160,12 +167,13 @@ impl<'a> Session<'a> {
             text,
             metrics: None,
             progress: None,
+            tb: None,
         })
     }
 
     /// Write the config, data statistics and a running status; open the
     /// metrics log and the progress display.
-    fn begin(&mut self, run: &Run) -> Result<(), TrainError> {
+    fn begin(&mut self, run: &Run, tb_dirs: &[PathBuf]) -> Result<(), TrainError> {
         atomic::write_atomic(&self.layout.config(), self.cfg.to_toml())
             .map_err(io_err("writing config.toml"))?;
         if let Some(stats) = &run.data_stats {
@@ -177,6 +185,7 @@ impl<'a> Session<'a> {
             MetricsLog::open(&self.layout.root, Some(self.start))
                 .map_err(io_err("opening metrics.jsonl"))?,
         );
+        self.open_tensorboard(tb_dirs);
         if self.start == 0 && !self.cfg.model.init_from.is_empty() {
             self.text.line(&format!(
                 "initial weights from {} (model.init_from)",
@@ -193,6 +202,38 @@ impl<'a> Session<'a> {
             run.batcher.kind()
         ));
         Ok(())
+    }
+
+    /// Start the TensorBoard event files (when `output.tensorboard`): a
+    /// resumed run marks its restart, so readers drop what a killed process
+    /// wrote past the checkpoint, as metrics.jsonl does.
+    fn open_tensorboard(&mut self, dirs: &[PathBuf]) {
+        if !self.cfg.output.tensorboard {
+            return;
+        }
+        let dirs = match dirs.is_empty() {
+            true => vec![self.layout.tensorboard()],
+            false => dirs.to_vec(),
+        };
+        let restart = (self.start > 0).then_some(self.start + 1);
+        match EventWriter::create(&dirs, restart) {
+            Ok(w) => self.tb = Some(w),
+            Err(e) => self.tb_failed(&e),
+        }
+    }
+
+    fn tb_failed(&mut self, e: &TbError) {
+        let line = format!("warning: {e}; training goes on without TensorBoard events");
+        self.text.line(&line);
+        eprintln!("{line}");
+        self.tb = None;
+    }
+
+    /// Flush the TensorBoard files (at checkpoints); a failure turns them off.
+    fn flush_tensorboard(&mut self) {
+        if let Some(Err(e)) = self.tb.as_ref().map(EventWriter::flush) {
+            self.tb_failed(&e);
+        }
     }
 
     fn wall(&self) -> f64 {
@@ -264,6 +305,9 @@ impl<'a> Session<'a> {
             if let Some(p) = &self.progress {
                 p.record(&rec, self.total);
             }
+            if let Some(tb) = &self.tb {
+                tb.scalars(step, &crate::tensorboard::tags::training(&rec));
+            }
             let pushed = self
                 .metrics()
                 .push(rec)
@@ -301,6 +345,7 @@ impl<'a> Session<'a> {
         self.metrics()
             .flush_parquet()
             .map_err(TrainError::Metrics)?;
+        self.flush_tensorboard();
         self.status.step = step;
         self.status.wall_time_s = self.wall();
         Ok(())

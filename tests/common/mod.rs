@@ -98,3 +98,38 @@ pub fn sample_file(
             name.starts_with(&prefix) && name.ends_with(&format!(".{ext}"))
         })
 }
+
+/// The project venv's python with `package` at the version the justfile
+/// pins as `pin_var` (`just setup` installs it; a plain `cargo test`
+/// installs it here when missing).
+pub fn venv_python_with(package: &str, pin_var: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".venv/bin/python");
+    let justfile = std::fs::read_to_string(root.join("justfile")).unwrap();
+    let prefix = format!("{pin_var} := ");
+    let pin = justfile
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("the justfile pins {pin_var}"))
+        .trim()
+        .trim_matches('"')
+        .to_string();
+    let probe = format!("import {package}; print({package}.__version__)");
+    let have = Command::new(&python)
+        .args(["-c", &probe])
+        .output()
+        .expect("the venv's python (`just setup`)");
+    if text(&have.stdout).trim() != pin {
+        let o = Command::new(&python)
+            .args(["-m", "pip", "install", "--disable-pip-version-check", "-q"])
+            .arg(format!("{package}=={pin}"))
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "installing {package}: {}",
+            text(&o.stderr)
+        );
+    }
+    python
+}
