@@ -213,8 +213,15 @@ fn usr1_checkpoints_requeues_and_resumes_to_the_same_weights() {
     );
     wait_gone(&[array.clone(), report]);
     let log = std::fs::read_to_string(root.join("jobs").join(&job).join("train.log")).unwrap();
-    assert!(log.contains("interrupted at step"), "{log}");
-    assert!(log.contains("resumed from step"), "{log}");
+    // Interrupted at step N, then resumed from its checkpoint at N.
+    let n: u64 = log
+        .lines()
+        .find_map(|l| l.strip_prefix("interrupted at step "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no interruption in {log}"));
+    assert!(n < 10000, "{log}");
+    assert!(log.contains(&format!("checkpoints/step-{n:09}")), "{log}");
+    assert!(log.contains(&format!("steps {n}..10000")), "{log}");
     let o = ddpm(&["sweep", "status"], &[&root]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stdout));
     // The same job trained here in one go: bit-identical weights.
