@@ -108,10 +108,10 @@ finance *ARGS: build
 report DIR: build
     ./target/release/ddpm-lab report {{DIR}}
 
-# Open report.html pages in headless Chromium (Debian's `chromium`; scripts/report_check.py):
-# every <img> loads, no console errors, contents links land, no horizontal scrolling at 1280
-# and 500 px. PNG renders at both widths go to target/report-check/. Default: the committed
-# examples, results/examples/*/report.html; e.g. `just report-check results/smoke-ex2-ema/report.html`.
+# scripts/report_check.py in headless Chromium (Debian's `chromium`): every <img> loads, no
+# console errors, contents links land, no horizontal scrolling at 1280 and 500 px. Default
+# pages: the committed examples; e.g. `just report-check results/smoke-ex2-ema/report.html`.
+# Check report.html pages in a browser (default results/examples/*/); PNGs in target/report-check/.
 report-check *PAGES:
     #!/usr/bin/env bash
     set -euo pipefail
