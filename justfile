@@ -126,6 +126,17 @@ finance *ARGS: build
 report DIR: build
     ./target/release/ddpm-lab report {{DIR}}
 
+# scripts/report_check.py in headless Chromium (Debian's `chromium`): every <img> loads, no
+# console errors, contents links land, no horizontal scrolling at 1280 and 500 px. Default
+# pages: the committed examples; e.g. `just report-check results/smoke-ex2-ema/report.html`.
+# Check report.html pages in a browser (default results/examples/*/); PNGs in target/report-check/.
+report-check *PAGES:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    pages=({{PAGES}})
+    [ ${#pages[@]} -gt 0 ] || pages=(results/examples/*/report.html)
+    python3 scripts/report_check.py --out target/report-check "${pages[@]}"
+
 # Side by side with the chapter's PyTorch trainer (benches/bench.py; results in target/bench/results.md).
 # e.g. `just bench`, `just bench --cases unet-tiny --rounds 1`, `just bench --device cuda`.
 # The reference is plain PyTorch eager (benches/reference/ddpm_reference.py): no packages beyond `just setup`'s torch.

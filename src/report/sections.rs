@@ -35,10 +35,13 @@ pub struct Parts<'a> {
 pub fn document(p: Parts) -> Vec<Block> {
     let s = p.s;
     let mut b = vec![Block::Heading(1, format!("Report: {}", s.name))];
-    b.extend(p.verdict);
+    if !p.verdict.is_empty() {
+        b.push(Block::Verdict(p.verdict));
+    }
     if !s.description.is_empty() {
         b.push(Block::Para(s.description.clone()));
     }
+    b.push(Block::Toc);
     b.extend(what_was_run(s, p.variants.len()));
     b.extend(not_completed_section(s));
     b.extend(not_evaluated_section(s));
