@@ -46,10 +46,11 @@ pub const KEY_ROLES: [(&str, KeyRole); 10] = [
     ("ema.decay", KeyRole::EvalOnly),
 ];
 
-/// Evaluation-only keys added after version 0.1 fixed the hashes. A
-/// neutralized section is hashed as its defaults, so each new key would
-/// rename every job folder: they are left out of the hashed document instead.
-const ADDED_SINCE_HASH: [(&str, &str); 1] = [("eval", "bpd_variance")];
+/// Evaluation- and launch-only keys added after version 0.1 fixed the
+/// hashes. A neutralized section is hashed as its defaults, so each new key
+/// would rename every job folder: they are left out of the hashed document
+/// instead.
+const ADDED_SINCE_HASH: [(&str, &str); 2] = [("eval", "bpd_variance"), ("output", "tensorboard")];
 
 /// Training keys that only `ema.mode = "power"` reads. Under any other mode
 /// they change nothing, so they are left out of the hashed document (which
@@ -210,9 +211,10 @@ mod tests {
             c.train.steps = 0;
         }
         let mut doc = toml::Table::try_from(&c).unwrap();
-        // Version 0.1 had no eval.bpd_variance, ema.std_rel, ema.snapshot_every
-        // and no model.init_from.
+        // Version 0.1 had no eval.bpd_variance, ema.std_rel, ema.snapshot_every,
+        // model.init_from and output.tensorboard.
         doc["eval"].as_table_mut().unwrap().remove("bpd_variance");
+        doc["output"].as_table_mut().unwrap().remove("tensorboard");
         doc["ema"].as_table_mut().unwrap().remove("std_rel");
         doc["ema"].as_table_mut().unwrap().remove("snapshot_every");
         doc["model"].as_table_mut().unwrap().remove("init_from");
@@ -233,6 +235,7 @@ mod tests {
         c.ema.decays = vec![0.9, 0.999];
         c.eval.num_samples = 37;
         c.train.threads = 3;
+        c.output.tensorboard = false;
         cfgs.push(c);
         for cfg in &cfgs {
             assert_eq!(training_hash(cfg), legacy_hash(cfg, false));
