@@ -144,6 +144,47 @@ fn launcher(spec: &Path, cmd: &SweepCmd) -> anyhow::Result<Launcher> {
     Ok(l)
 }
 
+/// The machine the runs' device settings are checked against: the compute
+/// nodes under Slurm (the GPUs each task asks for); for a local dry run, a
+/// machine with every device, so the plan shows and this machine's device
+/// problems follow as warnings; else this machine (None).
+fn checked_against(l: &Launcher, dry_run: bool) -> Option<crate::config::Hardware> {
+    match (l.kind, dry_run) {
+        (LauncherKind::Slurm, _) => Some(crate::config::Hardware {
+            cuda_devices: i64::from(l.gpus_per_job),
+            cuda_graphs: crate::config::hardware::cuda_graphs_built_in(),
+        }),
+        (LauncherKind::Local, true) => Some(crate::config::Hardware {
+            cuda_devices: i64::from(u16::MAX),
+            cuda_graphs: true,
+        }),
+        (LauncherKind::Local, false) => None,
+    }
+}
+
+/// The report of whatever is in the sweep folder `root`, partial sweeps
+/// included; a report that cannot be written is a warning, not a failed
+/// sweep.
+fn write_report(root: &Path) {
+    let spec = crate::run::SweepDir::at(root).spec();
+    let report =
+        crate::report::options_from_spec(&spec).and_then(|opts| crate::report::report(root, &opts));
+    match report {
+        Ok(r) => {
+            for why in &r.unreadable {
+                eprintln!("warning: {}", why.warning("run the sweep again"));
+            }
+            eprintln!(
+                "report: {} ({} of {} runs completed)",
+                r.report_md.display(),
+                r.completed,
+                r.runs
+            )
+        }
+        Err(e) => eprintln!("warning: the report was not written: {e}"),
+    }
+}
+
 pub fn run(cmd: SweepCmd) -> anyhow::Result<()> {
     if let Some(SweepSub::Status { dir }) = &cmd.command {
         return super::sweep_status::status(dir);
@@ -153,19 +194,6 @@ pub fn run(cmd: SweepCmd) -> anyhow::Result<()> {
     };
     let launcher = launcher(&spec, &cmd)?;
     let slurm = launcher.kind == LauncherKind::Slurm;
-    let hardware = match (slurm, cmd.dry_run) {
-        // Device checks are about the compute nodes: the GPUs each task asks for.
-        (true, _) => Some(crate::config::Hardware {
-            cuda_devices: i64::from(launcher.gpus_per_job),
-            cuda_graphs: crate::config::hardware::cuda_graphs_built_in(),
-        }),
-        // A plan shows with this machine's device problems as warnings.
-        (false, true) => Some(crate::config::Hardware {
-            cuda_devices: i64::from(u16::MAX),
-            cuda_graphs: true,
-        }),
-        (false, false) => None,
-    };
     let opts = SweepOptions {
         spec,
         sets: cmd.sets.clone(),
@@ -180,7 +208,7 @@ pub fn run(cmd: SweepCmd) -> anyhow::Result<()> {
         quiet: cmd.quiet,
         no_eval: cmd.no_eval,
         exe: std::env::current_exe()?,
-        hardware,
+        hardware: checked_against(&launcher, cmd.dry_run),
         only_job: None,
     };
     let planned = runner::prepare(&opts).map_err(wrap)?;
@@ -231,26 +259,7 @@ pub fn run(cmd: SweepCmd) -> anyhow::Result<()> {
         runner::execute(&planned, &opts, &exec, &crate::run::StopToken::process()).map_err(wrap)?;
     eprint!("{}", runner::summary_text(&summary));
     if !cmd.no_report {
-        // The report of whatever is there, partial sweeps included; a report
-        // that cannot be written is a warning, not a failed sweep.
-        let root = std::path::PathBuf::from(&summary.results);
-        let spec = crate::run::SweepDir::at(&root).spec();
-        let report = crate::report::options_from_spec(&spec)
-            .and_then(|opts| crate::report::report(&root, &opts));
-        match report {
-            Ok(r) => {
-                for why in &r.unreadable {
-                    eprintln!("warning: {}", why.warning("run the sweep again"));
-                }
-                eprintln!(
-                    "report: {} ({} of {} runs completed)",
-                    r.report_md.display(),
-                    r.completed,
-                    r.runs
-                )
-            }
-            Err(e) => eprintln!("warning: the report was not written: {e}"),
-        }
+        write_report(Path::new(&summary.results));
     }
     if summary.interrupted {
         let argv: Vec<String> = std::env::args().collect();
