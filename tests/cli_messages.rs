@@ -188,7 +188,9 @@ fn completions_complete_in_a_real_bash_and_the_man_page_lists_the_commands() {
         text(&o.stdout)
     };
     let sub = complete("ddpm-lab sw", 1);
-    assert_eq!(sub.trim(), "sweep", "{sub}");
+    // `sweep-task` is what a Slurm array task runs (hidden from --help).
+    let subs: Vec<&str> = sub.split_whitespace().collect();
+    assert_eq!(subs, vec!["sweep", "sweep-task"], "{sub}");
     let flags = complete("ddpm-lab sweep --dry", 2);
     assert!(flags.lines().any(|l| l.trim() == "--dry-run"), "{flags}");
     for (shell, mark) in [

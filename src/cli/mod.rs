@@ -158,11 +158,15 @@ pub fn parse() -> Cli {
 /// `--set KEY VALUE` written with a space instead of `=`.
 fn set_hint(e: &clap::Error, args: &[std::ffi::OsString]) -> Option<String> {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
-    if e.kind() != ErrorKind::UnknownArgument {
-        return None;
-    }
-    let Some(ContextValue::String(unexpected)) = e.get(ContextKind::InvalidArg) else {
-        return None;
+    let unexpected = match (e.kind(), e.get(ContextKind::InvalidArg)) {
+        (ErrorKind::UnknownArgument, Some(ContextValue::String(u))) => u.clone(),
+        // `sweep SPEC --set KEY VALUE`: VALUE stands where `sweep status` would.
+        (ErrorKind::ArgumentConflict, _) => {
+            let text = e.to_string();
+            let rest = text.split_once("the subcommand '")?.1;
+            rest.split_once('\'')?.0.to_string()
+        }
+        _ => return None,
     };
     let args: Vec<String> = args
         .iter()
