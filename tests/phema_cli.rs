@@ -41,15 +41,7 @@ initial = false
 "#;
 
 fn train(cfg: &Path, out: &Path, extra: &[&str]) -> Output {
-    bin()
-        .arg("train")
-        .arg(cfg)
-        .arg("--out")
-        .arg(out)
-        .args(["--quiet", "--device", "cpu"])
-        .args(extra)
-        .output()
-        .unwrap()
+    common::train_output(cfg, out, extra)
 }
 
 /// The reconstructed tensors of `std_rel` at `step`, sorted by name.

@@ -141,6 +141,29 @@ fn a_sweep_runs_as_one_array_and_a_report_job_and_submitting_again_queues_nothin
             .len(),
         n
     );
+    // --force: both again from scratch, the earlier folders in the attic.
+    let o = ddpm(
+        &["sweep"],
+        &[&s, Path::new("--results"), &results, Path::new("--force")],
+    );
+    let err = text(&o.stderr);
+    assert!(err.contains("(2 task(s), at most 2 at once)"), "{err}");
+    let attic: Vec<String> = std::fs::read_dir(root.join("attic"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let plan = json(&root.join("plan.json"));
+    for job in plan["jobs"].as_array().unwrap() {
+        let id = job["id"].as_str().unwrap();
+        assert!(
+            attic.iter().any(|a| a.starts_with(id)),
+            "{id} not in {attic:?}"
+        );
+    }
+    let (array, report) = last_submission(&root);
+    wait_gone(&[array, report]);
+    let o = ddpm(&["sweep", "status"], &[&root]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stdout));
 }
 
 #[test]

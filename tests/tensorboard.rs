@@ -94,15 +94,7 @@ fn assert_training_matches(b: &Board, recs: &[LogRecord]) {
 }
 
 fn train(cfg: &Path, out: &Path, extra: &[&str]) -> Output {
-    bin()
-        .arg("train")
-        .arg(cfg)
-        .arg("--out")
-        .arg(out)
-        .args(["--quiet", "--device", "cpu"])
-        .args(extra)
-        .output()
-        .unwrap()
+    common::train_output(cfg, out, extra)
 }
 
 /// 16×16 labelled blobs, the tiny UNet, two guidance scales.

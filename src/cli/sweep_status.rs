@@ -21,11 +21,6 @@ fn submit_err(e: SubmitError) -> anyhow::Error {
 /// Submit the planned sweep as a job array and a report job; with
 /// `--dry-run`, print the array's script and size instead.
 pub fn submit(p: &Planned, l: &Launcher, cmd: &SweepCmd) -> anyhow::Result<()> {
-    if cmd.force {
-        return Err(bad_input(
-            "--force with --launcher slurm: move results/<sweep>/jobs/<job> folders to the attic by hand (or run the sweep locally with --force); a cluster submission never deletes finished work",
-        ));
-    }
     let s = submit::submit(p, l, cmd.rerun_failed, cmd.dry_run).map_err(submit_err)?;
     let name = &p.spec.name;
     for (job, state, task) in &s.queued {

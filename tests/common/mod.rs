@@ -41,7 +41,14 @@ pub fn train_cpu(cfg: &Path, out: &Path) {
 
 /// [`train_cpu`] with more arguments (`--set …`).
 pub fn train_cpu_with(cfg: &Path, out: &Path, extra: &[&str]) {
-    let o = bin()
+    let o = train_output(cfg, out, extra);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+}
+
+/// `ddpm-lab train CFG --out OUT --quiet --device cpu EXTRA…`, whatever it
+/// exits with.
+pub fn train_output(cfg: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    bin()
         .arg("train")
         .arg(cfg)
         .arg("--out")
@@ -49,8 +56,7 @@ pub fn train_cpu_with(cfg: &Path, out: &Path, extra: &[&str]) {
         .args(["--quiet", "--device", "cpu"])
         .args(extra)
         .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o.stderr));
+        .unwrap()
 }
 
 /// Every tensor of a safetensors file, sorted by name.
