@@ -67,7 +67,7 @@ fn plan_folder(
     only_job: Option<String>,
     policy: Policy,
 ) -> anyhow::Result<(Planned, SweepOptions)> {
-    let (_, spec) = submit::sweep_dir_spec(dir);
+    let spec = crate::run::SweepDir::at(dir).spec();
     if !spec.exists() {
         return Err(bad_input(format!(
             "{}: not a sweep folder (no spec.toml); give results/<sweep>",

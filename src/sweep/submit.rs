@@ -60,11 +60,7 @@ pub fn submit(
     dry_run: bool,
 ) -> Result<Submitted, SubmitError> {
     let dir = &p.dir;
-    let subs = slurm::read_submissions(&dir.slurm().join("submissions.json"))?;
-    let queued = match subs.is_empty() {
-        true => vec![],
-        false => slurm::queued_jobs(&subs)?,
-    };
+    let (subs, queued) = submissions_and_queue(dir)?;
     let jobs: Vec<&super::runner::JobView> = p
         .jobs
         .iter()
@@ -152,11 +148,7 @@ pub struct JobLine {
 
 /// Every job of the planned sweep `p` with its folder's state and Slurm's.
 pub fn status(p: &Planned) -> Result<(Vec<JobLine>, Vec<String>), SubmitError> {
-    let subs = slurm::read_submissions(&p.dir.slurm().join("submissions.json"))?;
-    let queued = match subs.is_empty() {
-        true => vec![],
-        false => slurm::queued_jobs(&subs)?,
-    };
+    let (subs, queued) = submissions_and_queue(&p.dir)?;
     let lines = p
         .jobs
         .iter()
@@ -189,12 +181,15 @@ pub fn status_code(lines: &[JobLine]) -> i32 {
     }
 }
 
-/// The sweep folder a `sweep status` or `sweep-task` names, and its
-/// resolved spec.
-pub fn sweep_dir_spec(root: &std::path::Path) -> (SweepDir, PathBuf) {
-    let dir = SweepDir::at(root);
-    let spec = dir.spec();
-    (dir, spec)
+/// The folder's submissions so far, and each of their jobs Slurm still
+/// has queued or running: (job, state, array task).
+#[allow(clippy::type_complexity)]
+fn submissions_and_queue(
+    dir: &SweepDir,
+) -> Result<(Vec<Submission>, Vec<(String, String, String)>), SubmitError> {
+    let subs = slurm::read_submissions(&dir.slurm().join("submissions.json"))?;
+    let queued = slurm::queued_jobs(&subs)?;
+    Ok((subs, queued))
 }
 
 #[cfg(test)]
